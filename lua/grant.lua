@@ -1,0 +1,26 @@
+-- grant: admit one named user at once, bypassing the line (operators and tests).
+--
+-- KEYS[1] admitted  ZSET user -> admission end (ms)
+-- KEYS[2] adm_seq   HASH user -> admission seq
+-- KEYS[3] seq       STRING arrival counter
+-- KEYS[4] waiting   ZSET user -> seq
+-- KEYS[5] seen      ZSET user -> last seen (ms)
+-- KEYS[6] stats     HASH concert figures
+-- ARGV[1] user id
+-- ARGV[2] access ttl (ms)
+--
+-- Takes a fresh arrival number, so the grant is a new admission distinct from any earlier one.
+-- Counts towards `admitted_total` like a normal admission; it may exceed max_active, which is
+-- why only operators and tests may call it.
+-- Returns { seq, admission end ms }.
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local user = ARGV[1]
+local seq = redis.call('INCR', KEYS[3])
+local ends = now + tonumber(ARGV[2])
+redis.call('ZREM', KEYS[4], user)
+redis.call('ZREM', KEYS[5], user)
+redis.call('ZADD', KEYS[1], ends, user)
+redis.call('HSET', KEYS[2], user, seq)
+redis.call('HINCRBY', KEYS[6], 'admitted_total', 1)
+return { seq, ends }

@@ -1,0 +1,196 @@
+//! Concerts, their dates (schedules), and seat maps.
+
+use crate::db::Db;
+use crate::domain::{ConcertId, ConcertName, Price, ScheduleId, SeatNo, StartsAt, rfc3339};
+use crate::error::ApiError;
+use chrono::NaiveDateTime;
+use serde::Serialize;
+
+#[derive(Debug, Serialize)]
+pub struct NewSchedule {
+    pub schedule_id: ScheduleId,
+    pub starts_at: String,
+    pub price: i64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct NewConcert {
+    pub concert_id: ConcertId,
+    pub name: String,
+    pub schedules: Vec<NewSchedule>,
+}
+
+/// Creates a concert with its dates; every date gets seats 1..=50 at its price. One
+/// transaction: a concert is never visible half-made.
+pub async fn create(
+    db: &Db,
+    name: &ConcertName,
+    schedules: &[(StartsAt, Price)],
+) -> Result<NewConcert, ApiError> {
+    let mut tx = db.primary().begin().await?;
+    let concert_id = sqlx::query("INSERT INTO concerts (name) VALUES (?)")
+        .bind(name.as_str())
+        .execute(&mut *tx)
+        .await?
+        .last_insert_id();
+    let mut created = Vec::with_capacity(schedules.len());
+    for (starts_at, price) in schedules {
+        let schedule_id =
+            sqlx::query("INSERT INTO schedules (concert_id, starts_at, price) VALUES (?, ?, ?)")
+                .bind(concert_id)
+                .bind(starts_at.0.naive_utc())
+                .bind(price.get())
+                .execute(&mut *tx)
+                .await?
+                .last_insert_id();
+        // A recursive CTE rather than MariaDB's seq_1_to_50 so MySQL 8 works too.
+        sqlx::query(
+            "INSERT INTO seats (schedule_id, seat_no, price)
+             WITH RECURSIVE n (x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < 50)
+             SELECT ?, x, ? FROM n",
+        )
+        .bind(schedule_id)
+        .bind(price.get())
+        .execute(&mut *tx)
+        .await?;
+        created.push(NewSchedule {
+            schedule_id: ScheduleId::new(schedule_id)
+                .ok_or_else(|| ApiError::internal("id out of range"))?,
+            starts_at: rfc3339(starts_at.0),
+            price: price.get(),
+        });
+    }
+    tx.commit().await?;
+    Ok(NewConcert {
+        concert_id: ConcertId::new(concert_id)
+            .ok_or_else(|| ApiError::internal("id out of range"))?,
+        name: name.as_str().to_owned(),
+        schedules: created,
+    })
+}
+
+/// Does the concert exist? Read from the primary (used by the queue on join).
+pub async fn exists(db: &Db, concert: ConcertId) -> Result<bool, ApiError> {
+    let found: Option<u64> = sqlx::query_scalar("SELECT id FROM concerts WHERE id = ?")
+        .bind(concert.get())
+        .fetch_optional(db.primary())
+        .await?;
+    Ok(found.is_some())
+}
+
+#[derive(Debug, Serialize)]
+pub struct ScheduleView {
+    pub schedule_id: ScheduleId,
+    pub starts_at: String,
+    pub total_seats: i64,
+    pub available_seats: i64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Schedules {
+    pub concert_id: ConcertId,
+    pub name: String,
+    pub schedules: Vec<ScheduleView>,
+}
+
+/// The concert's dates still open for booking (not yet started), with live availability.
+/// Reads the replica when one is configured.
+pub async fn schedules(db: &Db, concert: ConcertId) -> Result<Schedules, ApiError> {
+    let pool = db.reader();
+    let name: Option<String> = sqlx::query_scalar("SELECT name FROM concerts WHERE id = ?")
+        .bind(concert.get())
+        .fetch_optional(&pool.pool)
+        .await?;
+    let name = name.ok_or(ApiError::NotFound("no such concert"))?;
+    let rows: Vec<(u64, NaiveDateTime, i64, i64)> = sqlx::query_as(
+        "SELECT s.id, s.starts_at,
+                (SELECT COUNT(*) FROM seats st WHERE st.schedule_id = s.id),
+                (SELECT COUNT(*) FROM reservations r
+                  WHERE r.schedule_id = s.id AND r.live_seat_no IS NOT NULL
+                    AND (r.status = 'confirmed' OR r.expires_at > NOW(6)))
+           FROM schedules s
+          WHERE s.concert_id = ? AND s.starts_at > NOW(6)
+          ORDER BY s.starts_at, s.id",
+    )
+    .bind(concert.get())
+    .fetch_all(&pool.pool)
+    .await?;
+    tracing::debug!(pool = pool.name, rows = rows.len(), "listed schedules");
+    let schedules = rows
+        .into_iter()
+        .filter_map(|(id, starts_at, total, taken)| {
+            Some(ScheduleView {
+                schedule_id: ScheduleId::new(id)?,
+                starts_at: rfc3339(starts_at.and_utc()),
+                total_seats: total,
+                available_seats: (total - taken).max(0),
+            })
+        })
+        .collect();
+    Ok(Schedules {
+        concert_id: concert,
+        name,
+        schedules,
+    })
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SeatStatus {
+    Available,
+    Held,
+    Sold,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SeatView {
+    pub seat_no: SeatNo,
+    pub price: i64,
+    pub status: SeatStatus,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Seats {
+    pub schedule_id: ScheduleId,
+    pub seats: Vec<SeatView>,
+}
+
+/// The seat map of one date. A hold past its `expires_at` shows as available whether or not
+/// the sweep has marked it yet.
+pub async fn seats(db: &Db, schedule: ScheduleId) -> Result<Seats, ApiError> {
+    let pool = db.reader();
+    let rows: Vec<(u8, i64, Option<String>, Option<i64>)> = sqlx::query_as(
+        "SELECT st.seat_no, st.price, CAST(r.status AS CHAR), r.expires_at > NOW(6)
+           FROM seats st
+           LEFT JOIN reservations r
+             ON r.schedule_id = st.schedule_id AND r.live_seat_no = st.seat_no
+          WHERE st.schedule_id = ?
+          ORDER BY st.seat_no",
+    )
+    .bind(schedule.get())
+    .fetch_all(&pool.pool)
+    .await?;
+    tracing::debug!(pool = pool.name, rows = rows.len(), "listed seats");
+    if rows.is_empty() {
+        return Err(ApiError::NotFound("no such schedule"));
+    }
+    let seats = rows
+        .into_iter()
+        .filter_map(|(seat_no, price, status, live)| {
+            let status = match (status.as_deref(), live) {
+                (Some("confirmed"), _) => SeatStatus::Sold,
+                (Some("held"), Some(1)) => SeatStatus::Held,
+                _ => SeatStatus::Available,
+            };
+            Some(SeatView {
+                seat_no: SeatNo::new(u64::from(seat_no))?,
+                price,
+                status,
+            })
+        })
+        .collect();
+    Ok(Seats {
+        schedule_id: schedule,
+        seats,
+    })
+}

@@ -1,0 +1,321 @@
+//! Typed configuration, read once from the environment (and a `.env` file) at start.
+//!
+//! Every knob has a safe local default so `queuegate serve` works on a laptop with nothing set;
+//! the only exception is `JWT_SECRET` in production mode, because a guessable signing key would
+//! let anyone mint access tokens. A bad value stops the program with one line naming the variable.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// The development signing key. Loud in the logs, refused in production.
+pub const DEV_JWT_SECRET: &str = "queuegate-dev-secret-do-not-use-in-production";
+
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {var}={value:?}: {reason}")]
+pub struct ConfigError {
+    pub var: &'static str,
+    pub value: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+/// Admission settings: the defaults every concert starts with. The admin API may override them
+/// per concert (stored in Redis, so every instance sees the change).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QueueDefaults {
+    pub tick_ms: u64,
+    pub admit_per_tick: u64,
+    pub max_active: u64,
+    pub access_ttl_secs: u64,
+    pub idle_secs: u64,
+}
+
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub listen_addr: SocketAddr,
+    pub database_url: String,
+    pub database_replica_url: Option<String>,
+    pub database_max_connections: u32,
+    pub redis_url: String,
+    /// Prefix of every Redis key this instance writes; lets tests (or tenants) share one server.
+    pub redis_key_prefix: String,
+    pub redlock_urls: Vec<String>,
+    pub jwt_secret: String,
+    pub jwt_secret_is_default: bool,
+    pub admin_token: Option<String>,
+    pub queue: QueueDefaults,
+    pub hold_ttl_secs: u64,
+    pub auto_migrate: bool,
+    pub log_format: LogFormat,
+    pub production: bool,
+    /// How long a seat lock may live: it guards only the short hold transaction.
+    pub lock_ttl: Duration,
+    /// How often the hold-expiry sweep runs (whole seconds: tokio-cron-scheduler's resolution).
+    pub sweep_interval_secs: u64,
+    /// Grace period for in-flight requests after SIGTERM/SIGINT.
+    pub shutdown_grace: Duration,
+}
+
+impl Settings {
+    /// Reads `.env` (if present) and then the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        // A missing .env is normal; a malformed one is not worth refusing to start over.
+        let _ = dotenvy::dotenv();
+        Self::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    /// Builds settings from any key lookup; tests pass a map instead of mutating the environment.
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let env = Env { get: &get };
+        let production = matches!(
+            env.raw("QUEUEGATE_ENV").as_deref(),
+            Some("production") | Some("prod")
+        );
+        let redis_url = env.string("REDIS_URL", "redis://127.0.0.1:6379");
+        check_redis_url("REDIS_URL", &redis_url)?;
+        let redlock_urls = match env.raw("REDLOCK_URLS") {
+            None => vec![redis_url.clone()],
+            Some(raw) => {
+                let urls: Vec<String> = raw
+                    .split(',')
+                    .map(|s| s.trim().to_owned())
+                    .filter(|s| !s.is_empty())
+                    .collect();
+                if urls.is_empty() {
+                    return Err(env.error("REDLOCK_URLS", raw, "at least one Redis URL"));
+                }
+                for u in &urls {
+                    check_redis_url("REDLOCK_URLS", u)?;
+                }
+                urls
+            }
+        };
+        let (jwt_secret, jwt_secret_is_default) = match env.raw("JWT_SECRET") {
+            Some(s) if s.len() >= 32 => (s, false),
+            Some(s) => {
+                return Err(env.error(
+                    "JWT_SECRET",
+                    "<hidden>".into(),
+                    &format!("must be at least 32 bytes (got {})", s.len()),
+                ));
+            }
+            None if production => {
+                return Err(env.error(
+                    "JWT_SECRET",
+                    String::new(),
+                    "required when QUEUEGATE_ENV=production",
+                ));
+            }
+            None => (DEV_JWT_SECRET.to_owned(), true),
+        };
+        let admin_token = match env.raw("ADMIN_TOKEN").filter(|s| !s.is_empty()) {
+            Some(t) if t.len() < 16 => {
+                return Err(env.error(
+                    "ADMIN_TOKEN",
+                    "<hidden>".into(),
+                    "must be at least 16 bytes",
+                ));
+            }
+            other => other,
+        };
+        let database_url = env.string("DATABASE_URL", "mysql://root@127.0.0.1:3306/queuegate");
+        check_mysql_url("DATABASE_URL", &database_url)?;
+        let database_replica_url = env.raw("DATABASE_REPLICA_URL").filter(|s| !s.is_empty());
+        if let Some(u) = &database_replica_url {
+            check_mysql_url("DATABASE_REPLICA_URL", u)?;
+        }
+        let log_format = match env.raw("LOG_FORMAT").as_deref() {
+            None | Some("human") | Some("text") => LogFormat::Human,
+            Some("json") => LogFormat::Json,
+            Some(other) => {
+                return Err(env.error("LOG_FORMAT", other.into(), "expected `human` or `json`"));
+            }
+        };
+        let listen_raw = env.string("LISTEN_ADDR", "127.0.0.1:8080");
+        let listen_addr = listen_raw
+            .parse()
+            .map_err(|_| env.error("LISTEN_ADDR", listen_raw.clone(), "expected host:port"))?;
+        let prefix = env.string("REDIS_KEY_PREFIX", "qg");
+        if prefix.is_empty()
+            || !prefix
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        {
+            return Err(env.error(
+                "REDIS_KEY_PREFIX",
+                prefix,
+                "letters, digits, '-' or '_' only",
+            ));
+        }
+        Ok(Settings {
+            listen_addr,
+            database_url,
+            database_replica_url,
+            database_max_connections: env.int("DATABASE_MAX_CONNECTIONS", 20, 1, 1000)? as u32,
+            redis_url,
+            redis_key_prefix: prefix,
+            redlock_urls,
+            jwt_secret,
+            jwt_secret_is_default,
+            admin_token,
+            queue: QueueDefaults {
+                tick_ms: env.int("QUEUE_TICK_MS", 1000, 100, 60_000)?,
+                admit_per_tick: env.int("QUEUE_ADMIT_PER_TICK", 100, 0, 100_000)?,
+                max_active: env.int("QUEUE_MAX_ACTIVE", 1000, 0, 1_000_000)?,
+                access_ttl_secs: env.int("ACCESS_TTL_SECS", 600, 10, 86_400)?,
+                idle_secs: env.int("QUEUE_IDLE_SECS", 120, 5, 86_400)?,
+            },
+            hold_ttl_secs: env.int("HOLD_TTL_SECS", 300, 1, 86_400)?,
+            auto_migrate: env.bool("AUTO_MIGRATE", true)?,
+            log_format,
+            production,
+            lock_ttl: Duration::from_millis(env.int("LOCK_TTL_MS", 2000, 50, 60_000)?),
+            sweep_interval_secs: env.int("SWEEP_INTERVAL_SECS", 5, 1, 3600)?,
+            shutdown_grace: Duration::from_secs(env.int("SHUTDOWN_GRACE_SECS", 10, 0, 600)?),
+        })
+    }
+}
+
+struct Env<'a> {
+    get: &'a dyn Fn(&str) -> Option<String>,
+}
+
+impl Env<'_> {
+    /// The value if set and not blank (a blank variable means "use the default").
+    fn raw(&self, key: &str) -> Option<String> {
+        (self.get)(key)
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+    }
+
+    fn string(&self, key: &str, default: &str) -> String {
+        self.raw(key).unwrap_or_else(|| default.to_owned())
+    }
+
+    fn int(&self, key: &'static str, default: u64, min: u64, max: u64) -> Result<u64, ConfigError> {
+        let Some(raw) = self.raw(key) else {
+            return Ok(default);
+        };
+        match raw.parse::<u64>() {
+            Ok(v) if (min..=max).contains(&v) => Ok(v),
+            _ => Err(self.error(key, raw, &format!("expected an integer in {min}..={max}"))),
+        }
+    }
+
+    fn bool(&self, key: &'static str, default: bool) -> Result<bool, ConfigError> {
+        match self.raw(key).map(|v| v.to_ascii_lowercase()).as_deref() {
+            None => Ok(default),
+            Some("1" | "true" | "yes" | "on") => Ok(true),
+            Some("0" | "false" | "no" | "off") => Ok(false),
+            Some(other) => Err(self.error(key, other.into(), "expected true or false")),
+        }
+    }
+
+    fn error(&self, var: &'static str, value: String, reason: &str) -> ConfigError {
+        ConfigError {
+            var,
+            value,
+            reason: reason.to_owned(),
+        }
+    }
+}
+
+fn check_redis_url(var: &'static str, url: &str) -> Result<(), ConfigError> {
+    if url.starts_with("redis://") || url.starts_with("rediss://") {
+        Ok(())
+    } else {
+        Err(ConfigError {
+            var,
+            value: url.to_owned(),
+            reason: "expected a redis:// URL".into(),
+        })
+    }
+}
+
+fn check_mysql_url(var: &'static str, url: &str) -> Result<(), ConfigError> {
+    if url.starts_with("mysql://") || url.starts_with("mariadb://") {
+        Ok(())
+    } else {
+        Err(ConfigError {
+            var,
+            value: url.to_owned(),
+            reason: "expected a mysql:// URL".into(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn settings(pairs: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Settings::from_lookup(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_match_the_contract() {
+        let s = settings(&[]).unwrap();
+        assert_eq!(s.listen_addr.to_string(), "127.0.0.1:8080");
+        assert_eq!(s.redlock_urls, vec!["redis://127.0.0.1:6379".to_string()]);
+        assert_eq!(s.queue.tick_ms, 1000);
+        assert_eq!(s.queue.admit_per_tick, 100);
+        assert_eq!(s.queue.max_active, 1000);
+        assert_eq!(s.queue.access_ttl_secs, 600);
+        assert_eq!(s.queue.idle_secs, 120);
+        assert_eq!(s.hold_ttl_secs, 300);
+        assert!(s.auto_migrate);
+        assert!(s.jwt_secret_is_default);
+        assert!(s.admin_token.is_none());
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        let e = settings(&[("QUEUE_TICK_MS", "abc")]).unwrap_err();
+        assert_eq!(e.var, "QUEUE_TICK_MS");
+        let e = settings(&[("QUEUE_TICK_MS", "10")]).unwrap_err();
+        assert!(e.to_string().contains("100..=60000"), "{e}");
+        assert_eq!(
+            settings(&[("AUTO_MIGRATE", "maybe")]).unwrap_err().var,
+            "AUTO_MIGRATE"
+        );
+        assert_eq!(
+            settings(&[("LISTEN_ADDR", "nope")]).unwrap_err().var,
+            "LISTEN_ADDR"
+        );
+        assert_eq!(
+            settings(&[("REDLOCK_URLS", " , ")]).unwrap_err().var,
+            "REDLOCK_URLS"
+        );
+    }
+
+    #[test]
+    fn production_requires_a_real_secret_and_never_echoes_it() {
+        let e = settings(&[("QUEUEGATE_ENV", "production")]).unwrap_err();
+        assert_eq!(e.var, "JWT_SECRET");
+        let e = settings(&[("JWT_SECRET", "short-secret")]).unwrap_err();
+        assert!(!e.to_string().contains("short-secret"));
+        let s = settings(&[
+            ("QUEUEGATE_ENV", "production"),
+            ("JWT_SECRET", "0123456789abcdef0123456789abcdef"),
+        ])
+        .unwrap();
+        assert!(!s.jwt_secret_is_default);
+    }
+
+    #[test]
+    fn redlock_urls_split_on_commas() {
+        let s = settings(&[("REDLOCK_URLS", "redis://a:1, redis://b:2,redis://c:3")]).unwrap();
+        assert_eq!(s.redlock_urls.len(), 3);
+        assert_eq!(s.redlock_urls[1], "redis://b:2");
+    }
+}

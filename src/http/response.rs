@@ -1,0 +1,91 @@
+//! Building responses: JSON bodies, the error envelope, and streaming bodies for SSE.
+
+use crate::error::ApiError;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, combinators::UnsyncBoxBody};
+use hyper::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
+use hyper::{Response, StatusCode};
+use serde::Serialize;
+use std::convert::Infallible;
+
+pub type Body = UnsyncBoxBody<Bytes, Infallible>;
+pub type Resp = Response<Body>;
+
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into()).boxed_unsync()
+}
+
+pub fn empty(status: StatusCode) -> Resp {
+    let mut r = Response::new(full(Bytes::new()));
+    *r.status_mut() = status;
+    r
+}
+
+pub fn bytes(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Resp {
+    let mut r = Response::new(full(body));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r
+}
+
+pub fn json<T: Serialize + ?Sized>(status: StatusCode, value: &T) -> Resp {
+    match serde_json::to_vec(value) {
+        Ok(body) => {
+            let mut r = bytes(status, "application/json", body);
+            r.headers_mut()
+                .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            r
+        }
+        // Our own types always serialise; if one ever does not, say so instead of panicking.
+        Err(e) => error(&ApiError::internal(e), ""),
+    }
+}
+
+/// Already-serialised JSON (idempotent replays return the stored bytes verbatim).
+pub fn raw_json(status: StatusCode, body: String) -> Resp {
+    let mut r = bytes(status, "application/json", body);
+    r.headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+/// The contract's error envelope: `{"error": {"code", "message", "request_id"}}`.
+pub fn error(e: &ApiError, request_id: &str) -> Resp {
+    #[derive(Serialize)]
+    struct Envelope<'a> {
+        error: Inner<'a>,
+    }
+    #[derive(Serialize)]
+    struct Inner<'a> {
+        code: &'static str,
+        message: String,
+        request_id: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        field: Option<&'a str>,
+    }
+    let field = match e {
+        ApiError::Validation { field, .. } => Some(field.as_str()),
+        _ => None,
+    };
+    let body = serde_json::to_vec(&Envelope {
+        error: Inner {
+            code: e.code(),
+            message: e.public_message(),
+            request_id,
+            field,
+        },
+    })
+    .unwrap_or_else(|_| br#"{"error":{"code":"INTERNAL","message":"internal error"}}"#.to_vec());
+    let mut r = bytes(e.status(), "application/json", body);
+    r.headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if let Some(secs) = e.retry_after_secs() {
+        r.headers_mut().insert(RETRY_AFTER, HeaderValue::from(secs));
+    }
+    if matches!(e, ApiError::Unauthorized(_) | ApiError::TokenRevoked) {
+        r.headers_mut()
+            .insert("www-authenticate", HeaderValue::from_static("Bearer"));
+    }
+    r
+}

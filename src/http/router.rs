@@ -1,0 +1,151 @@
+//! Routing: method + path to a `Route`, with path parameters captured. A known path with the
+//! wrong method is a 405 (with `Allow`), an unknown path a 404. `Route::name` is the path
+//! template, used as the metrics label so label cardinality stays bounded.
+
+use crate::error::ApiError;
+use hyper::Method;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Route {
+    Healthz,
+    Readyz,
+    Metrics,
+    CreateUser,
+    GetBalance,
+    ChargeBalance,
+    JoinQueue,
+    QueueStatus,
+    QueueEvents,
+    LeaveQueue,
+    ConcertSchedules,
+    ScheduleSeats,
+    CreateReservation,
+    GetReservation,
+    CancelReservation,
+    CreatePayment,
+    AdminCreateConcert,
+    AdminGetQueue,
+    AdminPutQueue,
+}
+
+impl Route {
+    pub fn name(self) -> &'static str {
+        use Route::*;
+        match self {
+            Healthz => "/healthz",
+            Readyz => "/readyz",
+            Metrics => "/metrics",
+            CreateUser => "/v1/users",
+            GetBalance => "/v1/users/{user_id}/balance",
+            ChargeBalance => "/v1/users/{user_id}/balance/charge",
+            JoinQueue | LeaveQueue => "/v1/queue",
+            QueueStatus => "/v1/queue/status",
+            QueueEvents => "/v1/queue/events",
+            ConcertSchedules => "/v1/concerts/{concert_id}/schedules",
+            ScheduleSeats => "/v1/schedules/{schedule_id}/seats",
+            CreateReservation => "/v1/reservations",
+            GetReservation | CancelReservation => "/v1/reservations/{reservation_id}",
+            CreatePayment => "/v1/payments",
+            AdminCreateConcert => "/v1/admin/concerts",
+            AdminGetQueue | AdminPutQueue => "/v1/admin/concerts/{concert_id}/queue",
+        }
+    }
+}
+
+pub struct Matched {
+    pub route: Route,
+    pub params: Vec<String>,
+}
+
+/// Label for requests that matched no route (keeps metrics bounded under path scanning).
+pub const UNMATCHED: &str = "unmatched";
+
+pub fn resolve(method: &Method, path: &str) -> Result<Matched, ApiError> {
+    use Route::*;
+    let trimmed = path.strip_prefix('/').unwrap_or(path);
+    let segs: Vec<&str> = if trimmed.is_empty() {
+        Vec::new()
+    } else {
+        trimmed.split('/').collect()
+    };
+    let get = Method::GET;
+    let post = Method::POST;
+    let put = Method::PUT;
+    let delete = Method::DELETE;
+    let (candidates, params): (Vec<(Method, Route)>, Vec<&str>) = match segs.as_slice() {
+        ["healthz"] => (vec![(get, Healthz)], vec![]),
+        ["readyz"] => (vec![(get, Readyz)], vec![]),
+        ["metrics"] => (vec![(get, Metrics)], vec![]),
+        ["v1", "users"] => (vec![(post, CreateUser)], vec![]),
+        ["v1", "users", id, "balance"] => (vec![(get, GetBalance)], vec![id]),
+        ["v1", "users", id, "balance", "charge"] => (vec![(post, ChargeBalance)], vec![id]),
+        ["v1", "queue"] => (vec![(post, JoinQueue), (delete, LeaveQueue)], vec![]),
+        ["v1", "queue", "status"] => (vec![(get, QueueStatus)], vec![]),
+        ["v1", "queue", "events"] => (vec![(get, QueueEvents)], vec![]),
+        ["v1", "concerts", id, "schedules"] => (vec![(get, ConcertSchedules)], vec![id]),
+        ["v1", "schedules", id, "seats"] => (vec![(get, ScheduleSeats)], vec![id]),
+        ["v1", "reservations"] => (vec![(post, CreateReservation)], vec![]),
+        ["v1", "reservations", id] => (
+            vec![(get, GetReservation), (delete, CancelReservation)],
+            vec![id],
+        ),
+        ["v1", "payments"] => (vec![(post, CreatePayment)], vec![]),
+        ["v1", "admin", "concerts"] => (vec![(post, AdminCreateConcert)], vec![]),
+        ["v1", "admin", "concerts", id, "queue"] => {
+            (vec![(get, AdminGetQueue), (put, AdminPutQueue)], vec![id])
+        }
+        _ => return Err(ApiError::NotFound("no such route")),
+    };
+    match candidates.iter().find(|(m, _)| m == method) {
+        Some((_, route)) => Ok(Matched {
+            route: *route,
+            params: params.into_iter().map(str::to_owned).collect(),
+        }),
+        None => Err(ApiError::MethodNotAllowed),
+    }
+}
+
+/// The methods a path accepts, for the `Allow` header of a 405.
+pub fn allowed(path: &str) -> Vec<&'static str> {
+    [
+        ("GET", Method::GET),
+        ("POST", Method::POST),
+        ("PUT", Method::PUT),
+        ("DELETE", Method::DELETE),
+    ]
+    .into_iter()
+    .filter(|(_, m)| resolve(m, path).is_ok())
+    .map(|(name, _)| name)
+    .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_resolve_with_params() {
+        let m = resolve(&Method::POST, "/v1/users/12/balance/charge").unwrap();
+        assert_eq!(m.route, Route::ChargeBalance);
+        assert_eq!(m.params, vec!["12"]);
+        let m = resolve(&Method::DELETE, "/v1/reservations/9").unwrap();
+        assert_eq!(m.route, Route::CancelReservation);
+        assert_eq!(
+            resolve(&Method::GET, "/").err().map(|e| e.code()),
+            Some("NOT_FOUND")
+        );
+    }
+
+    #[test]
+    fn wrong_method_is_405_and_unknown_path_404() {
+        assert!(matches!(
+            resolve(&Method::PATCH, "/v1/users"),
+            Err(ApiError::MethodNotAllowed)
+        ));
+        assert!(matches!(
+            resolve(&Method::GET, "/v1/nope"),
+            Err(ApiError::NotFound(_))
+        ));
+        assert_eq!(allowed("/v1/reservations/3"), vec!["GET", "DELETE"]);
+    }
+}

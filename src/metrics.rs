@@ -1,0 +1,75 @@
+//! Prometheus metrics: one process-wide recorder, rendered at `/metrics`.
+//!
+//! Histograms get explicit buckets so Grafana can compute p50/p95/p99 across instances (a
+//! summary cannot be aggregated). The recorder is global, so it is installed once per process
+//! and shared by every `App` built in that process (tests build many).
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use std::sync::OnceLock;
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Latency buckets in seconds: fine-grained under 10 ms, where the hot paths live.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+
+pub fn handle() -> PrometheusHandle {
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
+                .map(|b| b.build_recorder());
+            match recorder {
+                Ok(recorder) => {
+                    let handle = recorder.handle();
+                    // Another recorder may already be installed (embedding apps); then ours
+                    // still renders what passes through it, which is nothing, but never panics.
+                    let _ = metrics::set_global_recorder(recorder);
+                    describe();
+                    handle
+                }
+                Err(_) => PrometheusBuilder::new().build_recorder().handle(),
+            }
+        })
+        .clone()
+}
+
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        "queuegate_http_requests_total",
+        "HTTP requests by route, method and status"
+    );
+    describe_histogram!(
+        "queuegate_http_request_duration_seconds",
+        "HTTP request latency"
+    );
+    describe_gauge!(
+        "queuegate_db_pool_connections",
+        "Database pool connections by pool and state"
+    );
+    describe_counter!(
+        "queuegate_lock_acquire_total",
+        "Redlock acquisition attempts by result"
+    );
+    describe_counter!(
+        "queuegate_lock_fallback_total",
+        "Seat holds taken on the database-only path"
+    );
+    describe_gauge!(
+        "queuegate_redlock_masters_up",
+        "Redlock masters answering PING"
+    );
+    describe_counter!("queuegate_holds_total", "Seat hold attempts by result");
+    describe_counter!("queuegate_payments_total", "Payments by result");
+    describe_counter!("queuegate_wallet_charges_total", "Wallet charges by result");
+    describe_counter!(
+        "queuegate_holds_expired_total",
+        "Holds marked expired by the sweep"
+    );
+    describe_counter!(
+        "queuegate_revocations_total",
+        "Access revocations after payment by result"
+    );
+}

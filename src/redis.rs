@@ -1,0 +1,132 @@
+//! Connections to Redis and the Lua scripts that are the only way queue state changes.
+//!
+//! Scripts live as files in `lua/` and are compiled into the binary. They are loaded with
+//! SCRIPT LOAD at start and run by EVALSHA; a server that lost its script cache (restart,
+//! failover) answers NOSCRIPT, and we load and retry once, so nobody has to care.
+//!
+//! Every call fails fast while the connection is down instead of queueing behind a reconnect:
+//! a fan's request should get a 503 with `Retry-After` in milliseconds, not hang.
+
+use fred::prelude::*;
+use fred::types::config::Options;
+use fred::types::scripts::Script as FredScript;
+use std::time::Duration;
+
+/// One Lua script: its source (for reloading) and its SHA1 (for EVALSHA).
+pub struct Script {
+    pub name: &'static str,
+    inner: FredScript,
+}
+
+impl Script {
+    pub fn new(name: &'static str, source: &'static str) -> Self {
+        Script {
+            name,
+            inner: FredScript::from_lua(source),
+        }
+    }
+
+    /// EVALSHA, loading the script first if the server does not know it.
+    pub async fn run<R>(&self, client: &Client, keys: Vec<Key>, args: Vec<Value>) -> FredResult<R>
+    where
+        R: FromValue,
+    {
+        let c = client.with_options(&request_options());
+        match c
+            .evalsha(self.inner.sha1().clone(), keys.clone(), args.clone())
+            .await
+        {
+            Err(e) if e.details().starts_with("NOSCRIPT") => {
+                self.load(client).await?;
+                c.evalsha(self.inner.sha1().clone(), keys, args).await
+            }
+            other => other,
+        }
+    }
+
+    pub async fn load(&self, client: &Client) -> FredResult<()> {
+        let source = self
+            .inner
+            .lua()
+            .cloned()
+            .ok_or_else(|| Error::new(ErrorKind::Unknown, "script source missing"))?;
+        client.script_load::<String, _>(source).await.map(|_| ())
+    }
+}
+
+/// Options for commands on a request path: fail at once while disconnected, bounded wait.
+pub fn request_options() -> Options {
+    Options {
+        fail_fast: true,
+        timeout: Some(Duration::from_secs(2)),
+        max_attempts: Some(1),
+        ..Default::default()
+    }
+}
+
+/// Builds a client pool for the queue store. Connection happens in the background with
+/// unlimited reconnects; callers may wait a bounded time for the first connection.
+pub fn pool(url: &str, size: usize) -> Result<Pool, Error> {
+    let config = Config::from_url(url)?;
+    let pool = Builder::from_config(config)
+        .with_connection_config(|c| {
+            c.connection_timeout = Duration::from_secs(2);
+            c.internal_command_timeout = Duration::from_secs(2);
+            c.tcp = TcpConfig {
+                nodelay: Some(true),
+                ..Default::default()
+            };
+        })
+        .with_performance_config(|p| {
+            p.default_command_timeout = Duration::from_secs(5);
+        })
+        .set_policy(ReconnectPolicy::new_exponential(0, 100, 2_000, 2))
+        .build_pool(size)?;
+    pool.connect_pool();
+    Ok(pool)
+}
+
+/// Builds one client for one Redlock master. Each master is independent by design: no pool
+/// sharing, its own reconnect loop, short timeouts so one dead master costs milliseconds.
+pub fn lock_client(url: &str) -> Result<Client, Error> {
+    let config = Config::from_url(url)?;
+    let client = Builder::from_config(config)
+        .with_connection_config(|c| {
+            c.connection_timeout = Duration::from_millis(500);
+            c.internal_command_timeout = Duration::from_millis(500);
+            c.tcp = TcpConfig {
+                nodelay: Some(true),
+                ..Default::default()
+            };
+        })
+        .with_performance_config(|p| {
+            p.default_command_timeout = Duration::from_millis(500);
+        })
+        .set_policy(ReconnectPolicy::new_constant(0, 250))
+        .build()?;
+    client.connect();
+    Ok(client)
+}
+
+/// Waits up to `limit` for a pool's first connection; false if it did not come up in time.
+pub async fn wait_connected(pool: &Pool, limit: Duration) -> bool {
+    matches!(
+        tokio::time::timeout(limit, pool.wait_for_connect()).await,
+        Ok(Ok(()))
+    )
+}
+
+/// PING with a short deadline, for readiness checks.
+pub async fn ping(client: &Client) -> bool {
+    let opts = Options {
+        fail_fast: true,
+        timeout: Some(Duration::from_millis(500)),
+        max_attempts: Some(1),
+        ..Default::default()
+    };
+    client
+        .with_options(&opts)
+        .ping::<String>(None)
+        .await
+        .is_ok()
+}

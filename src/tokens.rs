@@ -1,0 +1,288 @@
+//! Signed tokens: `user`, `queue` and `access` JWTs (HS256, shared secret across instances).
+//!
+//! Every route accepts exactly one kind, so the kind is a claim that is checked on every decode;
+//! the algorithm is pinned so `alg: none` or an RS/HS confusion can never verify. A token proves
+//! who the bearer is and what they were granted at signing time; whether an access grant is
+//! *still* live is a separate question answered by the queue store (see `gate.rs`).
+
+use crate::domain::{ConcertId, UserId};
+use crate::error::ApiError;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+
+const ISSUER: &str = "queuegate";
+/// User tokens identify a person across sales; long-lived like a session cookie.
+pub const USER_TOKEN_TTL_SECS: u64 = 30 * 24 * 3600;
+/// Queue tokens outlive a long sale so a user can recover their place after a data loss.
+pub const QUEUE_TOKEN_TTL_SECS: u64 = 2 * 24 * 3600;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    User,
+    Queue,
+    Access,
+}
+
+/// Claims of every kind in one flat shape; the per-kind views below pick what they need.
+#[derive(Debug, Serialize, Deserialize)]
+struct Claims {
+    kind: Kind,
+    iss: String,
+    /// The user id, as a string like every JWT subject.
+    sub: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    cid: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    seq: Option<u64>,
+    /// The queue store's epoch when the place was issued (detects a store that lost its data).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ep: Option<String>,
+    iat: u64,
+    exp: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UserToken {
+    pub user_id: UserId,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QueueToken {
+    pub user_id: UserId,
+    pub concert_id: ConcertId,
+    pub seq: u64,
+    pub epoch: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AccessToken {
+    pub user_id: UserId,
+    pub concert_id: ConcertId,
+    /// The arrival number of the admission this token belongs to: a later admission of the
+    /// same user has another `seq`, so an old token cannot ride on a new admission.
+    pub seq: u64,
+    /// Admission end, seconds since the epoch.
+    pub exp: u64,
+}
+
+pub struct TokenKeys {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    validation: Validation,
+}
+
+pub fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl TokenKeys {
+    pub fn new(secret: &[u8]) -> Self {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.set_required_spec_claims(&["exp", "iss", "sub"]);
+        validation.set_issuer(&[ISSUER]);
+        validation.validate_nbf = true;
+        // Instances share a clock only roughly; a few seconds of slack is plenty.
+        validation.leeway = 5;
+        TokenKeys {
+            encoding: EncodingKey::from_secret(secret),
+            decoding: DecodingKey::from_secret(secret),
+            validation,
+        }
+    }
+
+    fn sign(&self, claims: &Claims) -> Result<String, ApiError> {
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &self.encoding)
+            .map_err(ApiError::internal)
+    }
+
+    fn verify(&self, token: &str, kind: Kind) -> Result<Claims, ApiError> {
+        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+            .map_err(|e| match e.kind() {
+                jsonwebtoken::errors::ErrorKind::ExpiredSignature => {
+                    ApiError::Unauthorized("token expired")
+                }
+                _ => ApiError::Unauthorized("invalid token"),
+            })?;
+        if data.claims.kind != kind {
+            return Err(ApiError::Unauthorized("wrong kind of token for this route"));
+        }
+        Ok(data.claims)
+    }
+
+    pub fn mint_user(&self, user_id: UserId) -> Result<String, ApiError> {
+        let now = now_secs();
+        self.sign(&Claims {
+            kind: Kind::User,
+            iss: ISSUER.into(),
+            sub: user_id.to_string(),
+            cid: None,
+            seq: None,
+            ep: None,
+            iat: now,
+            exp: now + USER_TOKEN_TTL_SECS,
+        })
+    }
+
+    pub fn mint_queue(&self, t: &QueueToken) -> Result<String, ApiError> {
+        let now = now_secs();
+        self.sign(&Claims {
+            kind: Kind::Queue,
+            iss: ISSUER.into(),
+            sub: t.user_id.to_string(),
+            cid: Some(t.concert_id.get()),
+            seq: Some(t.seq),
+            ep: Some(t.epoch.clone()),
+            iat: now,
+            exp: now + QUEUE_TOKEN_TTL_SECS,
+        })
+    }
+
+    pub fn mint_access(&self, t: &AccessToken) -> Result<String, ApiError> {
+        self.sign(&Claims {
+            kind: Kind::Access,
+            iss: ISSUER.into(),
+            sub: t.user_id.to_string(),
+            cid: Some(t.concert_id.get()),
+            seq: Some(t.seq),
+            ep: None,
+            iat: now_secs(),
+            exp: t.exp,
+        })
+    }
+
+    pub fn verify_user(&self, token: &str) -> Result<UserToken, ApiError> {
+        let c = self.verify(token, Kind::User)?;
+        Ok(UserToken {
+            user_id: user_id(c.sub)?,
+        })
+    }
+
+    pub fn verify_queue(&self, token: &str) -> Result<QueueToken, ApiError> {
+        let c = self.verify(token, Kind::Queue)?;
+        match (c.cid.and_then(ConcertId::new), c.seq, c.ep) {
+            (Some(concert_id), Some(seq), Some(epoch)) => Ok(QueueToken {
+                user_id: user_id(c.sub)?,
+                concert_id,
+                seq,
+                epoch,
+            }),
+            _ => Err(ApiError::Unauthorized("invalid token")),
+        }
+    }
+
+    pub fn verify_access(&self, token: &str) -> Result<AccessToken, ApiError> {
+        let c = self.verify(token, Kind::Access)?;
+        match (c.cid.and_then(ConcertId::new), c.seq) {
+            (Some(concert_id), Some(seq)) => Ok(AccessToken {
+                user_id: user_id(c.sub)?,
+                concert_id,
+                seq,
+                exp: c.exp,
+            }),
+            _ => Err(ApiError::Unauthorized("invalid token")),
+        }
+    }
+}
+
+fn user_id(sub: String) -> Result<UserId, ApiError> {
+    UserId::from_path(&sub).ok_or(ApiError::Unauthorized("invalid token"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys() -> TokenKeys {
+        TokenKeys::new(b"0123456789abcdef0123456789abcdef")
+    }
+
+    fn uid(n: u64) -> UserId {
+        UserId::new(n).unwrap()
+    }
+
+    #[test]
+    fn each_kind_round_trips_and_only_verifies_as_itself() {
+        let k = keys();
+        let user = k.mint_user(uid(7)).unwrap();
+        assert_eq!(k.verify_user(&user).unwrap().user_id, uid(7));
+        assert!(k.verify_queue(&user).is_err());
+        assert!(k.verify_access(&user).is_err());
+
+        let q = QueueToken {
+            user_id: uid(7),
+            concert_id: ConcertId::new(3).unwrap(),
+            seq: 42,
+            epoch: "e1".into(),
+        };
+        let qt = k.mint_queue(&q).unwrap();
+        assert_eq!(k.verify_queue(&qt).unwrap(), q);
+        assert!(k.verify_user(&qt).is_err());
+
+        let a = AccessToken {
+            user_id: uid(7),
+            concert_id: ConcertId::new(3).unwrap(),
+            seq: 42,
+            exp: now_secs() + 60,
+        };
+        let at = k.mint_access(&a).unwrap();
+        assert_eq!(k.verify_access(&at).unwrap(), a);
+        assert!(k.verify_queue(&at).is_err());
+    }
+
+    #[test]
+    fn forged_expired_and_unsigned_tokens_fail() {
+        let k = keys();
+        let other = TokenKeys::new(b"another-secret-another-secret-xx");
+        let forged = other.mint_user(uid(1)).unwrap();
+        assert!(k.verify_user(&forged).is_err());
+
+        let expired = k
+            .mint_access(&AccessToken {
+                user_id: uid(1),
+                concert_id: ConcertId::new(1).unwrap(),
+                seq: 1,
+                exp: now_secs() - 60,
+            })
+            .unwrap();
+        assert!(matches!(
+            k.verify_access(&expired),
+            Err(ApiError::Unauthorized("token expired"))
+        ));
+
+        // alg: none with a plausible payload.
+        use base64_like::encode;
+        let header = encode(br#"{"alg":"none","typ":"JWT"}"#);
+        let exp = now_secs() + 600;
+        let payload = encode(
+            format!(r#"{{"kind":"user","iss":"queuegate","sub":"1","iat":1,"exp":{exp}}}"#)
+                .as_bytes(),
+        );
+        assert!(k.verify_user(&format!("{header}.{payload}.")).is_err());
+        assert!(k.verify_user("garbage").is_err());
+        assert!(k.verify_user("").is_err());
+    }
+
+    /// Minimal URL-safe base64 without padding, only for building hostile test tokens.
+    mod base64_like {
+        const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        pub fn encode(input: &[u8]) -> String {
+            let mut out = String::new();
+            for chunk in input.chunks(3) {
+                let b = [
+                    chunk[0],
+                    *chunk.get(1).unwrap_or(&0),
+                    *chunk.get(2).unwrap_or(&0),
+                ];
+                let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+                for i in 0..=chunk.len() {
+                    out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
+                }
+            }
+            out
+        }
+    }
+}

@@ -1,0 +1,127 @@
+//! Users and their wallets: create a user, read a balance, charge (top up) a balance.
+//!
+//! A charge is one atomic `UPDATE … SET balance = balance + ?` plus a ledger row in the same
+//! transaction — never read-modify-write — so concurrent charges can never overwrite each other,
+//! and every balance always equals the sum of its ledger rows.
+
+use crate::db::Db;
+use crate::domain::{ChargeAmount, IdempotencyKey, UserId, UserName};
+use crate::error::{ApiError, retry_busy};
+use crate::idempotency::{self, Claim, Scope, Stored};
+use serde::Serialize;
+
+/// The most a wallet may hold; mirrors the `wallets_balance_bounded` CHECK constraint.
+pub const MAX_BALANCE: i64 = 1_000_000_000_000_000;
+
+#[derive(Debug, Serialize)]
+pub struct Balance {
+    pub user_id: UserId,
+    pub balance: i64,
+}
+
+/// Creates a user with an empty wallet; returns the new id.
+pub async fn create_user(db: &Db, name: &UserName) -> Result<UserId, ApiError> {
+    let mut tx = db.primary().begin().await?;
+    let id = sqlx::query("INSERT INTO users (name) VALUES (?)")
+        .bind(name.as_str())
+        .execute(&mut *tx)
+        .await?
+        .last_insert_id();
+    sqlx::query("INSERT INTO wallets (user_id, balance) VALUES (?, 0)")
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    UserId::new(id).ok_or_else(|| ApiError::internal("user id out of range"))
+}
+
+pub async fn balance(db: &Db, user: UserId) -> Result<Balance, ApiError> {
+    let balance: Option<i64> = sqlx::query_scalar("SELECT balance FROM wallets WHERE user_id = ?")
+        .bind(user.get())
+        .fetch_optional(db.primary())
+        .await?;
+    balance
+        .map(|balance| Balance {
+            user_id: user,
+            balance,
+        })
+        .ok_or(ApiError::NotFound("no such user"))
+}
+
+/// Adds `amount` to the wallet. With a key, a repeated request returns the first result and
+/// charges once. Returns the stored response (status, JSON) so replays are byte-identical.
+pub async fn charge(
+    db: &Db,
+    user: UserId,
+    amount: ChargeAmount,
+    key: Option<&IdempotencyKey>,
+) -> Result<(Stored, bool), ApiError> {
+    retry_busy(|| charge_once(db, user, amount, key)).await
+}
+
+async fn charge_once(
+    db: &Db,
+    user: UserId,
+    amount: ChargeAmount,
+    key: Option<&IdempotencyKey>,
+) -> Result<(Stored, bool), ApiError> {
+    let mut tx = db.primary().begin().await?;
+    if let Some(key) = key {
+        let fingerprint = format!("amount={}", amount.get());
+        if let Claim::Replay(stored) =
+            idempotency::claim(&mut tx, user, Scope::Charge, key, &fingerprint).await?
+        {
+            tx.rollback().await?;
+            return Ok((stored, true));
+        }
+    }
+    let updated = sqlx::query(
+        "UPDATE wallets SET balance = balance + ? WHERE user_id = ? AND balance <= ? - ?",
+    )
+    .bind(amount.get())
+    .bind(user.get())
+    .bind(MAX_BALANCE)
+    .bind(amount.get())
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if updated == 0 {
+        let exists: Option<i64> =
+            sqlx::query_scalar("SELECT balance FROM wallets WHERE user_id = ?")
+                .bind(user.get())
+                .fetch_optional(&mut *tx)
+                .await?;
+        tx.rollback().await?;
+        metrics::counter!("queuegate_wallet_charges_total", "result" => "rejected").increment(1);
+        return Err(match exists {
+            None => ApiError::NotFound("no such user"),
+            Some(_) => ApiError::validation(
+                "amount",
+                format!("the balance may not exceed {MAX_BALANCE}"),
+            ),
+        });
+    }
+    sqlx::query("INSERT INTO ledger (user_id, kind, amount) VALUES (?, 'charge', ?)")
+        .bind(user.get())
+        .bind(amount.get())
+        .execute(&mut *tx)
+        .await?;
+    let balance: i64 = sqlx::query_scalar("SELECT balance FROM wallets WHERE user_id = ?")
+        .bind(user.get())
+        .fetch_one(&mut *tx)
+        .await?;
+    let stored = Stored {
+        status: 200,
+        body: serde_json::to_string(&Balance {
+            user_id: user,
+            balance,
+        })
+        .map_err(ApiError::internal)?,
+    };
+    if let Some(key) = key {
+        idempotency::complete(&mut tx, user, Scope::Charge, key, &stored).await?;
+    }
+    tx.commit().await?;
+    metrics::counter!("queuegate_wallet_charges_total", "result" => "charged").increment(1);
+    Ok((stored, false))
+}

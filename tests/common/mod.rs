@@ -1,0 +1,255 @@
+//! Test harness: `spawn_app()` starts the real gateway on a random port against real MariaDB
+//! and Redis, with its own database and Redis key prefix so tests run in parallel.
+#![allow(dead_code)]
+
+use queuegate::app::{self, App};
+use queuegate::config::Settings;
+use queuegate::domain::{ConcertId, UserId};
+use queuegate::tokens::AccessToken;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::sync::oneshot;
+
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub base: String,
+    pub app: Arc<App>,
+    pub http: reqwest::Client,
+    pub db_name: String,
+    stop: Option<oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<()>>,
+}
+
+fn unique(prefix: &str) -> String {
+    format!("{prefix}{}", uuid::Uuid::new_v4().simple())
+}
+
+/// Redlock masters for tests: the three the test script starts, or just the main Redis.
+pub fn test_redlock_urls() -> String {
+    std::env::var("QG_TEST_REDLOCK_URLS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_with(&[]).await
+}
+
+/// Starts an app with extra environment settings layered over the test defaults.
+pub async fn spawn_with(overrides: &[(&str, &str)]) -> TestApp {
+    let db_name = unique("qgt_");
+    let mut env: HashMap<String, String> = HashMap::new();
+    env.insert("LISTEN_ADDR".into(), "127.0.0.1:0".into());
+    env.insert(
+        "DATABASE_URL".into(),
+        format!("mysql://root@127.0.0.1:3306/{db_name}"),
+    );
+    env.insert("REDIS_KEY_PREFIX".into(), unique("qgt"));
+    env.insert("REDLOCK_URLS".into(), test_redlock_urls());
+    env.insert("ADMIN_TOKEN".into(), ADMIN_TOKEN.into());
+    env.insert(
+        "JWT_SECRET".into(),
+        "test-secret-test-secret-test-secret!".into(),
+    );
+    env.insert("DATABASE_MAX_CONNECTIONS".into(), "30".into());
+    env.insert("SWEEP_INTERVAL_SECS".into(), "3600".into());
+    for (k, v) in overrides {
+        env.insert((*k).into(), (*v).into());
+    }
+    let settings = Settings::from_lookup(|k| env.get(k).cloned()).expect("test settings");
+    // Logs only on request: TEST_LOG=1 cargo test …
+    if std::env::var_os("TEST_LOG").is_some() {
+        queuegate::telemetry::init(settings.log_format);
+    }
+    let app = App::build(settings).await.expect("app builds");
+    let listener = app.bind().await.expect("bind");
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn(app::run_until(app.clone(), listener, async {
+        let _ = stopped.await;
+    }));
+    let server = tokio::spawn(async move {
+        let _ = server.await;
+    });
+    TestApp {
+        addr,
+        base: format!("http://{addr}"),
+        app,
+        http: reqwest::Client::builder()
+            .pool_max_idle_per_host(1024)
+            .build()
+            .unwrap(),
+        db_name,
+        stop: Some(stop),
+        server: Some(server),
+    }
+}
+
+pub struct User {
+    pub id: UserId,
+    pub token: String,
+}
+
+pub struct Concert {
+    pub id: ConcertId,
+    pub schedules: Vec<u64>,
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// Stops the server gracefully and waits for it.
+    pub async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(h) = self.server.take() {
+            let _ = h.await;
+        }
+    }
+
+    pub async fn create_user(&self, name: &str) -> User {
+        let r = self
+            .http
+            .post(self.url("/v1/users"))
+            .json(&json!({ "name": name }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::CREATED);
+        let v: Value = r.json().await.unwrap();
+        User {
+            id: UserId::new(v["user_id"].as_u64().unwrap()).unwrap(),
+            token: v["user_token"].as_str().unwrap().to_owned(),
+        }
+    }
+
+    pub async fn create_users(&self, n: usize) -> Vec<User> {
+        let futures = (0..n).map(|i| self.create_user_named(i));
+        futures::future::join_all(futures).await
+    }
+
+    async fn create_user_named(&self, i: usize) -> User {
+        self.create_user(&format!("fan {i}")).await
+    }
+
+    pub async fn charge(&self, user: &User, amount: i64) -> Value {
+        let r = self
+            .http
+            .post(self.url(&format!("/v1/users/{}/balance/charge", user.id)))
+            .bearer_auth(&user.token)
+            .json(&json!({ "amount": amount }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        r.json().await.unwrap()
+    }
+
+    pub async fn balance(&self, user: &User) -> i64 {
+        let r = self
+            .http
+            .get(self.url(&format!("/v1/users/{}/balance", user.id)))
+            .bearer_auth(&user.token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        r.json::<Value>().await.unwrap()["balance"]
+            .as_i64()
+            .unwrap()
+    }
+
+    /// Creates a concert with `dates` future schedules at `price` through the admin API.
+    pub async fn create_concert(&self, dates: usize, price: i64) -> Concert {
+        let schedules: Vec<Value> = (0..dates)
+            .map(|i| json!({ "starts_at": format!("2030-0{}-01T19:00:00Z", i % 9 + 1), "price": price }))
+            .collect();
+        let r = self
+            .http
+            .post(self.url("/v1/admin/concerts"))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&json!({ "name": "Test Concert", "schedules": schedules }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::CREATED);
+        let v: Value = r.json().await.unwrap();
+        Concert {
+            id: ConcertId::new(v["concert_id"].as_u64().unwrap()).unwrap(),
+            schedules: v["schedules"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| s["schedule_id"].as_u64().unwrap())
+                .collect(),
+        }
+    }
+
+    /// Admits the user to the concert directly (the real admission record in Redis) and mints
+    /// the matching access token.
+    pub async fn admit(&self, user: &User, concert: ConcertId) -> String {
+        let grant: AccessToken = self
+            .app
+            .queue
+            .grant(concert, user.id, self.app.settings.queue.access_ttl_secs)
+            .await
+            .unwrap();
+        self.app.tokens.mint_access(&grant).unwrap()
+    }
+
+    pub async fn hold(&self, access: &str, schedule: u64, seat: u64) -> reqwest::Response {
+        self.http
+            .post(self.url("/v1/reservations"))
+            .bearer_auth(access)
+            .json(&json!({ "schedule_id": schedule, "seat_no": seat }))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn pay(
+        &self,
+        access: &str,
+        reservation: u64,
+        key: Option<&str>,
+    ) -> reqwest::Response {
+        let mut r = self
+            .http
+            .post(self.url("/v1/payments"))
+            .bearer_auth(access)
+            .json(&json!({ "reservation_id": reservation }));
+        if let Some(k) = key {
+            r = r.header("Idempotency-Key", k);
+        }
+        r.send().await.unwrap()
+    }
+
+    /// Runs the invariant checker on this test's database and fails the test on any violation.
+    pub async fn assert_invariants(&self) {
+        let violations = queuegate::check::run(self.app.db.primary()).await.unwrap();
+        assert!(
+            violations.is_empty(),
+            "invariants violated: {violations:#?}"
+        );
+    }
+
+    pub async fn scalar_i64(&self, sql: &'static str, bind: u64) -> i64 {
+        sqlx::query_scalar::<_, i64>(sql)
+            .bind(bind)
+            .fetch_one(self.app.db.primary())
+            .await
+            .unwrap()
+    }
+}
+
+/// The error code of an error response.
+pub async fn error_code(r: reqwest::Response) -> String {
+    let v: Value = r.json().await.unwrap();
+    v["error"]["code"].as_str().unwrap_or_default().to_owned()
+}
