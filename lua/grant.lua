@@ -16,6 +16,10 @@
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local user = ARGV[1]
+if redis.call('EXISTS', KEYS[3]) == 0 then
+  -- Same numbering origin as join.lua: microseconds at the first place.
+  redis.call('SET', KEYS[3], tonumber(t[1]) * 1000000 + tonumber(t[2]))
+end
 local seq = redis.call('INCR', KEYS[3])
 local ends = now + tonumber(ARGV[2])
 redis.call('ZREM', KEYS[4], user)

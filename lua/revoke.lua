@@ -6,14 +6,14 @@
 -- KEYS[4] seen      ZSET user -> last seen (ms)
 -- KEYS[5] stats     HASH concert figures
 -- ARGV[1] user id
--- ARGV[2] seq of the admission to end, or '*' for whatever admission the user has
+-- ARGV[2] seq of the place/admission to end, or '*' for whatever the user has
 --
--- Invariant: only the named admission is ended; a newer admission (other seq) is left alone,
--- so a late retry of an old revocation cannot kick a user out of a later turn.
+-- Invariant: only the named place is touched. A late retry of an old revocation finds a
+-- different seq (the user queued again) and leaves the new place alone.
 -- Idempotent: revoking twice is the same as once. Returns 1 if an admission was ended.
 local user, seq = ARGV[1], ARGV[2]
-local current = redis.call('HGET', KEYS[2], user)
 local ended = 0
+local current = redis.call('HGET', KEYS[2], user)
 if current and (seq == '*' or current == seq) then
   ended = redis.call('ZREM', KEYS[1], user)
   redis.call('HDEL', KEYS[2], user)
@@ -21,7 +21,8 @@ if current and (seq == '*' or current == seq) then
     redis.call('HINCRBY', KEYS[5], 'revoked_total', 1)
   end
 end
-if seq == '*' or current == seq or not current then
+local waiting = redis.call('ZSCORE', KEYS[3], user)
+if waiting and (seq == '*' or tonumber(waiting) == tonumber(seq)) then
   redis.call('ZREM', KEYS[3], user)
   redis.call('ZREM', KEYS[4], user)
 end

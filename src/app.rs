@@ -1,12 +1,13 @@
 //! The application: every shared resource in one place, built once from `Settings`, plus the
 //! background jobs that run beside the HTTP server. Tests build the same `App` on port 0.
 
-use crate::booking::ScheduleCache;
 use crate::booking::seat_board::SeatBoard;
+use crate::booking::{ConcertCache, ScheduleCache};
 use crate::config::Settings;
 use crate::db::{Db, DbSetupError};
 use crate::lock::Redlock;
 use crate::queue::QueueStore;
+use crate::queue::events::EventHub;
 use crate::tokens::TokenKeys;
 use metrics_exporter_prometheus::PrometheusHandle;
 use std::net::SocketAddr;
@@ -40,6 +41,8 @@ pub struct App {
     pub tokens: TokenKeys,
     pub seats: SeatBoard,
     pub schedules: ScheduleCache,
+    pub concerts: ConcertCache,
+    pub events: EventHub,
     pub metrics: PrometheusHandle,
 }
 
@@ -77,6 +80,15 @@ impl App {
             .iter()
             .map(|u| crate::redis::lock_client(u))
             .collect::<Result<Vec<_>, _>>()?;
+        // Give the masters a moment to connect so the first holds take the lock path; a master
+        // that is down does not hold up the start (it keeps reconnecting in the background).
+        futures_util::future::join_all(masters.iter().map(|m| {
+            tokio::time::timeout(
+                Duration::from_secs(1),
+                fred::interfaces::ClientLike::wait_for_connect(m),
+            )
+        }))
+        .await;
         let redlock = Redlock::new(masters, settings.lock_ttl);
         let seats = SeatBoard::new(pool, settings.redis_key_prefix.clone());
         Ok(Arc::new(App {
@@ -87,6 +99,8 @@ impl App {
             redlock,
             seats,
             schedules: ScheduleCache::default(),
+            concerts: ConcertCache::default(),
+            events: EventHub::default(),
             metrics,
         }))
     }
@@ -109,7 +123,11 @@ pub struct Background {
 impl Background {
     pub async fn start(app: &Arc<App>) -> Result<Background, StartError> {
         let (stop, stop_rx) = watch::channel(false);
-        let tasks = vec![tokio::spawn(metrics_upkeep(app.clone(), stop_rx.clone()))];
+        let tasks = vec![
+            tokio::spawn(metrics_upkeep(app.clone(), stop_rx.clone())),
+            tokio::spawn(crate::queue::ticker::run(app.clone(), stop_rx.clone())),
+            tokio::spawn(crate::queue::events::run(app.clone(), stop_rx.clone())),
+        ];
         let scheduler = crate::booking::sweep::schedule(app.clone())
             .await
             .map_err(|e| StartError::Jobs(e.to_string()))?;
@@ -118,6 +136,11 @@ impl Background {
             tasks,
             scheduler: Some(scheduler),
         })
+    }
+
+    /// Signals every job to stop (event streams close at once so connections can drain).
+    pub fn signal_stop(&self) {
+        let _ = self.stop.send(true);
     }
 
     pub async fn stop(mut self) {
@@ -157,6 +180,10 @@ pub async fn run_until(
 ) -> Result<(), StartError> {
     let background = Background::start(&app).await?;
     let grace = app.settings.shutdown_grace;
+    let shutdown = async {
+        shutdown.await;
+        background.signal_stop();
+    };
     crate::http::server::run(app, listener, shutdown, grace).await;
     background.stop().await;
     Ok(())

@@ -53,6 +53,16 @@ fn options(var: &'static str, url: &str) -> Result<MySqlConnectOptions, DbSetupE
 
 fn pool_options(max: u32) -> MySqlPoolOptions {
     MySqlPoolOptions::new()
+        // READ COMMITTED: every transaction here locks the rows it changes by key and lets the
+        // unique indexes arbitrate; REPEATABLE READ's gap locks would only add deadlocks between
+        // concurrent seat holds (insert-intention vs gap locks) and buy nothing.
+        .after_connect(|conn, _meta| {
+            Box::pin(async move {
+                conn.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+                    .await
+                    .map(|_| ())
+            })
+        })
         .max_connections(max)
         .min_connections(1)
         // A fan waiting on a pool for more than a few seconds is better served by a 503.

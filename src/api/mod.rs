@@ -4,6 +4,7 @@
 mod admin;
 mod booking;
 mod ops;
+mod queue;
 mod users;
 
 use crate::app::App;
@@ -31,9 +32,12 @@ pub async fn dispatch(
         CancelReservation => booking::cancel(app, req).await,
         CreatePayment => booking::pay(app, req).await,
         AdminCreateConcert => admin::create_concert(app, req).await,
-        JoinQueue | QueueStatus | QueueEvents | LeaveQueue | AdminGetQueue | AdminPutQueue => {
-            Err(ApiError::NotFound("the waiting room is not available yet"))
-        }
+        JoinQueue => queue::join(app, req).await,
+        QueueStatus => queue::status(app, req).await,
+        QueueEvents => queue::events(app, req).await,
+        LeaveQueue => queue::leave(app, req).await,
+        AdminGetQueue => admin::get_queue(app, req).await,
+        AdminPutQueue => admin::put_queue(app, req).await,
     }
 }
 

@@ -49,3 +49,23 @@ impl ScheduleCache {
         Ok(concert)
     }
 }
+
+/// Concerts known to exist. Concerts are never deleted, so a positive answer is cached forever;
+/// joining a queue then costs no database query after the first join per instance.
+#[derive(Default)]
+pub struct ConcertCache {
+    known: RwLock<std::collections::HashSet<ConcertId>>,
+}
+
+impl ConcertCache {
+    pub async fn exists(&self, db: &Db, concert: ConcertId) -> Result<bool, ApiError> {
+        if self.known.read().is_ok_and(|k| k.contains(&concert)) {
+            return Ok(true);
+        }
+        let found = concerts::exists(db, concert).await?;
+        if found && let Ok(mut k) = self.known.write() {
+            k.insert(concert);
+        }
+        Ok(found)
+    }
+}

@@ -156,16 +156,30 @@ async fn hold_tx(
     if live_holds >= MAX_HOLDS_PER_SCHEDULE {
         return Err(ApiError::HoldLimitReached);
     }
-    // A hold past its end never blocks anyone: retire it here, in the same transaction.
-    sqlx::query(
-        "UPDATE reservations SET status = 'expired'
-          WHERE schedule_id = ? AND seat_no = ? AND status = 'held' AND expires_at <= ?",
+    // Who holds the seat now, through the unique index on live seats. A live holder means 409
+    // with no write at all; a hold past its end never blocks anyone: it is retired here, by
+    // primary key (no range or gap locks that concurrent holds could deadlock on).
+    let holder: Option<(u64, i64)> = sqlx::query_as(
+        "SELECT id, status = 'held' AND expires_at <= ? FROM reservations
+          WHERE schedule_id = ? AND live_seat_no = ?",
     )
+    .bind(now)
     .bind(schedule.get())
     .bind(seat.get())
-    .bind(now)
-    .execute(&mut *tx)
+    .fetch_optional(&mut *tx)
     .await?;
+    match holder {
+        None => {}
+        Some((id, 1)) => {
+            sqlx::query(
+                "UPDATE reservations SET status = 'expired' WHERE id = ? AND status = 'held'",
+            )
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        Some(_) => return Err(ApiError::SeatUnavailable),
+    }
     let price: Option<i64> =
         sqlx::query_scalar("SELECT price FROM seats WHERE schedule_id = ? AND seat_no = ?")
             .bind(schedule.get())

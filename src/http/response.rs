@@ -89,3 +89,44 @@ pub fn error(e: &ApiError, request_id: &str) -> Resp {
     }
     r
 }
+
+/// A streaming body fed by a channel: each message is one chunk; the body ends when every
+/// sender is gone. `G` is dropped with the body, so a guard can notice a closed stream.
+pub struct ChannelBody<G: Send + 'static> {
+    rx: tokio::sync::mpsc::Receiver<Bytes>,
+    _guard: G,
+}
+
+impl<G: Send + 'static> ChannelBody<G> {
+    pub fn new(rx: tokio::sync::mpsc::Receiver<Bytes>, guard: G) -> Self {
+        ChannelBody { rx, _guard: guard }
+    }
+}
+
+impl<G: Send + Unpin + 'static> hyper::body::Body for ChannelBody<G> {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Infallible>>> {
+        self.rx
+            .poll_recv(cx)
+            .map(|chunk| chunk.map(|b| Ok(hyper::body::Frame::data(b))))
+    }
+}
+
+/// A `text/event-stream` response over a channel body.
+pub fn event_stream<G: Send + Unpin + 'static>(
+    rx: tokio::sync::mpsc::Receiver<Bytes>,
+    guard: G,
+) -> Resp {
+    let mut r = Response::new(ChannelBody::new(rx, guard).boxed_unsync());
+    let h = r.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    // Tells nginx-style proxies not to buffer the stream.
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    r
+}

@@ -1,0 +1,212 @@
+//! Waiting-room routes: join, status, events (SSE), leave.
+//!
+//! Status is the hottest route in the product: a token check (no I/O) and one script call,
+//! never the database.
+
+use crate::app::App;
+use crate::domain::ConcertId;
+use crate::error::ApiError;
+use crate::gate;
+use crate::http::response::{empty, event_stream, json};
+use crate::http::{Req, Resp};
+use crate::queue::events::{self, EventHub};
+use crate::queue::store::{JoinKind, Place};
+use crate::queue::{eta, expires_at};
+use crate::tokens::{AccessToken, QueueToken};
+use hyper::StatusCode;
+use serde::Serialize;
+
+#[derive(Serialize)]
+struct Waiting {
+    status: &'static str,
+    position: u64,
+    eta_seconds: Option<u64>,
+    poll_after_ms: u64,
+}
+
+#[derive(Serialize)]
+struct Admitted {
+    status: &'static str,
+    access_token: String,
+    access_expires_at: String,
+}
+
+#[derive(Serialize)]
+struct JoinedBody {
+    queue_token: String,
+    status: &'static str,
+    position: u64,
+    eta_seconds: Option<u64>,
+    poll_after_ms: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    access_token: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    access_expires_at: Option<String>,
+}
+
+fn access_token(app: &App, q: &QueueToken, ends_ms: u64) -> Result<String, ApiError> {
+    app.tokens.mint_access(&AccessToken {
+        user_id: q.user_id,
+        concert_id: q.concert_id,
+        seq: q.seq,
+        exp: ends_ms / 1000,
+    })
+}
+
+pub async fn join(app: &App, req: &mut Req) -> Result<Resp, ApiError> {
+    let user = gate::user(app, req)?;
+    let body = req.json().await?;
+    let concert: ConcertId = body.required("concert_id")?;
+    // A queue token the caller kept from before: restores the place if the store lost it.
+    let restore = match body.get("queue_token") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::String(t)) => {
+            let q = app
+                .tokens
+                .verify_queue(t)
+                .map_err(|_| ApiError::validation("queue_token", "is not a valid queue token"))?;
+            if q.user_id != user.user_id || q.concert_id != concert {
+                return Err(ApiError::validation(
+                    "queue_token",
+                    "belongs to another user or concert",
+                ));
+            }
+            Some(q)
+        }
+        Some(_) => return Err(ApiError::validation("queue_token", "must be a string")),
+    };
+    if !app.concerts.exists(&app.db, concert).await? {
+        return Err(ApiError::NotFound("no such concert"));
+    }
+    let joined = app
+        .queue
+        .join(
+            concert,
+            user.user_id,
+            restore.as_ref().map(|q| (q.seq, q.epoch.as_str())),
+        )
+        .await?;
+    app.queue.register_concert(concert).await?;
+    metrics::counter!("queuegate_queue_joins_total", "concert" => concert.to_string(), "result" => joined.how.as_str()).increment(1);
+    let q = QueueToken {
+        user_id: user.user_id,
+        concert_id: concert,
+        seq: joined.seq,
+        epoch: joined.epoch,
+    };
+    let queue_token = app.tokens.mint_queue(&q)?;
+    let status = if joined.how == JoinKind::Existing {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    let body = match joined.place {
+        Place::Admitted { ends_ms } => JoinedBody {
+            queue_token,
+            status: "admitted",
+            position: 0,
+            eta_seconds: Some(0),
+            poll_after_ms: 0,
+            access_token: Some(access_token(app, &q, ends_ms)?),
+            access_expires_at: Some(expires_at(ends_ms)),
+        },
+        Place::Waiting { position, .. } => {
+            let rate = eta::rate_per_sec(&Default::default(), &app.settings.queue);
+            let eta_seconds = eta::eta_seconds(position, rate);
+            JoinedBody {
+                queue_token,
+                status: "waiting",
+                position,
+                eta_seconds,
+                poll_after_ms: eta::poll_after_ms(eta_seconds, app.settings.queue.idle_secs),
+                access_token: None,
+                access_expires_at: None,
+            }
+        }
+        Place::Gone => return Err(ApiError::internal("join returned no place")),
+    };
+    Ok(json(status, &body))
+}
+
+pub async fn status(app: &App, req: &mut Req) -> Result<Resp, ApiError> {
+    let q = app.tokens.verify_queue(req.require_bearer()?)?;
+    let idle_ms = app.settings.queue.idle_secs * 1000;
+    match app
+        .queue
+        .status(q.concert_id, q.user_id, q.seq, idle_ms)
+        .await?
+    {
+        Place::Waiting { position, pace } => {
+            metrics::counter!("queuegate_queue_status_total", "result" => "waiting").increment(1);
+            let eta_seconds =
+                eta::eta_seconds(position, eta::rate_per_sec(&pace, &app.settings.queue));
+            Ok(json(
+                StatusCode::OK,
+                &Waiting {
+                    status: "waiting",
+                    position,
+                    eta_seconds,
+                    poll_after_ms: eta::poll_after_ms(eta_seconds, app.settings.queue.idle_secs),
+                },
+            ))
+        }
+        Place::Admitted { ends_ms } => {
+            metrics::counter!("queuegate_queue_status_total", "result" => "admitted").increment(1);
+            Ok(json(
+                StatusCode::OK,
+                &Admitted {
+                    status: "admitted",
+                    access_token: access_token(app, &q, ends_ms)?,
+                    access_expires_at: expires_at(ends_ms),
+                },
+            ))
+        }
+        Place::Gone => {
+            metrics::counter!("queuegate_queue_status_total", "result" => "gone").increment(1);
+            Err(ApiError::QueueEntryGone)
+        }
+    }
+}
+
+pub async fn events(app: &App, req: &mut Req) -> Result<Resp, ApiError> {
+    let token = match req.bearer() {
+        Some(t) => t.to_owned(),
+        None => req
+            .query_param("token")
+            .filter(|t| !t.is_empty())
+            .map(str::to_owned)
+            .ok_or(ApiError::Unauthorized("missing queue token"))?,
+    };
+    let q = app.tokens.verify_queue(&token)?;
+    let idle_ms = app.settings.queue.idle_secs * 1000;
+    let (rx, guard) = match app
+        .queue
+        .status(q.concert_id, q.user_id, q.seq, idle_ms)
+        .await?
+    {
+        Place::Waiting { position, pace } => {
+            let eta_seconds =
+                eta::eta_seconds(position, eta::rate_per_sec(&pace, &app.settings.queue));
+            let first = events::event("position", &events::position_json(position, eta_seconds));
+            app.events
+                .subscribe(q.concert_id, q.user_id, q.seq, position, first)
+        }
+        Place::Admitted { ends_ms } => {
+            let payload =
+                events::admitted_json(&access_token(app, &q, ends_ms)?, &expires_at(ends_ms));
+            EventHub::single(events::event("admitted", &payload))
+        }
+        Place::Gone => return Err(ApiError::QueueEntryGone),
+    };
+    Ok(event_stream(rx, guard))
+}
+
+pub async fn leave(app: &App, req: &mut Req) -> Result<Resp, ApiError> {
+    let q = app.tokens.verify_queue(req.require_bearer()?)?;
+    if app.queue.leave(q.concert_id, q.user_id, q.seq).await? {
+        metrics::counter!("queuegate_queue_leaves_total", "concert" => q.concert_id.to_string())
+            .increment(1);
+    }
+    // Idempotent: leaving a place that is already gone is still "the place is freed".
+    Ok(empty(StatusCode::NO_CONTENT))
+}

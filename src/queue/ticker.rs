@@ -1,0 +1,96 @@
+//! The admission timer. Every instance runs one; the tick script decides which instance's call
+//! does the work in each tick period, so admission runs at the configured rate in total.
+//!
+//! Each call returns how long until the next period begins, so an instance sleeps exactly that
+//! long (plus a few ms, to land past the boundary) instead of polling. With many concerts the
+//! due ones are ticked concurrently.
+
+use super::store::TickReport;
+use crate::app::App;
+use crate::domain::ConcertId;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+/// How often the list of concerts is re-read from Redis.
+const REFRESH: Duration = Duration::from_secs(1);
+/// After an error, try that concert again this soon.
+const RETRY: Duration = Duration::from_millis(250);
+
+pub async fn run(app: Arc<App>, mut stop: watch::Receiver<bool>) {
+    let mut concerts: Vec<ConcertId> = Vec::new();
+    let mut refreshed: Option<Instant> = None;
+    let mut due: HashMap<ConcertId, Instant> = HashMap::new();
+    loop {
+        let now = Instant::now();
+        if refreshed.is_none_or(|t| now.duration_since(t) >= REFRESH) {
+            match app.queue.concerts().await {
+                Ok(list) => concerts = list,
+                Err(e) => tracing::debug!(error = %e, "could not list concerts for admission"),
+            }
+            refreshed = Some(now);
+        }
+        let ready: Vec<ConcertId> = concerts
+            .iter()
+            .copied()
+            .filter(|c| due.get(c).is_none_or(|t| *t <= now))
+            .collect();
+        let ticks = ready
+            .iter()
+            .map(|c| app.queue.tick(*c, &app.settings.queue));
+        let results = futures_util::future::join_all(ticks).await;
+        let now = Instant::now();
+        for (concert, result) in ready.into_iter().zip(results) {
+            match result {
+                Ok(report) => {
+                    record(concert, &report);
+                    // Land a few ms past the period boundary; instances differ by a random ms.
+                    let jitter = 2 + u64::from(uuid::Uuid::new_v4().as_bytes()[0] % 4);
+                    due.insert(
+                        concert,
+                        now + Duration::from_millis(report.next_due_ms + jitter),
+                    );
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, %concert, "admission tick failed");
+                    due.insert(concert, now + RETRY);
+                }
+            }
+        }
+        let next = concerts
+            .iter()
+            .filter_map(|c| due.get(c))
+            .min()
+            .copied()
+            .unwrap_or(now + REFRESH)
+            .min(now + REFRESH);
+        tokio::select! {
+            _ = tokio::time::sleep_until(next.into()) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+fn record(concert: ConcertId, r: &TickReport) {
+    if !r.ran {
+        return;
+    }
+    let c = concert.to_string();
+    metrics::counter!("queuegate_queue_ticks_total", "concert" => c.clone()).increment(1);
+    metrics::counter!("queuegate_queue_admissions_total", "concert" => c.clone())
+        .increment(r.admitted_now);
+    metrics::counter!("queuegate_queue_expired_total", "concert" => c.clone())
+        .increment(r.expired_now);
+    metrics::counter!("queuegate_queue_idle_removals_total", "concert" => c.clone())
+        .increment(r.idle_now);
+    metrics::gauge!("queuegate_queue_waiting", "concert" => c.clone()).set(r.waiting as f64);
+    metrics::gauge!("queuegate_queue_admitted", "concert" => c.clone()).set(r.admitted as f64);
+    metrics::gauge!("queuegate_queue_admission_rate", "concert" => c.clone()).set(r.rate);
+    let tail_eta = super::eta::eta_seconds(r.waiting, r.rate).map_or(0.0, |s| s as f64);
+    metrics::gauge!("queuegate_queue_eta_seconds", "concert" => c).set(tail_eta);
+    if r.admitted > r.max_active {
+        // Only a direct grant (ops/tests) can do this; the tick itself never admits past the cap.
+        tracing::warn!(%concert, admitted = r.admitted, max_active = r.max_active, "admitted above max_active");
+    }
+}

@@ -1,0 +1,704 @@
+//! The waiting room against real Redis: FIFO order, exactly-once admission across instances,
+//! the max_active cap, idempotent join, seq restore after data loss, idle removal, leave,
+//! access expiry, SSE, and live admin changes.
+
+mod common;
+
+use common::{ADMIN_TOKEN, TestApp, User, error_code, spawn_app, spawn_with};
+use fred::prelude::*;
+use queuegate::domain::{ConcertId, UserId};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+
+/// Polls `cond` every 20 ms until it holds; fails the test after `limit`.
+async fn eventually<F, Fut>(limit: Duration, what: &str, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = Instant::now();
+    while !cond().await {
+        assert!(started.elapsed() < limit, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn join(app: &TestApp, user: &User, concert: ConcertId) -> (StatusCode, Value) {
+    let r = app
+        .http
+        .post(app.url("/v1/queue"))
+        .bearer_auth(&user.token)
+        .json(&json!({ "concert_id": concert.get() }))
+        .send()
+        .await
+        .unwrap();
+    (r.status(), r.json().await.unwrap())
+}
+
+async fn status(app: &TestApp, queue_token: &str) -> reqwest::Response {
+    app.http
+        .get(app.url("/v1/queue/status"))
+        .bearer_auth(queue_token)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn put_queue(app: &TestApp, concert: ConcertId, body: Value) -> reqwest::Response {
+    app.http
+        .put(app.url(&format!("/v1/admin/concerts/{concert}/queue")))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn get_queue(app: &TestApp, concert: ConcertId) -> Value {
+    app.http
+        .get(app.url(&format!("/v1/admin/concerts/{concert}/queue")))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// (ticks_total, admitted_total) read in one command, so the pair is consistent.
+async fn tick_figures(app: &TestApp, concert: ConcertId) -> (u64, u64) {
+    let k = app.app.queue.keys(concert);
+    let v: Vec<Option<u64>> = app
+        .app
+        .queue
+        .pool()
+        .next()
+        .hmget(&k.stats, vec!["ticks_total", "admitted_total"])
+        .await
+        .unwrap();
+    (v[0].unwrap_or(0), v[1].unwrap_or(0))
+}
+
+/// Polls the status until admitted; returns the access token.
+async fn wait_admitted(app: &TestApp, queue_token: &str) -> String {
+    let started = Instant::now();
+    loop {
+        let v: Value = status(app, queue_token).await.json().await.unwrap();
+        if v["status"] == "admitted" {
+            return v["access_token"].as_str().unwrap().to_owned();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "never admitted: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn admitted_count(app: &TestApp, concert: ConcertId) -> u64 {
+    let k = app.app.queue.keys(concert);
+    app.app
+        .queue
+        .pool()
+        .next()
+        .zcard(&k.admitted)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn users_are_admitted_in_join_order_and_positions_count_from_one() {
+    let app = spawn_with(&[("QUEUE_TICK_MS", "100"), ("QUEUE_ADMIT_PER_TICK", "0")]).await;
+    let concert = app.create_concert(1, 10).await;
+    let users = app.create_users(12).await;
+    let mut tokens = Vec::new();
+    for (i, u) in users.iter().enumerate() {
+        let (code, body) = join(&app, u, concert.id).await;
+        assert_eq!(code, StatusCode::CREATED);
+        assert_eq!(body["status"], "waiting");
+        assert_eq!(body["position"], i as u64 + 1);
+        assert!(body["poll_after_ms"].as_u64().unwrap() >= 1000);
+        tokens.push(body["queue_token"].as_str().unwrap().to_owned());
+    }
+    // Joining again: same place, 200.
+    let (code, again) = join(&app, &users[3], concert.id).await;
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!(again["position"], 4);
+    for (i, t) in tokens.iter().enumerate() {
+        let v: Value = status(&app, t).await.json().await.unwrap();
+        assert_eq!(v["status"], "waiting");
+        assert_eq!(v["position"], i as u64 + 1);
+    }
+    // Admit at most 5 at once: exactly the first five get in.
+    let r = put_queue(
+        &app,
+        concert.id,
+        json!({ "admit_per_tick": 3, "max_active": 5 }),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    eventually(Duration::from_secs(5), "five admitted", || async {
+        admitted_count(&app, concert.id).await == 5
+    })
+    .await;
+    for (i, t) in tokens.iter().enumerate() {
+        let v: Value = status(&app, t).await.json().await.unwrap();
+        if i < 5 {
+            assert_eq!(v["status"], "admitted", "user {i}");
+            assert!(v["access_token"].as_str().is_some());
+            assert!(v["access_expires_at"].as_str().unwrap().ends_with('Z'));
+        } else {
+            assert_eq!(v["status"], "waiting", "user {i}");
+            assert_eq!(v["position"], i as u64 - 4);
+        }
+    }
+    // An admitted user leaves: the next in line takes the slot at the next tick.
+    let r = app
+        .http
+        .delete(app.url("/v1/queue"))
+        .bearer_auth(&tokens[0])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let r = status(&app, &tokens[0]).await;
+    assert_eq!(
+        (r.status(), error_code(r).await.as_str()),
+        (StatusCode::GONE, "QUEUE_ENTRY_GONE")
+    );
+    eventually(Duration::from_secs(5), "user 5 admitted", || async {
+        status(&app, &tokens[5])
+            .await
+            .json::<Value>()
+            .await
+            .unwrap()["status"]
+            == "admitted"
+    })
+    .await;
+    assert_eq!(
+        status(&app, &tokens[6])
+            .await
+            .json::<Value>()
+            .await
+            .unwrap()["position"],
+        1
+    );
+    let view = get_queue(&app, concert.id).await;
+    assert_eq!(view["admitted"], 5);
+    assert_eq!(view["waiting"], 6);
+    assert_eq!(view["admitted_total"], 6);
+    assert_eq!(view["max_active"], 5);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_instances_admit_exactly_once_per_tick_and_never_above_max_active() {
+    let first = spawn_with(&[("QUEUE_TICK_MS", "100"), ("QUEUE_ADMIT_PER_TICK", "0")]).await;
+    let db_url = format!("mysql://root@127.0.0.1:3306/{}", first.db_name);
+    let prefix = first.app.settings.redis_key_prefix.clone();
+    let shared = [
+        ("QUEUE_TICK_MS", "100"),
+        ("QUEUE_ADMIT_PER_TICK", "0"),
+        ("DATABASE_URL", db_url.as_str()),
+        ("REDIS_KEY_PREFIX", prefix.as_str()),
+    ];
+    let second = spawn_with(&shared).await;
+    let third = spawn_with(&shared).await;
+    let concert = first.create_concert(1, 10).await;
+    for i in 1..=3000u64 {
+        first
+            .app
+            .queue
+            .join(concert.id, UserId::new(i).unwrap(), None)
+            .await
+            .unwrap();
+    }
+    // A live change on one instance applies to all: every tick now admits exactly 4.
+    let r = put_queue(
+        &second,
+        concert.id,
+        json!({ "admit_per_tick": 4, "max_active": 1_000_000 }),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(get_queue(&third, concert.id).await["admit_per_tick"], 4);
+    // Wait until the change has been seen by a tick, then measure over at least 15 more ticks.
+    eventually(Duration::from_secs(5), "first admissions", || async {
+        tick_figures(&first, concert.id).await.1 > 0
+    })
+    .await;
+    let (ticks0, admitted0) = tick_figures(&first, concert.id).await;
+    let started = Instant::now();
+    eventually(Duration::from_secs(10), "15 more ticks", || async {
+        tick_figures(&first, concert.id).await.0 >= ticks0 + 15
+    })
+    .await;
+    let (ticks1, admitted1) = tick_figures(&first, concert.id).await;
+    let elapsed_ms = started.elapsed().as_millis() as u64;
+    let ticks = ticks1 - ticks0;
+    assert_eq!(
+        admitted1 - admitted0,
+        4 * ticks,
+        "every tick admits exactly admit_per_tick"
+    );
+    // Three timers, yet no more ticks than 100 ms periods elapsed (plus the boundary one).
+    assert!(
+        ticks <= elapsed_ms / 100 + 2,
+        "{ticks} ticks in {elapsed_ms} ms: ticks ran more than once"
+    );
+
+    // The cap: admitted never exceeds max_active, sampled while three timers race to admit.
+    let r = put_queue(
+        &third,
+        concert.id,
+        json!({ "admit_per_tick": 50, "max_active": 120 }),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let started = Instant::now();
+    let mut max_seen = 0;
+    while started.elapsed() < Duration::from_millis(1500) {
+        let n = admitted_count(&first, concert.id).await;
+        max_seen = max_seen.max(n);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(max_seen, 120, "the cap is reached and never exceeded");
+    assert_eq!(get_queue(&first, concert.id).await["admitted"], 120);
+    third.stop().await;
+    second.stop().await;
+    first.stop().await;
+}
+
+#[tokio::test]
+async fn a_kept_queue_token_restores_the_place_after_the_store_loses_its_data() {
+    let app = spawn_with(&[("QUEUE_ADMIT_PER_TICK", "0")]).await;
+    let concert = app.create_concert(1, 10).await;
+    let users = app.create_users(3).await;
+    let mut tokens = Vec::new();
+    for u in &users {
+        tokens.push(
+            join(&app, u, concert.id).await.1["queue_token"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    let seq_of = |t: &str| app.app.tokens.verify_queue(t).unwrap().seq;
+    let seq2 = seq_of(&tokens[1]);
+
+    // The store loses everything about this concert.
+    let k = app.app.queue.keys(concert.id);
+    let _: i64 = app
+        .app
+        .queue
+        .pool()
+        .next()
+        .del(vec![
+            k.seq, k.epoch, k.waiting, k.seen, k.admitted, k.adm_seq, k.stats,
+        ])
+        .await
+        .unwrap();
+    let r = status(&app, &tokens[1]).await;
+    assert_eq!(r.status(), StatusCode::GONE);
+
+    // A newcomer joins first, then user 2 comes back with the kept token: original seq.
+    let newcomer = app.create_user("newcomer").await;
+    join(&app, &newcomer, concert.id).await;
+    let r = app
+        .http
+        .post(app.url("/v1/queue"))
+        .bearer_auth(&users[1].token)
+        .json(&json!({ "concert_id": concert.id.get(), "queue_token": tokens[1] }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let restored: Value = r.json().await.unwrap();
+    let restored_token = restored["queue_token"].as_str().unwrap();
+    assert_eq!(seq_of(restored_token), seq2, "original seq restored");
+    assert_eq!(
+        restored["position"], 1,
+        "ahead of the newcomer who joined after the loss"
+    );
+    // Later arrivals still queue behind everyone restored.
+    let late = app.create_user("late").await;
+    let late_token = join(&app, &late, concert.id).await.1["queue_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(seq_of(&late_token) > seq2);
+
+    // A token from the *current* epoch whose place is gone does not restore: back of the line.
+    let r = app
+        .http
+        .delete(app.url("/v1/queue"))
+        .bearer_auth(restored_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let r = app
+        .http
+        .post(app.url("/v1/queue"))
+        .bearer_auth(&users[1].token)
+        .json(&json!({ "concert_id": concert.id.get(), "queue_token": restored_token }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let rejoined: Value = r.json().await.unwrap();
+    assert!(seq_of(rejoined["queue_token"].as_str().unwrap()) > seq_of(&late_token));
+    // Someone else's queue token is refused.
+    let r = app
+        .http
+        .post(app.url("/v1/queue"))
+        .bearer_auth(&users[0].token)
+        .json(&json!({ "concert_id": concert.id.get(), "queue_token": tokens[2] }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_idle_user_loses_the_place_while_a_polling_user_keeps_it() {
+    let app = spawn_with(&[
+        ("QUEUE_ADMIT_PER_TICK", "0"),
+        ("QUEUE_IDLE_SECS", "1"),
+        ("QUEUE_TICK_MS", "100"),
+    ])
+    .await;
+    let concert = app.create_concert(1, 10).await;
+    let idle = app.create_user("idle").await;
+    let active = app.create_user("active").await;
+    let idle_token = join(&app, &idle, concert.id).await.1["queue_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let active_token = join(&app, &active, concert.id).await.1["queue_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // The active user polls; the idle one does not. After the idle limit, the idle place is gone.
+    eventually(Duration::from_secs(5), "idle user removed", || async {
+        let v: Value = status(&app, &active_token).await.json().await.unwrap();
+        assert_eq!(v["status"], "waiting");
+        v["position"] == 1
+    })
+    .await;
+    let r = status(&app, &idle_token).await;
+    assert_eq!(
+        (r.status(), error_code(r).await.as_str()),
+        (StatusCode::GONE, "QUEUE_ENTRY_GONE")
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn access_ends_with_the_admission_and_payment_revokes_it() {
+    let app = spawn_with(&[("QUEUE_TICK_MS", "100"), ("ACCESS_TTL_SECS", "1")]).await;
+    let concert = app.create_concert(1, 100).await;
+    let quick = app.create_user("quick").await;
+    let (_, joined) = join(&app, &quick, concert.id).await;
+    let qt = joined["queue_token"].as_str().unwrap().to_owned();
+    let access = wait_admitted(&app, &qt).await;
+    assert_eq!(
+        app.hold(&access, concert.schedules[0], 1).await.status(),
+        StatusCode::CREATED
+    );
+    // The admission runs out after 1 s: the place is gone and the gate refuses the token.
+    eventually(Duration::from_secs(5), "admission expired", || async {
+        status(&app, &qt).await.status() == StatusCode::GONE
+    })
+    .await;
+    let r = app.hold(&access, concert.schedules[0], 2).await;
+    assert_eq!(
+        (r.status(), error_code(r).await.as_str()),
+        (StatusCode::UNAUTHORIZED, "TOKEN_REVOKED")
+    );
+
+    // Paying ends the admission at once (long TTL this time).
+    let r = put_queue(&app, concert.id, json!({ "access_ttl_secs": 600 })).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let buyer = app.create_user("buyer").await;
+    app.charge(&buyer, 1000).await;
+    let qt = join(&app, &buyer, concert.id).await.1["queue_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let access = wait_admitted(&app, &qt).await;
+    let hold: Value = app
+        .hold(&access, concert.schedules[0], 3)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let r = app
+        .pay(&access, hold["reservation_id"].as_u64().unwrap(), None)
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    eventually(Duration::from_secs(5), "revoked after payment", || async {
+        app.hold(&access, concert.schedules[0], 4).await.status() == StatusCode::UNAUTHORIZED
+    })
+    .await;
+    assert_eq!(status(&app, &qt).await.status(), StatusCode::GONE);
+    // A user who paid may queue again.
+    let (code, again) = join(&app, &buyer, concert.id).await;
+    assert_eq!(code, StatusCode::CREATED);
+    assert!(again["queue_token"].as_str().is_some());
+    app.assert_invariants().await;
+    app.stop().await;
+}
+
+/// Forwards SSE events of a response as (event, data) pairs until the stream ends (then the
+/// channel closes). Panics on a stream error or if the stream outlives `limit`.
+fn forward_events(
+    mut r: reqwest::Response,
+    limit: Duration,
+) -> tokio::sync::mpsc::UnboundedReceiver<(String, Value)> {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut buf = String::new();
+        let deadline = Instant::now() + limit;
+        loop {
+            match tokio::time::timeout_at(deadline.into(), r.chunk()).await {
+                Ok(Ok(Some(bytes))) => {
+                    buf.push_str(std::str::from_utf8(&bytes).unwrap());
+                    while let Some(end) = buf.find("\n\n") {
+                        let block: String = buf.drain(..end + 2).collect();
+                        let mut event = String::new();
+                        let mut data = String::new();
+                        for line in block.lines() {
+                            if let Some(e) = line.strip_prefix("event: ") {
+                                event = e.to_owned();
+                            } else if let Some(d) = line.strip_prefix("data: ") {
+                                data = d.to_owned();
+                            }
+                        }
+                        if !event.is_empty() {
+                            let _ = tx.send((event, serde_json::from_str(&data).unwrap()));
+                        }
+                    }
+                }
+                Ok(Ok(None)) => return,
+                Ok(Err(e)) => panic!("stream error: {e}"),
+                Err(_) => panic!("stream did not end in time"),
+            }
+        }
+    });
+    rx
+}
+
+#[tokio::test]
+async fn event_stream_sends_positions_then_admitted_then_ends() {
+    let app = spawn_with(&[("QUEUE_TICK_MS", "100"), ("QUEUE_ADMIT_PER_TICK", "0")]).await;
+    let concert = app.create_concert(1, 10).await;
+    let users = app.create_users(3).await;
+    let mut tokens = Vec::new();
+    for u in &users {
+        tokens.push(
+            join(&app, u, concert.id).await.1["queue_token"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    // Third in line opens a stream (token in the query string, as EventSource must).
+    let r = app
+        .http
+        .get(app.url(&format!("/v1/queue/events?token={}", tokens[2])))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()["content-type"], "text/event-stream");
+    let mut events = forward_events(r, Duration::from_secs(10));
+    let (kind, data) = events.recv().await.unwrap();
+    assert_eq!(
+        (kind.as_str(), data["position"].as_u64()),
+        ("position", Some(3))
+    );
+    assert!(data["eta_seconds"].is_u64() || data["eta_seconds"].is_null());
+
+    // The first ahead leaves: the stream reports position 2.
+    let r = app
+        .http
+        .delete(app.url("/v1/queue"))
+        .bearer_auth(&tokens[0])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let (kind, data) = events.recv().await.unwrap();
+    assert_eq!(
+        (kind.as_str(), data["position"].as_u64()),
+        ("position", Some(2))
+    );
+
+    // Admission opens one at a time: position 1, then admitted, then the stream ends.
+    put_queue(&app, concert.id, json!({ "admit_per_tick": 1 })).await;
+    let mut rest = Vec::new();
+    while let Some(e) = events.recv().await {
+        rest.push(e);
+    }
+    let kinds: Vec<&str> = rest.iter().map(|(e, _)| e.as_str()).collect();
+    assert_eq!(kinds.last(), Some(&"admitted"), "{rest:?}");
+    assert!(
+        kinds[..kinds.len() - 1].iter().all(|k| *k == "position"),
+        "{rest:?}"
+    );
+    let admitted = &rest.last().unwrap().1;
+    assert_eq!(admitted["status"], "admitted");
+    assert!(admitted["access_expires_at"].as_str().is_some());
+    let access = admitted["access_token"].as_str().unwrap();
+    let seats = app
+        .http
+        .get(app.url(&format!("/v1/schedules/{}/seats", concert.schedules[0])))
+        .bearer_auth(access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        seats.status(),
+        StatusCode::OK,
+        "the streamed access token works"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn queue_routes_refuse_bad_tokens_and_bad_input() {
+    let app = spawn_app().await;
+    let concert = app.create_concert(1, 10).await;
+    let other = app.create_concert(1, 10).await;
+    let user = app.create_user("u").await;
+    let (_, joined) = join(&app, &user, concert.id).await;
+    let qt = joined["queue_token"].as_str().unwrap();
+    let access = app.admit(&user, other.id).await;
+
+    // Wrong kinds: a user token or an access token on status; a queue token on join.
+    assert_eq!(
+        status(&app, &user.token).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        status(&app, &access).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    let r = app
+        .http
+        .post(app.url("/v1/queue"))
+        .bearer_auth(qt)
+        .json(&json!({"concert_id": concert.id.get()}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    // A queue token as a booking credential.
+    assert_eq!(
+        app.hold(qt, concert.schedules[0], 1).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    // An access token for another concert.
+    let r = app.hold(&access, concert.schedules[0], 1).await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    // Forged and missing tokens on events.
+    let r = app
+        .http
+        .get(app.url("/v1/queue/events?token=forged.token.value"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let r = app
+        .http
+        .get(app.url("/v1/queue/events"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    // Unknown concert, bad concert ids.
+    let (code, body) = {
+        let r = app
+            .http
+            .post(app.url("/v1/queue"))
+            .bearer_auth(&user.token)
+            .json(&json!({"concert_id": 999_999}))
+            .send()
+            .await
+            .unwrap();
+        (r.status(), r.json::<Value>().await.unwrap())
+    };
+    assert_eq!(
+        (code, body["error"]["code"].as_str().unwrap()),
+        (StatusCode::NOT_FOUND, "NOT_FOUND")
+    );
+    for bad in [
+        json!({"concert_id": "1"}),
+        json!({"concert_id": 0}),
+        json!({}),
+        json!({"concert_id": concert.id.get(), "queue_token": 5}),
+    ] {
+        let r = app
+            .http
+            .post(app.url("/v1/queue"))
+            .bearer_auth(&user.token)
+            .json(&bad)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY, "{bad}");
+    }
+
+    // Admin: bad values change nothing.
+    let before = get_queue(&app, concert.id).await;
+    for bad in [
+        json!({"admit_per_tick": 100_001}),
+        json!({"tick_ms": 99}),
+        json!({"tick_ms": 60_001}),
+        json!({"max_active": -1}),
+        json!({"access_ttl_secs": 9}),
+        json!({"admit_per_tick": "5"}),
+        json!({"admit_per_tick": 5, "tick_ms": 1}),
+    ] {
+        let r = put_queue(&app, concert.id, bad.clone()).await;
+        assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY, "{bad}");
+    }
+    assert_eq!(get_queue(&app, concert.id).await, before);
+    let r = put_queue(
+        &app,
+        ConcertId::new(999_999).unwrap(),
+        json!({"admit_per_tick": 1}),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    let r = app
+        .http
+        .get(app.url(&format!("/v1/admin/concerts/{}/queue", concert.id)))
+        .bearer_auth(&user.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let r = put_queue(
+        &app,
+        concert.id,
+        json!({"admit_per_tick": 0, "tick_ms": 250, "max_active": 7, "access_ttl_secs": 60}),
+    )
+    .await;
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(
+        (
+            v["admit_per_tick"].as_u64(),
+            v["tick_ms"].as_u64(),
+            v["max_active"].as_u64(),
+            v["access_ttl_secs"].as_u64()
+        ),
+        (Some(0), Some(250), Some(7), Some(60))
+    );
+    assert_eq!(v["waiting"], 1);
+    app.stop().await;
+}
