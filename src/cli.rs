@@ -39,11 +39,11 @@ fn command_help(cmd: &str) -> &'static str {
 pub fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let wants_help = args.iter().any(|a| a == "--help" || a == "-h");
-    let command = args
+    let given = args
         .iter()
         .find(|a| !a.starts_with('-'))
-        .map(String::as_str)
-        .unwrap_or("serve");
+        .map(String::as_str);
+    let command = given.unwrap_or("serve");
     if !matches!(command, "serve" | "migrate" | "seed" | "check" | "help") {
         eprintln!("queuegate: unknown command `{command}` (try --help)");
         return ExitCode::from(2);
@@ -56,7 +56,10 @@ pub fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     if wants_help || command == "help" {
-        println!("{}", command_help(if wants_help { command } else { "" }));
+        println!(
+            "{}",
+            command_help(given.filter(|_| wants_help).unwrap_or(""))
+        );
         return ExitCode::SUCCESS;
     }
     let settings = match Settings::from_env() {

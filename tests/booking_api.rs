@@ -652,3 +652,67 @@ async fn request_ids_operations_and_metrics() {
     assert!(text.contains("queuegate_db_pool_connections"));
     app.stop().await;
 }
+
+#[tokio::test]
+async fn listings_read_from_the_replica_when_one_is_configured() {
+    // The "replica" is a second, empty database: whatever the listings return must come from
+    // it, while writes and the gate's lookups go to the primary.
+    let replica_db = format!("qgt_{}", uuid::Uuid::new_v4().simple());
+    let replica_url = format!("mysql://root@127.0.0.1:3306/{replica_db}");
+    queuegate::db::Db::ensure_database(&replica_url)
+        .await
+        .unwrap();
+    queuegate::db::Db::connect_lazy(&replica_url, None, 1)
+        .unwrap()
+        .migrate()
+        .await
+        .unwrap();
+    let app = spawn_with(&[("DATABASE_REPLICA_URL", replica_url.as_str())]).await;
+    let concert = app.create_concert(1, 10).await;
+    let user = app.create_user("reader").await;
+    let access = app.admit(&user, concert.id).await;
+    let seats = app
+        .http
+        .get(app.url(&format!("/v1/schedules/{}/seats", concert.schedules[0])))
+        .bearer_auth(&access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        seats.status(),
+        StatusCode::NOT_FOUND,
+        "the seat map was read from the (empty) replica"
+    );
+    let schedules = app
+        .http
+        .get(app.url(&format!("/v1/concerts/{}/schedules", concert.id)))
+        .bearer_auth(&access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        schedules.status(),
+        StatusCode::NOT_FOUND,
+        "so were the schedules"
+    );
+    // Holds go to the primary and work.
+    assert_eq!(
+        app.hold(&access, concert.schedules[0], 1).await.status(),
+        StatusCode::CREATED
+    );
+    let text = app
+        .http
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains("pool=\"replica\""),
+        "metrics tell the pools apart"
+    );
+    assert!(text.contains("pool=\"primary\""));
+    app.stop().await;
+}

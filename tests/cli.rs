@@ -1,0 +1,173 @@
+//! The binary as an operator runs it: help, configuration errors, `check`, `seed`, and a
+//! graceful stop on SIGTERM while a request is in flight.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_queuegate"));
+    // Keep the developer's .env and environment out of these runs.
+    c.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .current_dir(std::env::temp_dir());
+    c
+}
+
+fn unique_db() -> String {
+    format!("qgt_{}", uuid::Uuid::new_v4().simple())
+}
+
+#[test]
+fn help_lists_every_subcommand_and_each_has_its_own() {
+    let out = bin().arg("--help").output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    for cmd in ["serve", "migrate", "seed", "check"] {
+        assert!(text.contains(cmd), "{text}");
+        let out = bin().args([cmd, "--help"]).output().unwrap();
+        assert!(out.status.success());
+        assert!(
+            String::from_utf8(out.stdout)
+                .unwrap()
+                .contains(&format!("queuegate {cmd}"))
+        );
+    }
+}
+
+#[test]
+fn bad_configuration_exits_non_zero_with_one_line_naming_the_variable() {
+    for (var, value) in [
+        ("QUEUE_TICK_MS", "fast"),
+        ("LISTEN_ADDR", "nowhere"),
+        ("REDIS_URL", "http://x"),
+        ("AUTO_MIGRATE", "perhaps"),
+    ] {
+        let out = bin().arg("serve").env(var, value).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{var}");
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains(var), "{err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+    let out = bin()
+        .args(["serve"])
+        .env("QUEUEGATE_ENV", "production")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8(out.stderr)
+            .unwrap()
+            .contains("JWT_SECRET")
+    );
+    let out = bin().arg("frobnicate").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn migrate_seed_and_check_on_a_fresh_database() {
+    let db = unique_db();
+    let url = format!("mysql://root@127.0.0.1:3306/{db}");
+    let out = bin()
+        .arg("migrate")
+        .env("DATABASE_URL", &url)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seed = |_: ()| {
+        bin()
+            .arg("seed")
+            .env("DATABASE_URL", &url)
+            .output()
+            .unwrap()
+    };
+    let first = seed(());
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let second = seed(());
+    assert_eq!(
+        first.stdout, second.stdout,
+        "seeding twice reuses the demo concert"
+    );
+    let out = bin()
+        .arg("check")
+        .env("DATABASE_URL", &url)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(
+        text.lines().filter(|l| l.starts_with("ok")).count(),
+        6,
+        "{text}"
+    );
+}
+
+#[test]
+fn sigterm_lets_an_open_request_finish_and_exits_cleanly() {
+    let db = unique_db();
+    let mut child = bin()
+        .arg("serve")
+        .env("LISTEN_ADDR", "127.0.0.1:0")
+        .env("DATABASE_URL", format!("mysql://root@127.0.0.1:3306/{db}"))
+        .env(
+            "REDIS_KEY_PREFIX",
+            format!("qgt{}", uuid::Uuid::new_v4().simple()),
+        )
+        .env("LOG_FORMAT", "json")
+        .env("SHUTDOWN_GRACE_SECS", "5")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    // The listening address is in the startup log line.
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr = loop {
+        let line = lines.next().expect("server exited early").unwrap();
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+        if v["message"] == "queuegate listening" {
+            break v["addr"].as_str().unwrap().to_owned();
+        }
+    };
+    // Keep draining the log so the child never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+
+    // An open request: a raw HTTP/1.1 request whose response we read only after the signal.
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(&addr).unwrap();
+    conn.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let started = Instant::now();
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut buf = Vec::new();
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let _ = conn.read_to_end(&mut buf);
+    let text = String::from_utf8_lossy(&buf);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    let exit = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "did not exit in time"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(exit.success(), "{exit:?}");
+    // New connections are refused once it is gone.
+    assert!(std::net::TcpStream::connect(&addr).is_err());
+}
