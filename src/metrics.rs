@@ -72,4 +72,55 @@ fn describe() {
         "queuegate_revocations_total",
         "Access revocations after payment by result"
     );
+    describe_gauge!("queuegate_queue_waiting", "Users waiting, per concert");
+    describe_gauge!(
+        "queuegate_queue_admitted",
+        "Users admitted now, per concert"
+    );
+    describe_gauge!(
+        "queuegate_queue_admission_rate",
+        "Measured admissions per second, per concert"
+    );
+    describe_gauge!(
+        "queuegate_queue_eta_seconds",
+        "ETA of the last user in line, per concert"
+    );
+    describe_counter!(
+        "queuegate_queue_joins_total",
+        "Queue joins by concert and result"
+    );
+    describe_counter!(
+        "queuegate_queue_admissions_total",
+        "Users admitted, per concert"
+    );
+    describe_counter!(
+        "queuegate_queue_idle_removals_total",
+        "Places lost to idleness, per concert"
+    );
+    describe_counter!(
+        "queuegate_queue_leaves_total",
+        "Places given up, per concert"
+    );
+    describe_counter!(
+        "queuegate_queue_expired_total",
+        "Admissions that ran out, per concert"
+    );
+    describe_counter!(
+        "queuegate_queue_ticks_total",
+        "Admission ticks run, per concert"
+    );
+    describe_counter!("queuegate_queue_status_total", "Status answers by result");
+    describe_gauge!(
+        "queuegate_sse_streams",
+        "Open event streams on this instance"
+    );
+    describe_counter!(
+        "queuegate_sse_events_total",
+        "Events pushed to streams, by kind"
+    );
+    // Counters that may stay at zero for a long time are published from the start, so
+    // dashboards and alerts see 0 rather than "no data".
+    metrics::counter!("queuegate_lock_fallback_total").increment(0);
+    metrics::counter!("queuegate_holds_expired_total").increment(0);
+    metrics::gauge!("queuegate_sse_streams").increment(0.0);
 }

@@ -87,7 +87,11 @@ pub async fn pay(app: &Arc<App>, req: &mut Req) -> Result<Resp, ApiError> {
             let token = app.tokens.verify_access(req.require_bearer()?)?;
             let reservation: ReservationId = req.json().await?.required("reservation_id")?;
             return match payments::stored_result(app, token.user_id, key, reservation).await? {
-                Some(stored) => Ok(stored_response(stored, true)),
+                Some(stored) => {
+                    metrics::counter!("queuegate_payments_total", "result" => "replayed")
+                        .increment(1);
+                    Ok(stored_response(stored, true))
+                }
                 None => Err(ApiError::TokenRevoked),
             };
         }
