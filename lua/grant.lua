@@ -4,14 +4,14 @@
 -- KEYS[2] adm_seq   HASH user -> admission seq
 -- KEYS[3] seq       STRING arrival counter
 -- KEYS[4] waiting   ZSET user -> seq
--- KEYS[5] seen      ZSET user -> last seen (ms)
+-- KEYS[5] seen      key PREFIX of the last-seen buckets (see join.lua)
 -- KEYS[6] stats     HASH concert figures
 -- ARGV[1] user id
 -- ARGV[2] access ttl (ms)
 --
--- Takes a fresh arrival number, so the grant is a new admission distinct from any earlier one.
--- Counts towards `admitted_total` like a normal admission; it may exceed max_active, which is
--- why only operators and tests may call it.
+-- Takes a fresh arrival number, so the grant is a new admission distinct from any earlier one;
+-- a waiting place of the user is given up. Counts towards `admitted_total` like a normal
+-- admission; it may exceed max_active, which is why only operators and tests may call it.
 -- Returns { seq, admission end ms }.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -22,8 +22,12 @@ if redis.call('EXISTS', KEYS[3]) == 0 then
 end
 local seq = redis.call('INCR', KEYS[3])
 local ends = now + tonumber(ARGV[2])
-redis.call('ZREM', KEYS[4], user)
-redis.call('ZREM', KEYS[5], user)
+local waiting = redis.call('ZSCORE', KEYS[4], user)
+if waiting then
+  local w = tonumber(waiting)
+  redis.call('ZREM', KEYS[4], user)
+  redis.call('HDEL', KEYS[5] .. string.format('%.0f', math.floor(w / 128)), string.format('%.0f', w % 128))
+end
 redis.call('ZADD', KEYS[1], ends, user)
 redis.call('HSET', KEYS[2], user, seq)
 redis.call('HINCRBY', KEYS[6], 'admitted_total', 1)

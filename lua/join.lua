@@ -3,7 +3,10 @@
 -- KEYS[1] seq       STRING arrival counter
 -- KEYS[2] epoch     STRING id of this store's lifetime
 -- KEYS[3] waiting   ZSET user -> seq
--- KEYS[4] seen      ZSET user -> last seen (ms)
+-- KEYS[4] seen      key PREFIX of the last-seen buckets: HASH <prefix><floor(seq/128)>,
+--                   field seq % 128 -> last seen (s). Small hashes stay listpack-encoded, so a
+--                   waiting user costs ~10 bytes here instead of a second sorted-set entry.
+--                   (Every bucket shares the concert's hash tag, hence its Cluster slot.)
 -- KEYS[5] admitted  ZSET user -> admission end (ms)
 -- KEYS[6] adm_seq   HASH user -> admission seq
 -- KEYS[7] stats     HASH concert figures
@@ -70,6 +73,7 @@ else
   redis.call('ZADD', KEYS[3], seq, user)
   redis.call('HINCRBY', KEYS[7], 'joins_total', 1)
 end
-redis.call('ZADD', KEYS[4], now, user)
+local bucket = KEYS[4] .. string.format('%.0f', math.floor(seq / 128))
+redis.call('HSET', bucket, string.format('%.0f', seq % 128), t[1])
 local rank = redis.call('ZRANK', KEYS[3], user)
 return { 'waiting', seq, rank + 1, epoch, how, 0 }

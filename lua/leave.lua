@@ -1,7 +1,7 @@
 -- leave: give up a place (waiting or admitted).
 --
 -- KEYS[1] waiting   ZSET user -> seq
--- KEYS[2] seen      ZSET user -> last seen (ms)
+-- KEYS[2] seen      key PREFIX of the last-seen buckets (see join.lua)
 -- KEYS[3] admitted  ZSET user -> admission end (ms)
 -- KEYS[4] adm_seq   HASH user -> admission seq
 -- KEYS[5] stats     HASH concert figures
@@ -16,7 +16,7 @@ local freed = 0
 local score = redis.call('ZSCORE', KEYS[1], user)
 if score and tonumber(score) == seq then
   redis.call('ZREM', KEYS[1], user)
-  redis.call('ZREM', KEYS[2], user)
+  redis.call('HDEL', KEYS[2] .. string.format('%.0f', math.floor(seq / 128)), string.format('%.0f', seq % 128))
   freed = 1
 end
 if tonumber(redis.call('HGET', KEYS[4], user) or '-1') == seq then

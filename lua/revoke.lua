@@ -3,7 +3,7 @@
 -- KEYS[1] admitted  ZSET user -> admission end (ms)
 -- KEYS[2] adm_seq   HASH user -> admission seq
 -- KEYS[3] waiting   ZSET user -> seq
--- KEYS[4] seen      ZSET user -> last seen (ms)
+-- KEYS[4] seen      key PREFIX of the last-seen buckets (see join.lua)
 -- KEYS[5] stats     HASH concert figures
 -- ARGV[1] user id
 -- ARGV[2] seq of the place/admission to end, or '*' for whatever the user has
@@ -23,7 +23,8 @@ if current and (seq == '*' or current == seq) then
 end
 local waiting = redis.call('ZSCORE', KEYS[3], user)
 if waiting and (seq == '*' or tonumber(waiting) == tonumber(seq)) then
+  local w = tonumber(waiting)
   redis.call('ZREM', KEYS[3], user)
-  redis.call('ZREM', KEYS[4], user)
+  redis.call('HDEL', KEYS[4] .. string.format('%.0f', math.floor(w / 128)), string.format('%.0f', w % 128))
 end
 return ended

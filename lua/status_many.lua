@@ -2,7 +2,7 @@
 -- concert per push interval replaces one call per open stream.
 --
 -- KEYS[1] waiting   ZSET user -> seq
--- KEYS[2] seen      ZSET user -> last seen (ms)
+-- KEYS[2] seen      key PREFIX of the last-seen buckets (see join.lua)
 -- KEYS[3] admitted  ZSET user -> admission end (ms)
 -- KEYS[4] adm_seq   HASH user -> admission seq
 -- KEYS[5] stats     HASH concert figures
@@ -25,7 +25,8 @@ for i = 1, #ARGV, 2 do
   else
     local score = redis.call('ZSCORE', KEYS[1], user)
     if score and tonumber(score) == seq then
-      redis.call('ZADD', KEYS[2], now, user)
+      local bucket = KEYS[2] .. string.format('%.0f', math.floor(seq / 128))
+      redis.call('HSET', bucket, string.format('%.0f', seq % 128), t[1])
       result = redis.call('ZRANK', KEYS[1], user) + 1
     end
   end

@@ -2,13 +2,13 @@
 -- them does the work per tick period.
 --
 -- KEYS[1] waiting   ZSET user -> seq
--- KEYS[2] seen      ZSET user -> last seen (ms)
+-- KEYS[2] seen      key PREFIX of the last-seen buckets (see join.lua)
 -- KEYS[3] admitted  ZSET user -> admission end (ms)
 -- KEYS[4] adm_seq   HASH user -> admission seq
 -- KEYS[5] stats     HASH concert figures
 -- KEYS[6] settings  HASH per-concert overrides (admit_per_tick, tick_ms, max_active, access_ttl_secs)
 -- ARGV[1..4] defaults: admit_per_tick, tick_ms, max_active, access_ttl_secs
--- ARGV[5] idle limit (ms)
+-- ARGV[5] idle limit (s)
 --
 -- Invariants:
 -- * at most one tick per period in total, however many instances call: the period is claimed
@@ -16,11 +16,15 @@
 --   if the last run fell in an earlier period);
 -- * after a tick, admitted <= max_active: expired admissions leave first, then at most
 --   min(admit_per_tick, max_active - admitted) users enter, in arrival (seq) order;
--- * idle users (not seen for the idle limit) never enter; they lose their place.
--- Work per call is bounded (expiry and idle removal in batches), so Redis never stalls.
+-- * idle users (not seen for the idle limit) never enter: they are dropped when they reach
+--   the front, and a rolling scan drops them from the rest of the line, covering the whole
+--   line about once per idle period.
+-- Work per call is bounded (batches of at most 10,000 / 20,000), so Redis never stalls.
 --
 -- Returns { ran, admitted_now, expired_now, idle_now, waiting, admitted, admitted_total,
---           next_due_ms, tick_ms, max_active, measured rate in users per 1000 s }
+--           next_due_ms, tick_ms, max_active, measured rate in users per 1000 s (-1000 when
+--           nothing is measured yet), admit_per_tick }
+-- Instances that lose the claim still get the last four, which keep their ETA figures fresh.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 
@@ -29,16 +33,29 @@ local per_tick = tonumber(s[1] or ARGV[1])
 local tick_ms = tonumber(s[2] or ARGV[2])
 local max_active = tonumber(s[3] or ARGV[3])
 local ttl_ms = tonumber(s[4] or ARGV[4]) * 1000
-local idle_ms = tonumber(ARGV[5])
+local idle = tonumber(ARGV[5])
 
 local period = math.floor(now / tick_ms)
 local next_due = (period + 1) * tick_ms - now
 local last = tonumber(redis.call('HGET', KEYS[5], 'last_tick_ms') or '-1')
 if last >= 0 and math.floor(last / tick_ms) >= period then
-  return { 0, 0, 0, 0, 0, 0, 0, next_due, tick_ms, max_active, 0 }
+  local measured = tonumber(redis.call('HGET', KEYS[5], 'rate') or '-1')
+  return { 0, 0, 0, 0, 0, 0, 0, next_due, tick_ms, max_active, math.floor(measured * 1000), per_tick }
 end
 redis.call('HSET', KEYS[5], 'last_tick_ms', now)
 redis.call('HINCRBY', KEYS[5], 'ticks_total', 1)
+
+local cutoff = tonumber(t[1]) - idle
+local function bucket(seq)
+  return KEYS[2] .. string.format('%.0f', math.floor(seq / 128)), string.format('%.0f', seq % 128)
+end
+-- Forgets the user's last-seen entry; true if the user had gone idle.
+local function forget(seq)
+  local b, f = bucket(seq)
+  local last_seen = tonumber(redis.call('HGET', b, f) or '0')
+  redis.call('HDEL', b, f)
+  return last_seen < cutoff
+end
 
 -- 1. Admissions that ran out leave (their access tokens stop working with them).
 local expired = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0, 10000)
@@ -47,16 +64,8 @@ for _, user in ipairs(expired) do
   redis.call('HDEL', KEYS[4], user)
 end
 
--- 2. Idle users lose their place.
-local cutoff = now - idle_ms
-local idle = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', '(' .. cutoff, 'LIMIT', 0, 10000)
-for _, user in ipairs(idle) do
-  redis.call('ZREM', KEYS[1], user)
-  redis.call('ZREM', KEYS[2], user)
-end
-local idle_count = #idle
-
--- 3. Admit, in arrival order, within both limits.
+-- 2. Admit, in arrival order, within both limits; idle users at the front are dropped.
+local idle_count = 0
 local room = max_active - redis.call('ZCARD', KEYS[3])
 local want = math.min(per_tick, room)
 local admitted_now = 0
@@ -66,20 +75,43 @@ while admitted_now < want do
     break
   end
   for i = 1, #popped, 2 do
-    local user, seq = popped[i], popped[i + 1]
-    local seen = tonumber(redis.call('ZSCORE', KEYS[2], user) or '0')
-    redis.call('ZREM', KEYS[2], user)
-    if seen < cutoff then
+    local user, seq = popped[i], tonumber(popped[i + 1])
+    if forget(seq) then
       idle_count = idle_count + 1
     else
       redis.call('ZADD', KEYS[3], now + ttl_ms, user)
-      redis.call('HSET', KEYS[4], user, seq)
+      redis.call('HSET', KEYS[4], user, popped[i + 1])
       admitted_now = admitted_now + 1
     end
   end
 end
 
+-- 3. The rolling idle scan: a window of the line per tick, sized to cover the whole line
+-- about once per idle period.
 local waiting = redis.call('ZCARD', KEYS[1])
+if waiting > 0 then
+  local cursor = tonumber(redis.call('HGET', KEYS[5], 'scan_rank') or '0')
+  if cursor >= waiting then
+    cursor = 0
+  end
+  local budget = math.ceil(waiting * tick_ms / (idle * 1000))
+  budget = math.max(200, math.min(20000, budget))
+  local window = redis.call('ZRANGE', KEYS[1], cursor, cursor + budget - 1, 'WITHSCORES')
+  local dropped = 0
+  for i = 1, #window, 2 do
+    local seq = tonumber(window[i + 1])
+    local b, f = bucket(seq)
+    if tonumber(redis.call('HGET', b, f) or '0') < cutoff then
+      redis.call('ZREM', KEYS[1], window[i])
+      redis.call('HDEL', b, f)
+      dropped = dropped + 1
+    end
+  end
+  idle_count = idle_count + dropped
+  redis.call('HSET', KEYS[5], 'scan_rank', cursor + #window / 2 - dropped)
+  waiting = waiting - dropped
+end
+
 local active = redis.call('ZCARD', KEYS[3])
 local total = redis.call('HINCRBY', KEYS[5], 'admitted_total', admitted_now)
 redis.call('HINCRBY', KEYS[5], 'expired_total', #expired)
@@ -101,4 +133,4 @@ if waiting > 0 then
 end
 
 return { 1, admitted_now, #expired, idle_count, waiting, active, total, next_due, tick_ms, max_active,
-         math.floor(math.max(rate, 0) * 1000) }
+         math.floor(rate * 1000), per_tick }

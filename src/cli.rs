@@ -70,10 +70,11 @@ pub fn main() -> ExitCode {
         }
     };
     crate::telemetry::init(settings.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = settings.worker_threads {
+        builder.worker_threads(n);
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("queuegate: cannot start the async runtime: {e}");

@@ -59,6 +59,8 @@ pub struct Settings {
     pub sweep_interval_secs: u64,
     /// Grace period for in-flight requests after SIGTERM/SIGINT.
     pub shutdown_grace: Duration,
+    /// Tokio worker threads; `None` = one per core.
+    pub worker_threads: Option<usize>,
 }
 
 impl Settings {
@@ -177,6 +179,10 @@ impl Settings {
             lock_ttl: Duration::from_millis(env.int("LOCK_TTL_MS", 2000, 50, 60_000)?),
             sweep_interval_secs: env.int("SWEEP_INTERVAL_SECS", 5, 1, 3600)?,
             shutdown_grace: Duration::from_secs(env.int("SHUTDOWN_GRACE_SECS", 10, 0, 600)?),
+            worker_threads: match env.int("WORKER_THREADS", 0, 0, 1024)? {
+                0 => None,
+                n => Some(n as usize),
+            },
         })
     }
 }

@@ -240,3 +240,59 @@ async fn a_hold_paid_twice_at_once_is_paid_once() {
     app.assert_invariants().await;
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rush_on_random_seats_fills_each_seat_exactly_once() {
+    let app = spawn_app().await;
+    let concert = app.create_concert(1, 100).await;
+    let schedule = concert.schedules[0];
+    let users = app.create_users(300).await;
+    let mut tokens = Vec::new();
+    for u in &users {
+        tokens.push(app.admit(u, concert.id).await);
+    }
+    let requests = tokens.iter().enumerate().map(|(i, t)| {
+        let seat = (i * 7919) % 50 + 1;
+        let http = app.http.clone();
+        let url = app.url("/v1/reservations");
+        let t = t.clone();
+        tokio::spawn(async move {
+            http.post(url)
+                .bearer_auth(t)
+                .json(&json!({ "schedule_id": schedule, "seat_no": seat }))
+                .send()
+                .await
+                .map(|r| r.status())
+        })
+    });
+    let statuses: Vec<StatusCode> = join_all(requests)
+        .await
+        .into_iter()
+        .map(|r| r.expect("task").expect("request"))
+        .collect();
+    assert_eq!(
+        statuses
+            .iter()
+            .filter(|s| **s == StatusCode::CREATED)
+            .count(),
+        50
+    );
+    assert_eq!(
+        statuses
+            .iter()
+            .filter(|s| **s == StatusCode::CONFLICT)
+            .count(),
+        250
+    );
+    let per_seat: Vec<(u8, i64)> = sqlx::query_as(
+        "SELECT seat_no, COUNT(*) FROM reservations WHERE schedule_id = ? AND status IN ('held', 'confirmed') GROUP BY seat_no",
+    )
+    .bind(schedule)
+    .fetch_all(app.app.db.primary())
+    .await
+    .unwrap();
+    assert_eq!(per_seat.len(), 50);
+    assert!(per_seat.iter().all(|(_, n)| *n == 1));
+    app.assert_invariants().await;
+    app.stop().await;
+}

@@ -110,8 +110,8 @@ pub async fn join(app: &App, req: &mut Req) -> Result<Resp, ApiError> {
             access_token: Some(access_token(app, &q, ends_ms)?),
             access_expires_at: Some(expires_at(ends_ms)),
         },
-        Place::Waiting { position, .. } => {
-            let rate = eta::rate_per_sec(&Default::default(), &app.settings.queue);
+        Place::Waiting { position } => {
+            let rate = eta::rate_per_sec(&app.queue.pace(concert), &app.settings.queue);
             let eta_seconds = eta::eta_seconds(position, rate);
             JoinedBody {
                 queue_token,
@@ -130,13 +130,14 @@ pub async fn join(app: &App, req: &mut Req) -> Result<Resp, ApiError> {
 
 pub async fn status(app: &App, req: &mut Req) -> Result<Resp, ApiError> {
     let q = app.tokens.verify_queue(req.require_bearer()?)?;
-    let idle_ms = app.settings.queue.idle_secs * 1000;
+    let idle = app.settings.queue.idle_secs;
     match app
         .queue
-        .status(q.concert_id, q.user_id, q.seq, idle_ms)
+        .status(q.concert_id, q.user_id, q.seq, idle)
         .await?
     {
-        Place::Waiting { position, pace } => {
+        Place::Waiting { position } => {
+            let pace = app.queue.pace(q.concert_id);
             metrics::counter!("queuegate_queue_status_total", "result" => "waiting").increment(1);
             let eta_seconds =
                 eta::eta_seconds(position, eta::rate_per_sec(&pace, &app.settings.queue));
@@ -178,13 +179,14 @@ pub async fn events(app: &App, req: &mut Req) -> Result<Resp, ApiError> {
             .ok_or(ApiError::Unauthorized("missing queue token"))?,
     };
     let q = app.tokens.verify_queue(&token)?;
-    let idle_ms = app.settings.queue.idle_secs * 1000;
+    let idle = app.settings.queue.idle_secs;
     let (rx, guard) = match app
         .queue
-        .status(q.concert_id, q.user_id, q.seq, idle_ms)
+        .status(q.concert_id, q.user_id, q.seq, idle)
         .await?
     {
-        Place::Waiting { position, pace } => {
+        Place::Waiting { position } => {
+            let pace = app.queue.pace(q.concert_id);
             let eta_seconds =
                 eta::eta_seconds(position, eta::rate_per_sec(&pace, &app.settings.queue));
             let first = events::event("position", &events::position_json(position, eta_seconds));

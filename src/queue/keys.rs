@@ -15,7 +15,9 @@ pub struct ConcertKeys {
     pub epoch: String,
     /// ZSET user -> seq: the line, in arrival order.
     pub waiting: String,
-    /// ZSET user -> last status poll (ms): who is still there.
+    /// Key *prefix* of the last-seen buckets: HASH `<seen><floor(seq/128)>`, field `seq % 128`
+    /// -> last poll (s). Small hashes stay listpack-encoded in Redis: ~10 bytes per waiting
+    /// user, where a second sorted set would cost ~110.
     pub seen: String,
     /// ZSET user -> admission end (ms): who may book now.
     pub admitted: String,
@@ -34,7 +36,7 @@ impl ConcertKeys {
             seq: format!("{base}:seq"),
             epoch: format!("{base}:epoch"),
             waiting: format!("{base}:waiting"),
-            seen: format!("{base}:seen"),
+            seen: format!("{base}:seen:"),
             admitted: format!("{base}:admitted"),
             adm_seq: format!("{base}:adm"),
             stats: format!("{base}:stats"),

@@ -80,7 +80,7 @@ impl JoinKind {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Place {
     /// Waiting; `position` 1 is next in.
-    Waiting { position: u64, pace: Pace },
+    Waiting { position: u64 },
     /// Admitted until `ends_ms` (Redis clock, ms since the epoch).
     Admitted { ends_ms: u64 },
     /// Left, idle too long, paid, or admission over.
@@ -109,8 +109,9 @@ pub struct TickReport {
     pub next_due_ms: u64,
     pub tick_ms: u64,
     pub max_active: u64,
-    /// Measured admissions per second (moving average).
-    pub rate: f64,
+    /// Measured admissions per second (moving average); `None` before any measurement.
+    pub rate: Option<f64>,
+    pub admit_per_tick: u64,
 }
 
 /// Per-concert admission settings (overrides; `None` = the instance default).
@@ -138,6 +139,8 @@ pub struct QueueStore {
     scripts: Scripts,
     /// Concerts this instance already added to the timer's set (saves a round trip per join).
     registered: std::sync::Mutex<std::collections::HashSet<ConcertId>>,
+    /// Each concert's pace as of this instance's last tick call, for ETAs without a round trip.
+    paces: std::sync::RwLock<std::collections::HashMap<ConcertId, Pace>>,
 }
 
 fn keys<const N: usize>(k: [&String; N]) -> Vec<Key> {
@@ -160,6 +163,7 @@ impl QueueStore {
             prefix,
             scripts: Scripts::new(),
             registered: Default::default(),
+            paces: Default::default(),
         }
     }
 
@@ -298,10 +302,7 @@ impl QueueStore {
         let place = if state == "admitted" {
             Place::Admitted { ends_ms: ends }
         } else {
-            Place::Waiting {
-                position,
-                pace: Pace::default(),
-            }
+            Place::Waiting { position }
         };
         Ok(Joined {
             seq,
@@ -391,6 +392,15 @@ impl QueueStore {
         Ok(freed == 1)
     }
 
+    /// The concert's pace as last seen by this instance's timer (default before its first tick).
+    pub fn pace(&self, concert: ConcertId) -> Pace {
+        self.paces
+            .read()
+            .ok()
+            .and_then(|p| p.get(&concert).copied())
+            .unwrap_or_default()
+    }
+
     /// One admission tick for a concert (a no-op unless this tick period is still unclaimed).
     pub async fn tick(
         &self,
@@ -398,7 +408,7 @@ impl QueueStore {
         d: &crate::config::QueueDefaults,
     ) -> Result<TickReport, ApiError> {
         let k = self.keys(concert);
-        let r: Vec<u64> = self
+        let r: Vec<i64> = self
             .scripts
             .tick
             .run(
@@ -416,12 +426,12 @@ impl QueueStore {
                     int(d.tick_ms),
                     int(d.max_active),
                     int(d.access_ttl_secs),
-                    int(d.idle_secs * 1000),
+                    int(d.idle_secs),
                 ]),
             )
             .await?;
-        let at = |i: usize| r.get(i).copied().unwrap_or(0);
-        Ok(TickReport {
+        let at = |i: usize| r.get(i).copied().unwrap_or(0).max(0) as u64;
+        let report = TickReport {
             ran: at(0) == 1,
             admitted_now: at(1),
             expired_now: at(2),
@@ -432,8 +442,23 @@ impl QueueStore {
             next_due_ms: at(7),
             tick_ms: at(8),
             max_active: at(9),
-            rate: at(10) as f64 / 1000.0,
-        })
+            rate: r
+                .get(10)
+                .map(|milli| *milli as f64 / 1000.0)
+                .filter(|r| *r >= 0.0),
+            admit_per_tick: at(11),
+        };
+        if let Ok(mut paces) = self.paces.write() {
+            paces.insert(
+                concert,
+                Pace {
+                    measured_rate: report.rate,
+                    admit_per_tick: Some(report.admit_per_tick),
+                    tick_ms: Some(report.tick_ms),
+                },
+            );
+        }
+        Ok(report)
     }
 
     /// Live figures and the concert's overrides.
@@ -559,11 +584,6 @@ fn parse_place(reply: &[Value]) -> Place {
         },
         Some("waiting") => Place::Waiting {
             position: reply.get(1).and_then(value_u64).unwrap_or(0),
-            pace: Pace {
-                measured_rate: reply.get(2).map(value_f64).filter(|r| *r >= 0.0),
-                admit_per_tick: reply.get(3).and_then(value_u64),
-                tick_ms: reply.get(4).and_then(value_u64),
-            },
         },
         _ => Place::Gone,
     }

@@ -86,8 +86,9 @@ fn record(concert: ConcertId, r: &TickReport) {
         .increment(r.idle_now);
     metrics::gauge!("queuegate_queue_waiting", "concert" => c.clone()).set(r.waiting as f64);
     metrics::gauge!("queuegate_queue_admitted", "concert" => c.clone()).set(r.admitted as f64);
-    metrics::gauge!("queuegate_queue_admission_rate", "concert" => c.clone()).set(r.rate);
-    let tail_eta = super::eta::eta_seconds(r.waiting, r.rate).map_or(0.0, |s| s as f64);
+    let rate = r.rate.unwrap_or(0.0);
+    metrics::gauge!("queuegate_queue_admission_rate", "concert" => c.clone()).set(rate);
+    let tail_eta = super::eta::eta_seconds(r.waiting, rate).map_or(0.0, |s| s as f64);
     metrics::gauge!("queuegate_queue_eta_seconds", "concert" => c).set(tail_eta);
     if r.admitted > r.max_active {
         // Only a direct grant (ops/tests) can do this; the tick itself never admits past the cap.
