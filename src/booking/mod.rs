@@ -4,6 +4,7 @@
 //! the Redlock and the Redis seat board in front of it only keep rushes cheap.
 
 pub mod concerts;
+pub mod flights;
 pub mod payments;
 pub mod reservations;
 pub mod seat_board;

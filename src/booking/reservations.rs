@@ -1,12 +1,15 @@
 //! Seat holds: take, read, cancel.
 //!
-//! Taking a hold runs in three layers, cheapest first:
+//! Taking a hold runs through four layers, cheapest first:
 //! 1. the seat board (Redis marker): a seat already held or sold is refused with no lock and
 //!    no database work — this is what keeps a 10,000-request rush on one seat cheap;
-//! 2. a Redlock per seat, so the few requests that get past the board reach the database one
-//!    at a time (when the lock quorum is unreachable we skip this layer and say so in metrics);
-//! 3. one database transaction, where the unique index on live seats is the final arbiter.
+//! 2. a single flight per seat inside this instance: concurrent requests for one seat wait for
+//!    the first one's outcome instead of all knocking on the lock;
+//! 3. a Redlock per seat, so the few requests that get this far reach the database one at a
+//!    time (when the lock quorum is unreachable we skip this layer and say so in metrics);
+//! 4. one database transaction, where the unique index on live seats is the final arbiter.
 
+use super::flights::Flight;
 use super::seat_board::SeatBoard;
 use crate::app::App;
 use crate::db::Db;
@@ -64,7 +67,30 @@ pub async fn hold(
         metrics::counter!("queuegate_holds_total", "result" => "rejected_early").increment(1);
         return Err(ApiError::SeatUnavailable);
     }
-    // 2. The lock, with a few short retries while another request is inside the section.
+    // 2. One request per seat per instance goes on; the others here wait for its outcome.
+    let flight = match app.flights.enter(schedule, seat).await {
+        Flight::Leader(guard) => Some(guard),
+        Flight::Taken => {
+            metrics::counter!("queuegate_holds_total", "result" => "rejected_early").increment(1);
+            return Err(ApiError::SeatUnavailable);
+        }
+        Flight::Open => None,
+    };
+    let result = lock_and_hold(app, user, schedule, seat).await;
+    if let Some(guard) = flight {
+        guard.finish(result.is_ok());
+    }
+    result
+}
+
+/// Layers 2 and 3: the Redlock, then the database transaction.
+async fn lock_and_hold(
+    app: &App,
+    user: UserId,
+    schedule: ScheduleId,
+    seat: SeatNo,
+) -> Result<Reservation, ApiError> {
+    // The lock, with a few short retries while another request is inside the section.
     let key = format!(
         "{}:lock:{{s:{}}}:seat:{}",
         app.settings.redis_key_prefix,
@@ -98,7 +124,7 @@ pub async fn hold(
             }
         }
     };
-    // 3. The database decides.
+    // The database decides.
     let ttl_secs = app.settings.hold_ttl_secs;
     let result = retry_busy(|| hold_tx(&app.db, user, schedule, seat, ttl_secs)).await;
     if let Some(g) = guard {

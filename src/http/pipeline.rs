@@ -37,8 +37,10 @@ pub async fn handle(app: Arc<App>, req: hyper::Request<Incoming>, peer: SocketAd
         let (route_label, result) = match router::resolve(&req.method, &req.path) {
             Ok(m) => {
                 req.params = m.params;
-                // 3. handle
-                let outcome = AssertUnwindSafe(crate::api::dispatch(&app, m.route, &mut req))
+                // 3. handle (boxed: the handler futures are large, and hyper keeps the
+                // service future's allocation for the connection's life — an idle keep-alive
+                // or SSE connection should not pin the largest handler's state)
+                let outcome = AssertUnwindSafe(Box::pin(crate::api::dispatch(&app, m.route, &mut req)))
                     .catch_unwind()
                     .await
                     .unwrap_or_else(|_| Err(ApiError::Internal("handler panicked".into())));
