@@ -51,3 +51,6 @@ cargo clippy --locked --all-targets -- -D warnings
 echo "[test] cargo test"
 ulimit -n 16384 2>/dev/null || true
 cargo test --locked -- --test-threads=4
+
+echo "[test] contract fuzzing (schemathesis against /openapi.json)"
+bash scripts/contract.sh

@@ -26,8 +26,9 @@ fn positive_integer(v: &Value, max: u64) -> Result<u64, String> {
 macro_rules! id_type {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
-        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, utoipa::ToSchema)]
         #[serde(transparent)]
+        #[schema(value_type = u64, minimum = 1, maximum = 9007199254740991.0)]
         pub struct $name(u64);
 
         impl $name {
@@ -66,8 +67,9 @@ id_type!(ScheduleId);
 id_type!(ReservationId);
 
 /// Seats of a schedule are numbered 1..=50.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, utoipa::ToSchema)]
 #[serde(transparent)]
+#[schema(value_type = u8, minimum = 1, maximum = 50)]
 pub struct SeatNo(u8);
 
 impl SeatNo {
@@ -93,8 +95,9 @@ impl FromJson for SeatNo {
 }
 
 /// An amount of money added to a wallet in one charge: 1..=1_000_000_000 smallest units.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(transparent)]
+#[schema(value_type = i64, minimum = 1, maximum = 1000000000)]
 pub struct ChargeAmount(i64);
 
 impl ChargeAmount {
@@ -111,8 +114,9 @@ impl FromJson for ChargeAmount {
 }
 
 /// A seat price set by an admin: 0..=1_000_000_000 smallest units.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(transparent)]
+#[schema(value_type = i64, minimum = 0, maximum = 1000000000)]
 pub struct Price(i64);
 
 impl Price {
@@ -148,8 +152,9 @@ fn bounded_text(v: &Value, max_chars: usize) -> Result<String, String> {
 }
 
 /// A display name: 1..=100 characters after trimming, no control characters.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(transparent)]
+#[schema(value_type = String, min_length = 1, max_length = 100)]
 pub struct UserName(String);
 
 impl UserName {
@@ -165,8 +170,9 @@ impl FromJson for UserName {
 }
 
 /// A concert's name: 1..=200 characters after trimming.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(transparent)]
+#[schema(value_type = String, min_length = 1, max_length = 200)]
 pub struct ConcertName(String);
 
 impl ConcertName {
@@ -182,7 +188,8 @@ impl FromJson for ConcertName {
 }
 
 /// When a schedule starts: an RFC 3339 timestamp, stored and shown in UTC.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, utoipa::ToSchema)]
+#[schema(value_type = String, format = DateTime)]
 pub struct StartsAt(pub chrono::DateTime<chrono::Utc>);
 
 impl FromJson for StartsAt {

@@ -24,6 +24,7 @@ pub mod http;
 pub mod idempotency;
 pub mod lock;
 pub mod metrics;
+pub mod pages;
 pub mod queue;
 pub mod redis;
 pub mod seed;

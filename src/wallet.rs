@@ -13,7 +13,7 @@ use serde::Serialize;
 /// The most a wallet may hold; mirrors the `wallets_balance_bounded` CHECK constraint.
 pub const MAX_BALANCE: i64 = 1_000_000_000_000_000;
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Balance {
     pub user_id: UserId,
     pub balance: i64,

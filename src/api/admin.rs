@@ -5,7 +5,7 @@ use crate::booking::concerts;
 use crate::domain::{ConcertId, ConcertName, FromJson, Price, StartsAt};
 use crate::error::ApiError;
 use crate::gate;
-use crate::http::response::json;
+use crate::http::response::{ErrorBody, json};
 use crate::http::{Req, Resp};
 use crate::queue::store::SettingsPatch;
 use hyper::StatusCode;
@@ -14,39 +14,72 @@ use serde_json::Value;
 /// At most this many dates per concert in one request.
 const MAX_SCHEDULES: usize = 100;
 
+/// Body of `POST /v1/admin/concerts`.
+#[derive(utoipa::ToSchema)]
+pub struct CreateConcert {
+    pub name: ConcertName,
+    /// 1..=100 dates; each gets seats 1..=50 at its price.
+    pub schedules: Vec<NewDate>,
+}
+
+#[derive(utoipa::ToSchema)]
+pub struct NewDate {
+    pub starts_at: StartsAt,
+    pub price: Price,
+}
+
+impl CreateConcert {
+    fn parse(body: &crate::http::request::JsonObject) -> Result<Self, ApiError> {
+        let name: ConcertName = body.required("name")?;
+        let Some(Value::Array(items)) = body.get("schedules") else {
+            return Err(ApiError::validation(
+                "schedules",
+                "must be an array of {starts_at, price}",
+            ));
+        };
+        if items.is_empty() || items.len() > MAX_SCHEDULES {
+            return Err(ApiError::validation(
+                "schedules",
+                format!("must hold 1..={MAX_SCHEDULES} dates"),
+            ));
+        }
+        let mut schedules = Vec::with_capacity(items.len());
+        for (i, item) in items.iter().enumerate() {
+            let field = |f: &str| format!("schedules[{i}].{f}");
+            let value = |f: &str| {
+                item.get(f)
+                    .ok_or_else(|| ApiError::validation(field(f), "is required"))
+            };
+            let starts_at = StartsAt::from_json(value("starts_at")?)
+                .map_err(|m| ApiError::validation(field("starts_at"), m))?;
+            let price = Price::from_json(value("price")?)
+                .map_err(|m| ApiError::validation(field("price"), m))?;
+            schedules.push(NewDate { starts_at, price });
+        }
+        Ok(CreateConcert { name, schedules })
+    }
+}
+
+#[utoipa::path(post, path = "/v1/admin/concerts", tag = "admin", request_body = CreateConcert,
+    security(("admin_token" = [])),
+    responses(
+        (status = 201, body = concerts::NewConcert),
+        (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 403, description = "The admin API is disabled", body = ErrorBody),
+        (status = 413, body = ErrorBody),
+        (status = 422, body = ErrorBody),
+        (status = 503, body = ErrorBody),
+    ))]
 pub async fn create_concert(app: &App, req: &mut Req) -> Result<Resp, ApiError> {
     gate::admin(app, req)?;
-    let body = req.json().await?;
-    let name: ConcertName = body.required("name")?;
-    let Some(Value::Array(items)) = body.get("schedules") else {
-        return Err(ApiError::validation(
-            "schedules",
-            "must be an array of {starts_at, price}",
-        ));
-    };
-    if items.is_empty() || items.len() > MAX_SCHEDULES {
-        return Err(ApiError::validation(
-            "schedules",
-            format!("must hold 1..={MAX_SCHEDULES} dates"),
-        ));
-    }
-    let mut schedules = Vec::with_capacity(items.len());
-    for (i, item) in items.iter().enumerate() {
-        let field = |f: &str| format!("schedules[{i}].{f}");
-        let starts_at = item
-            .get("starts_at")
-            .ok_or_else(|| ApiError::validation(field("starts_at"), "is required"))
-            .and_then(|v| {
-                StartsAt::from_json(v).map_err(|m| ApiError::validation(field("starts_at"), m))
-            })?;
-        let price = item
-            .get("price")
-            .ok_or_else(|| ApiError::validation(field("price"), "is required"))
-            .and_then(|v| {
-                Price::from_json(v).map_err(|m| ApiError::validation(field("price"), m))
-            })?;
-        schedules.push((starts_at, price));
-    }
+    let body = CreateConcert::parse(&req.json().await?)?;
+    let schedules: Vec<(StartsAt, Price)> = body
+        .schedules
+        .iter()
+        .map(|d| (d.starts_at, d.price))
+        .collect();
+    let name = body.name;
     let created = concerts::create(&app.db, &name, &schedules).await?;
     // Known to the admission timer from the start (joins would register it too).
     if let Err(e) = app.queue.register_concert(created.concert_id).await {
@@ -57,7 +90,7 @@ pub async fn create_concert(app: &App, req: &mut Req) -> Result<Resp, ApiError> 
 }
 
 /// The live figures and effective settings of a concert's queue.
-#[derive(serde::Serialize)]
+#[derive(serde::Serialize, utoipa::ToSchema)]
 struct QueueView {
     concert_id: ConcertId,
     waiting: u64,
@@ -94,6 +127,16 @@ async fn existing_concert(app: &App, req: &Req) -> Result<ConcertId, ApiError> {
     Ok(concert)
 }
 
+#[utoipa::path(get, path = "/v1/admin/concerts/{concert_id}/queue", tag = "admin",
+    params(("concert_id" = u64, Path)),
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, body = QueueView),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 503, body = ErrorBody),
+    ))]
 pub async fn get_queue(app: &App, req: &mut Req) -> Result<Resp, ApiError> {
     gate::admin(app, req)?;
     let concert = existing_concert(app, req).await?;
@@ -119,8 +162,36 @@ fn bounded(
     }
 }
 
+/// Body of `PUT /v1/admin/concerts/{concert_id}/queue`: any of the settings.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // documents the body; `put_queue` reads it field by field into a patch
+struct QueueSettingsBody {
+    #[schema(minimum = 0, maximum = 100000)]
+    admit_per_tick: Option<u64>,
+    #[schema(minimum = 100, maximum = 60000)]
+    tick_ms: Option<u64>,
+    #[schema(minimum = 0, maximum = 1000000)]
+    max_active: Option<u64>,
+    #[schema(minimum = 10, maximum = 86400)]
+    access_ttl_secs: Option<u64>,
+}
+
 /// Changes any of the settings; every value is checked before anything is stored, so a bad
 /// request changes nothing. Every instance's timer reads them at its next tick.
+#[utoipa::path(put, path = "/v1/admin/concerts/{concert_id}/queue", tag = "admin",
+    params(("concert_id" = u64, Path)),
+    request_body = QueueSettingsBody,
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "Applied on every instance from its next tick", body = QueueView),
+        (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 413, body = ErrorBody),
+        (status = 422, description = "A value out of range or mistyped; nothing changed", body = ErrorBody),
+        (status = 503, body = ErrorBody),
+    ))]
 pub async fn put_queue(app: &App, req: &mut Req) -> Result<Resp, ApiError> {
     gate::admin(app, req)?;
     let concert = existing_concert(app, req).await?;

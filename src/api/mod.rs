@@ -3,6 +3,7 @@
 
 mod admin;
 mod booking;
+pub mod openapi;
 mod ops;
 mod queue;
 mod users;
@@ -37,6 +38,12 @@ pub async fn dispatch(
         QueueEvents => queue::events(app, req).await,
         LeaveQueue => queue::leave(app, req).await,
         AdminGetQueue => admin::get_queue(app, req).await,
+        ListConcerts => booking::list_concerts(app).await,
+        PageIndex => crate::pages::index(),
+        PageConcert => crate::pages::concert_page(&req.params[0]),
+        PageAsset => crate::pages::asset(&req.params[0]),
+        Docs => crate::pages::docs(),
+        OpenApiJson => openapi::serve(),
         AdminPutQueue => admin::put_queue(app, req).await,
     }
 }

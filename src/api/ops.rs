@@ -8,12 +8,32 @@ use crate::http::response::{bytes, json};
 use hyper::StatusCode;
 use serde::Serialize;
 
+#[derive(Serialize, utoipa::ToSchema)]
+struct Ready {
+    #[schema(value_type = String, example = "ok")]
+    redis: &'static str,
+    #[schema(value_type = String, example = "ok")]
+    database: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    replica: Option<&'static str>,
+    /// Redlock masters answering, e.g. `3/3`.
+    redlock: String,
+}
+
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, description = "The process runs", content_type = "text/plain", body = String)))]
 pub fn healthz() -> Result<Resp, ApiError> {
     Ok(bytes(StatusCode::OK, "text/plain; charset=utf-8", "ok\n"))
 }
 
 /// Ready when the queue store and the primary database answer. The lock quorum is reported
 /// but does not decide readiness: without it holds fall back to the database-only path.
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses(
+        (status = 200, description = "Redis and the database answer", body = Ready),
+        (status = 503, description = "A dependency is down", body = Ready),
+    ))]
 pub async fn readyz(app: &App) -> Result<Resp, ApiError> {
     let (redis, database, masters_up) = tokio::join!(
         crate::redis::ping(app.queue.pool().next()),
@@ -28,14 +48,6 @@ pub async fn readyz(app: &App) -> Result<Resp, ApiError> {
         }),
         None => None,
     };
-    #[derive(Serialize)]
-    struct Ready {
-        redis: &'static str,
-        database: &'static str,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        replica: Option<&'static str>,
-        redlock: String,
-    }
     let up = |b: bool| if b { "ok" } else { "down" };
     let status = if redis && database {
         StatusCode::OK
@@ -61,6 +73,8 @@ pub async fn readyz(app: &App) -> Result<Resp, ApiError> {
     Ok(resp)
 }
 
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String)))]
 pub fn metrics(app: &App) -> Result<Resp, ApiError> {
     app.db.record_pool_metrics();
     Ok(bytes(

@@ -7,7 +7,7 @@ use crate::app::App;
 use crate::domain::ConcertId;
 use crate::error::ApiError;
 use crate::gate;
-use crate::http::response::{empty, event_stream, json};
+use crate::http::response::{ErrorBody, empty, event_stream, json};
 use crate::http::{Req, Resp};
 use crate::queue::events::{self, EventHub};
 use crate::queue::store::{JoinKind, Place};
@@ -16,24 +16,58 @@ use crate::tokens::{AccessToken, QueueToken};
 use hyper::StatusCode;
 use serde::Serialize;
 
-#[derive(Serialize)]
+/// Body of `POST /v1/queue`.
+#[derive(utoipa::ToSchema)]
+pub struct JoinQueue {
+    pub concert_id: ConcertId,
+    /// A queue token kept from before: restores the original place if the store lost it.
+    pub queue_token: Option<String>,
+}
+
+impl JoinQueue {
+    fn parse(b: &crate::http::request::JsonObject) -> Result<Self, ApiError> {
+        let queue_token = match b.get("queue_token") {
+            None | Some(serde_json::Value::Null) => None,
+            Some(serde_json::Value::String(t)) => Some(t.clone()),
+            Some(_) => return Err(ApiError::validation("queue_token", "must be a string")),
+        };
+        Ok(JoinQueue {
+            concert_id: b.required("concert_id")?,
+            queue_token,
+        })
+    }
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
 struct Waiting {
+    #[schema(value_type = String, example = "waiting")]
     status: &'static str,
     position: u64,
     eta_seconds: Option<u64>,
     poll_after_ms: u64,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct Admitted {
+    #[schema(value_type = String, example = "admitted")]
     status: &'static str,
     access_token: String,
     access_expires_at: String,
 }
 
-#[derive(Serialize)]
+/// Either shape of `GET /v1/queue/status`.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)] // documents the union; the handler serialises the variants directly
+enum QueueStatus {
+    Waiting(Waiting),
+    Admitted(Admitted),
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
 struct JoinedBody {
     queue_token: String,
+    #[schema(value_type = String, example = "waiting")]
     status: &'static str,
     position: u64,
     eta_seconds: Option<u64>,
@@ -53,14 +87,26 @@ fn access_token(app: &App, q: &QueueToken, ends_ms: u64) -> Result<String, ApiEr
     })
 }
 
+#[utoipa::path(post, path = "/v1/queue", tag = "queue", request_body = JoinQueue,
+    security(("user_token" = [])),
+    responses(
+        (status = 201, description = "A new (or restored) place", body = JoinedBody),
+        (status = 200, description = "The place the user already has (same seq)", body = JoinedBody),
+        (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 404, description = "Unknown concert", body = ErrorBody),
+        (status = 413, body = ErrorBody),
+        (status = 422, body = ErrorBody),
+        (status = 503, description = "Queue store unavailable", body = ErrorBody),
+    ))]
 pub async fn join(app: &App, req: &mut Req) -> Result<Resp, ApiError> {
     let user = gate::user(app, req)?;
-    let body = req.json().await?;
-    let concert: ConcertId = body.required("concert_id")?;
+    let body = JoinQueue::parse(&req.json().await?)?;
+    let concert = body.concert_id;
     // A queue token the caller kept from before: restores the place if the store lost it.
-    let restore = match body.get("queue_token") {
-        None | Some(serde_json::Value::Null) => None,
-        Some(serde_json::Value::String(t)) => {
+    let restore = match &body.queue_token {
+        None => None,
+        Some(t) => {
             let q = app
                 .tokens
                 .verify_queue(t)
@@ -73,7 +119,6 @@ pub async fn join(app: &App, req: &mut Req) -> Result<Resp, ApiError> {
             }
             Some(q)
         }
-        Some(_) => return Err(ApiError::validation("queue_token", "must be a string")),
     };
     if !app.concerts.exists(&app.db, concert).await? {
         return Err(ApiError::NotFound("no such concert"));
@@ -128,6 +173,14 @@ pub async fn join(app: &App, req: &mut Req) -> Result<Resp, ApiError> {
     Ok(json(status, &body))
 }
 
+#[utoipa::path(get, path = "/v1/queue/status", tag = "queue",
+    security(("queue_token" = [])),
+    responses(
+        (status = 200, description = "Waiting (position, ETA) or admitted (access token)", body = QueueStatus),
+        (status = 401, body = ErrorBody),
+        (status = 410, description = "QUEUE_ENTRY_GONE: left, idle too long, admission over or paid", body = ErrorBody),
+        (status = 503, body = ErrorBody),
+    ))]
 pub async fn status(app: &App, req: &mut Req) -> Result<Resp, ApiError> {
     let q = app.tokens.verify_queue(req.require_bearer()?)?;
     let idle = app.settings.queue.idle_secs;
@@ -169,6 +222,15 @@ pub async fn status(app: &App, req: &mut Req) -> Result<Resp, ApiError> {
     }
 }
 
+#[utoipa::path(get, path = "/v1/queue/events", tag = "queue",
+    params(("token" = Option<String>, Query, description = "The queue token, when it cannot go in Authorization (EventSource)")),
+    security(("queue_token" = []), ()),
+    responses(
+        (status = 200, description = "Server-Sent Events: `position` {position, eta_seconds} as the place moves, then one `admitted` {status, access_token, access_expires_at}, then the end (`gone` if the place vanishes)", content_type = "text/event-stream", body = String),
+        (status = 401, body = ErrorBody),
+        (status = 410, body = ErrorBody),
+        (status = 503, body = ErrorBody),
+    ))]
 pub async fn events(app: &App, req: &mut Req) -> Result<Resp, ApiError> {
     let token = match req.bearer() {
         Some(t) => t.to_owned(),
@@ -203,6 +265,13 @@ pub async fn events(app: &App, req: &mut Req) -> Result<Resp, ApiError> {
     Ok(event_stream(rx, guard))
 }
 
+#[utoipa::path(delete, path = "/v1/queue", tag = "queue",
+    security(("queue_token" = [])),
+    responses(
+        (status = 204, description = "The place is freed (idempotent)"),
+        (status = 401, body = ErrorBody),
+        (status = 503, body = ErrorBody),
+    ))]
 pub async fn leave(app: &App, req: &mut Req) -> Result<Resp, ApiError> {
     let q = app.tokens.verify_queue(req.require_bearer()?)?;
     if app.queue.leave(q.concert_id, q.user_id, q.seq).await? {

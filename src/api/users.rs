@@ -5,31 +5,80 @@ use crate::app::App;
 use crate::domain::{ChargeAmount, UserId, UserName};
 use crate::error::ApiError;
 use crate::gate;
-use crate::http::response::json;
+use crate::http::request::JsonObject;
+use crate::http::response::{ErrorBody, json};
 use crate::http::{Req, Resp};
+use crate::wallet::Balance;
 use hyper::StatusCode;
 use serde::Serialize;
 
-pub async fn create(app: &App, req: &mut Req) -> Result<Resp, ApiError> {
-    let body = req.json().await?;
-    let name: UserName = body.required("name")?;
-    let user_id = crate::wallet::create_user(&app.db, &name).await?;
-    #[derive(Serialize)]
-    struct Created<'a> {
-        user_id: UserId,
-        name: &'a str,
-        user_token: String,
+/// Body of `POST /v1/users`.
+#[derive(utoipa::ToSchema)]
+pub struct CreateUser {
+    pub name: UserName,
+}
+
+impl CreateUser {
+    fn parse(b: &JsonObject) -> Result<Self, ApiError> {
+        Ok(CreateUser {
+            name: b.required("name")?,
+        })
     }
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct UserCreated {
+    pub user_id: UserId,
+    pub name: String,
+    /// A `user` token: wallet routes and joining queues.
+    pub user_token: String,
+}
+
+/// Body of `POST /v1/users/{user_id}/balance/charge`.
+#[derive(utoipa::ToSchema)]
+pub struct Charge {
+    pub amount: ChargeAmount,
+}
+
+impl Charge {
+    fn parse(b: &JsonObject) -> Result<Self, ApiError> {
+        Ok(Charge {
+            amount: b.required("amount")?,
+        })
+    }
+}
+
+#[utoipa::path(post, path = "/v1/users", tag = "users", request_body = CreateUser,
+    responses(
+        (status = 201, description = "The user and a user token", body = UserCreated),
+        (status = 400, description = "Malformed JSON", body = ErrorBody),
+        (status = 413, description = "Body over 64 KiB", body = ErrorBody),
+        (status = 422, description = "Invalid name", body = ErrorBody),
+        (status = 503, description = "Database unavailable", body = ErrorBody),
+    ))]
+pub async fn create(app: &App, req: &mut Req) -> Result<Resp, ApiError> {
+    let body = CreateUser::parse(&req.json().await?)?;
+    let user_id = crate::wallet::create_user(&app.db, &body.name).await?;
     Ok(json(
         StatusCode::CREATED,
-        &Created {
+        &UserCreated {
             user_id,
-            name: name.as_str(),
+            name: body.name.as_str().to_owned(),
             user_token: app.tokens.mint_user(user_id)?,
         },
     ))
 }
 
+#[utoipa::path(get, path = "/v1/users/{user_id}/balance", tag = "users",
+    params(("user_id" = u64, Path, description = "The user")),
+    security(("user_token" = [])),
+    responses(
+        (status = 200, body = Balance),
+        (status = 401, description = "Missing or invalid user token", body = ErrorBody),
+        (status = 403, description = "Another user's wallet", body = ErrorBody),
+        (status = 404, description = "No such user", body = ErrorBody),
+        (status = 503, body = ErrorBody),
+    ))]
 pub async fn balance(app: &App, req: &mut Req) -> Result<Resp, ApiError> {
     let owner = req.param(0, UserId::from_path, "no such user")?;
     gate::user_is(app, req, owner)?;
@@ -39,12 +88,29 @@ pub async fn balance(app: &App, req: &mut Req) -> Result<Resp, ApiError> {
     ))
 }
 
+#[utoipa::path(post, path = "/v1/users/{user_id}/balance/charge", tag = "users",
+    params(
+        ("user_id" = u64, Path, description = "The user"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Repeats return the first result and charge once"),
+    ),
+    request_body = Charge,
+    security(("user_token" = [])),
+    responses(
+        (status = 200, description = "The new balance (or the first result of this key)", body = Balance),
+        (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 413, body = ErrorBody),
+        (status = 422, description = "Amount outside 1..=1000000000, or a reused key", body = ErrorBody),
+        (status = 503, body = ErrorBody),
+    ))]
 pub async fn charge(app: &App, req: &mut Req) -> Result<Resp, ApiError> {
     let owner = req.param(0, UserId::from_path, "no such user")?;
     gate::user_is(app, req, owner)?;
     let key = idempotency_key(req)?;
-    let body = req.json().await?;
-    let amount: ChargeAmount = body.required("amount")?;
-    let (stored, replayed) = crate::wallet::charge(&app.db, owner, amount, key.as_ref()).await?;
+    let body = Charge::parse(&req.json().await?)?;
+    let (stored, replayed) =
+        crate::wallet::charge(&app.db, owner, body.amount, key.as_ref()).await?;
     Ok(stored_response(stored, replayed))
 }

@@ -6,14 +6,14 @@ use crate::error::ApiError;
 use chrono::NaiveDateTime;
 use serde::Serialize;
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct NewSchedule {
     pub schedule_id: ScheduleId,
     pub starts_at: String,
     pub price: i64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct NewConcert {
     pub concert_id: ConcertId,
     pub name: String,
@@ -78,7 +78,7 @@ pub async fn exists(db: &Db, concert: ConcertId) -> Result<bool, ApiError> {
     Ok(found.is_some())
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ScheduleView {
     pub schedule_id: ScheduleId,
     pub starts_at: String,
@@ -86,7 +86,7 @@ pub struct ScheduleView {
     pub available_seats: i64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Schedules {
     pub concert_id: ConcertId,
     pub name: String,
@@ -134,7 +134,7 @@ pub async fn schedules(db: &Db, concert: ConcertId) -> Result<Schedules, ApiErro
     })
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum SeatStatus {
     Available,
@@ -142,14 +142,14 @@ pub enum SeatStatus {
     Sold,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct SeatView {
     pub seat_no: SeatNo,
     pub price: i64,
     pub status: SeatStatus,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Seats {
     pub schedule_id: ScheduleId,
     pub seats: Vec<SeatView>,
@@ -192,5 +192,46 @@ pub async fn seats(db: &Db, schedule: ScheduleId) -> Result<Seats, ApiError> {
     Ok(Seats {
         schedule_id: schedule,
         seats,
+    })
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct OnSale {
+    pub concert_id: ConcertId,
+    pub name: String,
+    pub next_starts_at: String,
+    pub dates: i64,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Catalogue {
+    pub concerts: Vec<OnSale>,
+}
+
+/// Concerts with at least one date still to come, soonest first (at most 100).
+pub async fn on_sale(db: &Db) -> Result<Catalogue, ApiError> {
+    let pool = db.reader();
+    let rows: Vec<(u64, String, NaiveDateTime, i64)> = sqlx::query_as(
+        "SELECT c.id, c.name, MIN(s.starts_at), COUNT(*)
+           FROM concerts c JOIN schedules s ON s.concert_id = c.id
+          WHERE s.starts_at > NOW(6)
+          GROUP BY c.id, c.name
+          ORDER BY MIN(s.starts_at), c.id
+          LIMIT 100",
+    )
+    .fetch_all(&pool.pool)
+    .await?;
+    Ok(Catalogue {
+        concerts: rows
+            .into_iter()
+            .filter_map(|(id, name, next, dates)| {
+                Some(OnSale {
+                    concert_id: ConcertId::new(id)?,
+                    name,
+                    next_starts_at: rfc3339(next.and_utc()),
+                    dates,
+                })
+            })
+            .collect(),
     })
 }

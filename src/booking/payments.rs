@@ -16,12 +16,13 @@ use serde::Serialize;
 use std::sync::Arc;
 use std::time::Duration;
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Payment {
     pub payment_id: u64,
     pub reservation_id: ReservationId,
     pub amount: i64,
     pub balance: i64,
+    #[schema(value_type = String, example = "completed")]
     pub status: &'static str,
     pub concert_name: String,
     pub starts_at: String,

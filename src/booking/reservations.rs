@@ -23,7 +23,7 @@ use std::time::Duration;
 /// At most this many live holds per user per schedule.
 pub const MAX_HOLDS_PER_SCHEDULE: i64 = 4;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ReservationStatus {
     Held,
@@ -44,7 +44,7 @@ impl ReservationStatus {
     }
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct Reservation {
     pub reservation_id: ReservationId,
     pub schedule_id: ScheduleId,
@@ -53,6 +53,7 @@ pub struct Reservation {
     pub status: ReservationStatus,
     pub expires_at: String,
     #[serde(skip)]
+    #[schema(ignore)]
     pub user_id: UserId,
 }
 

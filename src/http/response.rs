@@ -51,25 +51,32 @@ pub fn raw_json(status: StatusCode, body: String) -> Resp {
 }
 
 /// The contract's error envelope: `{"error": {"code", "message", "request_id"}}`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorBody<'a> {
+    pub error: ErrorDetail<'a>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail<'a> {
+    /// A stable machine-readable code, e.g. `SEAT_UNAVAILABLE`.
+    #[schema(value_type = String, example = "SEAT_UNAVAILABLE")]
+    pub code: &'static str,
+    pub message: String,
+    #[schema(value_type = String)]
+    pub request_id: &'a str,
+    /// The offending field, for `VALIDATION_FAILED`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub field: Option<&'a str>,
+}
+
 pub fn error(e: &ApiError, request_id: &str) -> Resp {
-    #[derive(Serialize)]
-    struct Envelope<'a> {
-        error: Inner<'a>,
-    }
-    #[derive(Serialize)]
-    struct Inner<'a> {
-        code: &'static str,
-        message: String,
-        request_id: &'a str,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        field: Option<&'a str>,
-    }
     let field = match e {
         ApiError::Validation { field, .. } => Some(field.as_str()),
         _ => None,
     };
-    let body = serde_json::to_vec(&Envelope {
-        error: Inner {
+    let body = serde_json::to_vec(&ErrorBody {
+        error: ErrorDetail {
             code: e.code(),
             message: e.public_message(),
             request_id,

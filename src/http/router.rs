@@ -26,6 +26,12 @@ pub enum Route {
     AdminCreateConcert,
     AdminGetQueue,
     AdminPutQueue,
+    ListConcerts,
+    PageIndex,
+    PageConcert,
+    PageAsset,
+    Docs,
+    OpenApiJson,
 }
 
 impl Route {
@@ -48,8 +54,45 @@ impl Route {
             CreatePayment => "/v1/payments",
             AdminCreateConcert => "/v1/admin/concerts",
             AdminGetQueue | AdminPutQueue => "/v1/admin/concerts/{concert_id}/queue",
+            ListConcerts => "/v1/concerts",
+            PageIndex => "/",
+            PageConcert => "/concerts/{concert_id}",
+            PageAsset => "/assets/{file}",
+            Docs => "/docs",
+            OpenApiJson => "/openapi.json",
         }
     }
+}
+
+impl Route {
+    /// Every route with its method, for checks that nothing is left out (OpenAPI, docs).
+    pub const ALL: &'static [(&'static str, Route)] = &[
+        ("GET", Route::Healthz),
+        ("GET", Route::Readyz),
+        ("GET", Route::Metrics),
+        ("POST", Route::CreateUser),
+        ("GET", Route::GetBalance),
+        ("POST", Route::ChargeBalance),
+        ("POST", Route::JoinQueue),
+        ("GET", Route::QueueStatus),
+        ("GET", Route::QueueEvents),
+        ("DELETE", Route::LeaveQueue),
+        ("GET", Route::ConcertSchedules),
+        ("GET", Route::ScheduleSeats),
+        ("POST", Route::CreateReservation),
+        ("GET", Route::GetReservation),
+        ("DELETE", Route::CancelReservation),
+        ("POST", Route::CreatePayment),
+        ("POST", Route::AdminCreateConcert),
+        ("GET", Route::AdminGetQueue),
+        ("PUT", Route::AdminPutQueue),
+        ("GET", Route::ListConcerts),
+        ("GET", Route::PageIndex),
+        ("GET", Route::PageConcert),
+        ("GET", Route::PageAsset),
+        ("GET", Route::Docs),
+        ("GET", Route::OpenApiJson),
+    ];
 }
 
 pub struct Matched {
@@ -73,6 +116,12 @@ pub fn resolve(method: &Method, path: &str) -> Result<Matched, ApiError> {
     let put = Method::PUT;
     let delete = Method::DELETE;
     let (candidates, params): (Vec<(Method, Route)>, Vec<&str>) = match segs.as_slice() {
+        [] => (vec![(get, PageIndex)], vec![]),
+        ["concerts", id] => (vec![(get, PageConcert)], vec![id]),
+        ["assets", file] => (vec![(get, PageAsset)], vec![file]),
+        ["v1", "concerts"] => (vec![(get, ListConcerts)], vec![]),
+        ["docs"] => (vec![(get, Docs)], vec![]),
+        ["openapi.json"] => (vec![(get, OpenApiJson)], vec![]),
         ["healthz"] => (vec![(get, Healthz)], vec![]),
         ["readyz"] => (vec![(get, Readyz)], vec![]),
         ["metrics"] => (vec![(get, Metrics)], vec![]),
@@ -130,8 +179,9 @@ mod tests {
         assert_eq!(m.params, vec!["12"]);
         let m = resolve(&Method::DELETE, "/v1/reservations/9").unwrap();
         assert_eq!(m.route, Route::CancelReservation);
+        assert_eq!(resolve(&Method::GET, "/").unwrap().route, Route::PageIndex);
         assert_eq!(
-            resolve(&Method::GET, "/").err().map(|e| e.code()),
+            resolve(&Method::GET, "/v1").err().map(|e| e.code()),
             Some("NOT_FOUND")
         );
     }

@@ -1,0 +1,1151 @@
+// queuegate — the fan's pages: concert list, waiting room, booking.
+// Plain ES2020, no build step, no dependencies; served by the gateway as-is under a strict CSP
+// (no inline scripts or style attributes: styles come from classes in app.css, and the only
+// inline style writes are element.style properties, which CSP allows).
+'use strict';
+
+(() => {
+  // ---------------------------------------------------------------- basics
+
+  const $app = document.getElementById('app');
+  const $banner = document.getElementById('banner');
+  const $alert = document.getElementById('alert');
+  const params = new URLSearchParams(location.search);
+  // `?transport=poll` skips Server-Sent Events (for checking the polling fallback by hand).
+  const forcePolling = params.get('transport') === 'poll';
+
+  const store = {
+    get(key) {
+      try {
+        const raw = localStorage.getItem(key);
+        return raw == null ? null : JSON.parse(raw);
+      } catch (_) {
+        return null;
+      }
+    },
+    set(key, value) {
+      try {
+        localStorage.setItem(key, JSON.stringify(value));
+      } catch (_) {
+        /* private mode or full storage: the page still works, it just forgets on reload */
+      }
+    },
+    del(key) {
+      try {
+        localStorage.removeItem(key);
+      } catch (_) {
+        /* ignore */
+      }
+    },
+  };
+
+  const KEY = {
+    user: 'qg.user',
+    queue: (cid) => `qg.queue.${cid}`,
+    arrival: (cid) => `qg.arrival.${cid}`,
+    hold: (cid) => `qg.hold.${cid}`,
+  };
+
+  function uuid() {
+    if (window.crypto && typeof crypto.randomUUID === 'function') return crypto.randomUUID();
+    const b = new Uint8Array(16);
+    crypto.getRandomValues(b);
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    const hex = Array.from(b, (x) => x.toString(16).padStart(2, '0')).join('');
+    return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
+  }
+
+  /** Builds an element. attrs: class, text, testid, on<event>, boolean props, other attributes. */
+  function h(tag, attrs, ...children) {
+    const el = document.createElement(tag);
+    for (const [k, v] of Object.entries(attrs || {})) {
+      if (v == null || v === false) continue;
+      if (k === 'class') el.className = v;
+      else if (k === 'text') el.textContent = v;
+      else if (k === 'testid') el.dataset.testid = v;
+      else if (k.startsWith('on') && typeof v === 'function') el.addEventListener(k.slice(2), v);
+      else if (k === 'disabled' || k === 'hidden') el[k] = Boolean(v);
+      else el.setAttribute(k, v === true ? '' : String(v));
+    }
+    for (const c of children.flat(Infinity)) {
+      if (c == null || c === false) continue;
+      el.append(c instanceof Node ? c : document.createTextNode(String(c)));
+    }
+    return el;
+  }
+
+  const money = (n) => `${Number(n).toLocaleString('en-US')} credits`;
+
+  function fmtDate(iso) {
+    const d = new Date(iso);
+    if (Number.isNaN(d.getTime())) return iso;
+    return d.toLocaleString('en-US', {
+      weekday: 'short',
+      month: 'short',
+      day: 'numeric',
+      year: 'numeric',
+      hour: 'numeric',
+      minute: '2-digit',
+    });
+  }
+
+  function fmtClock(ms) {
+    const s = Math.max(0, Math.ceil(ms / 1000));
+    const m = Math.floor(s / 60);
+    return `${m}:${String(s % 60).padStart(2, '0')}`;
+  }
+
+  function fmtEta(seconds) {
+    if (seconds == null) return 'Paused — admission is on hold for now. You keep your place.';
+    if (seconds <= 10) return 'Any moment now';
+    if (seconds < 60) return `About ${seconds} seconds`;
+    const min = Math.round(seconds / 60);
+    if (min < 60) return `About ${min} minute${min === 1 ? '' : 's'}`;
+    const hours = Math.floor(min / 60);
+    return `About ${hours} h ${min % 60} min`;
+  }
+
+  // ---------------------------------------------------------------- view lifecycle
+  // Every screen change bumps `epoch`; timers, streams and async flows of the old screen check it
+  // and stop, so nothing from a previous screen writes into the current one.
+
+  let epoch = 0;
+  const timers = new Set();
+  let eventSource = null;
+
+  function newView() {
+    epoch += 1;
+    for (const t of timers) clearTimeout(t);
+    timers.clear();
+    closeStream();
+    hideAlert();
+    hideBanner();
+    return epoch;
+  }
+
+  const alive = (e) => e === epoch;
+
+  /** setTimeout bound to the current screen. */
+  function later(fn, ms) {
+    const t = setTimeout(() => {
+      timers.delete(t);
+      fn();
+    }, ms);
+    timers.add(t);
+    return t;
+  }
+
+  /** A pause bound to the current screen; never resolves once the screen changed. */
+  function sleep(ms, wake) {
+    return new Promise((resolve) => {
+      const t = later(resolve, ms);
+      if (wake) {
+        wake.now = () => {
+          clearTimeout(t);
+          timers.delete(t);
+          resolve();
+        };
+      }
+    });
+  }
+
+  function closeStream() {
+    if (eventSource) {
+      eventSource.close();
+      eventSource = null;
+    }
+  }
+
+  function show(...nodes) {
+    $app.replaceChildren(...nodes);
+  }
+
+  function focusHeading() {
+    const el = $app.querySelector('h1');
+    if (el) {
+      el.setAttribute('tabindex', '-1');
+      el.focus({ preventScroll: false });
+    }
+  }
+
+  function showAlert(text, ...extra) {
+    $alert.replaceChildren(h('p', { class: 'alert__text', text }), ...extra);
+    $alert.hidden = false;
+  }
+  function hideAlert() {
+    $alert.hidden = true;
+    $alert.replaceChildren();
+  }
+  function showBanner(text) {
+    $banner.textContent = text;
+    $banner.hidden = false;
+  }
+  function hideBanner() {
+    $banner.hidden = true;
+    $banner.textContent = '';
+  }
+
+  // ---------------------------------------------------------------- API
+
+  class ApiError extends Error {
+    constructor(status, code, message, retryAfter, requestId) {
+      super(message || code);
+      this.status = status;
+      this.code = code;
+      this.retryAfter = retryAfter;
+      this.requestId = requestId;
+    }
+    get transient() {
+      return this.status === 0 || this.status === 429 || this.status === 502 ||
+        this.status === 503 || this.status === 504;
+    }
+  }
+
+  /** One HTTP call, bounded in time. Resolves {status, data}; rejects with ApiError. */
+  async function request(method, path, opts = {}) {
+    const headers = { Accept: 'application/json' };
+    if (opts.token) headers.Authorization = `Bearer ${opts.token}`;
+    if (opts.idemKey) headers['Idempotency-Key'] = opts.idemKey;
+    let body;
+    if (opts.body !== undefined) {
+      headers['Content-Type'] = 'application/json';
+      body = JSON.stringify(opts.body);
+    }
+    const ctrl = new AbortController();
+    const timer = setTimeout(() => ctrl.abort(), opts.timeoutMs || 15000);
+    try {
+      let res;
+      try {
+        res = await fetch(path, { method, headers, body, signal: ctrl.signal, cache: 'no-store' });
+      } catch (_) {
+        throw new ApiError(0, 'NETWORK', 'The connection dropped.');
+      }
+      let text = '';
+      try {
+        text = await res.text();
+      } catch (_) {
+        throw new ApiError(0, 'NETWORK', 'The connection dropped.');
+      }
+      let data = null;
+      if (text) {
+        try {
+          data = JSON.parse(text);
+        } catch (_) {
+          data = null;
+        }
+      }
+      if (!res.ok) {
+        const err = (data && data.error) || {};
+        const ra = Number(res.headers.get('retry-after'));
+        throw new ApiError(
+          res.status,
+          err.code || `HTTP_${res.status}`,
+          err.message || res.statusText,
+          Number.isFinite(ra) && ra > 0 ? ra : null,
+          err.request_id,
+        );
+      }
+      return { status: res.status, data };
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /**
+   * `request` with automatic retries while the service is busy (429/503) or — for calls that are
+   * safe to repeat (GET, or carrying an Idempotency-Key) — while the connection is down.
+   * Shows "Busy, retrying…" meanwhile.
+   */
+  async function api(method, path, opts = {}) {
+    const e = epoch;
+    const safe = method === 'GET' || Boolean(opts.idemKey);
+    const tries = opts.tries || 6;
+    for (let attempt = 1; ; attempt += 1) {
+      try {
+        const r = await request(method, path, opts);
+        if (attempt > 1 && alive(e)) hideBanner();
+        return r;
+      } catch (err) {
+        const retryable = err instanceof ApiError &&
+          (err.status === 429 || err.status === 503 || (safe && err.transient));
+        if (!retryable || attempt >= tries || !alive(e)) {
+          if (attempt > 1 && alive(e)) hideBanner();
+          throw err;
+        }
+        const wait = err.retryAfter ? Math.min(err.retryAfter, 15) * 1000 : Math.min(8000, 500 * 2 ** attempt);
+        showBanner(err.status === 0 ? 'Connection lost — retrying…' : 'Busy, retrying…');
+        await sleep(wait);
+      }
+    }
+  }
+
+  /** What an API error means for a fan. */
+  function friendly(err) {
+    if (!(err instanceof ApiError)) return 'Something went wrong in this page. Please reload.';
+    switch (err.code) {
+      case 'SEAT_UNAVAILABLE':
+        return 'Someone just took that seat — pick another.';
+      case 'HOLD_EXPIRED':
+        return 'Your hold ran out before payment, so the seat went back on sale. Please pick a seat again.';
+      case 'HOLD_LIMIT_REACHED':
+        return 'You are already holding 4 seats for this date. Pay for or release one before holding another.';
+      case 'INSUFFICIENT_BALANCE':
+        return 'Your wallet does not have enough for this seat. Add the missing amount, then pay.';
+      case 'ALREADY_PAID':
+        return 'This seat is already paid for — you are all set.';
+      case 'TOKEN_REVOKED':
+      case 'UNAUTHORIZED':
+        return 'Your booking window ended.';
+      case 'FORBIDDEN':
+        return 'Your pass is for a different concert. Go back and join this concert’s line.';
+      case 'NOT_FOUND':
+        return 'We could not find that — it may no longer be on sale.';
+      case 'QUEUE_ENTRY_GONE':
+        return 'Your place in line had lapsed — we are getting it back for you.';
+      case 'RATE_LIMITED':
+      case 'SERVICE_UNAVAILABLE':
+      case 'BUSY':
+        return 'Busy, retrying… If this keeps up, try again in a minute.';
+      case 'NETWORK':
+        return 'The connection dropped. Check your internet connection and try again.';
+      case 'VALIDATION_FAILED':
+      case 'BAD_REQUEST':
+        return 'That request was not accepted. Please reload the page and try again.';
+      default:
+        if (err.status >= 500) return 'Something went wrong on our side. Please try again in a moment.';
+        return 'Something went wrong. Please try again.';
+    }
+  }
+
+  const isAuthError = (err) =>
+    err instanceof ApiError && (err.code === 'TOKEN_REVOKED' || err.code === 'UNAUTHORIZED' || err.status === 401);
+
+  function retryButton(label, fn) {
+    return h('button', { type: 'button', class: 'btn btn--secondary', onclick: fn, testid: 'retry-button' }, label);
+  }
+
+  // ---------------------------------------------------------------- landing page
+
+  async function landing() {
+    const e = newView();
+    document.title = 'Concerts on sale — queuegate';
+    const list = h('ul', { class: 'concert-list', testid: 'concert-list', 'aria-busy': 'true' },
+      h('li', { class: 'muted' }, 'Loading concerts…'));
+    show(
+      h('section', { class: 'hero' },
+        h('h1', {}, 'Concerts on sale'),
+        h('p', { class: 'lead' },
+          'Pick a concert to join its waiting room. Everyone gets a fair place in line, ' +
+          'and you are let in to book in the order you arrived.')),
+      h('h2', { class: 'visually-hidden' }, 'Concerts'),
+      list,
+    );
+    try {
+      const { data } = await api('GET', '/v1/concerts');
+      if (!alive(e)) return;
+      const concerts = (data && data.concerts) || [];
+      list.removeAttribute('aria-busy');
+      if (!concerts.length) {
+        list.replaceChildren(h('li', { class: 'empty', testid: 'empty-concerts' },
+          'No concerts are on sale right now. Check back soon.'));
+        return;
+      }
+      list.replaceChildren(...concerts.map((c) =>
+        h('li', { class: 'concert' },
+          h('a', { class: 'concert__link', href: `/concerts/${encodeURIComponent(c.concert_id)}`, testid: 'concert-link' },
+            h('span', { class: 'concert__date', 'aria-hidden': 'true' }, dateBadge(c.next_starts_at)),
+            h('span', { class: 'concert__body' },
+              h('span', { class: 'concert__name' }, c.name),
+              h('span', { class: 'concert__meta' },
+                `Next show ${fmtDate(c.next_starts_at)} · ${c.dates} date${c.dates === 1 ? '' : 's'}`)),
+            h('span', { class: 'concert__cta' }, 'Join the line')))));
+    } catch (err) {
+      if (!alive(e)) return;
+      list.removeAttribute('aria-busy');
+      list.replaceChildren();
+      showAlert(`We could not load the concerts. ${friendly(err)}`, retryButton('Try again', landing));
+    }
+  }
+
+  function dateBadge(iso) {
+    const d = new Date(iso);
+    if (Number.isNaN(d.getTime())) return [];
+    return [
+      h('span', { class: 'badge__month' }, d.toLocaleString('en-US', { month: 'short' })),
+      h('span', { class: 'badge__day' }, String(d.getDate())),
+    ];
+  }
+
+  // ---------------------------------------------------------------- concert: user + queue
+
+  let concert = null; // { id, name }
+
+  async function concertPage(rawId) {
+    const id = Number(rawId);
+    if (!Number.isSafeInteger(id) || id <= 0) {
+      newView();
+      show(h('section', { class: 'panel' },
+        h('h1', {}, 'Concert not found'),
+        h('p', {}, 'That link does not lead to a concert on sale.'),
+        h('a', { class: 'btn', href: '/' }, 'See concerts on sale')));
+      return;
+    }
+    concert = { id, name: null };
+    loadConcertName();
+    await joinQueue();
+  }
+
+  /** The concert's name for headings (public list); failures only cost the name. */
+  async function loadConcertName() {
+    try {
+      const { data } = await request('GET', '/v1/concerts', { timeoutMs: 8000 });
+      const c = ((data && data.concerts) || []).find((x) => Number(x.concert_id) === concert.id);
+      if (c) setConcertName(c.name);
+    } catch (_) {
+      /* the heading falls back to a generic one */
+    }
+  }
+
+  function setConcertName(name) {
+    if (!name) return;
+    concert.name = name;
+    document.title = `${name} — queuegate`;
+    for (const el of document.querySelectorAll('[data-concert-name]')) el.textContent = name;
+  }
+
+  const concertNameEl = () =>
+    h('p', { class: 'eyebrow', 'data-concert-name': '', testid: 'concert-name' }, concert.name || 'Concert');
+
+  async function ensureUser(forceNew) {
+    if (!forceNew) {
+      const u = store.get(KEY.user);
+      if (u && u.user_id && u.user_token) return u;
+    }
+    const name = `Fan ${Math.floor(1000 + Math.random() * 9000)}`;
+    const { data } = await api('POST', '/v1/users', { body: { name } });
+    const u = { user_id: data.user_id, user_token: data.user_token, name: data.name };
+    store.set(KEY.user, u);
+    return u;
+  }
+
+  let rejoins = [];
+
+  /** Joins (or re-joins, with the kept queue token) this concert's line and shows the result. */
+  async function joinQueue() {
+    const e = newView();
+    show(h('section', { class: 'panel waiting', testid: 'joining' },
+      concertNameEl(),
+      h('h1', {}, 'Getting your place in line…'),
+      h('div', { class: 'spinner', 'aria-hidden': 'true' })));
+
+    const now = Date.now();
+    rejoins = rejoins.filter((t) => now - t < 60000);
+    rejoins.push(now);
+    if (rejoins.length > 6) {
+      showAlert('We keep losing your place in line. Please wait a moment and try again.',
+        retryButton('Try again', () => { rejoins = []; joinQueue(); }));
+      return;
+    }
+
+    let user;
+    let joined;
+    try {
+      user = await ensureUser(false);
+      joined = await postJoin(user);
+    } catch (err) {
+      if (!alive(e)) return;
+      if (err instanceof ApiError && err.status === 401) {
+        // The saved demo user is no longer accepted (e.g. the service was reset): start afresh.
+        try {
+          store.del(KEY.queue(concert.id));
+          store.del(KEY.arrival(concert.id));
+          user = await ensureUser(true);
+          joined = await postJoin(user);
+        } catch (err2) {
+          if (alive(e)) joinFailed(err2);
+          return;
+        }
+      } else {
+        joinFailed(err);
+        return;
+      }
+    }
+    if (!alive(e)) return;
+    const { status, data } = joined;
+    store.set(KEY.queue(concert.id), data.queue_token);
+    if (data.status === 'admitted') {
+      admitted(data);
+      return;
+    }
+    const kept = store.get(KEY.arrival(concert.id));
+    const arrival = status === 201 || !kept || kept < data.position ? data.position : kept;
+    store.set(KEY.arrival(concert.id), arrival);
+    waitingRoom(data);
+  }
+
+  async function postJoin(user) {
+    const body = { concert_id: concert.id };
+    const kept = store.get(KEY.queue(concert.id));
+    if (kept) body.queue_token = kept;
+    try {
+      return await api('POST', '/v1/queue', { token: user.user_token, body, tries: 8 });
+    } catch (err) {
+      if (kept && err instanceof ApiError && err.code === 'VALIDATION_FAILED') {
+        // The kept token does not fit this user or concert any more: join without it.
+        store.del(KEY.queue(concert.id));
+        return api('POST', '/v1/queue', { token: user.user_token, body: { concert_id: concert.id }, tries: 8 });
+      }
+      throw err;
+    }
+  }
+
+  function joinFailed(err) {
+    if (err instanceof ApiError && err.code === 'NOT_FOUND') {
+      show(h('section', { class: 'panel', testid: 'not-found' },
+        h('h1', {}, 'Concert not found'),
+        h('p', {}, 'This concert is not on sale (any more).'),
+        h('a', { class: 'btn', href: '/' }, 'See concerts on sale')));
+      focusHeading();
+      return;
+    }
+    show(h('section', { class: 'panel' }, concertNameEl(), h('h1', {}, 'We could not get you in line yet')));
+    showAlert(friendly(err), retryButton('Try again', joinQueue));
+  }
+
+  // ---------------------------------------------------------------- waiting room
+
+  let ui = null; // elements of the waiting room that change
+
+  function waitingRoom(first) {
+    const e = epoch;
+    const bar = h('div', { class: 'progress__bar' });
+    ui = {
+      position: h('span', { class: 'position__number', testid: 'queue-position' }, String(first.position)),
+      ahead: h('span', { class: 'position__ahead', testid: 'queue-ahead' }),
+      eta: h('p', { class: 'eta', testid: 'queue-eta' }),
+      bar,
+      progress: h('div', {
+        class: 'progress', role: 'progressbar', testid: 'queue-progress',
+        'aria-label': 'Your progress through the line', 'aria-valuemin': '0', 'aria-valuemax': '100',
+      }, bar),
+      conn: h('p', { class: 'conn', testid: 'connection-status' }),
+    };
+    show(h('section', { class: 'panel waiting', testid: 'waiting-room' },
+      concertNameEl(),
+      h('h1', {}, 'You’re in line'),
+      h('div', { class: 'position', 'aria-live': 'polite', 'aria-atomic': 'true', testid: 'queue-live' },
+        h('p', { class: 'position__label' }, 'Your place in line'),
+        ui.position,
+        ui.ahead,
+        ui.eta),
+      ui.progress,
+      ui.conn,
+      h('ul', { class: 'tips' },
+        h('li', {}, 'Keep this tab open. When it is your turn, booking opens by itself.'),
+        h('li', {}, 'Reloading is fine — your place is saved in this browser.'),
+        h('li', {}, 'Once you are in, you have a limited time to pick a seat and pay.')),
+      h('div', { class: 'actions' },
+        h('button', { type: 'button', class: 'btn btn--quiet', testid: 'leave-queue', onclick: leaveQueue },
+          'Leave the line'))));
+    updatePosition(first.position, first.eta_seconds);
+    focusHeading();
+    watchQueue(e, 0);
+  }
+
+  function updatePosition(position, etaSeconds) {
+    if (!ui || typeof position !== 'number') return;
+    let arrival = store.get(KEY.arrival(concert.id)) || position;
+    if (position > arrival) {
+      arrival = position;
+      store.set(KEY.arrival(concert.id), arrival);
+    }
+    ui.position.textContent = String(position);
+    const ahead = position - 1;
+    ui.ahead.textContent = ahead === 0 ? 'You are next!' : `${ahead.toLocaleString('en-US')} ${ahead === 1 ? 'person' : 'people'} ahead of you`;
+    ui.eta.textContent = etaSeconds == null ? fmtEta(null) : `Estimated wait: ${fmtEta(etaSeconds)}`;
+    ui.eta.classList.toggle('eta--paused', etaSeconds == null);
+    // Progress since arrival: 0 % when you arrived, 100 % when admitted.
+    const pct = arrival > 0 ? Math.round(((arrival - position) / arrival) * 100) : 0;
+    const clamped = Math.min(100, Math.max(2, pct));
+    ui.bar.style.width = `${clamped}%`;
+    ui.progress.setAttribute('aria-valuenow', String(clamped));
+    ui.progress.setAttribute('aria-valuetext', `Number ${position} in line (you arrived at number ${arrival})`);
+  }
+
+  function setConn(kind, text, action) {
+    if (!ui) return;
+    ui.conn.className = `conn conn--${kind}`;
+    ui.conn.dataset.state = kind;
+    ui.conn.replaceChildren(h('span', { class: 'conn__dot', 'aria-hidden': 'true' }), h('span', {}, text), action || null);
+  }
+
+  /** Live updates over SSE; on failure falls back to polling and tries the stream again later. */
+  function watchQueue(e, sseFailures) {
+    if (!alive(e)) return;
+    const token = store.get(KEY.queue(concert.id));
+    if (forcePolling || !window.EventSource || sseFailures >= 3) {
+      pollQueue(e, sseFailures, forcePolling || !window.EventSource ? Infinity : Date.now() + 30000);
+      return;
+    }
+    setConn('connecting', 'Connecting for live updates…');
+    closeStream();
+    const es = new EventSource(`/v1/queue/events?token=${encodeURIComponent(token)}`);
+    eventSource = es;
+    const parse = (ev) => {
+      try {
+        return JSON.parse(ev.data);
+      } catch (_) {
+        return null;
+      }
+    };
+    es.addEventListener('open', () => {
+      if (alive(e)) setConn('live', 'Live — your place updates automatically');
+    });
+    es.addEventListener('position', (ev) => {
+      const d = parse(ev);
+      if (!alive(e) || !d) return;
+      sseFailures = 0;
+      setConn('live', 'Live — your place updates automatically');
+      updatePosition(d.position, d.eta_seconds);
+    });
+    es.addEventListener('admitted', (ev) => {
+      const d = parse(ev);
+      closeStream();
+      if (alive(e) && d) admitted(d);
+    });
+    es.addEventListener('gone', () => {
+      closeStream();
+      if (alive(e)) joinQueue();
+    });
+    es.addEventListener('error', () => {
+      // Closed by the server, refused (410/401) or the network dropped: ask /status, which
+      // tells us which, and keep going by polling.
+      if (eventSource !== es) return;
+      closeStream();
+      if (!alive(e)) return;
+      pollQueue(e, sseFailures + 1, Date.now() + 5000 * (sseFailures + 1));
+    });
+  }
+
+  /** Polls /v1/queue/status, honouring poll_after_ms; retries with a visible message when the connection drops. */
+  async function pollQueue(e, sseFailures, retrySseAt) {
+    let failures = 0;
+    while (alive(e)) {
+      const token = store.get(KEY.queue(concert.id));
+      try {
+        const { data } = await request('GET', '/v1/queue/status', { token, timeoutMs: 10000 });
+        if (!alive(e)) return;
+        failures = 0;
+        if (data.status === 'admitted') {
+          admitted(data);
+          return;
+        }
+        updatePosition(data.position, data.eta_seconds);
+        if (Date.now() >= retrySseAt) {
+          watchQueue(e, sseFailures);
+          return;
+        }
+        const every = Math.max(1000, Number(data.poll_after_ms) || 5000);
+        setConn('polling', `Checking for updates every ${Math.round(every / 1000)} s`);
+        await sleep(every);
+      } catch (err) {
+        if (!alive(e)) return;
+        if (err instanceof ApiError && err.status === 410) {
+          joinQueue(); // re-join with the kept token: the place comes back
+          return;
+        }
+        if (err instanceof ApiError && err.status === 401) {
+          store.del(KEY.queue(concert.id)); // the token itself is no good any more
+          joinQueue();
+          return;
+        }
+        failures += 1;
+        const delay = err.retryAfter ? Math.min(err.retryAfter, 30) : Math.min(30, 2 ** Math.min(failures, 5));
+        const wake = {};
+        const what = err.status === 0 ? 'Connection lost.' : 'The waiting room is busy.';
+        const retryNow = h('button', {
+          type: 'button', class: 'btn btn--small btn--secondary', testid: 'retry-now',
+          onclick: () => wake.now && wake.now(),
+        }, 'Retry now');
+        const tick = (left) => {
+          if (!alive(e)) return;
+          setConn('lost', `${what} Don’t worry, you keep your place. Retrying in ${left} s…`, retryNow);
+          if (left > 1) later(() => tick(left - 1), 1000);
+        };
+        tick(delay);
+        await sleep(delay * 1000, wake);
+        if (alive(e)) setConn('connecting', 'Reconnecting…');
+      }
+    }
+  }
+
+  async function leaveQueue() {
+    const e = epoch;
+    const token = store.get(KEY.queue(concert.id));
+    try {
+      if (token) await api('DELETE', '/v1/queue', { token, tries: 3 });
+    } catch (err) {
+      if (!(err instanceof ApiError && (err.status === 401 || err.status === 410))) {
+        if (alive(e)) showAlert(`We could not take you out of the line. ${friendly(err)}`);
+        return;
+      }
+    }
+    store.del(KEY.queue(concert.id));
+    store.del(KEY.arrival(concert.id));
+    newView();
+    show(h('section', { class: 'panel', testid: 'left-queue' },
+      concertNameEl(),
+      h('h1', {}, 'You left the line'),
+      h('p', {}, 'Your place has been given up. You can join again at the back of the line.'),
+      h('div', { class: 'actions' },
+        h('button', { type: 'button', class: 'btn', onclick: joinQueue, testid: 'rejoin-button' }, 'Join the line again'),
+        h('a', { class: 'btn btn--secondary', href: '/' }, 'See all concerts'))));
+    focusHeading();
+  }
+
+  // ---------------------------------------------------------------- booking
+
+  let booking = null; // { access, expiresAt, schedule, hold }
+
+  function admitted(data) {
+    const e = newView();
+    booking = {
+      access: data.access_token,
+      expiresAt: Date.parse(data.access_expires_at) || Date.now() + 600000,
+      schedule: null,
+    };
+    const left = h('strong', { testid: 'access-countdown' });
+    const windowLine = h('p', { class: 'window', role: 'timer', 'aria-live': 'off' }, 'Your booking window closes in ', left);
+    booking.steps = h('ol', { class: 'steps', 'aria-label': 'Booking steps' },
+      h('li', {}, 'Date'), h('li', {}, 'Seat'), h('li', {}, 'Pay'));
+    booking.body = h('div', { class: 'step-body' });
+    show(h('section', { class: 'panel booking', testid: 'booking' },
+      concertNameEl(),
+      h('h1', {}, 'It’s your turn!'),
+      windowLine,
+      booking.steps,
+      booking.body));
+    focusHeading();
+    const tickWindow = () => {
+      if (!alive(e)) return;
+      const ms = booking.expiresAt - Date.now();
+      left.textContent = fmtClock(ms);
+      windowLine.classList.toggle('window--urgent', ms < 60000);
+      if (ms <= 0) {
+        windowEnded();
+        return;
+      }
+      later(tickWindow, 1000);
+    };
+    tickWindow();
+    resumeOrPickDate(e);
+  }
+
+  function setStep(n) {
+    [...booking.steps.children].forEach((li, i) => {
+      li.className = i < n ? 'done' : i === n ? 'current' : '';
+      if (i === n) li.setAttribute('aria-current', 'step');
+      else li.removeAttribute('aria-current');
+    });
+  }
+
+  function bookingBody(...nodes) {
+    booking.body.replaceChildren(...nodes);
+  }
+
+  /** Handles an error from a booking call: a revoked/expired pass ends the window. */
+  function bookingFailed(err, again) {
+    if (isAuthError(err)) {
+      windowEnded();
+      return;
+    }
+    showAlert(friendly(err), again ? retryButton('Try again', again) : null);
+  }
+
+  function windowEnded() {
+    newView();
+    store.del(KEY.hold(concert.id));
+    // The admission is over: this place is spent, a new line place is needed.
+    store.del(KEY.queue(concert.id));
+    store.del(KEY.arrival(concert.id));
+    show(h('section', { class: 'panel', testid: 'window-ended' },
+      concertNameEl(),
+      h('h1', {}, 'Your booking window ended'),
+      h('p', {}, 'Booking time is limited so everyone in line gets a chance. Any seat you held but did not pay for has been released.'),
+      h('div', { class: 'actions' },
+        h('button', { type: 'button', class: 'btn', testid: 'rejoin-button', onclick: joinQueue }, 'Join the line again'),
+        h('a', { class: 'btn btn--secondary', href: '/' }, 'See all concerts'))));
+    focusHeading();
+  }
+
+  /** After a reload during booking, a seat still held is picked up again. */
+  async function resumeOrPickDate(e) {
+    const kept = store.get(KEY.hold(concert.id));
+    if (kept && kept.reservation_id) {
+      try {
+        const { data } = await api('GET', `/v1/reservations/${encodeURIComponent(kept.reservation_id)}`, { token: booking.access });
+        if (!alive(e)) return;
+        if (data.status === 'held' && Date.parse(data.expires_at) > Date.now()) {
+          booking.schedule = kept.schedule || { schedule_id: data.schedule_id, starts_at: null };
+          holdStep(e, { ...data, pay_key: kept.pay_key });
+          return;
+        }
+      } catch (err) {
+        if (!alive(e)) return;
+        if (isAuthError(err)) {
+          windowEnded();
+          return;
+        }
+      }
+      store.del(KEY.hold(concert.id));
+    }
+    pickDate(e);
+  }
+
+  async function pickDate(e) {
+    setStep(0);
+    hideAlert();
+    const list = h('ul', { class: 'dates', testid: 'schedule-list', 'aria-busy': 'true' },
+      h('li', { class: 'muted' }, 'Loading dates…'));
+    bookingBody(h('h2', {}, 'Choose a date'), list);
+    let data;
+    try {
+      ({ data } = await api('GET', `/v1/concerts/${concert.id}/schedules`, { token: booking.access }));
+    } catch (err) {
+      if (!alive(e)) return;
+      list.replaceChildren();
+      bookingFailed(err, () => pickDate(e));
+      return;
+    }
+    if (!alive(e)) return;
+    setConcertName(data.name);
+    list.removeAttribute('aria-busy');
+    const schedules = data.schedules || [];
+    if (!schedules.length) {
+      list.replaceChildren(h('li', { class: 'empty' }, 'No dates are open for booking any more.'));
+      return;
+    }
+    list.replaceChildren(...schedules.map((s) => {
+      const soldOut = s.available_seats <= 0;
+      return h('li', {},
+        h('button', {
+          type: 'button', class: 'date-option', testid: 'schedule-option', disabled: soldOut,
+          'data-schedule-id': s.schedule_id,
+          onclick: () => pickSeat(e, s),
+        },
+        h('span', { class: 'date-option__when' }, fmtDate(s.starts_at)),
+        h('span', { class: `date-option__left${soldOut ? ' date-option__left--none' : ''}` },
+          soldOut ? 'Sold out' : `${s.available_seats} of ${s.total_seats} seats left`)));
+    }));
+    const first = list.querySelector('button:not([disabled])');
+    if (first) first.focus();
+  }
+
+  async function pickSeat(e, schedule, notice) {
+    booking.schedule = schedule;
+    setStep(1);
+    if (notice) showAlert(notice);
+    else hideAlert();
+    let selected = null;
+    const grid = h('div', { class: 'seat-grid', role: 'group', 'aria-label': 'Seats, stage at the front', testid: 'seat-map', 'aria-busy': 'true' });
+    const summary = h('p', { class: 'selection', testid: 'seat-selection', 'aria-live': 'polite' }, 'Tap an available seat to select it.');
+    const holdBtn = h('button', { type: 'button', class: 'btn', testid: 'hold-seat', disabled: true }, 'Hold this seat');
+    const refreshBtn = h('button', { type: 'button', class: 'btn btn--quiet', testid: 'refresh-seats' }, 'Refresh seats');
+    bookingBody(
+      h('div', { class: 'step-head' },
+        h('h2', {}, 'Pick a seat'),
+        h('button', { type: 'button', class: 'btn btn--quiet btn--small', testid: 'change-date', onclick: () => pickDate(e) }, 'Change date')),
+      h('p', { class: 'muted', testid: 'chosen-date' }, fmtDate(schedule.starts_at)),
+      h('div', { class: 'stage', 'aria-hidden': 'true' }, 'Stage'),
+      grid,
+      h('ul', { class: 'legend', 'aria-label': 'Seat colours' },
+        h('li', {}, h('span', { class: 'swatch swatch--available' }), 'Available'),
+        h('li', {}, h('span', { class: 'swatch swatch--selected' }), 'Your pick'),
+        h('li', {}, h('span', { class: 'swatch swatch--held' }), 'Held by someone'),
+        h('li', {}, h('span', { class: 'swatch swatch--sold' }), 'Sold')),
+      h('div', { class: 'selection-bar' }, summary, h('div', { class: 'actions' }, holdBtn, refreshBtn)),
+    );
+
+    const load = async () => {
+      grid.setAttribute('aria-busy', 'true');
+      let data;
+      try {
+        ({ data } = await api('GET', `/v1/schedules/${schedule.schedule_id}/seats`, { token: booking.access }));
+      } catch (err) {
+        if (!alive(e)) return;
+        bookingFailed(err, load);
+        return;
+      }
+      if (!alive(e) || booking.schedule !== schedule) return;
+      grid.removeAttribute('aria-busy');
+      const seats = data.seats || [];
+      if (selected && !seats.some((s) => s.seat_no === selected.seat_no && s.status === 'available')) selected = null;
+      grid.replaceChildren(...seats.map((s) => {
+        const free = s.status === 'available';
+        const isSel = selected && selected.seat_no === s.seat_no;
+        return h('button', {
+          type: 'button',
+          class: `seat seat--${s.status}${isSel ? ' seat--selected' : ''}`,
+          testid: `seat-${s.seat_no}`,
+          'data-status': s.status,
+          'aria-label': `Seat ${s.seat_no}, ${s.status}${free ? `, ${money(s.price)}` : ''}`,
+          'aria-pressed': free ? String(Boolean(isSel)) : null,
+          disabled: !free,
+          onclick: free ? () => select(s) : null,
+        }, String(s.seat_no));
+      }));
+      updateSelection();
+    };
+
+    const updateSelection = () => {
+      for (const b of grid.querySelectorAll('.seat--available')) {
+        const on = selected && b.dataset.testid === `seat-${selected.seat_no}`;
+        b.classList.toggle('seat--selected', Boolean(on));
+        b.setAttribute('aria-pressed', String(Boolean(on)));
+      }
+      if (selected) {
+        summary.textContent = `Seat ${selected.seat_no} · ${money(selected.price)}`;
+        holdBtn.disabled = false;
+        holdBtn.textContent = `Hold seat ${selected.seat_no}`;
+      } else {
+        summary.textContent = 'Tap an available seat to select it.';
+        holdBtn.disabled = true;
+        holdBtn.textContent = 'Hold this seat';
+      }
+    };
+
+    const select = (s) => {
+      selected = s;
+      hideAlert();
+      updateSelection();
+    };
+
+    holdBtn.addEventListener('click', async () => {
+      if (!selected) return;
+      const seat = selected;
+      holdBtn.disabled = true;
+      holdBtn.textContent = 'Holding…';
+      try {
+        const { data } = await api('POST', '/v1/reservations', {
+          token: booking.access,
+          body: { schedule_id: schedule.schedule_id, seat_no: seat.seat_no },
+        });
+        if (!alive(e)) return;
+        holdStep(e, data);
+      } catch (err) {
+        if (!alive(e)) return;
+        if (isAuthError(err)) {
+          windowEnded();
+          return;
+        }
+        showAlert(friendly(err));
+        selected = null;
+        await load();
+      }
+    });
+    refreshBtn.addEventListener('click', () => { hideAlert(); load(); });
+    await load();
+  }
+
+  function holdStep(e, res) {
+    setStep(2);
+    const hold = {
+      reservation_id: res.reservation_id,
+      schedule_id: res.schedule_id,
+      seat_no: res.seat_no,
+      price: res.price,
+      expires_at: res.expires_at,
+      schedule: booking.schedule,
+      pay_key: res.pay_key || `pay-${res.reservation_id}-${uuid()}`,
+    };
+    store.set(KEY.hold(concert.id), hold);
+    const expires = Date.parse(hold.expires_at);
+    const clock = h('span', { class: 'countdown__clock', testid: 'hold-countdown' });
+    const countdown = h('div', { class: 'countdown', role: 'timer', 'aria-label': 'Time left to pay for your seat' },
+      h('span', { class: 'countdown__label' }, 'Time left to pay'), clock);
+    const balanceEl = h('strong', { testid: 'wallet-balance' }, '…');
+    const missingEl = h('p', { class: 'wallet__missing', testid: 'wallet-missing', hidden: true });
+    const chargeBtn = h('button', { type: 'button', class: 'btn btn--secondary', testid: 'charge-button', hidden: true });
+    const payBtn = h('button', { type: 'button', class: 'btn btn--primary btn--wide', testid: 'pay-button', disabled: true }, `Pay ${money(hold.price)}`);
+    const cancelBtn = h('button', { type: 'button', class: 'btn btn--quiet', testid: 'cancel-hold' }, 'Release this seat');
+    const when = hold.schedule && hold.schedule.starts_at ? fmtDate(hold.schedule.starts_at) : '';
+
+    bookingBody(
+      h('div', { class: 'hold', testid: 'hold-panel' },
+        h('h2', {}, `Seat ${hold.seat_no} is held for you`),
+        h('p', { class: 'muted' }, [when, money(hold.price)].filter(Boolean).join(' · ')),
+        countdown,
+        h('div', { class: 'wallet', testid: 'wallet' },
+          h('p', {}, 'Wallet balance: ', balanceEl),
+          missingEl,
+          chargeBtn),
+        h('div', { class: 'actions' }, payBtn, cancelBtn)));
+    payBtn.focus();
+
+    let warned = false;
+    const tick = () => {
+      if (!alive(e)) return;
+      const ms = expires - Date.now();
+      clock.textContent = fmtClock(ms);
+      countdown.classList.toggle('countdown--urgent', ms < 60000);
+      if (ms < 60000 && !warned) {
+        warned = true;
+        showBanner('Less than a minute left to pay for your seat.');
+      }
+      if (ms <= 0) {
+        store.del(KEY.hold(concert.id));
+        pickSeat(e, booking.schedule, 'Your hold ran out before payment, so the seat went back on sale. Please pick a seat again.');
+        return;
+      }
+      later(tick, 1000);
+    };
+    tick();
+
+    let balance = null;
+    let chargeKey = `charge-${uuid()}`;
+    const user = store.get(KEY.user);
+
+    const renderWallet = () => {
+      balanceEl.textContent = balance == null ? 'unknown' : money(balance);
+      const missing = balance == null ? 0 : Math.max(0, hold.price - balance);
+      missingEl.hidden = missing === 0;
+      chargeBtn.hidden = missing === 0;
+      if (missing > 0) {
+        missingEl.textContent = `You need ${money(missing)} more to pay for this seat.`;
+        chargeBtn.textContent = `Add ${money(missing)} to my wallet`;
+        chargeBtn.dataset.amount = String(missing);
+      }
+      payBtn.disabled = balance == null || missing > 0;
+    };
+
+    const loadBalance = async () => {
+      try {
+        const { data } = await api('GET', `/v1/users/${encodeURIComponent(user.user_id)}/balance`, { token: user.user_token });
+        if (!alive(e)) return;
+        balance = data.balance;
+        renderWallet();
+      } catch (err) {
+        if (!alive(e)) return;
+        showAlert(`We could not load your wallet. ${friendly(err)}`, retryButton('Try again', loadBalance));
+      }
+    };
+
+    chargeBtn.addEventListener('click', async () => {
+      const amount = Number(chargeBtn.dataset.amount);
+      if (!(amount > 0)) return;
+      chargeBtn.disabled = true;
+      chargeBtn.textContent = 'Adding…';
+      hideAlert();
+      try {
+        // The key is kept until the charge is confirmed, so a retry never charges twice.
+        const { data } = await api('POST', `/v1/users/${encodeURIComponent(user.user_id)}/balance/charge`, {
+          token: user.user_token, body: { amount }, idemKey: chargeKey,
+        });
+        if (!alive(e)) return;
+        chargeKey = `charge-${uuid()}`;
+        balance = data.balance;
+        renderWallet();
+        payBtn.focus();
+      } catch (err) {
+        if (!alive(e)) return;
+        showAlert(`The top-up did not go through. ${friendly(err)}`);
+        renderWallet();
+      } finally {
+        chargeBtn.disabled = false;
+      }
+    });
+
+    payBtn.addEventListener('click', async () => {
+      payBtn.disabled = true;
+      cancelBtn.disabled = true;
+      payBtn.textContent = 'Paying…';
+      hideAlert();
+      try {
+        const { data } = await api('POST', '/v1/payments', {
+          token: booking.access, body: { reservation_id: hold.reservation_id }, idemKey: hold.pay_key,
+        });
+        if (!alive(e)) return;
+        confirmation(data, hold);
+      } catch (err) {
+        if (!alive(e)) return;
+        payBtn.textContent = `Pay ${money(hold.price)}`;
+        cancelBtn.disabled = false;
+        if (err.code === 'HOLD_EXPIRED') {
+          store.del(KEY.hold(concert.id));
+          pickSeat(e, booking.schedule, friendly(err));
+          return;
+        }
+        if (isAuthError(err)) {
+          windowEnded();
+          return;
+        }
+        showAlert(friendly(err));
+        if (err.code === 'INSUFFICIENT_BALANCE') await loadBalance();
+        else payBtn.disabled = false;
+      }
+    });
+
+    cancelBtn.addEventListener('click', async () => {
+      cancelBtn.disabled = true;
+      payBtn.disabled = true;
+      try {
+        await api('DELETE', `/v1/reservations/${encodeURIComponent(hold.reservation_id)}`, { token: booking.access });
+      } catch (err) {
+        if (!alive(e)) return;
+        if (isAuthError(err)) {
+          windowEnded();
+          return;
+        }
+        if (err.code !== 'HOLD_EXPIRED') {
+          cancelBtn.disabled = false;
+          renderWallet();
+          showAlert(`We could not release the seat. ${friendly(err)}`);
+          return;
+        }
+      }
+      if (!alive(e)) return;
+      store.del(KEY.hold(concert.id));
+      pickSeat(e, booking.schedule, `Seat ${hold.seat_no} was released. Pick another one whenever you like.`);
+    });
+
+    loadBalance();
+  }
+
+  function confirmation(pay, hold) {
+    newView();
+    store.del(KEY.hold(concert.id));
+    // Paying ends this admission and the place in line; a new booking needs a new place.
+    store.del(KEY.queue(concert.id));
+    store.del(KEY.arrival(concert.id));
+    if (pay.concert_name) setConcertName(pay.concert_name);
+    const row = (label, value, testid) => [h('dt', {}, label), h('dd', { testid }, value)];
+    show(h('section', { class: 'panel confirmation', testid: 'confirmation' },
+      h('div', { class: 'confirmation__icon', 'aria-hidden': 'true' }),
+      h('h1', {}, 'You’re going!'),
+      h('p', { class: 'lead' }, 'Your payment went through and the seat is yours.'),
+      h('dl', { class: 'receipt' },
+        row('Concert', pay.concert_name || concert.name || '', 'confirm-concert'),
+        row('Date', fmtDate(pay.starts_at || (hold.schedule && hold.schedule.starts_at)), 'confirm-date'),
+        row('Seat', `Seat ${pay.seat_no || hold.seat_no}`, 'confirm-seat'),
+        row('Paid', money(pay.amount), 'confirm-amount'),
+        row('Wallet balance left', money(pay.balance), 'confirm-balance'),
+        row('Booking reference', String(pay.payment_id), 'confirm-reference')),
+      h('div', { class: 'actions' },
+        h('a', { class: 'btn', href: '/' }, 'See all concerts'),
+        h('button', { type: 'button', class: 'btn btn--secondary', testid: 'book-another', onclick: joinQueue }, 'Book another seat'))));
+    focusHeading();
+  }
+
+  // ---------------------------------------------------------------- start
+
+  function start() {
+    const m = location.pathname.match(/^\/concerts\/([^/]+)\/?$/);
+    if (m) concertPage(decodeURIComponent(m[1]));
+    else landing();
+  }
+
+  window.addEventListener('pagehide', closeStream);
+  if (document.readyState === 'loading') document.addEventListener('DOMContentLoaded', start);
+  else start();
+})();

@@ -1,0 +1,135 @@
+#!/usr/bin/env bash
+# End-to-end browser test: a fan goes from the landing page to a paid seat in a real headless
+# Chromium (Debian's, driven by playwright-core from e2e/; no browser download).
+#
+# Starts MariaDB/Redis if needed, builds the gateway, runs one on a free loopback port with its
+# own fresh database and Redis key prefix and a slow admission, creates a concert with a few
+# fans already in line, runs `node --test e2e/fan-journey.mjs`, and stops the gateway (by PID).
+# Screenshots: tests/artifacts/e2e/NN-step.png. Exit status: the test's.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/queuegate-target}"
+
+log() { printf '[e2e] %s\n' "$*" >&2; }
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; elif command -v sudo >/dev/null 2>&1; then sudo -n "$@"; else return 1; fi
+}
+
+CHROMIUM="${QG_E2E_CHROMIUM:-/usr/bin/chromium}"
+if [ ! -x "$CHROMIUM" ]; then
+  log "installing chromium with apt-get"
+  if ! { as_root apt-get update -qq >/dev/null 2>&1 &&
+         DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq chromium >/dev/null 2>&1; } ||
+     [ ! -x "$CHROMIUM" ]; then
+    echo "e2e: SKIPPED — chromium could not be installed"
+    exit 0
+  fi
+fi
+
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  log "installing nodejs and npm with apt-get"
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq nodejs npm >/dev/null
+fi
+
+bash scripts/services.sh
+
+log "cargo build --bin queuegate"
+cargo build --bin queuegate
+BIN="$CARGO_TARGET_DIR/debug/queuegate"
+
+log "installing e2e dependencies (playwright-core)"
+(
+  cd e2e
+  export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1
+  if [ -f package-lock.json ]; then
+    npm ci --no-audit --no-fund --loglevel=error
+  else
+    npm install --no-audit --no-fund --loglevel=error
+  fi
+)
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+PORT="${QG_E2E_PORT:-18091}"
+for _ in $(seq 1 50); do
+  port_open "$PORT" || break
+  PORT=$((PORT + 1))
+done
+if port_open "$PORT"; then
+  log "no free loopback port found from ${QG_E2E_PORT:-18091}"
+  exit 1
+fi
+
+RUN_ID="$(date +%s)_$$_${RANDOM}"
+DB="qgt_e2e_${RUN_ID}"
+PREFIX="qge2e_${RUN_ID}"
+TMP=$(mktemp -d)
+GATEWAY_PID=""
+
+cleanup() {
+  local status=$?
+  if [ -n "$GATEWAY_PID" ] && kill -0 "$GATEWAY_PID" 2>/dev/null; then
+    kill "$GATEWAY_PID" 2>/dev/null || true
+    for _ in $(seq 1 50); do
+      kill -0 "$GATEWAY_PID" 2>/dev/null || break
+      sleep 0.1
+    done
+    kill -9 "$GATEWAY_PID" 2>/dev/null || true
+    wait "$GATEWAY_PID" 2>/dev/null || true
+  fi
+  mariadb -h127.0.0.1 -uroot -e "DROP DATABASE IF EXISTS \`$DB\`" 2>/dev/null || true
+  redis-cli -h 127.0.0.1 -p 6379 --scan --pattern "${PREFIX}*" 2>/dev/null |
+    xargs -r -n 500 redis-cli -h 127.0.0.1 -p 6379 del >/dev/null 2>&1 || true
+  if [ "$status" -ne 0 ] && [ -f "$TMP/gateway.log" ]; then
+    log "gateway log (last 40 lines):"
+    tail -n 40 "$TMP/gateway.log" >&2 || true
+  fi
+  rm -rf "$TMP"
+  exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+export ADMIN_TOKEN="e2e-admin-token-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
+log "starting gateway on 127.0.0.1:$PORT (database $DB)"
+# Run from the temp dir so a developer's .env in the repo cannot change these settings.
+cd "$TMP"
+env ADMIN_TOKEN="$ADMIN_TOKEN" \
+  DATABASE_URL="mysql://root@127.0.0.1:3306/$DB" \
+  REDIS_URL="redis://127.0.0.1:6379" \
+  REDLOCK_URLS="redis://127.0.0.1:6379" \
+  LISTEN_ADDR="127.0.0.1:$PORT" \
+  REDIS_KEY_PREFIX="$PREFIX" \
+  QUEUE_TICK_MS=500 \
+  QUEUE_ADMIT_PER_TICK=1 \
+  JWT_SECRET="e2e-jwt-secret-$RUN_ID-0123456789abcdef" \
+  RUST_LOG="${RUST_LOG:-warn}" \
+  "$BIN" serve >"$TMP/gateway.log" 2>&1 &
+GATEWAY_PID=$!
+cd "$ROOT"
+
+export QG_E2E_BASE_URL="http://127.0.0.1:$PORT"
+export QG_E2E_ADMIN_TOKEN="$ADMIN_TOKEN"
+export QG_E2E_CHROMIUM="$CHROMIUM"
+export QG_E2E_STATE="$TMP/state.json"
+
+for _ in $(seq 1 300); do
+  if curl -fsS -m 2 "$QG_E2E_BASE_URL/readyz" >/dev/null 2>&1; then break; fi
+  if ! kill -0 "$GATEWAY_PID" 2>/dev/null; then
+    log "gateway exited during start-up"
+    exit 1
+  fi
+  sleep 0.2
+done
+curl -fsS -m 2 "$QG_E2E_BASE_URL/readyz" >/dev/null
+
+log "creating a concert and putting fans in line ahead"
+node e2e/setup.mjs "$QG_E2E_STATE"
+
+log "running node --test e2e/fan-journey.mjs (screenshots: tests/artifacts/e2e/)"
+set +e
+node --test --test-concurrency=1 e2e/fan-journey.mjs
+status=$?
+set -e
+exit "$status"

@@ -1,0 +1,136 @@
+//! Every metric a Grafana dashboard queries is really exported: a short run through the whole
+//! journey, then `deploy/check-dashboards.py` against the gateway's own `/metrics` — samples
+//! only, so a metric that is merely described does not count.
+
+mod common;
+
+use common::{ADMIN_TOKEN, spawn_with};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_dashboard_metric_is_exported_after_a_short_run() {
+    let app = spawn_with(&[("QUEUE_TICK_MS", "100")]).await;
+    let concert = app.create_concert(1, 100).await;
+    let user = app.create_user("metrics").await;
+    app.charge(&user, 1000).await;
+    let joined: Value = app
+        .http
+        .post(app.url("/v1/queue"))
+        .bearer_auth(&user.token)
+        .json(&json!({ "concert_id": concert.id.get() }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let qt = joined["queue_token"].as_str().unwrap().to_owned();
+    // Admission arrives over the event stream (counts SSE events too).
+    let events = app
+        .http
+        .get(app.url(&format!("/v1/queue/events?token={qt}")))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(events.contains("event: admitted"), "{events}");
+    let status: Value = app
+        .http
+        .get(app.url("/v1/queue/status"))
+        .bearer_auth(&qt)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let access = status["access_token"].as_str().unwrap().to_owned();
+    let hold: Value = app
+        .hold(&access, concert.schedules[0], 1)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        app.pay(&access, hold["reservation_id"].as_u64().unwrap(), None)
+            .await
+            .status(),
+        StatusCode::CREATED
+    );
+    // A second user leaves, so leave counters exist.
+    let other = app.create_user("leaver").await;
+    let j: Value = app
+        .http
+        .post(app.url("/v1/queue"))
+        .bearer_auth(&other.token)
+        .json(&json!({ "concert_id": concert.id.get() }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    app.http
+        .delete(app.url("/v1/queue"))
+        .bearer_auth(j["queue_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    let r = app
+        .http
+        .get(app.url(&format!("/v1/admin/concerts/{}/queue", concert.id)))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    // Wait for the revocation after payment to be counted.
+    let started = Instant::now();
+    let text = loop {
+        let text = app
+            .http
+            .get(app.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if text.contains("queuegate_revocations_total") {
+            break text;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "revocation never counted"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let samples: String = text
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let file =
+        std::env::temp_dir().join(format!("qg-metrics-{}.txt", uuid::Uuid::new_v4().simple()));
+    std::fs::write(&file, samples).unwrap();
+    let out = std::process::Command::new("python3")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/deploy/check-dashboards.py"
+        ))
+        .arg(&file)
+        .output()
+        .expect("python3 runs");
+    let _ = std::fs::remove_file(&file);
+    assert!(
+        out.status.success(),
+        "dashboards query metrics the gateway does not export:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    app.stop().await;
+}
