@@ -172,6 +172,8 @@
   function showAlert(text, ...extra) {
     $alert.replaceChildren(h('p', { class: 'alert__text', text }), ...extra);
     $alert.hidden = false;
+    // On a phone the fan may be scrolled down to the buttons: bring the message into view.
+    if ($alert.getBoundingClientRect().top < 0) $alert.scrollIntoView({ block: 'start' });
   }
   function hideAlert() {
     $alert.hidden = true;
@@ -577,7 +579,9 @@
     if (!ui) return;
     ui.conn.className = `conn conn--${kind}`;
     ui.conn.dataset.state = kind;
-    ui.conn.replaceChildren(h('span', { class: 'conn__dot', 'aria-hidden': 'true' }), h('span', {}, text), action || null);
+    ui.conn.replaceChildren(
+      h('span', { class: 'conn__text' }, h('span', { class: 'conn__dot', 'aria-hidden': 'true' }), text),
+      ...(action ? [action] : []));
   }
 
   /** Live updates over SSE; on failure falls back to polling and tries the stream again later. */
@@ -772,7 +776,7 @@
     show(h('section', { class: 'panel', testid: 'window-ended' },
       concertNameEl(),
       h('h1', {}, 'Your booking window ended'),
-      h('p', {}, 'Booking time is limited so everyone in line gets a chance. Any seat you held but did not pay for has been released.'),
+      h('p', {}, 'Booking time is limited so everyone in line gets a chance. Seats you held but did not pay for go back on sale.'),
       h('div', { class: 'actions' },
         h('button', { type: 'button', class: 'btn', testid: 'rejoin-button', onclick: joinQueue }, 'Join the line again'),
         h('a', { class: 'btn btn--secondary', href: '/' }, 'See all concerts'))));
@@ -838,8 +842,6 @@
         h('span', { class: `date-option__left${soldOut ? ' date-option__left--none' : ''}` },
           soldOut ? 'Sold out' : `${s.available_seats} of ${s.total_seats} seats left`)));
     }));
-    const first = list.querySelector('button:not([disabled])');
-    if (first) first.focus();
   }
 
   async function pickSeat(e, schedule, notice) {
@@ -973,7 +975,7 @@
 
     bookingBody(
       h('div', { class: 'hold', testid: 'hold-panel' },
-        h('h2', {}, `Seat ${hold.seat_no} is held for you`),
+        h('h2', { tabindex: '-1' }, `Seat ${hold.seat_no} is held for you`),
         h('p', { class: 'muted' }, [when, money(hold.price)].filter(Boolean).join(' · ')),
         countdown,
         h('div', { class: 'wallet', testid: 'wallet' },
@@ -981,7 +983,7 @@
           missingEl,
           chargeBtn),
         h('div', { class: 'actions' }, payBtn, cancelBtn)));
-    payBtn.focus();
+    booking.body.querySelector('h2').focus();
 
     let warned = false;
     const tick = () => {

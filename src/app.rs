@@ -41,6 +41,7 @@ pub struct App {
     pub tokens: TokenKeys,
     pub seats: SeatBoard,
     pub flights: crate::booking::flights::SeatFlights,
+    pub limits: crate::ratelimit::RateLimiter,
     pub schedules: ScheduleCache,
     pub concerts: ConcertCache,
     pub events: EventHub,
@@ -92,7 +93,9 @@ impl App {
         .await;
         let redlock = Redlock::new(masters, settings.lock_ttl);
         let seats = SeatBoard::new(pool, settings.redis_key_prefix.clone());
+        let limits = crate::ratelimit::RateLimiter::new(settings.rate_limits.clone());
         Ok(Arc::new(App {
+            limits,
             tokens: TokenKeys::new(settings.jwt_secret.as_bytes()),
             settings,
             db,
@@ -171,6 +174,7 @@ async fn metrics_upkeep(app: Arc<App>, mut stop: watch::Receiver<bool>) {
         metrics::gauge!("queuegate_redlock_masters_up").set(up as f64);
         metrics::gauge!("queuegate_redlock_masters").set(app.redlock.masters() as f64);
         app.metrics.run_upkeep();
+        app.limits.prune();
     }
 }
 

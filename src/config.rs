@@ -61,6 +61,9 @@ pub struct Settings {
     pub shutdown_grace: Duration,
     /// Tokio worker threads; `None` = one per core.
     pub worker_threads: Option<usize>,
+    pub rate_limits: crate::ratelimit::Limits,
+    /// Slow clients get this long to send their request headers.
+    pub header_read_timeout: Duration,
 }
 
 impl Settings {
@@ -183,6 +186,19 @@ impl Settings {
                 0 => None,
                 n => Some(n as usize),
             },
+            rate_limits: crate::ratelimit::Limits {
+                join_per_user: env.rate("RATE_JOIN_PER_MIN", 30)?,
+                charge_per_user: env.rate("RATE_CHARGE_PER_MIN", 30)?,
+                hold_per_user: env.rate("RATE_HOLD_PER_MIN", 60)?,
+                per_address: env.rate("RATE_ADDRESS_PER_MIN", 0)?,
+                trusted_proxies: env.addresses("TRUSTED_PROXIES")?,
+            },
+            header_read_timeout: Duration::from_secs(env.int(
+                "HEADER_READ_TIMEOUT_SECS",
+                10,
+                1,
+                300,
+            )?),
         })
     }
 }
@@ -211,6 +227,30 @@ impl Env<'_> {
             Ok(v) if (min..=max).contains(&v) => Ok(v),
             _ => Err(self.error(key, raw, &format!("expected an integer in {min}..={max}"))),
         }
+    }
+
+    /// A per-minute rate; the burst is a sixth of it (ten seconds' worth), at least 5.
+    fn rate(&self, key: &'static str, default: u64) -> Result<crate::ratelimit::Rate, ConfigError> {
+        let per_minute = self.int(key, default, 0, 1_000_000)? as u32;
+        Ok(crate::ratelimit::Rate {
+            per_minute,
+            burst: (per_minute / 6).max(5),
+        })
+    }
+
+    fn addresses(&self, key: &'static str) -> Result<Vec<std::net::IpAddr>, ConfigError> {
+        let Some(raw) = self.raw(key) else {
+            return Ok(Vec::new());
+        };
+        raw.split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| {
+                s.parse().map_err(|_| {
+                    self.error(key, raw.clone(), "expected comma-separated IP addresses")
+                })
+            })
+            .collect()
     }
 
     fn bool(&self, key: &'static str, default: bool) -> Result<bool, ConfigError> {

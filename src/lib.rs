@@ -26,6 +26,7 @@ pub mod lock;
 pub mod metrics;
 pub mod pages;
 pub mod queue;
+pub mod ratelimit;
 pub mod redis;
 pub mod seed;
 pub mod telemetry;

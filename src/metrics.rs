@@ -115,6 +115,10 @@ fn describe() {
         "Open event streams on this instance"
     );
     describe_counter!(
+        "queuegate_rate_limited_total",
+        "Requests refused by a rate limit, by scope"
+    );
+    describe_counter!(
         "queuegate_sse_events_total",
         "Events pushed to streams, by kind"
     );

@@ -111,10 +111,12 @@ pub async fn seats(app: &App, req: &mut Req) -> Result<Resp, ApiError> {
         (status = 409, description = "SEAT_UNAVAILABLE or HOLD_LIMIT_REACHED", body = ErrorBody),
         (status = 413, body = ErrorBody),
         (status = 422, body = ErrorBody),
+        (status = 429, description = "RATE_LIMITED (see Retry-After)", body = ErrorBody),
         (status = 503, body = ErrorBody),
     ))]
 pub async fn hold(app: &App, req: &mut Req) -> Result<Resp, ApiError> {
     let token = gate::access(app, req).await?;
+    super::rate_limit(app, req, crate::ratelimit::Scope::Hold, token.user_id)?;
     let body = HoldSeat::parse(&req.json().await?)?;
     gate::same_concert(&token, concert_of(app, body.schedule_id).await?)?;
     let r = reservations::hold(app, token.user_id, body.schedule_id, body.seat_no).await?;

@@ -48,6 +48,21 @@ pub async fn dispatch(
     }
 }
 
+/// Applies the rate limit of `scope` to this user and this request's client address.
+fn rate_limit(
+    app: &App,
+    req: &Req,
+    scope: crate::ratelimit::Scope,
+    user: crate::domain::UserId,
+) -> Result<(), ApiError> {
+    let forwarded = req
+        .headers
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok());
+    let address = app.limits.client_address(req.peer.ip(), forwarded);
+    app.limits.check(scope, user, address)
+}
+
 /// The `Idempotency-Key` header, parsed.
 fn idempotency_key(req: &Req) -> Result<Option<crate::domain::IdempotencyKey>, ApiError> {
     req.header("idempotency-key")

@@ -97,10 +97,12 @@ fn access_token(app: &App, q: &QueueToken, ends_ms: u64) -> Result<String, ApiEr
         (status = 404, description = "Unknown concert", body = ErrorBody),
         (status = 413, body = ErrorBody),
         (status = 422, body = ErrorBody),
+        (status = 429, description = "RATE_LIMITED (see Retry-After)", body = ErrorBody),
         (status = 503, description = "Queue store unavailable", body = ErrorBody),
     ))]
 pub async fn join(app: &App, req: &mut Req) -> Result<Resp, ApiError> {
     let user = gate::user(app, req)?;
+    super::rate_limit(app, req, crate::ratelimit::Scope::Join, user.user_id)?;
     let body = JoinQueue::parse(&req.json().await?)?;
     let concert = body.concert_id;
     // A queue token the caller kept from before: restores the place if the store lost it.

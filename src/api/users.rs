@@ -103,11 +103,13 @@ pub async fn balance(app: &App, req: &mut Req) -> Result<Resp, ApiError> {
         (status = 404, body = ErrorBody),
         (status = 413, body = ErrorBody),
         (status = 422, description = "Amount outside 1..=1000000000, or a reused key", body = ErrorBody),
+        (status = 429, description = "RATE_LIMITED (see Retry-After)", body = ErrorBody),
         (status = 503, body = ErrorBody),
     ))]
 pub async fn charge(app: &App, req: &mut Req) -> Result<Resp, ApiError> {
     let owner = req.param(0, UserId::from_path, "no such user")?;
     gate::user_is(app, req, owner)?;
+    super::rate_limit(app, req, crate::ratelimit::Scope::Charge, owner)?;
     let key = idempotency_key(req)?;
     let body = Charge::parse(&req.json().await?)?;
     let (stored, replayed) =

@@ -24,9 +24,10 @@ pub async fn run(
     builder
         .timer(TokioTimer::new())
         .keep_alive(true)
-        .header_read_timeout(Duration::from_secs(10))
+        .header_read_timeout(app.settings.header_read_timeout)
         .max_headers(64)
-        // Request line + headers above this are refused (431) before any handler runs.
+        // Request line + headers above 32 KiB: 431 before any handler runs.
+        .max_header_size(32 * 1024)
         .max_buf_size(64 * 1024);
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);

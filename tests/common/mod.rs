@@ -56,6 +56,11 @@ pub async fn spawn_with(overrides: &[(&str, &str)]) -> TestApp {
     );
     env.insert("DATABASE_MAX_CONNECTIONS".into(), "30".into());
     env.insert("SWEEP_INTERVAL_SECS".into(), "3600".into());
+    // Concurrency tests fire hundreds of requests per user on purpose; the limits have their
+    // own test.
+    env.insert("RATE_JOIN_PER_MIN".into(), "0".into());
+    env.insert("RATE_CHARGE_PER_MIN".into(), "0".into());
+    env.insert("RATE_HOLD_PER_MIN".into(), "0".into());
     for (k, v) in overrides {
         env.insert((*k).into(), (*v).into());
     }
@@ -252,4 +257,36 @@ impl TestApp {
 pub async fn error_code(r: reqwest::Response) -> String {
     let v: Value = r.json().await.unwrap();
     v["error"]["code"].as_str().unwrap_or_default().to_owned()
+}
+
+pub mod servers;
+
+impl TestApp {
+    /// The primary database URL of this app (to share it with another instance).
+    pub fn database_url(&self) -> String {
+        format!("mysql://root@127.0.0.1:3306/{}", self.db_name)
+    }
+
+    /// The `/metrics` text.
+    pub async fn metrics_text(&self) -> String {
+        let r = self.http.get(self.url("/metrics")).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        r.text().await.unwrap()
+    }
+}
+
+/// Sum of the samples of metric `name` in Prometheus text, over the series that carry the
+/// label `key="value"` (all series when `label` is `None`).
+pub fn metric_sum(text: &str, name: &str, label: Option<(&str, &str)>) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.rsplit_once(' '))
+        .filter(|(series, _)| {
+            let (n, labels) = series.split_once('{').unwrap_or((series, ""));
+            let want = label.map(|(k, v)| format!("{k}=\"{v}\""));
+            n == name
+                && want.is_none_or(|w| labels.trim_end_matches('}').split(',').any(|p| p == w))
+        })
+        .filter_map(|(_, value)| value.trim().parse::<f64>().ok())
+        .sum()
 }
