@@ -140,23 +140,41 @@ fn sigterm_lets_an_open_request_finish_and_exits_cleanly() {
     // Keep draining the log so the child never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
 
-    // An open request: a raw HTTP/1.1 request whose response we read only after the signal.
+    // A request in flight: headers with `Expect: 100-continue`; hyper answers `100 Continue`
+    // when the handler starts reading the body, which proves the request is being served.
     use std::io::{Read, Write};
     let mut conn = std::net::TcpStream::connect(&addr).unwrap();
-    conn.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
+    let body = br#"{"name": "last fan before shutdown"}"#;
+    write!(
+        conn,
+        "POST /v1/users HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nExpect: 100-continue\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    let mut interim = [0u8; 25];
+    conn.read_exact(&mut interim).unwrap();
+    assert!(
+        interim.starts_with(b"HTTP/1.1 100 Continue"),
+        "{}",
+        String::from_utf8_lossy(&interim)
+    );
     let started = Instant::now();
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
         .unwrap();
     assert!(status.success());
+    // The signal has been sent; the request still completes.
+    conn.write_all(body).unwrap();
     let mut buf = Vec::new();
-    conn.set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
     let _ = conn.read_to_end(&mut buf);
     let text = String::from_utf8_lossy(&buf);
-    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(
+        text.contains("HTTP/1.1 201"),
+        "the in-flight request was not completed: {text}"
+    );
     let exit = loop {
         if let Some(s) = child.try_wait().unwrap() {
             break s;
