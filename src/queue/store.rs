@@ -318,7 +318,7 @@ impl QueueStore {
         concert: ConcertId,
         user: UserId,
         seq: u64,
-        idle_ms: u64,
+        idle_secs: u64,
     ) -> Result<Place, ApiError> {
         let k = self.keys(concert);
         let reply: Vec<Value> = self
@@ -326,15 +326,8 @@ impl QueueStore {
             .status
             .run(
                 self.pool.next(),
-                keys([
-                    &k.waiting,
-                    &k.seen,
-                    &k.admitted,
-                    &k.adm_seq,
-                    &k.stats,
-                    &k.settings,
-                ]),
-                args([int(user.get()), int(seq), int(idle_ms)]),
+                keys([&k.waiting, &k.seen, &k.admitted, &k.adm_seq, &k.stats]),
+                args([int(user.get()), int(seq), int(idle_secs)]),
             )
             .await?;
         Ok(parse_place(&reply))
