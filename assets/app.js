@@ -856,7 +856,7 @@
     const refreshBtn = h('button', { type: 'button', class: 'btn btn--quiet', testid: 'refresh-seats' }, 'Refresh seats');
     bookingBody(
       h('div', { class: 'step-head' },
-        h('h2', {}, 'Pick a seat'),
+        h('h2', { tabindex: '-1' }, 'Pick a seat'),
         h('button', { type: 'button', class: 'btn btn--quiet btn--small', testid: 'change-date', onclick: () => pickDate(e) }, 'Change date')),
       h('p', { class: 'muted', testid: 'chosen-date' }, fmtDate(schedule.starts_at)),
       h('div', { class: 'stage', 'aria-hidden': 'true' }, 'Stage'),
@@ -868,6 +868,8 @@
         h('li', {}, h('span', { class: 'swatch swatch--sold' }), 'Sold')),
       h('div', { class: 'selection-bar' }, summary, h('div', { class: 'actions' }, holdBtn, refreshBtn)),
     );
+
+    booking.body.querySelector('h2').focus();
 
     const load = async () => {
       grid.setAttribute('aria-busy', 'true');

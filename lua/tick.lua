@@ -118,9 +118,10 @@ redis.call('HINCRBY', KEYS[5], 'expired_total', #expired)
 redis.call('HINCRBY', KEYS[5], 'idle_total', idle_count)
 
 -- 4. The measured admission rate (users/s, moving average), for ETAs. Only ticks that left
--- people waiting measure capacity; a tick that emptied the line says nothing about it.
+-- people waiting while admission was open measure capacity: a tick that emptied the line, or
+-- one of a paused line, says nothing about how fast the line moves when it moves.
 local rate = tonumber(redis.call('HGET', KEYS[5], 'rate') or '-1')
-if waiting > 0 then
+if waiting > 0 and per_tick > 0 then
   local observed = admitted_now * 1000 / tick_ms
   if rate < 0 then
     rate = observed

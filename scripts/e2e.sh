@@ -62,7 +62,7 @@ if port_open "$PORT"; then
 fi
 
 RUN_ID="$(date +%s)_$$_${RANDOM}"
-DB="qgt_e2e_${RUN_ID}"
+DB="qge2e_${RUN_ID}"
 PREFIX="qge2e_${RUN_ID}"
 TMP=$(mktemp -d)
 GATEWAY_PID=""

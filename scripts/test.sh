@@ -54,3 +54,6 @@ cargo test --locked -- --test-threads=4
 
 echo "[test] contract fuzzing (schemathesis against /openapi.json)"
 bash scripts/contract.sh
+
+echo "[test] end to end in headless Chromium"
+bash scripts/e2e.sh

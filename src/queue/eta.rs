@@ -5,7 +5,8 @@
 //! script — because the configured rate overstates the pace whenever `max_active` is full and
 //! admissions wait for departures. Before anything has been measured, the configured rate
 //! (`admit_per_tick / tick_ms`, the concert's override or the default) stands in. A paused
-//! line (rate 0) has no ETA: `null` rather than a made-up number.
+//! line (`admit_per_tick` 0) has no ETA: `null` rather than a made-up number; ticks of a paused
+//! line do not count as measurements, so the rate is right again as soon as it resumes.
 //!
 //! The poll interval grows with the wait, so a fan a million places back asks every 30 s while
 //! the next in line asks every second; it stays under a third of the idle limit so polling
@@ -15,6 +16,9 @@ use super::store::Pace;
 use crate::config::QueueDefaults;
 
 pub fn rate_per_sec(pace: &Pace, defaults: &QueueDefaults) -> f64 {
+    if pace.admit_per_tick == Some(0) {
+        return 0.0; // paused: whatever was measured before, nobody is getting in now
+    }
     if let Some(r) = pace.measured_rate {
         return r;
     }
@@ -69,6 +73,12 @@ mod tests {
             tick_ms: Some(100),
         };
         assert_eq!(rate_per_sec(&fast, &defaults()), 500.0);
+        let paused = Pace {
+            measured_rate: Some(40.0),
+            admit_per_tick: Some(0),
+            tick_ms: Some(1000),
+        };
+        assert_eq!(eta_seconds(10, rate_per_sec(&paused, &defaults())), None);
     }
 
     #[test]

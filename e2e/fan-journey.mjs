@@ -1,0 +1,383 @@
+// End-to-end: a fan goes from the landing page to a paid seat in a real headless Chromium
+// (Debian's /usr/bin/chromium driven by playwright-core; no browser is downloaded).
+//
+// Run through `bash scripts/e2e.sh`, which starts a gateway with its own database and prepares
+// a concert. By hand, against a gateway you started (admin token required):
+//   QG_E2E_BASE_URL=http://127.0.0.1:18090 QG_E2E_ADMIN_TOKEN=… node --test e2e/fan-journey.mjs
+//
+// Screenshots of every step go to tests/artifacts/e2e/NN-step.png.
+
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+import { BASE_URL, call, prepareConcert, queuedUser, setAdmission, waitAdmitted } from './lib.mjs';
+
+const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+const SHOTS = process.env.QG_E2E_SCREENSHOTS || join(ROOT, 'tests', 'artifacts', 'e2e');
+const CHROMIUM = process.env.QG_E2E_CHROMIUM || '/usr/bin/chromium';
+const STEP_MS = 15_000; // bound for any single wait in the browser
+
+let state;
+let shotNo = 0;
+const profiles = [];
+const contexts = [];
+
+before(async () => {
+  rmSync(SHOTS, { recursive: true, force: true });
+  mkdirSync(SHOTS, { recursive: true });
+  state = process.env.QG_E2E_STATE
+    ? JSON.parse(readFileSync(process.env.QG_E2E_STATE, 'utf8'))
+    : await prepareConcert({ ahead: 3 });
+});
+
+after(async () => {
+  for (const c of contexts) await c.close().catch(() => {});
+  for (const p of profiles) rmSync(p, { recursive: true, force: true });
+});
+
+/** A fresh Chromium with its own throw-away profile (so a fresh fan with empty localStorage). */
+async function browser(options = {}) {
+  const profile = mkdtempSync(join(tmpdir(), 'qg-e2e-chromium-'));
+  profiles.push(profile);
+  const context = await chromium.launchPersistentContext(profile, {
+    executablePath: CHROMIUM,
+    headless: true,
+    timeout: 30_000,
+    args: [
+      '--headless',
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-quic',
+      '--no-first-run',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+    ],
+    viewport: { width: 1280, height: 900 },
+    locale: 'en-US',
+    reducedMotion: 'reduce', // no transitions half-way through in screenshots
+    timezoneId: 'UTC',
+    ...options,
+  });
+  contexts.push(context);
+  context.setDefaultTimeout(STEP_MS);
+  context.setDefaultNavigationTimeout(STEP_MS);
+  const page = context.pages()[0] || (await context.newPage());
+  const problems = [];
+  page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
+  page.on('console', (m) => {
+    if (m.type() === 'error') problems.push(`console error: ${m.text()}`);
+  });
+  return { context, page, problems };
+}
+
+async function shot(page, name) {
+  shotNo += 1;
+  const file = join(SHOTS, `${String(shotNo).padStart(2, '0')}-${name}.png`);
+  await page.screenshot({ path: file, fullPage: true, timeout: STEP_MS });
+  return file;
+}
+
+const text = async (locator) => ((await locator.textContent({ timeout: STEP_MS })) || '').trim();
+const seconds = (clock) => {
+  const m = /^(\d+):(\d\d)$/.exec(clock);
+  assert.ok(m, `a m:ss countdown, got "${clock}"`);
+  return Number(m[1]) * 60 + Number(m[2]);
+};
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** Waits until `fn` returns a truthy value, polling; bounded. */
+async function eventually(fn, what, timeoutMs = STEP_MS) {
+  const until = Date.now() + timeoutMs;
+  let last;
+  for (;;) {
+    try {
+      const v = await fn();
+      if (v) return v;
+    } catch (e) {
+      last = e;
+    }
+    if (Date.now() > until) throw new Error(`timed out waiting for ${what}${last ? `: ${last.message}` : ''}`);
+    await sleep(150);
+  }
+}
+
+async function noHorizontalScroll(page) {
+  const { scroll, width } = await page.evaluate(() => ({
+    scroll: document.documentElement.scrollWidth,
+    width: window.innerWidth,
+  }));
+  assert.ok(scroll <= width, `page is ${scroll}px wide in a ${width}px viewport`);
+}
+
+test('a fan goes from the landing page to a paid seat', { timeout: 150_000 }, async () => {
+  const { concert, price, ahead } = state;
+  const { page, problems } = await browser();
+
+  // 1. Landing page lists the concert.
+  await page.goto(`${BASE_URL}/`);
+  const link = page.getByTestId('concert-link').filter({ hasText: concert.name });
+  await link.waitFor();
+  assert.equal(await link.getAttribute('href'), `/concerts/${concert.concert_id}`);
+  await shot(page, 'landing');
+
+  // 2. Into the waiting room: admission is paused with others ahead, so a real position shows.
+  await link.click();
+  await page.waitForURL(`**/concerts/${concert.concert_id}`);
+  await page.getByTestId('waiting-room').waitFor();
+  assert.equal(await page.getByTestId('queue-live').getAttribute('aria-live'), 'polite');
+  const first = Number(await text(page.getByTestId('queue-position')));
+  assert.ok(first > 1, `the fan should wait behind others, got position ${first}`);
+  assert.equal(first, ahead.length + 1);
+  assert.match(await text(page.getByTestId('queue-eta')), /Paused/);
+  assert.match(await text(page.getByTestId('queue-ahead')), new RegExp(`${first - 1} people ahead`));
+  await page.locator('[data-testid="connection-status"][data-state="live"]').waitFor();
+  const stored = await page.evaluate((cid) => ({
+    user: JSON.parse(localStorage.getItem('qg.user')),
+    queue: JSON.parse(localStorage.getItem(`qg.queue.${cid}`)),
+  }), concert.concert_id);
+  assert.ok(stored.user && stored.user.user_id && stored.user.user_token, 'demo user kept in localStorage');
+  assert.ok(typeof stored.queue === 'string' && stored.queue.length > 20, 'queue token kept in localStorage');
+  await shot(page, 'waiting-room-paused');
+
+  // A reload keeps the place (re-join with the kept queue token).
+  await page.reload();
+  await page.getByTestId('waiting-room').waitFor();
+  assert.equal(Number(await text(page.getByTestId('queue-position'))), first);
+  await page.locator('[data-testid="connection-status"][data-state="live"]').waitFor();
+
+  // 3. Admission resumes slowly; the position counts down live (SSE) until the fan is let in.
+  await setAdmission(concert.concert_id, { admit_per_tick: 1, tick_ms: 1500 });
+  const seen = [first];
+  let movingShot = false;
+  const booking = page.getByTestId('booking');
+  await eventually(async () => {
+    if (await booking.isVisible()) return true;
+    const p = Number(await page.getByTestId('queue-position').textContent({ timeout: 1000 }).catch(() => NaN));
+    if (Number.isFinite(p) && p !== seen[seen.length - 1]) {
+      seen.push(p);
+      if (!movingShot && p < first) {
+        movingShot = true;
+        assert.match(await text(page.getByTestId('queue-eta')), /Estimated wait|Any moment/);
+        await shot(page, 'waiting-room-moving');
+      }
+    }
+    return false;
+  }, 'admission', 45_000);
+  assert.ok(seen.length >= 2, `position should have moved before admission, saw ${seen.join(' → ')}`);
+  for (let i = 1; i < seen.length; i += 1) assert.ok(seen[i] < seen[i - 1], `positions only go down: ${seen.join(' → ')}`);
+
+  // 4. Admitted: booking opens by itself with the booking window countdown.
+  await page.getByTestId('schedule-list').locator('[data-testid="schedule-option"]').first().waitFor();
+  assert.ok(seconds(await text(page.getByTestId('access-countdown'))) > 0);
+  assert.equal(await page.getByTestId('schedule-option').count(), concert.schedules.length);
+  await shot(page, 'admitted-pick-date');
+
+  // Fans admitted before ours book too: two seats held, one sold, so the map shows every state.
+  const [early1, early2] = ahead;
+  const access1 = await waitAdmitted(early1);
+  const access2 = await waitAdmitted(early2);
+  const schedule = concert.schedules[0];
+  for (const seat of [3, 4]) {
+    await call('POST', '/v1/reservations', { token: access1, body: { schedule_id: schedule.schedule_id, seat_no: seat } });
+  }
+  const r7 = await call('POST', '/v1/reservations', { token: access2, body: { schedule_id: schedule.schedule_id, seat_no: 7 } });
+  await call('POST', `/v1/users/${early2.user_id}/balance/charge`, { token: early2.user_token, body: { amount: price }, idemKey: `e2e-${r7.reservation_id}` });
+  await call('POST', '/v1/payments', { token: access2, body: { reservation_id: r7.reservation_id }, idemKey: `e2e-pay-${r7.reservation_id}` });
+
+  // 5. Pick the first date: the 50-seat map.
+  await page.getByTestId('schedule-option').first().click();
+  const map = page.getByTestId('seat-map');
+  await map.locator('button').nth(49).waitFor();
+  assert.equal(await map.locator('button').count(), 50);
+  assert.equal(await page.getByTestId('seat-12').getAttribute('aria-label'), `Seat 12, available, ${price.toLocaleString('en-US')} credits`);
+  assert.equal(await page.getByTestId('seat-3').getAttribute('data-status'), 'held');
+  assert.equal(await page.getByTestId('seat-7').getAttribute('aria-label'), 'Seat 7, sold');
+  assert.ok(await page.getByTestId('seat-7').isDisabled(), 'sold seats are not clickable');
+  assert.ok(await page.getByTestId('seat-4').isDisabled(), 'held seats are not clickable');
+  assert.ok(await page.getByTestId('hold-seat').isDisabled(), 'nothing to hold before a seat is picked');
+  await shot(page, 'seat-map');
+
+  // 6. Pick seat 12 and hold it.
+  await page.getByTestId('seat-12').click();
+  assert.equal(await page.getByTestId('seat-12').getAttribute('aria-pressed'), 'true');
+  assert.match(await text(page.getByTestId('seat-selection')), /Seat 12/);
+  await shot(page, 'seat-selected');
+  await page.getByTestId('hold-seat').click();
+
+  // 7. The hold: a countdown that runs, the wallet (empty) and a top-up for exactly what's missing.
+  await page.getByTestId('hold-panel').waitFor();
+  const c1 = seconds(await text(page.getByTestId('hold-countdown')));
+  assert.ok(c1 > 60 && c1 <= 300, `hold countdown starts near the hold length, got ${c1}s`);
+  await page.getByTestId('charge-button').waitFor();
+  assert.equal(await text(page.getByTestId('wallet-balance')), '0 credits');
+  assert.match(await text(page.getByTestId('charge-button')), new RegExp(`Add ${price.toLocaleString('en-US')} credits`));
+  assert.ok(await page.getByTestId('pay-button').isDisabled(), 'cannot pay before topping up');
+  await sleep(2100);
+  const c2 = seconds(await text(page.getByTestId('hold-countdown')));
+  assert.ok(c2 < c1, `countdown runs: ${c1}s then ${c2}s`);
+  await shot(page, 'seat-held');
+
+  // 8. Charge exactly what's missing.
+  await page.getByTestId('charge-button').click();
+  await page.locator('[data-testid="wallet-balance"]', { hasText: `${price.toLocaleString('en-US')} credits` }).waitFor();
+  assert.ok(await page.getByTestId('charge-button').isHidden(), 'nothing missing any more');
+  assert.ok(await page.getByTestId('pay-button').isEnabled());
+  await shot(page, 'wallet-charged');
+
+  // 9. Pay: the confirmation.
+  await page.getByTestId('pay-button').click();
+  const done = page.getByTestId('confirmation');
+  await done.waitFor();
+  const receipt = await text(done);
+  assert.match(receipt, /You’re going!/);
+  assert.equal(await text(page.getByTestId('confirm-concert')), concert.name);
+  assert.equal(await text(page.getByTestId('confirm-seat')), 'Seat 12');
+  assert.equal(await text(page.getByTestId('confirm-amount')), `${price.toLocaleString('en-US')} credits`);
+  assert.equal(await text(page.getByTestId('confirm-balance')), '0 credits');
+  const when = new Date(schedule.starts_at);
+  assert.match(await text(page.getByTestId('confirm-date')), new RegExp(`${when.getUTCFullYear()}`));
+  assert.match(await text(page.getByTestId('confirm-date')), new RegExp(when.toLocaleString('en-US', { month: 'short', timeZone: 'UTC' })));
+  await shot(page, 'confirmation');
+
+  // The API agrees: seat 12 is sold, the wallet is back to 0, the fan's pass is spent.
+  const seats = await call('GET', `/v1/schedules/${schedule.schedule_id}/seats`, { token: access1 });
+  const byNo = Object.fromEntries(seats.seats.map((s) => [s.seat_no, s.status]));
+  assert.equal(byNo[12], 'sold');
+  assert.equal(byNo[7], 'sold');
+  assert.equal(byNo[3], 'held');
+  assert.equal(byNo[13], 'available');
+  const balance = await call('GET', `/v1/users/${stored.user.user_id}/balance`, { token: stored.user.user_token });
+  assert.equal(balance.balance, 0);
+  await assert.rejects(call('GET', '/v1/queue/status', { token: stored.queue }), (e) => e.status === 410,
+    'a fan who paid has left the line');
+
+  assert.deepEqual(problems, [], 'no script errors or CSP violations in the page');
+});
+
+test('phone-sized waiting room and seat map are usable at 375 px', { timeout: 90_000 }, async () => {
+  const { concert } = state;
+  await setAdmission(concert.concert_id, { admit_per_tick: 0 });
+  const other = await queuedUser(concert.concert_id, 'Phone test early fan');
+  const { page, problems } = await browser({
+    viewport: { width: 375, height: 812 },
+    deviceScaleFactor: 2,
+    isMobile: true,
+    hasTouch: true,
+  });
+  await page.goto(`${BASE_URL}/concerts/${concert.concert_id}`);
+  await page.getByTestId('waiting-room').waitFor();
+  const pos = Number(await text(page.getByTestId('queue-position')));
+  assert.ok(pos >= 2, `position behind the early fan, got ${pos}`);
+  assert.ok(other.position < pos);
+  await page.locator('[data-testid="connection-status"][data-state="live"]').waitFor();
+  await noHorizontalScroll(page);
+  await shot(page, 'phone-waiting-room');
+
+  await setAdmission(concert.concert_id, { admit_per_tick: 1, tick_ms: 500 });
+  await page.getByTestId('schedule-option').first().waitFor({ timeout: 30_000 });
+  await page.getByTestId('schedule-option').first().tap();
+  const map = page.getByTestId('seat-map');
+  await map.locator('button').nth(49).waitFor();
+  await noHorizontalScroll(page);
+  const box = await page.getByTestId('seat-13').boundingBox();
+  assert.ok(box && box.width >= 24 && box.height >= 24, `seat buttons are at least 24 px, got ${JSON.stringify(box)}`);
+  const last = await page.getByTestId('seat-50').boundingBox();
+  assert.ok(last && last.x + last.width <= 375, 'the whole row fits on screen');
+  await page.getByTestId('seat-13').tap();
+  assert.equal(await page.getByTestId('seat-13').getAttribute('aria-pressed'), 'true');
+  await shot(page, 'phone-seat-map');
+  assert.deepEqual(problems, [], 'no script errors or CSP violations in the page');
+});
+
+test('falls back to polling when live updates fail and rides out a dropped connection', { timeout: 90_000 }, async () => {
+  const { concert } = state;
+  await setAdmission(concert.concert_id, { admit_per_tick: 0 });
+  await queuedUser(concert.concert_id, 'Fallback test early fan');
+  const { page } = await browser();
+  // The event stream is unreachable (e.g. a proxy that buffers it): polling takes over.
+  await page.route('**/v1/queue/events**', (route) => route.abort('connectionfailed'));
+  await page.goto(`${BASE_URL}/concerts/${concert.concert_id}`);
+  await page.getByTestId('waiting-room').waitFor();
+  await page.locator('[data-testid="connection-status"][data-state="polling"]').waitFor();
+  assert.match(await text(page.getByTestId('connection-status')), /Checking for updates every \d+ s/);
+
+  // Now the connection drops: the fan is told, and it retries by itself.
+  await page.route('**/v1/queue/status', (route) => route.abort('internetdisconnected'));
+  const lost = page.locator('[data-testid="connection-status"][data-state="lost"]');
+  await lost.waitFor({ timeout: 20_000 });
+  assert.match(await text(lost), /Connection lost\. Don’t worry, you keep your place\. Retrying in \d+ s/);
+  await shot(page, 'connection-lost');
+  await page.unroute('**/v1/queue/status');
+  await page.locator('[data-testid="connection-status"][data-state="polling"]').waitFor({ timeout: 40_000 });
+
+  // The place is reported gone (410): the page re-joins by itself, sending the kept queue token
+  // so the place comes back rather than going to the back of the line.
+  const kept = await page.evaluate((cid) => JSON.parse(localStorage.getItem(`qg.queue.${cid}`)), concert.concert_id);
+  const before410 = Number(await text(page.getByTestId('queue-position')));
+  await page.route('**/v1/queue/status', (route) => route.fulfill({
+    status: 410,
+    contentType: 'application/json',
+    body: JSON.stringify({ error: { code: 'QUEUE_ENTRY_GONE', message: 'this queue place no longer exists', request_id: 'e2e' } }),
+  }), { times: 1 });
+  const rejoin = await page.waitForRequest((r) => r.method() === 'POST' && new URL(r.url()).pathname === '/v1/queue', { timeout: 20_000 });
+  assert.equal(rejoin.postDataJSON().queue_token, kept, 're-join sends the kept queue token');
+  assert.equal(rejoin.postDataJSON().concert_id, concert.concert_id);
+  await page.locator('[data-testid="connection-status"][data-state="polling"]').waitFor({ timeout: 40_000 });
+  assert.equal(Number(await text(page.getByTestId('queue-position'))), before410, 'same place after re-joining');
+
+  // Admission resumes; polling notices and booking opens.
+  await setAdmission(concert.concert_id, { admit_per_tick: 1, tick_ms: 500 });
+  await page.getByTestId('booking').waitFor({ timeout: 30_000 });
+  await page.getByTestId('schedule-option').first().waitFor();
+});
+
+test('booking problems are explained in plain words', { timeout: 90_000 }, async () => {
+  const { concert } = state;
+  const schedule = concert.schedules[0];
+  await setAdmission(concert.concert_id, { admit_per_tick: 1, tick_ms: 500 });
+  const rival = await queuedUser(concert.concert_id, 'Rival fan');
+  const rivalAccess = await waitAdmitted(rival);
+  const { page } = await browser();
+  await page.goto(`${BASE_URL}/concerts/${concert.concert_id}`);
+  await page.getByTestId('schedule-option').first().waitFor({ timeout: 30_000 });
+  await page.getByTestId('schedule-option').first().click();
+  await page.getByTestId('seat-map').locator('button').nth(49).waitFor();
+
+  // Someone else takes the seat between picking and holding it.
+  await page.getByTestId('seat-20').click();
+  await call('POST', '/v1/reservations', { token: rivalAccess, body: { schedule_id: schedule.schedule_id, seat_no: 20 } });
+  await page.getByTestId('hold-seat').click();
+  const alert = page.getByTestId('error-message');
+  await alert.waitFor();
+  assert.equal(await text(alert), 'Someone just took that seat — pick another.');
+  await page.locator('[data-testid="seat-20"][data-status="held"]').waitFor();
+  assert.ok(await page.getByTestId('hold-seat').isDisabled(), 'the lost pick is cleared');
+  await shot(page, 'seat-taken');
+
+  // Hold another, then release it: back on the map, the seat free again.
+  await page.getByTestId('seat-21').click();
+  await page.getByTestId('hold-seat').click();
+  await page.getByTestId('hold-panel').waitFor();
+  await page.getByTestId('cancel-hold').click();
+  await page.locator('[data-testid="seat-21"][data-status="available"]').waitFor();
+  assert.match(await text(alert), /Seat 21 was released/);
+
+  // The booking window ends (the fan left the line from elsewhere): told so, with a way back in.
+  await page.getByTestId('seat-22').click();
+  await page.getByTestId('hold-seat').click();
+  await page.getByTestId('hold-panel').waitFor();
+  const queueToken = await page.evaluate((cid) => JSON.parse(localStorage.getItem(`qg.queue.${cid}`)), concert.concert_id);
+  await call('DELETE', '/v1/queue', { token: queueToken });
+  await page.getByTestId('cancel-hold').click();
+  const ended = page.getByTestId('window-ended');
+  await ended.waitFor();
+  assert.match(await text(ended), /Your booking window ended/);
+  await shot(page, 'booking-window-ended');
+  await page.getByTestId('rejoin-button').click();
+  await page.getByTestId('booking').waitFor({ timeout: 30_000 });
+});
