@@ -27,21 +27,46 @@ impl Script {
     }
 
     /// EVALSHA, loading the script first if the server does not know it.
+    ///
+    /// Sent as a custom command: fred implements `LuaInterface` for `Client`/`Pool` but not
+    /// for `WithOptions`, so `with_options(..).evalsha(..)` would silently drop the options.
     pub async fn run<R>(&self, client: &Client, keys: Vec<Key>, args: Vec<Value>) -> FredResult<R>
     where
         R: FromValue,
     {
-        let c = client.with_options(&request_options());
-        match c
-            .evalsha(self.inner.sha1().clone(), keys.clone(), args.clone())
-            .await
-        {
+        match self.evalsha(client, &keys, &args).await {
             Err(e) if e.details().starts_with("NOSCRIPT") => {
                 self.load(client).await?;
-                c.evalsha(self.inner.sha1().clone(), keys, args).await
+                self.evalsha(client, &keys, &args).await
             }
             other => other,
         }
+    }
+
+    async fn evalsha<R: FromValue>(
+        &self,
+        client: &Client,
+        keys: &[Key],
+        args: &[Value],
+    ) -> FredResult<R> {
+        let mut argv: Vec<Value> = Vec::with_capacity(2 + keys.len() + args.len());
+        argv.push(self.inner.sha1().clone().into());
+        argv.push((keys.len() as i64).into());
+        argv.extend(
+            keys.iter()
+                .map(|k| Value::Bytes(k.as_bytes().to_vec().into())),
+        );
+        argv.extend(args.iter().cloned());
+        // Route by the first key (all of a call's keys share one hash tag).
+        let hash = match keys.first() {
+            Some(k) => fred::types::ClusterHash::Custom(fred::util::redis_keyslot(k.as_bytes())),
+            None => fred::types::ClusterHash::Random,
+        };
+        let cmd = fred::types::CustomCommand::new_static("EVALSHA", hash, false);
+        client
+            .with_options(&request_options())
+            .custom(cmd, argv)
+            .await
     }
 
     pub async fn load(&self, client: &Client) -> FredResult<()> {
@@ -50,7 +75,18 @@ impl Script {
             .lua()
             .cloned()
             .ok_or_else(|| Error::new(ErrorKind::Unknown, "script source missing"))?;
-        client.script_load::<String, _>(source).await.map(|_| ())
+        client
+            .with_options(&request_options())
+            .custom::<String, Value>(
+                fred::types::CustomCommand::new_static(
+                    "SCRIPT",
+                    fred::types::ClusterHash::Random,
+                    false,
+                ),
+                vec!["LOAD".into(), source.into()],
+            )
+            .await
+            .map(|_| ())
     }
 }
 
@@ -58,7 +94,7 @@ impl Script {
 pub fn request_options() -> Options {
     Options {
         fail_fast: true,
-        timeout: Some(Duration::from_secs(2)),
+        timeout: Some(Duration::from_millis(500)),
         max_attempts: Some(1),
         ..Default::default()
     }

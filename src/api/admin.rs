@@ -203,7 +203,7 @@ pub async fn put_queue(app: &App, req: &mut Req) -> Result<Resp, ApiError> {
         access_ttl_secs: bounded(&body, "access_ttl_secs", 10, 86_400)?,
     };
     app.queue.put_settings(concert, &patch).await?;
-    app.queue.register_concert(concert).await?;
+    app.queue.add_to_timer(concert).await?;
     tracing::info!(%concert, ?patch, "queue settings changed");
     Ok(json(StatusCode::OK, &queue_view(app, concert).await?))
 }

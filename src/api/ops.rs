@@ -36,7 +36,7 @@ pub fn healthz() -> Result<Resp, ApiError> {
     ))]
 pub async fn readyz(app: &App) -> Result<Resp, ApiError> {
     let (redis, database, masters_up) = tokio::join!(
-        crate::redis::ping(app.queue.pool().next()),
+        crate::redis::ping(app.queue.pool().next_connected()),
         Db::ping(app.db.primary()),
         app.redlock.masters_up(),
     );

@@ -133,7 +133,16 @@ pub async fn join(app: &App, req: &mut Req) -> Result<Resp, ApiError> {
             restore.as_ref().map(|q| (q.seq, q.epoch.as_str())),
         )
         .await?;
-    app.queue.register_concert(concert).await?;
+    // The timer's list of concerts; a failure here must not undo a place already taken.
+    // A restored place means the store lost its data, the timer's set of concerts with it.
+    let registered = if joined.how == JoinKind::Restored {
+        app.queue.add_to_timer(concert).await
+    } else {
+        app.queue.register_concert(concert).await
+    };
+    if let Err(e) = registered {
+        tracing::warn!(error = %e, %concert, "could not register the concert for admission");
+    }
     metrics::counter!("queuegate_queue_joins_total", "concert" => concert.to_string(), "result" => joined.how.as_str()).increment(1);
     let q = QueueToken {
         user_id: user.user_id,

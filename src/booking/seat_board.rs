@@ -29,7 +29,7 @@ impl SeatBoard {
 
     fn client(&self) -> fred::clients::WithOptions<Client> {
         self.pool
-            .next()
+            .next_connected()
             .with_options(&crate::redis::request_options())
     }
 

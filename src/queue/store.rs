@@ -133,12 +133,15 @@ pub struct Figures {
     pub rate: f64,
 }
 
+/// How often an instance re-adds a concert it serves to the timer's set.
+const REREGISTER: std::time::Duration = std::time::Duration::from_secs(1);
+
 pub struct QueueStore {
     pool: Pool,
     prefix: String,
     scripts: Scripts,
     /// Concerts this instance already added to the timer's set (saves a round trip per join).
-    registered: std::sync::Mutex<std::collections::HashSet<ConcertId>>,
+    registered: std::sync::Mutex<std::collections::HashMap<ConcertId, std::time::Instant>>,
     /// Each concert's pace as of this instance's last tick call, for ETAs without a round trip.
     paces: std::sync::RwLock<std::collections::HashMap<ConcertId, Pace>>,
 }
@@ -182,7 +185,7 @@ impl QueueStore {
     /// SCRIPT LOAD everything; called at start so the first requests skip the NOSCRIPT detour.
     pub async fn load_scripts(&self) -> Result<(), ApiError> {
         for s in self.scripts.all() {
-            s.load(self.pool.next()).await?;
+            s.load(self.pool.next_connected()).await?;
         }
         Ok(())
     }
@@ -194,7 +197,7 @@ impl QueueStore {
             .scripts
             .check_access
             .run(
-                self.pool.next(),
+                self.pool.next_connected(),
                 keys([&k.admitted, &k.adm_seq]),
                 args([int(t.user_id.get()), int(t.seq)]),
             )
@@ -219,7 +222,7 @@ impl QueueStore {
             .scripts
             .revoke
             .run(
-                self.pool.next(),
+                self.pool.next_connected(),
                 keys([&k.admitted, &k.adm_seq, &k.waiting, &k.seen, &k.stats]),
                 args([int(user.get()), seq]),
             )
@@ -240,7 +243,7 @@ impl QueueStore {
             .scripts
             .grant
             .run(
-                self.pool.next(),
+                self.pool.next_connected(),
                 keys([
                     &k.admitted,
                     &k.adm_seq,
@@ -276,7 +279,7 @@ impl QueueStore {
             .scripts
             .join
             .run(
-                self.pool.next(),
+                self.pool.next_connected(),
                 keys([
                     &k.seq,
                     &k.epoch,
@@ -325,7 +328,7 @@ impl QueueStore {
             .scripts
             .status
             .run(
-                self.pool.next(),
+                self.pool.next_connected(),
                 keys([&k.waiting, &k.seen, &k.admitted, &k.adm_seq, &k.stats]),
                 args([int(user.get()), int(seq), int(idle_secs)]),
             )
@@ -349,7 +352,7 @@ impl QueueStore {
             .scripts
             .status_many
             .run(
-                self.pool.next(),
+                self.pool.next_connected(),
                 keys([&k.waiting, &k.seen, &k.admitted, &k.adm_seq, &k.stats]),
                 argv,
             )
@@ -377,7 +380,7 @@ impl QueueStore {
             .scripts
             .leave
             .run(
-                self.pool.next(),
+                self.pool.next_connected(),
                 keys([&k.waiting, &k.seen, &k.admitted, &k.adm_seq, &k.stats]),
                 args([int(user.get()), int(seq)]),
             )
@@ -405,7 +408,7 @@ impl QueueStore {
             .scripts
             .tick
             .run(
-                self.pool.next(),
+                self.pool.next_connected(),
                 keys([
                     &k.waiting,
                     &k.seen,
@@ -461,7 +464,7 @@ impl QueueStore {
             .scripts
             .figures
             .run(
-                self.pool.next(),
+                self.pool.next_connected(),
                 keys([&k.waiting, &k.admitted, &k.stats, &k.settings]),
                 Vec::new(),
             )
@@ -504,7 +507,7 @@ impl QueueStore {
             return Ok(());
         }
         self.pool
-            .next()
+            .next_connected()
             .with_options(&crate::redis::request_options())
             .hset::<i64, _, _>(&k.settings, fields)
             .await?;
@@ -515,27 +518,39 @@ impl QueueStore {
     pub async fn concerts(&self) -> Result<Vec<ConcertId>, ApiError> {
         let ids: Vec<u64> = self
             .pool
-            .next()
+            .next_connected()
             .with_options(&crate::redis::request_options())
             .smembers(concerts_key(&self.prefix))
             .await?;
         Ok(ids.into_iter().filter_map(ConcertId::new).collect())
     }
 
-    /// Makes the admission timer aware of a concert.
+    /// Makes the admission timer aware of a concert. Repeated at most every
+    /// `REREGISTER` per concert and instance: cheap on the join path, and after the store lost
+    /// its data the concert is back on the timer's list within that time.
     pub async fn register_concert(&self, concert: ConcertId) -> Result<(), ApiError> {
-        if self.registered.lock().is_ok_and(|r| r.contains(&concert)) {
+        let now = std::time::Instant::now();
+        if self.registered.lock().is_ok_and(|r| {
+            r.get(&concert)
+                .is_some_and(|t| now.duration_since(*t) < REREGISTER)
+        }) {
             return Ok(());
         }
+        self.add_to_timer(concert).await?;
+        if let Ok(mut r) = self.registered.lock() {
+            r.insert(concert, now);
+        }
+        Ok(())
+    }
+
+    /// SADD the concert to the timer's set, unconditionally.
+    pub async fn add_to_timer(&self, concert: ConcertId) -> Result<(), ApiError> {
         let key = concerts_key(&self.prefix);
         self.pool
-            .next()
+            .next_connected()
             .with_options(&crate::redis::request_options())
             .sadd::<i64, _, _>(key, int(concert.get()))
             .await?;
-        if let Ok(mut r) = self.registered.lock() {
-            r.insert(concert);
-        }
         Ok(())
     }
 }

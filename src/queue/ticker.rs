@@ -20,13 +20,28 @@ const RETRY: Duration = Duration::from_millis(250);
 
 pub async fn run(app: Arc<App>, mut stop: watch::Receiver<bool>) {
     let mut concerts: Vec<ConcertId> = Vec::new();
+    // Concerts whose last tick saw people waiting or admitted. If the store loses its data,
+    // the timer's set comes back empty; these are put back so restored places get admitted
+    // even if nobody joins afresh.
+    let mut active: HashMap<ConcertId, bool> = HashMap::new();
     let mut refreshed: Option<Instant> = None;
     let mut due: HashMap<ConcertId, Instant> = HashMap::new();
     loop {
         let now = Instant::now();
         if refreshed.is_none_or(|t| now.duration_since(t) >= REFRESH) {
             match app.queue.concerts().await {
-                Ok(list) => concerts = list,
+                Ok(mut list) => {
+                    for (c, busy) in &active {
+                        if *busy && !list.contains(c) {
+                            tracing::warn!(concert = %c, "concert missing from the admission set (store lost data?); adding it back");
+                            if app.queue.add_to_timer(*c).await.is_ok() {
+                                list.push(*c);
+                            }
+                        }
+                    }
+                    active.retain(|c, _| list.contains(c));
+                    concerts = list;
+                }
                 Err(e) => tracing::debug!(error = %e, "could not list concerts for admission"),
             }
             refreshed = Some(now);
@@ -45,6 +60,9 @@ pub async fn run(app: Arc<App>, mut stop: watch::Receiver<bool>) {
             match result {
                 Ok(report) => {
                     record(concert, &report);
+                    if report.ran {
+                        active.insert(concert, report.waiting > 0 || report.admitted > 0);
+                    }
                     // Land a few ms past the period boundary; instances differ by a random ms.
                     let jitter = 2 + u64::from(uuid::Uuid::new_v4().as_bytes()[0] % 4);
                     due.insert(
