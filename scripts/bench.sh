@@ -23,6 +23,7 @@ export QG_ADDR="127.0.0.1:18080"
 ulimit -n 20000 2>/dev/null || true
 
 LISTEN_ADDR="$QG_ADDR" REDIS_KEY_PREFIX="$prefix" QUEUE_IDLE_SECS=3600 RUST_LOG=warn \
+  RATE_JOIN_PER_MIN=0 RATE_CHARGE_PER_MIN=0 RATE_HOLD_PER_MIN=0 \
   DATABASE_MAX_CONNECTIONS=40 "$bin/queuegate" serve &
 gw=$!
 cleanup() {
