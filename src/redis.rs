@@ -100,24 +100,35 @@ pub fn request_options() -> Options {
     }
 }
 
+/// A client builder with the given timeouts, TCP_NODELAY, and a reconnect policy.
+fn builder(
+    url: &str,
+    connect: Duration,
+    command: Duration,
+    policy: ReconnectPolicy,
+) -> Result<Builder, Error> {
+    let mut b = Builder::from_config(Config::from_url(url)?);
+    b.with_connection_config(|c| {
+        c.connection_timeout = connect;
+        c.internal_command_timeout = connect;
+        c.tcp = TcpConfig {
+            nodelay: Some(true),
+            ..Default::default()
+        };
+    })
+    .with_performance_config(|p| {
+        p.default_command_timeout = command;
+    })
+    .set_policy(policy);
+    Ok(b)
+}
+
 /// Builds a client pool for the queue store. Connection happens in the background with
 /// unlimited reconnects; callers may wait a bounded time for the first connection.
 pub fn pool(url: &str, size: usize) -> Result<Pool, Error> {
-    let config = Config::from_url(url)?;
-    let pool = Builder::from_config(config)
-        .with_connection_config(|c| {
-            c.connection_timeout = Duration::from_secs(2);
-            c.internal_command_timeout = Duration::from_secs(2);
-            c.tcp = TcpConfig {
-                nodelay: Some(true),
-                ..Default::default()
-            };
-        })
-        .with_performance_config(|p| {
-            p.default_command_timeout = Duration::from_secs(5);
-        })
-        .set_policy(ReconnectPolicy::new_exponential(0, 100, 2_000, 2))
-        .build_pool(size)?;
+    let policy = ReconnectPolicy::new_exponential(0, 100, 2_000, 2);
+    let pool =
+        builder(url, Duration::from_secs(2), Duration::from_secs(5), policy)?.build_pool(size)?;
     pool.connect_pool();
     Ok(pool)
 }
@@ -125,21 +136,8 @@ pub fn pool(url: &str, size: usize) -> Result<Pool, Error> {
 /// Builds one client for one Redlock master. Each master is independent by design: no pool
 /// sharing, its own reconnect loop, short timeouts so one dead master costs milliseconds.
 pub fn lock_client(url: &str) -> Result<Client, Error> {
-    let config = Config::from_url(url)?;
-    let client = Builder::from_config(config)
-        .with_connection_config(|c| {
-            c.connection_timeout = Duration::from_millis(500);
-            c.internal_command_timeout = Duration::from_millis(500);
-            c.tcp = TcpConfig {
-                nodelay: Some(true),
-                ..Default::default()
-            };
-        })
-        .with_performance_config(|p| {
-            p.default_command_timeout = Duration::from_millis(500);
-        })
-        .set_policy(ReconnectPolicy::new_constant(0, 250))
-        .build()?;
+    let short = Duration::from_millis(500);
+    let client = builder(url, short, short, ReconnectPolicy::new_constant(0, 250))?.build()?;
     client.connect();
     Ok(client)
 }

@@ -48,6 +48,16 @@ pub async fn balance(db: &Db, user: UserId) -> Result<Balance, ApiError> {
         .ok_or(ApiError::NotFound("no such user"))
 }
 
+/// The balance as this transaction sees it (after its own debit or credit).
+pub async fn balance_in(conn: &mut sqlx::MySqlConnection, user: UserId) -> Result<i64, ApiError> {
+    Ok(
+        sqlx::query_scalar("SELECT balance FROM wallets WHERE user_id = ?")
+            .bind(user.get())
+            .fetch_one(conn)
+            .await?,
+    )
+}
+
 /// Adds `amount` to the wallet. With a key, a repeated request returns the first result and
 /// charges once. Returns the stored response (status, JSON) so replays are byte-identical.
 pub async fn charge(
@@ -106,10 +116,7 @@ async fn charge_once(
         .bind(amount.get())
         .execute(&mut *tx)
         .await?;
-    let balance: i64 = sqlx::query_scalar("SELECT balance FROM wallets WHERE user_id = ?")
-        .bind(user.get())
-        .fetch_one(&mut *tx)
-        .await?;
+    let balance = balance_in(&mut tx, user).await?;
     let stored = Stored {
         status: 200,
         body: serde_json::to_string(&Balance {

@@ -145,10 +145,7 @@ async fn pay_tx(
         .bind(reservation.get())
         .execute(&mut *tx)
         .await?;
-    let balance: i64 = sqlx::query_scalar("SELECT balance FROM wallets WHERE user_id = ?")
-        .bind(user.get())
-        .fetch_one(&mut *tx)
-        .await?;
+    let balance = crate::wallet::balance_in(&mut tx, user).await?;
     let (concert_name, starts_at): (String, NaiveDateTime) = sqlx::query_as(
         "SELECT c.name, s.starts_at FROM schedules s JOIN concerts c ON c.id = s.concert_id WHERE s.id = ?",
     )

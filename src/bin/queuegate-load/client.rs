@@ -72,13 +72,7 @@ impl Conn {
         token: Option<&str>,
         json: &serde_json::Value,
     ) -> Result<(StatusCode, Bytes), Error> {
-        self.send(
-            Method::POST,
-            path,
-            token,
-            Some(Bytes::from(json.to_string())),
-        )
-        .await
+        self.send_json(Method::POST, path, token, json).await
     }
 
     pub async fn put_json(
@@ -87,13 +81,18 @@ impl Conn {
         token: Option<&str>,
         json: &serde_json::Value,
     ) -> Result<(StatusCode, Bytes), Error> {
-        self.send(
-            Method::PUT,
-            path,
-            token,
-            Some(Bytes::from(json.to_string())),
-        )
-        .await
+        self.send_json(Method::PUT, path, token, json).await
+    }
+
+    async fn send_json(
+        &mut self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        json: &serde_json::Value,
+    ) -> Result<(StatusCode, Bytes), Error> {
+        let body = Bytes::from(json.to_string());
+        self.send(method, path, token, Some(body)).await
     }
 }
 
