@@ -638,15 +638,7 @@ async fn request_ids_operations_and_metrics() {
     let masters = common::test_redlock_urls().split(',').count();
     assert_eq!(v["redlock"], format!("{masters}/{masters}"));
 
-    let text = app
-        .http
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = app.metrics_text().await;
     assert!(text.contains("queuegate_http_requests_total"));
     assert!(text.contains("queuegate_http_request_duration_seconds_bucket"));
     assert!(text.contains("queuegate_db_pool_connections"));
@@ -700,15 +692,7 @@ async fn listings_read_from_the_replica_when_one_is_configured() {
         app.hold(&access, concert.schedules[0], 1).await.status(),
         StatusCode::CREATED
     );
-    let text = app
-        .http
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = app.metrics_text().await;
     assert!(
         text.contains("pool=\"replica\""),
         "metrics tell the pools apart"

@@ -96,15 +96,7 @@ async fn without_a_lock_quorum_the_database_alone_still_allows_one_winner() {
         live_reservations_of_seat(&app, concert.schedules[0]).await,
         1
     );
-    let metrics = app
-        .http
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics_text().await;
     assert!(
         metrics.contains("queuegate_lock_fallback_total"),
         "fallbacks are counted"

@@ -6,7 +6,7 @@ mod common;
 
 use common::{ADMIN_TOKEN, spawn_with};
 use reqwest::StatusCode;
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::time::{Duration, Instant};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -15,17 +15,7 @@ async fn every_dashboard_metric_is_exported_after_a_short_run() {
     let concert = app.create_concert(1, 100).await;
     let user = app.create_user("metrics").await;
     app.charge(&user, 1000).await;
-    let joined: Value = app
-        .http
-        .post(app.url("/v1/queue"))
-        .bearer_auth(&user.token)
-        .json(&json!({ "concert_id": concert.id.get() }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let joined: Value = app.join_queue(&user, concert.id).await;
     let qt = joined["queue_token"].as_str().unwrap().to_owned();
     // Admission arrives over the event stream (counts SSE events too).
     let events = app
@@ -63,17 +53,7 @@ async fn every_dashboard_metric_is_exported_after_a_short_run() {
     );
     // A second user leaves, so leave counters exist.
     let other = app.create_user("leaver").await;
-    let j: Value = app
-        .http
-        .post(app.url("/v1/queue"))
-        .bearer_auth(&other.token)
-        .json(&json!({ "concert_id": concert.id.get() }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let j: Value = app.join_queue(&other, concert.id).await;
     app.http
         .delete(app.url("/v1/queue"))
         .bearer_auth(j["queue_token"].as_str().unwrap())
@@ -91,15 +71,7 @@ async fn every_dashboard_metric_is_exported_after_a_short_run() {
     // Wait for the revocation after payment to be counted.
     let started = Instant::now();
     let text = loop {
-        let text = app
-            .http
-            .get(app.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = app.metrics_text().await;
         if text.contains("queuegate_revocations_total") {
             break text;
         }

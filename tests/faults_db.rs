@@ -120,17 +120,7 @@ async fn without_the_database_booking_is_503_the_queue_goes_on_and_recovery_is_a
     app.charge(&buyer, 1000).await;
     let access = app.admit(&buyer, concert.id).await;
     let waiter = app.create_user("waiter").await;
-    let joined: Value = app
-        .http
-        .post(app.url("/v1/queue"))
-        .bearer_auth(&waiter.token)
-        .json(&json!({ "concert_id": concert.id.get() }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let joined: Value = app.join_queue(&waiter, concert.id).await;
     let queue_token = joined["queue_token"].as_str().unwrap().to_owned();
 
     // The database dies.

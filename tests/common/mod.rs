@@ -267,6 +267,20 @@ impl TestApp {
         format!("mysql://root@127.0.0.1:3306/{}", self.db_name)
     }
 
+    /// Joins the concert's queue over HTTP; returns the response body.
+    pub async fn join_queue(&self, user: &User, concert: ConcertId) -> Value {
+        let r = self
+            .http
+            .post(self.url("/v1/queue"))
+            .bearer_auth(&user.token)
+            .json(&json!({ "concert_id": concert.get() }))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "join: {}", r.status());
+        r.json().await.unwrap()
+    }
+
     /// The `/metrics` text.
     pub async fn metrics_text(&self) -> String {
         let r = self.http.get(self.url("/metrics")).send().await.unwrap();
