@@ -42,6 +42,8 @@ pub struct App {
     pub seats: SeatBoard,
     pub flights: crate::booking::flights::SeatFlights,
     pub limits: crate::ratelimit::RateLimiter,
+    /// Set at SIGTERM: the instance is leaving (see `Settings::shutdown_drain`).
+    pub draining: std::sync::atomic::AtomicBool,
     pub schedules: ScheduleCache,
     pub concerts: ConcertCache,
     pub events: EventHub,
@@ -96,6 +98,7 @@ impl App {
         let limits = crate::ratelimit::RateLimiter::new(settings.rate_limits.clone());
         Ok(Arc::new(App {
             limits,
+            draining: Default::default(),
             tokens: TokenKeys::new(settings.jwt_secret.as_bytes()),
             settings,
             db,

@@ -59,6 +59,9 @@ pub struct Settings {
     pub sweep_interval_secs: u64,
     /// Grace period for in-flight requests after SIGTERM/SIGINT.
     pub shutdown_grace: Duration,
+    /// "Lame duck" time after SIGTERM: still serving, but `/readyz` says 503 and every
+    /// response carries `Connection: close`, so balancers and clients move away first.
+    pub shutdown_drain: Duration,
     /// Tokio worker threads; `None` = one per core.
     pub worker_threads: Option<usize>,
     pub rate_limits: crate::ratelimit::Limits,
@@ -182,6 +185,7 @@ impl Settings {
             lock_ttl: Duration::from_millis(env.int("LOCK_TTL_MS", 2000, 50, 60_000)?),
             sweep_interval_secs: env.int("SWEEP_INTERVAL_SECS", 5, 1, 3600)?,
             shutdown_grace: Duration::from_secs(env.int("SHUTDOWN_GRACE_SECS", 10, 0, 600)?),
+            shutdown_drain: Duration::from_millis(env.int("SHUTDOWN_DRAIN_MS", 1000, 0, 60_000)?),
             worker_threads: match env.int("WORKER_THREADS", 0, 0, 1024)? {
                 0 => None,
                 n => Some(n as usize),

@@ -189,3 +189,89 @@ fn sigterm_lets_an_open_request_finish_and_exits_cleanly() {
     // New connections are refused once it is gone.
     assert!(std::net::TcpStream::connect(&addr).is_err());
 }
+
+/// Sends one request on a fresh connection; returns the raw response.
+fn raw_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(addr).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(conn, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut buf = Vec::new();
+    let _ = conn.read_to_end(&mut buf);
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+#[test]
+fn after_sigterm_the_instance_drains_as_a_lame_duck_before_leaving() {
+    let db = unique_db();
+    let mut child = bin()
+        .arg("serve")
+        .env("LISTEN_ADDR", "127.0.0.1:0")
+        .env("DATABASE_URL", format!("mysql://root@127.0.0.1:3306/{db}"))
+        .env(
+            "REDIS_KEY_PREFIX",
+            format!("qgt{}", uuid::Uuid::new_v4().simple()),
+        )
+        .env("LOG_FORMAT", "json")
+        .env("SHUTDOWN_DRAIN_MS", "3000")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr = loop {
+        let line = lines.next().expect("server exited early").unwrap();
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+        if v["message"] == "queuegate listening" {
+            break v["addr"].as_str().unwrap().to_owned();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    // Before the signal: ready, and connections are kept alive (no `connection: close`).
+    let before = raw_get(&addr, "/healthz");
+    assert!(
+        before.starts_with("HTTP/1.1 200")
+            && !before.to_ascii_lowercase().contains("connection: close"),
+        "{before}"
+    );
+    let started = Instant::now();
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    // While draining: still serving, readiness fails, and every response closes its connection.
+    let ready = loop {
+        let r = raw_get(&addr, "/readyz");
+        if r.starts_with("HTTP/1.1 503") {
+            break r;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "readyz never failed: {r}"
+        );
+    };
+    assert!(
+        ready.to_ascii_lowercase().contains("connection: close"),
+        "{ready}"
+    );
+    let health = raw_get(&addr, "/healthz");
+    assert!(
+        health.starts_with("HTTP/1.1 200"),
+        "still serving while draining: {health}"
+    );
+    let exit = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "did not exit in time"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(exit.success());
+    assert!(
+        started.elapsed() >= Duration::from_millis(2500),
+        "left before the drain period ended"
+    );
+}

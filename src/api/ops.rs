@@ -32,7 +32,7 @@ pub fn healthz() -> Result<Resp, ApiError> {
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses(
         (status = 200, description = "Redis and the database answer", body = Ready),
-        (status = 503, description = "A dependency is down", body = Ready),
+        (status = 503, description = "A dependency is down, or the instance is shutting down", body = Ready),
     ))]
 pub async fn readyz(app: &App) -> Result<Resp, ApiError> {
     let (redis, database, masters_up) = tokio::join!(
@@ -49,7 +49,8 @@ pub async fn readyz(app: &App) -> Result<Resp, ApiError> {
         None => None,
     };
     let up = |b: bool| if b { "ok" } else { "down" };
-    let status = if redis && database {
+    let draining = app.draining.load(std::sync::atomic::Ordering::Relaxed);
+    let status = if redis && database && !draining {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE

@@ -68,6 +68,10 @@ pub async fn handle(app: Arc<App>, req: hyper::Request<Incoming>, peer: SocketAd
         if let Ok(v) = HeaderValue::from_str(&req.request_id) {
             resp.headers_mut().insert("x-request-id", v);
         }
+        if app.draining.load(std::sync::atomic::Ordering::Relaxed) {
+            resp.headers_mut()
+                .insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
+        }
 
         // 5. observe
         let status = resp.status().as_u16();

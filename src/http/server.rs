@@ -43,31 +43,59 @@ pub async fn run(
                         continue;
                     }
                 };
-                let _ = stream.set_nodelay(true);
-                let app = app.clone();
-                let service = service_fn(move |req| {
-                    let app = app.clone();
-                    async move { Ok::<_, Infallible>(super::pipeline::handle(app, req, peer).await) }
-                });
-                let conn = builder.serve_connection(TokioIo::new(stream), service);
-                let conn = graceful.watch(conn);
-                tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!(error = %e, "connection ended with an error");
-                    }
-                });
+                serve(&app, &builder, &graceful, stream, peer);
             }
-            _ = &mut shutdown => {
-                tracing::info!("shutdown requested: no longer accepting connections");
-                break;
+            _ = &mut shutdown => break,
+        }
+    }
+    // Lame duck: keep serving for a moment, failing readiness and closing connections after
+    // each response, so a balancer stops sending here before anything is cut off.
+    app.draining
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    let drain = app.settings.shutdown_drain;
+    tracing::info!(?drain, "shutdown requested");
+    if !drain.is_zero() {
+        let until = tokio::time::sleep(drain);
+        tokio::pin!(until);
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => {
+                    if let Ok((stream, peer)) = accepted {
+                        serve(&app, &builder, &graceful, stream, peer);
+                    }
+                }
+                _ = &mut until => break,
             }
         }
     }
+    tracing::info!("no longer accepting connections");
     drop(listener);
     tokio::select! {
         _ = graceful.shutdown() => tracing::info!("all connections drained"),
         _ = tokio::time::sleep(grace) => tracing::warn!(?grace, "grace period over; closing remaining connections"),
     }
+}
+
+/// Serves one accepted connection on its own task, watched by the graceful shutdown.
+fn serve(
+    app: &Arc<App>,
+    builder: &http1::Builder,
+    graceful: &GracefulShutdown,
+    stream: tokio::net::TcpStream,
+    peer: std::net::SocketAddr,
+) {
+    let _ = stream.set_nodelay(true);
+    let app = app.clone();
+    let service = service_fn(move |req| {
+        let app = app.clone();
+        async move { Ok::<_, Infallible>(super::pipeline::handle(app, req, peer).await) }
+    });
+    let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, "connection ended with an error");
+        }
+    });
 }
 
 /// Resolves on SIGTERM or SIGINT.

@@ -58,6 +58,7 @@ pub async fn spawn_with(overrides: &[(&str, &str)]) -> TestApp {
     env.insert("SWEEP_INTERVAL_SECS".into(), "3600".into());
     // Concurrency tests fire hundreds of requests per user on purpose; the limits have their
     // own test.
+    env.insert("SHUTDOWN_DRAIN_MS".into(), "0".into());
     env.insert("RATE_JOIN_PER_MIN".into(), "0".into());
     env.insert("RATE_CHARGE_PER_MIN".into(), "0".into());
     env.insert("RATE_HOLD_PER_MIN".into(), "0".into());
