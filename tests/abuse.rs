@@ -358,3 +358,83 @@ fn secrets_never_appear_in_the_logs() {
     assert!(!all.contains(secret), "JWT_SECRET leaked into the logs");
     assert!(!all.contains(admin), "ADMIN_TOKEN leaked into the logs");
 }
+
+/// Event streams are served on the raw socket when they open a connection, and by hyper when
+/// they come later on a keep-alive connection; both answer alike, errors included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_streams_answer_alike_on_fresh_and_reused_connections() {
+    let app = spawn_with(&[
+        ("QUEUE_ADMIT_PER_TICK", "0"),
+        ("HEADER_READ_TIMEOUT_SECS", "1"),
+    ])
+    .await;
+    let concert = app.create_concert(1, 10).await;
+    let user = app.create_user("streamer").await;
+    let qt = app.join_queue(&user, concert.id).await["queue_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let addr = app.addr;
+    let (fresh, reused, forged, slow) = tokio::task::spawn_blocking(move || {
+        let first_event = |conn: &mut std::net::TcpStream| {
+            let mut buf = Vec::new();
+            let mut byte = [0u8; 1];
+            while !String::from_utf8_lossy(&buf).contains("\n\n") || !String::from_utf8_lossy(&buf).contains("event:") {
+                if conn.read(&mut byte).unwrap_or(0) == 0 {
+                    break;
+                }
+                buf.push(byte[0]);
+            }
+            String::from_utf8_lossy(&buf).into_owned()
+        };
+        // Fresh connection: the raw path.
+        let mut conn = std::net::TcpStream::connect(addr).unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        write!(conn, "GET /v1/queue/events?token={qt} HTTP/1.1\r\nHost: x\r\nX-Request-Id: raw-1\r\n\r\n").unwrap();
+        let fresh = first_event(&mut conn);
+        // A keep-alive connection that asked something else first: hyper serves the stream.
+        let mut conn = std::net::TcpStream::connect(addr).unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        write!(conn, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /v1/queue/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {qt}\r\n\r\n").unwrap();
+        let reused = first_event(&mut conn);
+        // A forged token on the raw path: a complete JSON error.
+        let mut conn = std::net::TcpStream::connect(addr).unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        write!(conn, "GET /v1/queue/events?token=forged HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut forged = Vec::new();
+        let _ = conn.read_to_end(&mut forged);
+        // A slow client on the raw path is cut off like on the hyper path.
+        let mut conn = std::net::TcpStream::connect(addr).unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        conn.write_all(b"GET /v1/queue/events?token=x HTTP/1.1\r\nHost: x\r\n").unwrap();
+        let started = Instant::now();
+        let mut sink = Vec::new();
+        let _ = conn.read_to_end(&mut sink);
+        (fresh, reused, String::from_utf8_lossy(&forged).into_owned(), started.elapsed())
+    })
+    .await
+    .unwrap();
+    for (name, text) in [("fresh", &fresh), ("reused", &reused)] {
+        assert!(text.contains("200 OK"), "{name}: {text}");
+        assert!(
+            text.to_ascii_lowercase()
+                .contains("content-type: text/event-stream"),
+            "{name}: {text}"
+        );
+        assert!(
+            text.contains("event: position") && text.contains("\"position\":1"),
+            "{name}: {text}"
+        );
+    }
+    assert!(
+        fresh.to_ascii_lowercase().contains("x-request-id: raw-1"),
+        "{fresh}"
+    );
+    assert!(forged.starts_with("HTTP/1.1 401"), "{forged}");
+    assert!(forged.contains("\"code\":\"UNAUTHORIZED\""), "{forged}");
+    assert!(
+        slow < Duration::from_secs(4),
+        "slow client held on for {slow:?}"
+    );
+    app.stop().await;
+}

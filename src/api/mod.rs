@@ -5,7 +5,7 @@ mod admin;
 mod booking;
 pub mod openapi;
 mod ops;
-mod queue;
+pub mod queue;
 mod users;
 
 use crate::app::App;

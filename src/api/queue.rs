@@ -244,16 +244,32 @@ pub async fn status(app: &App, req: &mut Req) -> Result<Resp, ApiError> {
     ))]
 pub async fn events(app: &App, req: &mut Req) -> Result<Resp, ApiError> {
     let token = match req.bearer() {
-        Some(t) => t.to_owned(),
-        None => req
-            .query_param("token")
-            .filter(|t| !t.is_empty())
-            .map(str::to_owned)
-            .ok_or(ApiError::Unauthorized("missing queue token"))?,
+        Some(t) => t,
+        None => req.query_param("token").unwrap_or(""),
     };
-    let q = app.tokens.verify_queue(&token)?;
+    let (rx, guard) = open_stream(app, token).await?;
+    Ok(event_stream(rx, guard))
+}
+
+/// Verifies a queue token and opens its event stream: a first `position` event and a place in
+/// the hub, or a single `admitted` event. Shared by the hyper route and the raw-connection
+/// path (`http::streams`).
+pub async fn open_stream(
+    app: &App,
+    token: &str,
+) -> Result<
+    (
+        tokio::sync::mpsc::Receiver<bytes::Bytes>,
+        events::StreamGuard,
+    ),
+    ApiError,
+> {
+    if token.is_empty() {
+        return Err(ApiError::Unauthorized("missing queue token"));
+    }
+    let q = app.tokens.verify_queue(token)?;
     let idle = app.settings.queue.idle_secs;
-    let (rx, guard) = match app
+    match app
         .queue
         .status(q.concert_id, q.user_id, q.seq, idle)
         .await?
@@ -263,17 +279,17 @@ pub async fn events(app: &App, req: &mut Req) -> Result<Resp, ApiError> {
             let eta_seconds =
                 eta::eta_seconds(position, eta::rate_per_sec(&pace, &app.settings.queue));
             let first = events::event("position", &events::position_json(position, eta_seconds));
-            app.events
-                .subscribe(q.concert_id, q.user_id, q.seq, position, first)
+            Ok(app
+                .events
+                .subscribe(q.concert_id, q.user_id, q.seq, position, first))
         }
         Place::Admitted { ends_ms } => {
             let payload =
                 events::admitted_json(&access_token(app, &q, ends_ms)?, &expires_at(ends_ms));
-            EventHub::single(events::event("admitted", &payload))
+            Ok(EventHub::single(events::event("admitted", &payload)))
         }
-        Place::Gone => return Err(ApiError::QueueEntryGone),
-    };
-    Ok(event_stream(rx, guard))
+        Place::Gone => Err(ApiError::QueueEntryGone),
+    }
 }
 
 #[utoipa::path(delete, path = "/v1/queue", tag = "queue",

@@ -6,6 +6,7 @@ pub mod request;
 pub mod response;
 pub mod router;
 pub mod server;
+pub mod streams;
 
 pub use request::Req;
 pub use response::{Body, Resp};

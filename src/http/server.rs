@@ -86,12 +86,21 @@ fn serve(
 ) {
     let _ = stream.set_nodelay(true);
     let app = app.clone();
-    let service = service_fn(move |req| {
-        let app = app.clone();
-        async move { Ok::<_, Infallible>(super::pipeline::handle(app, req, peer).await) }
-    });
-    let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+    let builder = builder.clone();
+    let watcher = graceful.watcher();
     tokio::spawn(async move {
+        // An event stream as the first request is served on the raw socket (see `streams`).
+        if super::streams::is_event_stream(&stream, app.settings.header_read_timeout).await {
+            // Boxed, like the hyper branch below: the task keeps only what its branch needs.
+            Box::pin(super::streams::serve(app, stream, peer)).await;
+            return;
+        }
+        let service_app = app.clone();
+        let service = service_fn(move |req| {
+            let app = service_app.clone();
+            async move { Ok::<_, Infallible>(super::pipeline::handle(app, req, peer).await) }
+        });
+        let conn = Box::pin(watcher.watch(builder.serve_connection(TokioIo::new(stream), service)));
         if let Err(e) = conn.await {
             tracing::debug!(error = %e, "connection ended with an error");
         }
