@@ -111,24 +111,28 @@ fn migrate_seed_and_check_on_a_fresh_database() {
     );
 }
 
-#[test]
-fn sigterm_lets_an_open_request_finish_and_exits_cleanly() {
-    let db = unique_db();
-    let mut child = bin()
-        .arg("serve")
+/// Starts `queuegate serve` on a free port with its own database and key prefix; returns the
+/// child and the address from its startup log line. The log keeps being drained so the child
+/// never blocks on a full pipe.
+fn serve(extra: &[(&str, &str)]) -> (std::process::Child, String) {
+    let mut cmd = bin();
+    cmd.arg("serve")
         .env("LISTEN_ADDR", "127.0.0.1:0")
-        .env("DATABASE_URL", format!("mysql://root@127.0.0.1:3306/{db}"))
+        .env(
+            "DATABASE_URL",
+            format!("mysql://root@127.0.0.1:3306/{}", unique_db()),
+        )
         .env(
             "REDIS_KEY_PREFIX",
             format!("qgt{}", uuid::Uuid::new_v4().simple()),
         )
         .env("LOG_FORMAT", "json")
-        .env("SHUTDOWN_GRACE_SECS", "5")
         .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    // The listening address is in the startup log line.
+        .stdout(Stdio::null());
+    for (k, v) in extra {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     let addr = loop {
         let line = lines.next().expect("server exited early").unwrap();
@@ -137,8 +141,13 @@ fn sigterm_lets_an_open_request_finish_and_exits_cleanly() {
             break v["addr"].as_str().unwrap().to_owned();
         }
     };
-    // Keep draining the log so the child never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
+    (child, addr)
+}
+
+#[test]
+fn sigterm_lets_an_open_request_finish_and_exits_cleanly() {
+    let (mut child, addr) = serve(&[("SHUTDOWN_GRACE_SECS", "5")]);
 
     // A request in flight: headers with `Expect: 100-continue`; hyper answers `100 Continue`
     // when the handler starts reading the body, which proves the request is being served.
@@ -203,30 +212,7 @@ fn raw_get(addr: &str, path: &str) -> String {
 
 #[test]
 fn after_sigterm_the_instance_drains_as_a_lame_duck_before_leaving() {
-    let db = unique_db();
-    let mut child = bin()
-        .arg("serve")
-        .env("LISTEN_ADDR", "127.0.0.1:0")
-        .env("DATABASE_URL", format!("mysql://root@127.0.0.1:3306/{db}"))
-        .env(
-            "REDIS_KEY_PREFIX",
-            format!("qgt{}", uuid::Uuid::new_v4().simple()),
-        )
-        .env("LOG_FORMAT", "json")
-        .env("SHUTDOWN_DRAIN_MS", "3000")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let addr = loop {
-        let line = lines.next().expect("server exited early").unwrap();
-        let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
-        if v["message"] == "queuegate listening" {
-            break v["addr"].as_str().unwrap().to_owned();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
+    let (mut child, addr) = serve(&[("SHUTDOWN_DRAIN_MS", "3000")]);
     // Before the signal: ready, and connections are kept alive (no `connection: close`).
     let before = raw_get(&addr, "/healthz");
     assert!(
