@@ -1,15 +1,27 @@
-//! The application: every shared resource in one place, built once from `Settings`, plus the
-//! background jobs that run beside the HTTP server. Tests build the same `App` on port 0.
+//! Building and wiring: connects to every dependency once, builds each service with exactly
+//! what it needs, hands the API to the HTTP server, and runs the background jobs beside it.
+//! Nothing here decides anything; tests build the same `App` on port 0.
 
+use crate::api::gate::Gate;
+use crate::api::routes::RAW_STREAMS;
+use crate::api::state::Api;
+use crate::booking::catalogue::Catalogue;
+use crate::booking::holds::Holds;
+use crate::booking::keys::SeatKeys;
+use crate::booking::payments::Payments;
+use crate::booking::reservations::Reservations;
 use crate::booking::seat_board::SeatBoard;
-use crate::booking::{ConcertCache, ScheduleCache};
 use crate::config::Settings;
 use crate::db::{Db, DbSetupError};
+use crate::health::Probes;
+use crate::http::lifecycle::Lifecycle;
+use crate::http::server::ServerConfig;
 use crate::lock::Redlock;
-use crate::queue::QueueStore;
-use crate::queue::events::EventHub;
+use crate::queue::service::Queue;
+use crate::queue::store::QueueStore;
+use crate::ratelimit::RateLimiter;
 use crate::tokens::TokenKeys;
-use metrics_exporter_prometheus::PrometheusHandle;
+use crate::wallet::Wallet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,21 +45,14 @@ pub enum StartError {
     Jobs(String),
 }
 
+/// The wired application. The handles beside `api` are for jobs, the CLI and tests.
 pub struct App {
     pub settings: Settings,
     pub db: Db,
-    pub queue: QueueStore,
-    pub redlock: Redlock,
-    pub tokens: TokenKeys,
-    pub seats: SeatBoard,
-    pub flights: crate::booking::flights::SeatFlights,
-    pub limits: crate::ratelimit::RateLimiter,
-    /// Set at SIGTERM: the instance is leaving (see `Settings::shutdown_drain`).
-    pub draining: std::sync::atomic::AtomicBool,
-    pub schedules: ScheduleCache,
-    pub concerts: ConcertCache,
-    pub events: EventHub,
-    pub metrics: PrometheusHandle,
+    pub tokens: Arc<TokenKeys>,
+    pub queue: Arc<Queue>,
+    pub api: Arc<Api>,
+    pub lifecycle: Arc<Lifecycle>,
 }
 
 impl App {
@@ -75,41 +80,49 @@ impl App {
         if !crate::redis::wait_connected(&pool, Duration::from_secs(3)).await {
             tracing::warn!(url = %settings.redis_url, "queue Redis is not reachable yet; queue routes answer 503 until it is");
         }
-        let queue = QueueStore::new(pool.clone(), settings.redis_key_prefix.clone());
-        if let Err(e) = queue.load_scripts().await {
+        let redlock = Arc::new(connect_redlock(&settings).await?);
+        let tokens = Arc::new(TokenKeys::new(settings.jwt_secret.expose().as_bytes()));
+
+        let store = Arc::new(QueueStore::new(
+            pool.clone(),
+            settings.redis_key_prefix.clone(),
+        ));
+        if let Err(e) = store.load_scripts().await {
             tracing::warn!(error = %e, "could not preload Lua scripts; they load on first use");
         }
-        let masters = settings
-            .redlock_urls
-            .iter()
-            .map(|u| crate::redis::lock_client(u))
-            .collect::<Result<Vec<_>, _>>()?;
-        // Give the masters a moment to connect so the first holds take the lock path; a master
-        // that is down does not hold up the start (it keeps reconnecting in the background).
-        futures_util::future::join_all(masters.iter().map(|m| {
-            tokio::time::timeout(
-                Duration::from_secs(1),
-                fred::interfaces::ClientLike::wait_for_connect(m),
-            )
-        }))
-        .await;
-        let redlock = Redlock::new(masters, settings.lock_ttl);
-        let seats = SeatBoard::new(pool, settings.redis_key_prefix.clone());
-        let limits = crate::ratelimit::RateLimiter::new(settings.rate_limits.clone());
+        let queue = Arc::new(Queue::new(store.clone(), tokens.clone(), settings.queue));
+
+        let seat_keys = SeatKeys::new(settings.redis_key_prefix.clone());
+        let board = Arc::new(SeatBoard::new(pool.clone(), seat_keys.clone()));
+        let catalogue = Arc::new(Catalogue::new(db.clone()));
+        let lifecycle = Arc::new(Lifecycle::default());
+        let api = Arc::new(Api {
+            gate: Gate::new(tokens.clone(), queue.clone(), settings.admin_token.clone()),
+            tokens: tokens.clone(),
+            queue: queue.clone(),
+            catalogue: catalogue.clone(),
+            holds: Holds::new(
+                db.clone(),
+                board.clone(),
+                redlock.clone(),
+                seat_keys,
+                settings.hold_ttl_secs,
+            ),
+            reservations: Reservations::new(db.clone(), board.clone(), catalogue.clone()),
+            payments: Payments::new(db.clone(), board, catalogue, store),
+            wallet: Wallet::new(db.clone()),
+            limits: RateLimiter::new(settings.rate_limits.clone()),
+            probes: Probes::new(pool, db.clone(), redlock),
+            metrics,
+            lifecycle: lifecycle.clone(),
+        });
         Ok(Arc::new(App {
-            limits,
-            draining: Default::default(),
-            tokens: TokenKeys::new(settings.jwt_secret.as_bytes()),
             settings,
             db,
+            tokens,
             queue,
-            redlock,
-            seats,
-            flights: Default::default(),
-            schedules: ScheduleCache::default(),
-            concerts: ConcertCache::default(),
-            events: EventHub::default(),
-            metrics,
+            api,
+            lifecycle,
         }))
     }
 
@@ -119,6 +132,24 @@ impl App {
             .await
             .map_err(|source| StartError::Listen { addr, source })
     }
+}
+
+/// One client per Redlock master. Each gets a moment to connect so the first holds take the
+/// lock path; a master that is down does not hold up the start (it keeps reconnecting).
+async fn connect_redlock(settings: &Settings) -> Result<Redlock, StartError> {
+    let masters = settings
+        .redlock_urls
+        .iter()
+        .map(|u| crate::redis::lock_client(u))
+        .collect::<Result<Vec<_>, _>>()?;
+    futures_util::future::join_all(masters.iter().map(|m| {
+        tokio::time::timeout(
+            Duration::from_secs(1),
+            fred::interfaces::ClientLike::wait_for_connect(m),
+        )
+    }))
+    .await;
+    Ok(Redlock::new(masters, settings.lock_ttl))
 }
 
 /// Background work that runs beside the server; stopped together on shutdown.
@@ -132,13 +163,18 @@ impl Background {
     pub async fn start(app: &Arc<App>) -> Result<Background, StartError> {
         let (stop, stop_rx) = watch::channel(false);
         let tasks = vec![
-            tokio::spawn(metrics_upkeep(app.clone(), stop_rx.clone())),
-            tokio::spawn(crate::queue::ticker::run(app.clone(), stop_rx.clone())),
-            tokio::spawn(crate::queue::events::run(app.clone(), stop_rx.clone())),
+            tokio::spawn(upkeep(app.api.clone(), stop_rx.clone())),
+            tokio::spawn(crate::queue::ticker::run(
+                app.queue.store().clone(),
+                app.settings.queue,
+                stop_rx.clone(),
+            )),
+            tokio::spawn(crate::queue::pump::run(app.queue.clone(), stop_rx.clone())),
         ];
-        let scheduler = crate::booking::sweep::schedule(app.clone())
-            .await
-            .map_err(|e| StartError::Jobs(e.to_string()))?;
+        let scheduler =
+            crate::booking::sweep::schedule(app.db.clone(), app.settings.sweep_interval_secs)
+                .await
+                .map_err(|e| StartError::Jobs(e.to_string()))?;
         Ok(Background {
             stop,
             tasks,
@@ -162,9 +198,9 @@ impl Background {
     }
 }
 
-/// Refreshes gauges that are read rather than counted: pool sizes, lock quorum; and lets the
-/// Prometheus recorder drain its histogram buffers.
-async fn metrics_upkeep(app: Arc<App>, mut stop: watch::Receiver<bool>) {
+/// Publishes the dependency probes as gauges, lets the Prometheus recorder drain its
+/// histogram buffers, and forgets rate-limit state that has refilled.
+async fn upkeep(api: Arc<Api>, mut stop: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(Duration::from_secs(5));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -172,12 +208,9 @@ async fn metrics_upkeep(app: Arc<App>, mut stop: watch::Receiver<bool>) {
             _ = tick.tick() => {}
             _ = stop.changed() => return,
         }
-        app.db.record_pool_metrics();
-        let up = app.redlock.masters_up().await;
-        metrics::gauge!("queuegate_redlock_masters_up").set(up as f64);
-        metrics::gauge!("queuegate_redlock_masters").set(app.redlock.masters() as f64);
-        app.metrics.run_upkeep();
-        app.limits.prune();
+        api.probes.publish().await;
+        api.metrics.run_upkeep();
+        api.limits.prune();
     }
 }
 
@@ -188,12 +221,24 @@ pub async fn run_until(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), StartError> {
     let background = Background::start(&app).await?;
-    let grace = app.settings.shutdown_grace;
+    let config = ServerConfig {
+        header_read_timeout: app.settings.header_read_timeout,
+        grace: app.settings.shutdown_grace,
+        drain: app.settings.shutdown_drain,
+        raw_streams: RAW_STREAMS,
+    };
     let shutdown = async {
         shutdown.await;
         background.signal_stop();
     };
-    crate::http::server::run(app, listener, shutdown, grace).await;
+    crate::http::server::run(
+        app.api.clone(),
+        app.lifecycle.clone(),
+        listener,
+        config,
+        shutdown,
+    )
+    .await;
     background.stop().await;
     Ok(())
 }

@@ -18,6 +18,50 @@ pub struct ConfigError {
     pub reason: String,
 }
 
+/// A secret setting (signing key, admin token): usable, never printed. `Debug` and `Display`
+/// show `<hidden>`, so a settings dump in a log or a panic message cannot leak it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<hidden>)")
+    }
+}
+
+impl std::fmt::Display for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<hidden>")
+    }
+}
+
+/// Requests per minute, and how many may come at once; 0 per minute = no limit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rate {
+    pub per_minute: u32,
+    pub burst: u32,
+}
+
+/// Per-instance rate limits (see `ratelimit`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RateLimits {
+    pub join_per_user: Rate,
+    pub charge_per_user: Rate,
+    pub hold_per_user: Rate,
+    /// All three scopes together, per client address.
+    pub per_address: Rate,
+    pub trusted_proxies: Vec<std::net::IpAddr>,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LogFormat {
     Human,
@@ -45,9 +89,9 @@ pub struct Settings {
     /// Prefix of every Redis key this instance writes; lets tests (or tenants) share one server.
     pub redis_key_prefix: String,
     pub redlock_urls: Vec<String>,
-    pub jwt_secret: String,
+    pub jwt_secret: Secret,
     pub jwt_secret_is_default: bool,
-    pub admin_token: Option<String>,
+    pub admin_token: Option<Secret>,
     pub queue: QueueDefaults,
     pub hold_ttl_secs: u64,
     pub auto_migrate: bool,
@@ -64,7 +108,7 @@ pub struct Settings {
     pub shutdown_drain: Duration,
     /// Tokio worker threads; `None` = one per core.
     pub worker_threads: Option<usize>,
-    pub rate_limits: crate::ratelimit::Limits,
+    pub rate_limits: RateLimits,
     /// Slow clients get this long to send their request headers.
     pub header_read_timeout: Duration,
 }
@@ -104,7 +148,7 @@ impl Settings {
             }
         };
         let (jwt_secret, jwt_secret_is_default) = match env.raw("JWT_SECRET") {
-            Some(s) if s.len() >= 32 => (s, false),
+            Some(s) if s.len() >= 32 => (Secret(s), false),
             Some(s) => {
                 return Err(env.error(
                     "JWT_SECRET",
@@ -119,7 +163,7 @@ impl Settings {
                     "required when QUEUEGATE_ENV=production",
                 ));
             }
-            None => (DEV_JWT_SECRET.to_owned(), true),
+            None => (Secret::new(DEV_JWT_SECRET), true),
         };
         let admin_token = match env.raw("ADMIN_TOKEN").filter(|s| !s.is_empty()) {
             Some(t) if t.len() < 16 => {
@@ -129,7 +173,7 @@ impl Settings {
                     "must be at least 16 bytes",
                 ));
             }
-            other => other,
+            other => other.map(Secret),
         };
         let database_url = env.string("DATABASE_URL", "mysql://root@127.0.0.1:3306/queuegate");
         check_mysql_url("DATABASE_URL", &database_url)?;
@@ -190,7 +234,7 @@ impl Settings {
                 0 => None,
                 n => Some(n as usize),
             },
-            rate_limits: crate::ratelimit::Limits {
+            rate_limits: RateLimits {
                 join_per_user: env.rate("RATE_JOIN_PER_MIN", 30)?,
                 charge_per_user: env.rate("RATE_CHARGE_PER_MIN", 30)?,
                 hold_per_user: env.rate("RATE_HOLD_PER_MIN", 60)?,
@@ -234,9 +278,9 @@ impl Env<'_> {
     }
 
     /// A per-minute rate; the burst is a sixth of it (ten seconds' worth), at least 5.
-    fn rate(&self, key: &'static str, default: u64) -> Result<crate::ratelimit::Rate, ConfigError> {
+    fn rate(&self, key: &'static str, default: u64) -> Result<Rate, ConfigError> {
         let per_minute = self.int(key, default, 0, 1_000_000)? as u32;
-        Ok(crate::ratelimit::Rate {
+        Ok(Rate {
             per_minute,
             burst: (per_minute / 6).max(5),
         })
@@ -326,6 +370,19 @@ mod tests {
         assert!(s.auto_migrate);
         assert!(s.jwt_secret_is_default);
         assert!(s.admin_token.is_none());
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let s = settings(&[
+            ("JWT_SECRET", "0123456789abcdef0123456789abcdef-top"),
+            ("ADMIN_TOKEN", "admin-token-very-secret"),
+        ])
+        .unwrap();
+        let dump = format!("{s:?}");
+        assert!(!dump.contains("0123456789abcdef"), "{dump}");
+        assert!(!dump.contains("very-secret"), "{dump}");
+        assert_eq!(s.admin_token.unwrap().expose(), "admin-token-very-secret");
     }
 
     #[test]

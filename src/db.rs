@@ -176,3 +176,19 @@ impl Db {
         )
     }
 }
+
+/// `Seconds_Behind_Master` of a replica, or `None` when it is not replicating (or the account
+/// lacks the REPLICATION CLIENT / SLAVE MONITOR privilege to ask).
+pub async fn replica_lag_secs(pool: &MySqlPool) -> Option<u64> {
+    use sqlx::Row;
+    let row = tokio::time::timeout(
+        Duration::from_secs(1),
+        sqlx::query("SHOW SLAVE STATUS").fetch_optional(pool),
+    )
+    .await
+    .ok()?
+    .ok()??;
+    row.try_get::<Option<u64>, _>("Seconds_Behind_Master")
+        .ok()
+        .flatten()
+}

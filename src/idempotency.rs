@@ -7,8 +7,19 @@
 //! client may top up its wallet and retry a payment with the same key.
 
 use crate::domain::{IdempotencyKey, UserId};
-use crate::error::{ApiError, is_unique_violation};
+use crate::store_error::{StoreError, is_unique_violation};
 use sqlx::MySqlConnection;
+
+#[derive(Debug, thiserror::Error)]
+pub enum IdempotencyError {
+    /// The client reused a key for a different request (a client bug worth a clear 422).
+    #[error("this Idempotency-Key was already used for a different request")]
+    KeyReused,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+crate::store_backed_error!(IdempotencyError);
 
 #[derive(Clone, Copy, Debug)]
 pub enum Scope {
@@ -47,7 +58,7 @@ pub async fn claim(
     scope: Scope,
     key: &IdempotencyKey,
     fingerprint: &str,
-) -> Result<Claim, ApiError> {
+) -> Result<Claim, IdempotencyError> {
     let inserted = sqlx::query(
         "INSERT INTO idempotency_keys (user_id, scope, idem_key, request_fingerprint) VALUES (?, ?, ?, ?)",
     )
@@ -71,17 +82,38 @@ pub async fn claim(
             .fetch_optional(&mut *conn)
             .await?;
             match row {
-                Some((fp, _, _)) if fp != fingerprint => Err(ApiError::validation(
-                    "Idempotency-Key",
-                    "was already used for a different request",
-                )),
+                Some((fp, _, _)) if fp != fingerprint => Err(IdempotencyError::KeyReused),
                 Some((_, Some(status), Some(body))) => Ok(Claim::Replay(Stored { status, body })),
                 // Committed rows always carry a result; anything else is worth a retry.
-                _ => Err(ApiError::Busy),
+                _ => Err(StoreError::Busy.into()),
             }
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// The stored result of `key`, read outside any transaction: for replays sent with a token
+/// that the first request already revoked. `None` unless it was stored for this very request.
+pub async fn stored(
+    pool: &sqlx::MySqlPool,
+    user: UserId,
+    scope: Scope,
+    key: &IdempotencyKey,
+    fingerprint: &str,
+) -> Result<Option<Stored>, StoreError> {
+    let row: Option<(String, Option<u16>, Option<String>)> = sqlx::query_as(
+        "SELECT request_fingerprint, status_code, response_body FROM idempotency_keys
+          WHERE user_id = ? AND scope = ? AND idem_key = ?",
+    )
+    .bind(user.get())
+    .bind(scope.as_str())
+    .bind(key.as_str())
+    .fetch_optional(pool)
+    .await?;
+    Ok(match row {
+        Some((fp, Some(status), Some(body))) if fp == fingerprint => Some(Stored { status, body }),
+        _ => None,
+    })
 }
 
 /// Stores the result under the key, in the same transaction as the work.
@@ -91,7 +123,7 @@ pub async fn complete(
     scope: Scope,
     key: &IdempotencyKey,
     stored: &Stored,
-) -> Result<(), ApiError> {
+) -> Result<(), StoreError> {
     sqlx::query(
         "UPDATE idempotency_keys SET status_code = ?, response_body = ?
          WHERE user_id = ? AND scope = ? AND idem_key = ?",

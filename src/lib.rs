@@ -1,14 +1,17 @@
 //! queuegate: a Redis-centric waiting-room gateway for concert ticket sales.
 //!
-//! Where things live:
-//! - `config` — typed settings from the environment;
-//! - `http` — server loop, request pipeline, routing; `api` — the handlers;
-//! - `tokens` — signed user/queue/access tokens; `gate` — who may call what;
-//! - `queue` — the waiting room in Redis (Lua scripts in `lua/`);
-//! - `lock` — Redlock over independent Redis masters;
-//! - `booking` — concerts, seats, holds, payments, expiry sweep; `wallet` — balances;
-//! - `db`, `redis` — connections; `metrics`, `telemetry` — observability;
-//! - `check` — the invariant checker; `seed` — demo data; `cli` — subcommands.
+//! The layers, top to bottom; each room imports only from rooms below it (see ARCHITECTURE.md):
+//! - `cli` — subcommands; `app` — builds the services and wires them to the server;
+//!   `check`, `seed` — invariant checker and demo data for the CLI;
+//! - `api` — routes, the gate, the error table, one handler per route (`api::state::Api` is
+//!   the handler the server runs);
+//! - `http` — a generic HTTP/1.1 server: pipeline, requests, responses, raw-socket streams;
+//! - services: `queue` (the waiting room in Redis), `booking` (catalogue, holds, payments),
+//!   `wallet`, `health` (dependency probes) — each owns its dependencies and background jobs;
+//! - stores and clients: `redis`, `db`, `lock` (Redlock), `tokens`, `idempotency`,
+//!   `ratelimit`, `store_error`;
+//! - `domain` (newtypes that parse), `config`, `metrics`, `telemetry`.
+#![forbid(unsafe_code)]
 
 pub mod api;
 pub mod app;
@@ -18,17 +21,16 @@ pub mod cli;
 pub mod config;
 pub mod db;
 pub mod domain;
-pub mod error;
-pub mod gate;
+pub mod health;
 pub mod http;
 pub mod idempotency;
 pub mod lock;
 pub mod metrics;
-pub mod pages;
 pub mod queue;
 pub mod ratelimit;
 pub mod redis;
 pub mod seed;
+pub mod store_error;
 pub mod telemetry;
 pub mod tokens;
 pub mod wallet;

@@ -10,8 +10,8 @@
 //! address in `X-Forwarded-For`. Per-address limits are off unless configured, because behind
 //! a balancer without `TRUSTED_PROXIES` every client would share the balancer's address.
 
+use crate::config::RateLimits;
 use crate::domain::UserId;
-use crate::error::ApiError;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
@@ -24,21 +24,11 @@ pub enum Scope {
     Hold,
 }
 
-/// Requests per minute, and how many may come at once; 0 per minute = no limit.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Rate {
-    pub per_minute: u32,
-    pub burst: u32,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Limits {
-    pub join_per_user: Rate,
-    pub charge_per_user: Rate,
-    pub hold_per_user: Rate,
-    /// All three scopes together, per client address.
-    pub per_address: Rate,
-    pub trusted_proxies: Vec<IpAddr>,
+/// A refused request: come back after this many seconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("too many requests; retry in {retry_after_secs} s")]
+pub struct Limited {
+    pub retry_after_secs: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -48,14 +38,14 @@ enum Subject {
 }
 
 pub struct RateLimiter {
-    limits: Limits,
+    limits: RateLimits,
     started: Instant,
     /// Theoretical arrival time (seconds since `started`) per subject.
     tat: Mutex<HashMap<Subject, f64>>,
 }
 
 impl RateLimiter {
-    pub fn new(limits: Limits) -> Self {
+    pub fn new(limits: RateLimits) -> Self {
         RateLimiter {
             limits,
             started: Instant::now(),
@@ -75,7 +65,7 @@ impl RateLimiter {
     }
 
     /// Admits one request of `user` from `address` in `scope`, or says how long to wait.
-    pub fn check(&self, scope: Scope, user: UserId, address: IpAddr) -> Result<(), ApiError> {
+    pub fn check(&self, scope: Scope, user: UserId, address: IpAddr) -> Result<(), Limited> {
         let per_user = match scope {
             Scope::Join => self.limits.join_per_user,
             Scope::Charge => self.limits.charge_per_user,
@@ -102,7 +92,7 @@ impl RateLimiter {
                 let wait = (at - now - tolerance).ceil().max(1.0) as u64;
                 metrics::counter!("queuegate_rate_limited_total", "scope" => scope_label(scope))
                     .increment(1);
-                return Err(ApiError::RateLimited {
+                return Err(Limited {
                     retry_after_secs: wait,
                 });
             }
@@ -136,10 +126,11 @@ fn scope_label(s: Scope) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Rate;
 
     fn limiter(per_minute: u32, burst: u32, per_address: Rate) -> RateLimiter {
         let r = Rate { per_minute, burst };
-        RateLimiter::new(Limits {
+        RateLimiter::new(RateLimits {
             join_per_user: r,
             charge_per_user: r,
             hold_per_user: r,
@@ -162,7 +153,7 @@ mod tests {
             assert!(l.check(Scope::Join, u, ip).is_ok());
         }
         match l.check(Scope::Join, u, ip) {
-            Err(ApiError::RateLimited { retry_after_secs }) => {
+            Err(Limited { retry_after_secs }) => {
                 assert!((1..=2).contains(&retry_after_secs))
             }
             other => panic!("{other:?}"),

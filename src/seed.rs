@@ -1,14 +1,14 @@
 //! Demo data (`queuegate seed`): one concert with three dates, so a fresh install has
 //! something to queue for. Running it again reuses the existing demo concert.
 
-use crate::booking::concerts;
+use crate::booking::catalogue::{self, CatalogueError};
 use crate::db::Db;
 use crate::domain::{ConcertId, ConcertName, FromJson, Price, StartsAt};
-use crate::error::ApiError;
+use crate::store_error::StoreError;
 
 pub const DEMO_CONCERT: &str = "queuegate demo night";
 
-pub async fn run(db: &Db) -> Result<ConcertId, ApiError> {
+pub async fn run(db: &Db) -> Result<ConcertId, CatalogueError> {
     let existing: Option<u64> =
         sqlx::query_scalar("SELECT id FROM concerts WHERE name = ? ORDER BY id LIMIT 1")
             .bind(DEMO_CONCERT)
@@ -17,8 +17,8 @@ pub async fn run(db: &Db) -> Result<ConcertId, ApiError> {
     if let Some(id) = existing.and_then(ConcertId::new) {
         return Ok(id);
     }
-    let name = ConcertName::from_json(&DEMO_CONCERT.into()).map_err(ApiError::internal)?;
-    let price = Price::from_json(&50_000.into()).map_err(ApiError::internal)?;
+    let name = ConcertName::from_json(&DEMO_CONCERT.into()).map_err(StoreError::bug)?;
+    let price = Price::from_json(&50_000.into()).map_err(StoreError::bug)?;
     let today = chrono::Utc::now().date_naive();
     let dates = [7, 14, 21].map(|days| {
         let at = (today + chrono::Days::new(days))
@@ -27,5 +27,5 @@ pub async fn run(db: &Db) -> Result<ConcertId, ApiError> {
             .and_utc();
         (StartsAt(at), price)
     });
-    Ok(concerts::create(db, &name, &dates).await?.concert_id)
+    Ok(catalogue::create(db, &name, &dates).await?.concert_id)
 }

@@ -6,7 +6,6 @@
 //! *still* live is a separate question answered by the queue store (see `gate.rs`).
 
 use crate::domain::{ConcertId, UserId};
-use crate::error::ApiError;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
@@ -22,6 +21,33 @@ pub enum Kind {
     User,
     Queue,
     Access,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::User => "user",
+            Kind::Queue => "queue",
+            Kind::Access => "access",
+        }
+    }
+}
+
+/// Why a token was not accepted. Each reason says what the holder can do about it.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    #[error("the {0} token has expired")]
+    Expired(&'static str),
+    #[error("the token is malformed (not a JWT issued by this service)")]
+    Malformed,
+    #[error("the token's signature does not verify (forged, or signed with another key)")]
+    BadSignature,
+    #[error("this route needs a {} token, but this is a {} token", .expected.as_str(), .found.as_str())]
+    WrongKind { expected: Kind, found: Kind },
+    #[error("the token lacks the claims a {} token carries", .0.as_str())]
+    MissingClaims(Kind),
+    #[error("could not sign a token: {0}")]
+    Signing(String),
 }
 
 /// Claims of every kind in one flat shape; the per-kind views below pick what they need.
@@ -94,26 +120,33 @@ impl TokenKeys {
         }
     }
 
-    fn sign(&self, claims: &Claims) -> Result<String, ApiError> {
+    fn sign(&self, claims: &Claims) -> Result<String, TokenError> {
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &self.encoding)
-            .map_err(ApiError::internal)
+            .map_err(|e| TokenError::Signing(e.to_string()))
     }
 
-    fn verify(&self, token: &str, kind: Kind) -> Result<Claims, ApiError> {
+    fn verify(&self, token: &str, kind: Kind) -> Result<Claims, TokenError> {
+        use jsonwebtoken::errors::ErrorKind as E;
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .map_err(|e| match e.kind() {
-                jsonwebtoken::errors::ErrorKind::ExpiredSignature => {
-                    ApiError::Unauthorized("token expired")
+                E::ExpiredSignature => TokenError::Expired(kind.as_str()),
+                E::InvalidSignature => TokenError::BadSignature,
+                // A well-formed token of ours with the wrong claims (issuer, kind, subject).
+                E::InvalidIssuer | E::MissingRequiredClaim(_) | E::ImmatureSignature => {
+                    TokenError::MissingClaims(kind)
                 }
-                _ => ApiError::Unauthorized("invalid token"),
+                _ => TokenError::Malformed,
             })?;
         if data.claims.kind != kind {
-            return Err(ApiError::Unauthorized("wrong kind of token for this route"));
+            return Err(TokenError::WrongKind {
+                expected: kind,
+                found: data.claims.kind,
+            });
         }
         Ok(data.claims)
     }
 
-    pub fn mint_user(&self, user_id: UserId) -> Result<String, ApiError> {
+    pub fn mint_user(&self, user_id: UserId) -> Result<String, TokenError> {
         let now = now_secs();
         self.sign(&Claims {
             kind: Kind::User,
@@ -127,7 +160,7 @@ impl TokenKeys {
         })
     }
 
-    pub fn mint_queue(&self, t: &QueueToken) -> Result<String, ApiError> {
+    pub fn mint_queue(&self, t: &QueueToken) -> Result<String, TokenError> {
         let now = now_secs();
         self.sign(&Claims {
             kind: Kind::Queue,
@@ -141,7 +174,7 @@ impl TokenKeys {
         })
     }
 
-    pub fn mint_access(&self, t: &AccessToken) -> Result<String, ApiError> {
+    pub fn mint_access(&self, t: &AccessToken) -> Result<String, TokenError> {
         self.sign(&Claims {
             kind: Kind::Access,
             iss: ISSUER.into(),
@@ -154,42 +187,42 @@ impl TokenKeys {
         })
     }
 
-    pub fn verify_user(&self, token: &str) -> Result<UserToken, ApiError> {
+    pub fn verify_user(&self, token: &str) -> Result<UserToken, TokenError> {
         let c = self.verify(token, Kind::User)?;
         Ok(UserToken {
-            user_id: user_id(c.sub)?,
+            user_id: user_id(c.sub, Kind::User)?,
         })
     }
 
-    pub fn verify_queue(&self, token: &str) -> Result<QueueToken, ApiError> {
+    pub fn verify_queue(&self, token: &str) -> Result<QueueToken, TokenError> {
         let c = self.verify(token, Kind::Queue)?;
         match (c.cid.and_then(ConcertId::new), c.seq, c.ep) {
             (Some(concert_id), Some(seq), Some(epoch)) => Ok(QueueToken {
-                user_id: user_id(c.sub)?,
+                user_id: user_id(c.sub, Kind::Queue)?,
                 concert_id,
                 seq,
                 epoch,
             }),
-            _ => Err(ApiError::Unauthorized("invalid token")),
+            _ => Err(TokenError::MissingClaims(Kind::Queue)),
         }
     }
 
-    pub fn verify_access(&self, token: &str) -> Result<AccessToken, ApiError> {
+    pub fn verify_access(&self, token: &str) -> Result<AccessToken, TokenError> {
         let c = self.verify(token, Kind::Access)?;
         match (c.cid.and_then(ConcertId::new), c.seq) {
             (Some(concert_id), Some(seq)) => Ok(AccessToken {
-                user_id: user_id(c.sub)?,
+                user_id: user_id(c.sub, Kind::Access)?,
                 concert_id,
                 seq,
                 exp: c.exp,
             }),
-            _ => Err(ApiError::Unauthorized("invalid token")),
+            _ => Err(TokenError::MissingClaims(Kind::Access)),
         }
     }
 }
 
-fn user_id(sub: String) -> Result<UserId, ApiError> {
-    UserId::from_path(&sub).ok_or(ApiError::Unauthorized("invalid token"))
+fn user_id(sub: String, kind: Kind) -> Result<UserId, TokenError> {
+    UserId::from_path(&sub).ok_or(TokenError::MissingClaims(kind))
 }
 
 #[cfg(test)]
@@ -248,10 +281,11 @@ mod tests {
                 exp: now_secs() - 60,
             })
             .unwrap();
-        assert!(matches!(
+        assert_eq!(
             k.verify_access(&expired),
-            Err(ApiError::Unauthorized("token expired"))
-        ));
+            Err(TokenError::Expired("access"))
+        );
+        assert_eq!(k.verify_user(&forged), Err(TokenError::BadSignature));
 
         // alg: none with a plausible payload.
         use base64_like::encode;
@@ -262,7 +296,22 @@ mod tests {
                 .as_bytes(),
         );
         assert!(k.verify_user(&format!("{header}.{payload}.")).is_err());
-        assert!(k.verify_user("garbage").is_err());
+        assert_eq!(k.verify_user("garbage"), Err(TokenError::Malformed));
+        let queue = k
+            .mint_queue(&QueueToken {
+                user_id: uid(1),
+                concert_id: ConcertId::new(1).unwrap(),
+                seq: 1,
+                epoch: "e".into(),
+            })
+            .unwrap();
+        assert_eq!(
+            k.verify_access(&queue),
+            Err(TokenError::WrongKind {
+                expected: Kind::Access,
+                found: Kind::Queue
+            })
+        );
         assert!(k.verify_user("").is_err());
     }
 

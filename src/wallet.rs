@@ -6,9 +6,39 @@
 
 use crate::db::Db;
 use crate::domain::{ChargeAmount, IdempotencyKey, UserId, UserName};
-use crate::error::{ApiError, retry_busy};
-use crate::idempotency::{self, Claim, Scope, Stored};
+use crate::idempotency::{self, Claim, IdempotencyError, Scope, Stored};
+use crate::store_error::{StoreError, retry_busy};
 use serde::Serialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum WalletError {
+    #[error("no such user")]
+    NoSuchUser,
+    /// A charge that would lift the balance over `MAX_BALANCE`.
+    #[error("the balance may not exceed {MAX_BALANCE}")]
+    BalanceCeiling,
+    #[error("this Idempotency-Key was already used for a different request")]
+    KeyReused,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+crate::store_backed_error!(WalletError);
+
+impl From<IdempotencyError> for WalletError {
+    fn from(e: IdempotencyError) -> Self {
+        match e {
+            IdempotencyError::KeyReused => Self::KeyReused,
+            IdempotencyError::Store(s) => Self::Store(s),
+        }
+    }
+}
+
+/// Users and their wallets, on the primary database.
+#[derive(Clone)]
+pub struct Wallet {
+    db: Db,
+}
 
 /// The most a wallet may hold; mirrors the `wallets_balance_bounded` CHECK constraint.
 pub const MAX_BALANCE: i64 = 1_000_000_000_000_000;
@@ -19,8 +49,44 @@ pub struct Balance {
     pub balance: i64,
 }
 
-/// Creates a user with an empty wallet; returns the new id.
-pub async fn create_user(db: &Db, name: &UserName) -> Result<UserId, ApiError> {
+impl Wallet {
+    pub fn new(db: Db) -> Self {
+        Wallet { db }
+    }
+
+    /// Creates a user with an empty wallet; returns the new id.
+    pub async fn create_user(&self, name: &UserName) -> Result<UserId, WalletError> {
+        create_user(&self.db, name).await
+    }
+
+    pub async fn balance(&self, user: UserId) -> Result<Balance, WalletError> {
+        let balance: Option<i64> =
+            sqlx::query_scalar("SELECT balance FROM wallets WHERE user_id = ?")
+                .bind(user.get())
+                .fetch_optional(self.db.primary())
+                .await?;
+        balance
+            .map(|balance| Balance {
+                user_id: user,
+                balance,
+            })
+            .ok_or(WalletError::NoSuchUser)
+    }
+
+    /// Adds `amount` to the wallet. With a key, a repeated request returns the first result
+    /// and charges once. Returns the stored response (status, JSON) so replays are
+    /// byte-identical, and whether it is a replay.
+    pub async fn charge(
+        &self,
+        user: UserId,
+        amount: ChargeAmount,
+        key: Option<&IdempotencyKey>,
+    ) -> Result<(Stored, bool), WalletError> {
+        retry_busy(|| charge_once(&self.db, user, amount, key)).await
+    }
+}
+
+async fn create_user(db: &Db, name: &UserName) -> Result<UserId, WalletError> {
     let mut tx = db.primary().begin().await?;
     let id = sqlx::query("INSERT INTO users (name) VALUES (?)")
         .bind(name.as_str())
@@ -32,24 +98,11 @@ pub async fn create_user(db: &Db, name: &UserName) -> Result<UserId, ApiError> {
         .execute(&mut *tx)
         .await?;
     tx.commit().await?;
-    UserId::new(id).ok_or_else(|| ApiError::internal("user id out of range"))
-}
-
-pub async fn balance(db: &Db, user: UserId) -> Result<Balance, ApiError> {
-    let balance: Option<i64> = sqlx::query_scalar("SELECT balance FROM wallets WHERE user_id = ?")
-        .bind(user.get())
-        .fetch_optional(db.primary())
-        .await?;
-    balance
-        .map(|balance| Balance {
-            user_id: user,
-            balance,
-        })
-        .ok_or(ApiError::NotFound("no such user"))
+    UserId::new(id).ok_or_else(|| StoreError::bug("user id out of range").into())
 }
 
 /// The balance as this transaction sees it (after its own debit or credit).
-pub async fn balance_in(conn: &mut sqlx::MySqlConnection, user: UserId) -> Result<i64, ApiError> {
+pub async fn balance_in(conn: &mut sqlx::MySqlConnection, user: UserId) -> Result<i64, StoreError> {
     Ok(
         sqlx::query_scalar("SELECT balance FROM wallets WHERE user_id = ?")
             .bind(user.get())
@@ -58,23 +111,12 @@ pub async fn balance_in(conn: &mut sqlx::MySqlConnection, user: UserId) -> Resul
     )
 }
 
-/// Adds `amount` to the wallet. With a key, a repeated request returns the first result and
-/// charges once. Returns the stored response (status, JSON) so replays are byte-identical.
-pub async fn charge(
-    db: &Db,
-    user: UserId,
-    amount: ChargeAmount,
-    key: Option<&IdempotencyKey>,
-) -> Result<(Stored, bool), ApiError> {
-    retry_busy(|| charge_once(db, user, amount, key)).await
-}
-
 async fn charge_once(
     db: &Db,
     user: UserId,
     amount: ChargeAmount,
     key: Option<&IdempotencyKey>,
-) -> Result<(Stored, bool), ApiError> {
+) -> Result<(Stored, bool), WalletError> {
     let mut tx = db.primary().begin().await?;
     if let Some(key) = key {
         let fingerprint = format!("amount={}", amount.get());
@@ -104,11 +146,8 @@ async fn charge_once(
         tx.rollback().await?;
         metrics::counter!("queuegate_wallet_charges_total", "result" => "rejected").increment(1);
         return Err(match exists {
-            None => ApiError::NotFound("no such user"),
-            Some(_) => ApiError::validation(
-                "amount",
-                format!("the balance may not exceed {MAX_BALANCE}"),
-            ),
+            None => WalletError::NoSuchUser,
+            Some(_) => WalletError::BalanceCeiling,
         });
     }
     sqlx::query("INSERT INTO ledger (user_id, kind, amount) VALUES (?, 'charge', ?)")
@@ -123,7 +162,7 @@ async fn charge_once(
             user_id: user,
             balance,
         })
-        .map_err(ApiError::internal)?,
+        .map_err(StoreError::bug)?,
     };
     if let Some(key) = key {
         idempotency::complete(&mut tx, user, Scope::Charge, key, &stored).await?;

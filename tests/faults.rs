@@ -598,7 +598,7 @@ fn shared_env(app: &TestApp, redis: &RedisServer) -> Vec<(&'static str, String)>
         ("REDIS_URL", redis.url()),
         ("REDLOCK_URLS", redis.url()),
         ("REDIS_KEY_PREFIX", s.redis_key_prefix.clone()),
-        ("JWT_SECRET", s.jwt_secret.clone()),
+        ("JWT_SECRET", s.jwt_secret.expose().to_owned()),
         ("ADMIN_TOKEN", ADMIN_TOKEN.to_owned()),
         ("DATABASE_MAX_CONNECTIONS", "40".to_owned()),
         ("SWEEP_INTERVAL_SECS", "3600".to_owned()),

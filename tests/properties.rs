@@ -2,11 +2,11 @@
 //! but a genuine token ever verifies.
 
 use proptest::prelude::*;
+use queuegate::api::json::JsonObject;
+use queuegate::api::routes as router;
 use queuegate::domain::{
     ChargeAmount, ConcertId, FromJson, IdempotencyKey, SeatNo, StartsAt, UserId, UserName,
 };
-use queuegate::http::request::JsonObject;
-use queuegate::http::router;
 use queuegate::tokens::{AccessToken, TokenKeys};
 
 fn keys() -> TokenKeys {

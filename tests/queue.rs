@@ -69,10 +69,11 @@ async fn get_queue(app: &TestApp, concert: ConcertId) -> Value {
 
 /// (ticks_total, admitted_total) read in one command, so the pair is consistent.
 async fn tick_figures(app: &TestApp, concert: ConcertId) -> (u64, u64) {
-    let k = app.app.queue.keys(concert);
+    let k = app.app.queue.store().keys(concert);
     let v: Vec<Option<u64>> = app
         .app
         .queue
+        .store()
         .pool()
         .next()
         .hmget(&k.stats, vec!["ticks_total", "admitted_total"])
@@ -98,9 +99,10 @@ async fn wait_admitted(app: &TestApp, queue_token: &str) -> String {
 }
 
 async fn admitted_count(app: &TestApp, concert: ConcertId) -> u64 {
-    let k = app.app.queue.keys(concert);
+    let k = app.app.queue.store().keys(concert);
     app.app
         .queue
+        .store()
         .pool()
         .next()
         .zcard(&k.admitted)
@@ -289,10 +291,11 @@ async fn a_kept_queue_token_restores_the_place_after_the_store_loses_its_data() 
     let seq2 = seq_of(&tokens[1]);
 
     // The store loses everything about this concert.
-    let k = app.app.queue.keys(concert.id);
+    let k = app.app.queue.store().keys(concert.id);
     let _: i64 = app
         .app
         .queue
+        .store()
         .pool()
         .next()
         .del(vec![

@@ -1,13 +1,14 @@
 //! Admin routes (bearer `ADMIN_TOKEN`): concert creation and live queue settings.
 
-use crate::app::App;
-use crate::booking::concerts;
+use super::error::{ApiError, ErrorBody};
+use super::json::JsonObject;
+use super::routes::param;
+use super::state::Api;
+use crate::booking::catalogue::NewConcert;
 use crate::domain::{ConcertId, ConcertName, FromJson, Price, StartsAt};
-use crate::error::ApiError;
-use crate::gate;
-use crate::http::response::{ErrorBody, json};
+use crate::http::response::json;
 use crate::http::{Req, Resp};
-use crate::queue::store::SettingsPatch;
+use crate::queue::model::SettingsPatch;
 use hyper::StatusCode;
 use serde_json::Value;
 
@@ -29,7 +30,7 @@ pub struct NewDate {
 }
 
 impl CreateConcert {
-    fn parse(body: &crate::http::request::JsonObject) -> Result<Self, ApiError> {
+    fn parse(body: &JsonObject) -> Result<Self, ApiError> {
         let name: ConcertName = body.required("name")?;
         let Some(Value::Array(items)) = body.get("schedules") else {
             return Err(ApiError::validation(
@@ -63,7 +64,7 @@ impl CreateConcert {
 #[utoipa::path(post, path = "/v1/admin/concerts", tag = "admin", request_body = CreateConcert,
     security(("admin_token" = [])),
     responses(
-        (status = 201, body = concerts::NewConcert),
+        (status = 201, body = NewConcert),
         (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody),
         (status = 403, description = "The admin API is disabled", body = ErrorBody),
@@ -71,18 +72,17 @@ impl CreateConcert {
         (status = 422, body = ErrorBody),
         (status = 503, body = ErrorBody),
     ))]
-pub async fn create_concert(app: &App, req: &mut Req) -> Result<Resp, ApiError> {
-    gate::admin(app, req)?;
-    let body = CreateConcert::parse(&req.json().await?)?;
+pub async fn create_concert(api: &Api, req: &mut Req) -> Result<Resp, ApiError> {
+    api.gate.admin(req)?;
+    let body = CreateConcert::parse(&JsonObject::read(req).await?)?;
     let schedules: Vec<(StartsAt, Price)> = body
         .schedules
         .iter()
         .map(|d| (d.starts_at, d.price))
         .collect();
-    let name = body.name;
-    let created = concerts::create(&app.db, &name, &schedules).await?;
+    let created = api.catalogue.create(&body.name, &schedules).await?;
     // Known to the admission timer from the start (joins would register it too).
-    if let Err(e) = app.queue.register_concert(created.concert_id).await {
+    if let Err(e) = api.queue.store().register_concert(created.concert_id).await {
         tracing::warn!(error = %e, "could not register the concert with the queue yet");
     }
     tracing::info!(concert_id = %created.concert_id, dates = created.schedules.len(), "concert created");
@@ -103,9 +103,9 @@ struct QueueView {
     measured_rate_per_sec: f64,
 }
 
-async fn queue_view(app: &App, concert: ConcertId) -> Result<QueueView, ApiError> {
-    let f = app.queue.figures(concert).await?;
-    let d = &app.settings.queue;
+async fn queue_view(api: &Api, concert: ConcertId) -> Result<QueueView, ApiError> {
+    let f = api.queue.store().figures(concert).await?;
+    let d = api.queue.defaults();
     Ok(QueueView {
         concert_id: concert,
         waiting: f.waiting,
@@ -119,10 +119,10 @@ async fn queue_view(app: &App, concert: ConcertId) -> Result<QueueView, ApiError
     })
 }
 
-async fn existing_concert(app: &App, req: &Req) -> Result<ConcertId, ApiError> {
-    let concert = req.param(0, ConcertId::from_path, "no such concert")?;
-    if !app.concerts.exists(&app.db, concert).await? {
-        return Err(ApiError::NotFound("no such concert"));
+async fn existing_concert(api: &Api, req: &Req) -> Result<ConcertId, ApiError> {
+    let concert = param(req, 0, ConcertId::from_path, "no such concert")?;
+    if !api.catalogue.exists(concert).await? {
+        return Err(ApiError::not_found("no such concert"));
     }
     Ok(concert)
 }
@@ -137,29 +137,10 @@ async fn existing_concert(app: &App, req: &Req) -> Result<ConcertId, ApiError> {
         (status = 404, body = ErrorBody),
         (status = 503, body = ErrorBody),
     ))]
-pub async fn get_queue(app: &App, req: &mut Req) -> Result<Resp, ApiError> {
-    gate::admin(app, req)?;
-    let concert = existing_concert(app, req).await?;
-    Ok(json(StatusCode::OK, &queue_view(app, concert).await?))
-}
-
-/// An integer field within bounds, or 422 naming it.
-fn bounded(
-    body: &crate::http::request::JsonObject,
-    field: &str,
-    min: u64,
-    max: u64,
-) -> Result<Option<u64>, ApiError> {
-    match body.get(field) {
-        None => Ok(None),
-        Some(v) => match v.as_u64() {
-            Some(n) if (min..=max).contains(&n) => Ok(Some(n)),
-            _ => Err(ApiError::validation(
-                field,
-                format!("must be an integer in {min}..={max}"),
-            )),
-        },
-    }
+pub async fn get_queue(api: &Api, req: &mut Req) -> Result<Resp, ApiError> {
+    api.gate.admin(req)?;
+    let concert = existing_concert(api, req).await?;
+    Ok(json(StatusCode::OK, &queue_view(api, concert).await?))
 }
 
 /// Body of `PUT /v1/admin/concerts/{concert_id}/queue`: any of the settings.
@@ -192,18 +173,19 @@ struct QueueSettingsBody {
         (status = 422, description = "A value out of range or mistyped; nothing changed", body = ErrorBody),
         (status = 503, body = ErrorBody),
     ))]
-pub async fn put_queue(app: &App, req: &mut Req) -> Result<Resp, ApiError> {
-    gate::admin(app, req)?;
-    let concert = existing_concert(app, req).await?;
-    let body = req.json().await?;
+pub async fn put_queue(api: &Api, req: &mut Req) -> Result<Resp, ApiError> {
+    api.gate.admin(req)?;
+    let concert = existing_concert(api, req).await?;
+    let body = JsonObject::read(req).await?;
     let patch = SettingsPatch {
-        admit_per_tick: bounded(&body, "admit_per_tick", 0, 100_000)?,
-        tick_ms: bounded(&body, "tick_ms", 100, 60_000)?,
-        max_active: bounded(&body, "max_active", 0, 1_000_000)?,
-        access_ttl_secs: bounded(&body, "access_ttl_secs", 10, 86_400)?,
+        admit_per_tick: body.bounded("admit_per_tick", 0, 100_000)?,
+        tick_ms: body.bounded("tick_ms", 100, 60_000)?,
+        max_active: body.bounded("max_active", 0, 1_000_000)?,
+        access_ttl_secs: body.bounded("access_ttl_secs", 10, 86_400)?,
     };
-    app.queue.put_settings(concert, &patch).await?;
-    app.queue.add_to_timer(concert).await?;
+    let store = api.queue.store();
+    store.put_settings(concert, &patch).await?;
+    store.add_to_timer(concert).await?;
     tracing::info!(%concert, ?patch, "queue settings changed");
-    Ok(json(StatusCode::OK, &queue_view(app, concert).await?))
+    Ok(json(StatusCode::OK, &queue_view(api, concert).await?))
 }

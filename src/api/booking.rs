@@ -1,20 +1,20 @@
 //! Booking routes, all behind the access gate: schedules, seats, holds, payments; plus the
 //! public list of concerts on sale.
 
-use super::{idempotency_key, stored_response};
-use crate::app::App;
-use crate::booking::concerts::{Catalogue, Schedules, Seats};
-use crate::booking::payments::Payment;
+use super::error::{ApiError, ErrorBody};
+use super::gate::Gate;
+use super::json::{JsonObject, idempotency_key, stored_response};
+use super::routes::param;
+use super::state::Api;
+use crate::booking::catalogue::{OnSale, Schedules, Seats};
+use crate::booking::payments::{MAX_CHECKOUT, PayFor, Payment};
 use crate::booking::reservations::Reservation;
-use crate::booking::{concerts, payments, reservations};
-use crate::domain::{ConcertId, ReservationId, ScheduleId, SeatNo};
-use crate::error::ApiError;
-use crate::gate;
-use crate::http::request::JsonObject;
-use crate::http::response::{ErrorBody, empty, json};
+use crate::domain::{ConcertId, FromJson, ReservationId, ScheduleId, SeatNo};
+use crate::http::response::{empty, json};
 use crate::http::{Req, Resp};
+use crate::ratelimit::Scope;
 use hyper::StatusCode;
-use std::sync::Arc;
+use serde_json::Value;
 
 /// Body of `POST /v1/reservations`.
 #[derive(utoipa::ToSchema)]
@@ -32,24 +32,54 @@ impl HoldSeat {
     }
 }
 
-/// Body of `POST /v1/payments`.
+/// Body of `POST /v1/payments`: one hold (`reservation_id`) or a checkout of several
+/// (`reservation_ids`, 1..=4 distinct holds of the caller in this concert, all or nothing).
 #[derive(utoipa::ToSchema)]
 pub struct Pay {
-    pub reservation_id: ReservationId,
+    pub reservation_id: Option<ReservationId>,
+    #[schema(min_items = 1, max_items = 4)]
+    pub reservation_ids: Option<Vec<ReservationId>>,
 }
 
 impl Pay {
-    fn parse(b: &JsonObject) -> Result<Self, ApiError> {
-        Ok(Pay {
-            reservation_id: b.required("reservation_id")?,
-        })
+    fn parse(b: &JsonObject) -> Result<PayFor, ApiError> {
+        match (b.get("reservation_id"), b.get("reservation_ids")) {
+            (Some(_), Some(_)) => Err(ApiError::validation(
+                "reservation_ids",
+                "send either reservation_id or reservation_ids, not both",
+            )),
+            (_, None | Some(Value::Null)) => Ok(PayFor::One(b.required("reservation_id")?)),
+            (_, Some(Value::Array(items))) => {
+                let field = "reservation_ids";
+                if items.is_empty() || items.len() > MAX_CHECKOUT {
+                    return Err(ApiError::validation(
+                        field,
+                        format!("must hold 1..={MAX_CHECKOUT} reservation ids"),
+                    ));
+                }
+                let mut ids = Vec::with_capacity(items.len());
+                for item in items {
+                    let id = ReservationId::from_json(item)
+                        .map_err(|m| ApiError::validation(field, m))?;
+                    if ids.contains(&id) {
+                        return Err(ApiError::validation(field, "must not repeat an id"));
+                    }
+                    ids.push(id);
+                }
+                Ok(PayFor::Checkout(ids))
+            }
+            (_, Some(_)) => Err(ApiError::validation(
+                "reservation_ids",
+                "must be an array of reservation ids",
+            )),
+        }
     }
 }
 
 #[utoipa::path(get, path = "/v1/concerts", tag = "booking",
-    responses((status = 200, description = "Concerts with dates still to come", body = Catalogue), (status = 503, body = ErrorBody)))]
-pub async fn list_concerts(app: &App) -> Result<Resp, ApiError> {
-    Ok(json(StatusCode::OK, &concerts::on_sale(&app.db).await?))
+    responses((status = 200, description = "Concerts with dates still to come", body = OnSale), (status = 503, body = ErrorBody)))]
+pub async fn list_concerts(api: &Api) -> Result<Resp, ApiError> {
+    Ok(json(StatusCode::OK, &api.catalogue.on_sale().await?))
 }
 
 #[utoipa::path(get, path = "/v1/concerts/{concert_id}/schedules", tag = "booking",
@@ -62,22 +92,14 @@ pub async fn list_concerts(app: &App) -> Result<Resp, ApiError> {
         (status = 404, body = ErrorBody),
         (status = 503, body = ErrorBody),
     ))]
-pub async fn schedules(app: &App, req: &mut Req) -> Result<Resp, ApiError> {
-    let concert = req.param(0, ConcertId::from_path, "no such concert")?;
-    let token = gate::access(app, req).await?;
-    gate::same_concert(&token, concert)?;
+pub async fn schedules(api: &Api, req: &mut Req) -> Result<Resp, ApiError> {
+    let concert = param(req, 0, ConcertId::from_path, "no such concert")?;
+    let token = api.gate.access(req).await?;
+    Gate::same_concert(&token, concert)?;
     Ok(json(
         StatusCode::OK,
-        &concerts::schedules(&app.db, concert).await?,
+        &api.catalogue.schedules(concert).await?,
     ))
-}
-
-/// The concert a schedule belongs to, or 404.
-async fn concert_of(app: &App, schedule: ScheduleId) -> Result<ConcertId, ApiError> {
-    app.schedules
-        .concert_of(&app.db, schedule)
-        .await?
-        .ok_or(ApiError::NotFound("no such schedule"))
 }
 
 #[utoipa::path(get, path = "/v1/schedules/{schedule_id}/seats", tag = "booking",
@@ -90,54 +112,37 @@ async fn concert_of(app: &App, schedule: ScheduleId) -> Result<ConcertId, ApiErr
         (status = 404, body = ErrorBody),
         (status = 503, body = ErrorBody),
     ))]
-pub async fn seats(app: &App, req: &mut Req) -> Result<Resp, ApiError> {
-    let schedule = req.param(0, ScheduleId::from_path, "no such schedule")?;
-    let token = gate::access(app, req).await?;
-    gate::same_concert(&token, concert_of(app, schedule).await?)?;
-    Ok(json(
-        StatusCode::OK,
-        &concerts::seats(&app.db, schedule).await?,
-    ))
+pub async fn seats(api: &Api, req: &mut Req) -> Result<Resp, ApiError> {
+    let schedule = param(req, 0, ScheduleId::from_path, "no such schedule")?;
+    let token = api.gate.access(req).await?;
+    Gate::same_concert(&token, api.catalogue.concert_of(schedule).await?)?;
+    Ok(json(StatusCode::OK, &api.catalogue.seats(schedule).await?))
 }
 
 #[utoipa::path(post, path = "/v1/reservations", tag = "booking", request_body = HoldSeat,
     security(("access_token" = [])),
     responses(
-        (status = 201, description = "The seat is held until expires_at", body = Reservation),
+        (status = 201, description = "The seat is held until expires_at (never past the admission's end)", body = Reservation),
         (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody),
-        (status = 409, description = "SEAT_UNAVAILABLE or HOLD_LIMIT_REACHED", body = ErrorBody),
+        (status = 409, description = "SEAT_UNAVAILABLE (with reservation_id when the hold is the caller's own) or HOLD_LIMIT_REACHED", body = ErrorBody),
         (status = 413, body = ErrorBody),
         (status = 422, body = ErrorBody),
         (status = 429, description = "RATE_LIMITED (see Retry-After)", body = ErrorBody),
         (status = 503, body = ErrorBody),
     ))]
-pub async fn hold(app: &App, req: &mut Req) -> Result<Resp, ApiError> {
-    let token = gate::access(app, req).await?;
-    super::rate_limit(app, req, crate::ratelimit::Scope::Hold, token.user_id)?;
-    let body = HoldSeat::parse(&req.json().await?)?;
-    gate::same_concert(&token, concert_of(app, body.schedule_id).await?)?;
-    let r = reservations::hold(app, token.user_id, body.schedule_id, body.seat_no).await?;
+pub async fn hold(api: &Api, req: &mut Req) -> Result<Resp, ApiError> {
+    let token = api.gate.access(req).await?;
+    api.rate_limit(req, Scope::Hold, token.user_id)?;
+    let body = HoldSeat::parse(&JsonObject::read(req).await?)?;
+    Gate::same_concert(&token, api.catalogue.concert_of(body.schedule_id).await?)?;
+    let r = api
+        .holds
+        .hold(&token, body.schedule_id, body.seat_no)
+        .await?;
     Ok(json(StatusCode::CREATED, &r))
-}
-
-/// A reservation the caller owns, for the caller's concert.
-async fn owned(
-    app: &App,
-    req: &Req,
-) -> Result<(Reservation, crate::tokens::AccessToken), ApiError> {
-    let id = req.param(0, ReservationId::from_path, "no such reservation")?;
-    let token = gate::access(app, req).await?;
-    let r = reservations::get(&app.db, id).await?;
-    if r.user_id != token.user_id {
-        return Err(ApiError::Forbidden(
-            "this reservation belongs to another user",
-        ));
-    }
-    gate::same_concert(&token, concert_of(app, r.schedule_id).await?)?;
-    Ok((r, token))
 }
 
 #[utoipa::path(get, path = "/v1/reservations/{reservation_id}", tag = "booking",
@@ -150,9 +155,13 @@ async fn owned(
         (status = 404, body = ErrorBody),
         (status = 503, body = ErrorBody),
     ))]
-pub async fn get(app: &App, req: &mut Req) -> Result<Resp, ApiError> {
-    let (r, _) = owned(app, req).await?;
-    Ok(json(StatusCode::OK, &r))
+pub async fn get(api: &Api, req: &mut Req) -> Result<Resp, ApiError> {
+    let id = param(req, 0, ReservationId::from_path, "no such reservation")?;
+    let token = api.gate.access(req).await?;
+    Ok(json(
+        StatusCode::OK,
+        &api.reservations.get(&token, id).await?,
+    ))
 }
 
 #[utoipa::path(delete, path = "/v1/reservations/{reservation_id}", tag = "booking",
@@ -166,9 +175,10 @@ pub async fn get(app: &App, req: &mut Req) -> Result<Resp, ApiError> {
         (status = 409, description = "Not held any more (HOLD_EXPIRED, ALREADY_PAID)", body = ErrorBody),
         (status = 503, body = ErrorBody),
     ))]
-pub async fn cancel(app: &App, req: &mut Req) -> Result<Resp, ApiError> {
-    let (r, token) = owned(app, req).await?;
-    reservations::cancel(&app.db, &app.seats, token.user_id, r.reservation_id).await?;
+pub async fn cancel(api: &Api, req: &mut Req) -> Result<Resp, ApiError> {
+    let id = param(req, 0, ReservationId::from_path, "no such reservation")?;
+    let token = api.gate.access(req).await?;
+    api.reservations.cancel(&token, id).await?;
     Ok(empty(StatusCode::NO_CONTENT))
 }
 
@@ -176,11 +186,11 @@ pub async fn cancel(app: &App, req: &mut Req) -> Result<Resp, ApiError> {
     params(("Idempotency-Key" = Option<String>, Header, description = "Repeats return the first result, even with a newer or already revoked access token")),
     security(("access_token" = [])),
     responses(
-        (status = 201, description = "Paid: the seat is sold and the access token revoked", body = Payment),
+        (status = 201, description = "Paid: the seats are sold, the access token revoked and the caller's other holds in this concert released. One `Payment` for `reservation_id`; a `Checkout` for `reservation_ids`", body = Payment),
         (status = 200, description = "A replay of an earlier result", body = Payment),
         (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody),
-        (status = 402, description = "INSUFFICIENT_BALANCE", body = ErrorBody),
+        (status = 402, description = "INSUFFICIENT_BALANCE (with balance and due)", body = ErrorBody),
         (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody),
         (status = 409, description = "HOLD_EXPIRED or ALREADY_PAID", body = ErrorBody),
@@ -188,16 +198,18 @@ pub async fn cancel(app: &App, req: &mut Req) -> Result<Resp, ApiError> {
         (status = 422, body = ErrorBody),
         (status = 503, body = ErrorBody),
     ))]
-pub async fn pay(app: &Arc<App>, req: &mut Req) -> Result<Resp, ApiError> {
+pub async fn pay(api: &Api, req: &mut Req) -> Result<Resp, ApiError> {
     let key = idempotency_key(req)?;
-    let token = match (gate::access(app, req).await, &key) {
+    let token = match (api.gate.access(req).await, &key) {
         (Ok(token), _) => token,
         // A retry of a payment that already went through: the payment revoked the token, but
         // the client deserves the first result rather than a 401.
-        (Err(ApiError::TokenRevoked), Some(key)) => {
-            let token = app.tokens.verify_access(req.require_bearer()?)?;
-            let body = Pay::parse(&req.json().await?)?;
-            return match payments::stored_result(app, token.user_id, key, body.reservation_id)
+        (Err(ApiError::TokenRevoked(why)), Some(key)) => {
+            let token = api.gate.access_claims(req)?;
+            let what = Pay::parse(&JsonObject::read(req).await?)?;
+            return match api
+                .payments
+                .stored_result(token.user_id, key, &what)
                 .await?
             {
                 Some(stored) => {
@@ -205,12 +217,12 @@ pub async fn pay(app: &Arc<App>, req: &mut Req) -> Result<Resp, ApiError> {
                         .increment(1);
                     Ok(stored_response(stored, true))
                 }
-                None => Err(ApiError::TokenRevoked),
+                None => Err(ApiError::TokenRevoked(why)),
             };
         }
         (Err(e), _) => return Err(e),
     };
-    let body = Pay::parse(&req.json().await?)?;
-    let (stored, replayed) = payments::pay(app, &token, body.reservation_id, key.as_ref()).await?;
+    let what = Pay::parse(&JsonObject::read(req).await?)?;
+    let (stored, replayed) = api.payments.pay(&token, &what, key.as_ref()).await?;
     Ok(stored_response(stored, replayed))
 }

@@ -1,87 +1,99 @@
-//! The HTTP API: each handler parses its request into domain types, asks the right gate, calls
-//! one domain operation and shapes the answer. No SQL or Redis here.
+//! The HTTP API: routes, the gate, the error table, and one handler per route. Each handler
+//! parses its request into domain types, asks the gate, calls one service operation and shapes
+//! the answer. No SQL or Redis here.
+//!
+//! `Api` (in `state`) is the `http::Handler` the server runs: resolve the route, dispatch,
+//! and turn any error into the contract's envelope.
 
-mod admin;
-mod booking;
+pub mod admin;
+pub mod booking;
+pub mod error;
+pub mod gate;
+pub mod json;
 pub mod openapi;
-mod ops;
+pub mod ops;
+pub mod pages;
 pub mod queue;
-mod users;
+pub mod routes;
+pub mod state;
+pub mod users;
 
-use crate::app::App;
-use crate::error::ApiError;
-use crate::http::router::Route;
+use error::ApiError;
+use hyper::header::{ALLOW, HeaderValue};
+use routes::Route;
+use state::Api;
+
+use crate::http::handler::{Handler, Served};
 use crate::http::{Req, Resp};
 
-pub async fn dispatch(
-    app: &std::sync::Arc<App>,
-    route: Route,
-    req: &mut Req,
-) -> Result<Resp, ApiError> {
+impl Handler for Api {
+    async fn serve(&self, req: &mut Req) -> Served {
+        let (route, result) = match routes::resolve(&req.method, &req.path) {
+            Ok(m) => {
+                req.params = m.params;
+                (Some(m.route), dispatch(self, m.route, req).await)
+            }
+            Err(e) => (None, Err(e)),
+        };
+        let label = route.map_or(routes::UNMATCHED, Route::name);
+        let resp = match result {
+            Ok(resp) => resp,
+            Err(e) => {
+                if e.status().is_server_error() {
+                    tracing::error!(error = %e, code = e.code(), "request failed");
+                }
+                let mut r = error::respond(&e, &req.request_id);
+                if matches!(e, ApiError::MethodNotAllowed)
+                    && let Ok(v) = HeaderValue::from_str(&routes::allowed(&req.path).join(", "))
+                {
+                    r.headers_mut().insert(ALLOW, v);
+                }
+                r
+            }
+        };
+        Served {
+            route: label,
+            resp,
+            quiet: matches!(route, Some(Route::Metrics | Route::Healthz)),
+        }
+    }
+
+    fn panicked(&self, request_id: &str) -> Resp {
+        error::respond(&ApiError::Internal("handler panicked".into()), request_id)
+    }
+}
+
+async fn dispatch(api: &Api, route: Route, req: &mut Req) -> Result<Resp, ApiError> {
     use Route::*;
     match route {
         Healthz => ops::healthz(),
-        Readyz => ops::readyz(app).await,
-        Metrics => ops::metrics(app),
-        CreateUser => users::create(app, req).await,
-        GetBalance => users::balance(app, req).await,
-        ChargeBalance => users::charge(app, req).await,
-        ConcertSchedules => booking::schedules(app, req).await,
-        ScheduleSeats => booking::seats(app, req).await,
-        CreateReservation => booking::hold(app, req).await,
-        GetReservation => booking::get(app, req).await,
-        CancelReservation => booking::cancel(app, req).await,
-        CreatePayment => booking::pay(app, req).await,
-        AdminCreateConcert => admin::create_concert(app, req).await,
-        JoinQueue => queue::join(app, req).await,
-        QueueStatus => queue::status(app, req).await,
-        QueueEvents => queue::events(app, req).await,
-        LeaveQueue => queue::leave(app, req).await,
-        AdminGetQueue => admin::get_queue(app, req).await,
-        ListConcerts => booking::list_concerts(app).await,
-        PageIndex => crate::pages::index(),
-        PageConcert => crate::pages::concert_page(&req.params[0]),
-        PageAsset => crate::pages::asset(&req.params[0]),
-        Docs => crate::pages::docs(),
+        Readyz => ops::readyz(api).await,
+        Metrics => ops::metrics(api),
+        CreateUser => users::create(api, req).await,
+        GetBalance => users::balance(api, req).await,
+        ChargeBalance => users::charge(api, req).await,
+        ConcertSchedules => booking::schedules(api, req).await,
+        ScheduleSeats => booking::seats(api, req).await,
+        CreateReservation => booking::hold(api, req).await,
+        GetReservation => booking::get(api, req).await,
+        CancelReservation => booking::cancel(api, req).await,
+        CreatePayment => booking::pay(api, req).await,
+        AdminCreateConcert => admin::create_concert(api, req).await,
+        JoinQueue => queue::join(api, req).await,
+        QueueStatus => queue::status(api, req).await,
+        QueueEvents => queue::events(api, req).await,
+        LeaveQueue => queue::leave(api, req).await,
+        AdminGetQueue => admin::get_queue(api, req).await,
+        AdminPutQueue => admin::put_queue(api, req).await,
+        ListConcerts => booking::list_concerts(api).await,
+        PageIndex => pages::index(),
+        PageConcert => pages::concert_page(first_param(req)),
+        PageAsset => pages::asset(first_param(req)),
+        Docs => pages::docs(),
         OpenApiJson => openapi::serve(),
-        AdminPutQueue => admin::put_queue(app, req).await,
     }
 }
 
-/// Applies the rate limit of `scope` to this user and this request's client address.
-fn rate_limit(
-    app: &App,
-    req: &Req,
-    scope: crate::ratelimit::Scope,
-    user: crate::domain::UserId,
-) -> Result<(), ApiError> {
-    let forwarded = req
-        .headers
-        .get("x-forwarded-for")
-        .and_then(|v| v.to_str().ok());
-    let address = app.limits.client_address(req.peer.ip(), forwarded);
-    app.limits.check(scope, user, address)
-}
-
-/// The `Idempotency-Key` header, parsed.
-fn idempotency_key(req: &Req) -> Result<Option<crate::domain::IdempotencyKey>, ApiError> {
-    req.header("idempotency-key")
-        .map(|raw| {
-            crate::domain::IdempotencyKey::parse(raw)
-                .map_err(|m| ApiError::validation("Idempotency-Key", m))
-        })
-        .transpose()
-}
-
-/// Sends a stored (possibly replayed) money result verbatim.
-fn stored_response(stored: crate::idempotency::Stored, replayed: bool) -> Resp {
-    let status = hyper::StatusCode::from_u16(stored.status).unwrap_or(hyper::StatusCode::OK);
-    let mut resp = crate::http::response::raw_json(status, stored.body);
-    if replayed {
-        resp.headers_mut().insert(
-            "idempotent-replayed",
-            hyper::header::HeaderValue::from_static("true"),
-        );
-    }
-    resp
+fn first_param(req: &Req) -> &str {
+    req.params.first().map_or("", String::as_str)
 }

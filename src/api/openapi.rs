@@ -2,7 +2,7 @@
 //! parse and serialise, so it cannot drift from the code; a test checks that every route the
 //! router knows is described.
 
-use crate::error::ApiError;
+use super::error::ApiError;
 use crate::http::Resp;
 use crate::http::response::bytes;
 use hyper::StatusCode;
@@ -38,12 +38,13 @@ use utoipa::{Modify, OpenApi};
         super::ops::healthz,
         super::ops::readyz,
         super::ops::metrics,
-        crate::pages::index,
-        crate::pages::concert_page,
-        crate::pages::asset,
-        crate::pages::docs,
+        super::pages::index,
+        super::pages::concert_page,
+        super::pages::asset,
+        super::pages::docs,
         serve,
     ),
+    components(schemas(crate::booking::payments::Checkout)),
     modifiers(&BearerTokens),
     tags(
         (name = "users", description = "Users and wallets (user token)"),
@@ -97,7 +98,7 @@ pub fn serve() -> Result<Resp, ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::http::router::Route;
+    use crate::api::routes::Route;
 
     #[test]
     fn every_route_is_described() {

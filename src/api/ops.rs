@@ -1,11 +1,11 @@
 //! Operational routes: liveness, readiness, metrics.
 
-use crate::app::App;
-use crate::db::Db;
-use crate::error::ApiError;
+use super::error::ApiError;
+use super::state::Api;
 use crate::http::Resp;
 use crate::http::response::{bytes, json};
 use hyper::StatusCode;
+use hyper::header::{HeaderValue, RETRY_AFTER};
 use serde::Serialize;
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -27,60 +27,44 @@ pub fn healthz() -> Result<Resp, ApiError> {
     Ok(bytes(StatusCode::OK, "text/plain; charset=utf-8", "ok\n"))
 }
 
-/// Ready when the queue store and the primary database answer. The lock quorum is reported
-/// but does not decide readiness: without it holds fall back to the database-only path.
+/// Ready when the queue store and the primary database answer and the instance is not
+/// leaving. The lock quorum is reported but does not decide readiness: without it holds fall
+/// back to the database-only path.
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses(
         (status = 200, description = "Redis and the database answer", body = Ready),
         (status = 503, description = "A dependency is down, or the instance is shutting down", body = Ready),
     ))]
-pub async fn readyz(app: &App) -> Result<Resp, ApiError> {
-    let (redis, database, masters_up) = tokio::join!(
-        crate::redis::ping(app.queue.pool().next_connected()),
-        Db::ping(app.db.primary()),
-        app.redlock.masters_up(),
-    );
-    let replica = match &app.db.replica {
-        Some(r) => Some(if Db::ping(&r.pool).await {
-            "ok"
-        } else {
-            "down"
-        }),
-        None => None,
-    };
+pub async fn readyz(api: &Api) -> Result<Resp, ApiError> {
+    let r = api.probes.check().await;
     let up = |b: bool| if b { "ok" } else { "down" };
-    let draining = app.draining.load(std::sync::atomic::Ordering::Relaxed);
-    let status = if redis && database && !draining {
+    let status = if r.ready() && !api.lifecycle.is_draining() {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    metrics::gauge!("queuegate_redlock_masters_up").set(masters_up as f64);
     let mut resp = json(
         status,
         &Ready {
-            redis: up(redis),
-            database: up(database),
-            replica,
-            redlock: format!("{masters_up}/{}", app.redlock.masters()),
+            redis: up(r.redis),
+            database: up(r.database),
+            replica: r.replica.map(up),
+            redlock: format!("{}/{}", r.redlock_up, r.redlock_masters),
         },
     );
     if status == StatusCode::SERVICE_UNAVAILABLE {
-        resp.headers_mut().insert(
-            hyper::header::RETRY_AFTER,
-            hyper::header::HeaderValue::from_static("2"),
-        );
+        resp.headers_mut()
+            .insert(RETRY_AFTER, HeaderValue::from_static("2"));
     }
     Ok(resp)
 }
 
 #[utoipa::path(get, path = "/metrics", tag = "operations",
     responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String)))]
-pub fn metrics(app: &App) -> Result<Resp, ApiError> {
-    app.db.record_pool_metrics();
+pub fn metrics(api: &Api) -> Result<Resp, ApiError> {
     Ok(bytes(
         StatusCode::OK,
         "text/plain; version=0.0.4; charset=utf-8",
-        app.metrics.render(),
+        api.metrics.render(),
     ))
 }

@@ -1,18 +1,20 @@
-//! Waiting-room routes: join, status, events (SSE), leave.
+//! Waiting-room routes: join, status, events (SSE), leave — and how a queue view looks as JSON
+//! and as an event.
 //!
 //! Status is the hottest route in the product: a token check (no I/O) and one script call,
 //! never the database.
 
-use crate::app::App;
+use super::error::{ApiError, ErrorBody};
+use super::json::JsonObject;
+use super::state::Api;
 use crate::domain::ConcertId;
-use crate::error::ApiError;
-use crate::gate;
-use crate::http::response::{ErrorBody, empty, event_stream, json};
+use crate::http::response::{empty, event_stream, json};
 use crate::http::{Req, Resp};
-use crate::queue::events::{self, EventHub};
-use crate::queue::store::{JoinKind, Place};
-use crate::queue::{eta, expires_at};
-use crate::tokens::{AccessToken, QueueToken};
+use crate::queue::hub::StreamEvent;
+use crate::queue::model::JoinKind;
+use crate::queue::view::View;
+use crate::ratelimit::Scope;
+use bytes::Bytes;
 use hyper::StatusCode;
 use serde::Serialize;
 
@@ -25,7 +27,7 @@ pub struct JoinQueue {
 }
 
 impl JoinQueue {
-    fn parse(b: &crate::http::request::JsonObject) -> Result<Self, ApiError> {
+    fn parse(b: &JsonObject) -> Result<Self, ApiError> {
         let queue_token = match b.get("queue_token") {
             None | Some(serde_json::Value::Null) => None,
             Some(serde_json::Value::String(t)) => Some(t.clone()),
@@ -48,24 +50,48 @@ struct Waiting {
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
-struct Admitted {
+struct Admitted<'a> {
     #[schema(value_type = String, example = "admitted")]
     status: &'static str,
-    access_token: String,
-    access_expires_at: String,
+    access_token: &'a str,
+    access_expires_at: &'a str,
 }
 
 /// Either shape of `GET /v1/queue/status`.
 #[derive(Serialize, utoipa::ToSchema)]
 #[serde(untagged)]
-#[allow(dead_code)] // documents the union; the handler serialises the variants directly
-enum QueueStatus {
+enum QueueStatus<'a> {
     Waiting(Waiting),
-    Admitted(Admitted),
+    Admitted(Admitted<'a>),
+}
+
+impl<'a> From<&'a View> for QueueStatus<'a> {
+    fn from(v: &'a View) -> Self {
+        match v {
+            View::Waiting {
+                position,
+                eta_seconds,
+                poll_after_ms,
+            } => QueueStatus::Waiting(Waiting {
+                status: "waiting",
+                position: *position,
+                eta_seconds: *eta_seconds,
+                poll_after_ms: *poll_after_ms,
+            }),
+            View::Admitted {
+                access_token,
+                access_expires_at,
+            } => QueueStatus::Admitted(Admitted {
+                status: "admitted",
+                access_token,
+                access_expires_at,
+            }),
+        }
+    }
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
-struct JoinedBody {
+struct JoinedBody<'a> {
     queue_token: String,
     #[schema(value_type = String, example = "waiting")]
     status: &'static str,
@@ -73,18 +99,68 @@ struct JoinedBody {
     eta_seconds: Option<u64>,
     poll_after_ms: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
-    access_token: Option<String>,
+    access_token: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    access_expires_at: Option<String>,
+    access_expires_at: Option<&'a str>,
 }
 
-fn access_token(app: &App, q: &QueueToken, ends_ms: u64) -> Result<String, ApiError> {
-    app.tokens.mint_access(&AccessToken {
-        user_id: q.user_id,
-        concert_id: q.concert_id,
-        seq: q.seq,
-        exp: ends_ms / 1000,
-    })
+impl<'a> JoinedBody<'a> {
+    fn new(queue_token: String, v: &'a View) -> Self {
+        match v {
+            View::Waiting {
+                position,
+                eta_seconds,
+                poll_after_ms,
+            } => JoinedBody {
+                queue_token,
+                status: "waiting",
+                position: *position,
+                eta_seconds: *eta_seconds,
+                poll_after_ms: *poll_after_ms,
+                access_token: None,
+                access_expires_at: None,
+            },
+            View::Admitted {
+                access_token,
+                access_expires_at,
+            } => JoinedBody {
+                queue_token,
+                status: "admitted",
+                position: 0,
+                eta_seconds: Some(0),
+                poll_after_ms: 0,
+                access_token: Some(access_token),
+                access_expires_at: Some(access_expires_at),
+            },
+        }
+    }
+}
+
+/// One stream event on the wire (`event: …\ndata: {json}\n\n`).
+fn sse(event: StreamEvent) -> Bytes {
+    let (kind, data) = match &event {
+        StreamEvent::Update(View::Waiting {
+            position,
+            eta_seconds,
+            ..
+        }) => (
+            "position",
+            serde_json::json!({ "position": position, "eta_seconds": eta_seconds }),
+        ),
+        StreamEvent::Update(v @ View::Admitted { .. }) => (
+            "admitted",
+            serde_json::to_value(QueueStatus::from(v)).unwrap_or_default(),
+        ),
+        StreamEvent::Gone => {
+            let e = ApiError::QueueEntryGone;
+            (
+                "gone",
+                serde_json::json!({ "code": e.code(), "message": e.public_message() }),
+            )
+        }
+        StreamEvent::KeepAlive => return Bytes::from_static(b": keep-alive\n\n"),
+    };
+    Bytes::from(format!("event: {kind}\ndata: {data}\n\n"))
 }
 
 #[utoipa::path(post, path = "/v1/queue", tag = "queue", request_body = JoinQueue,
@@ -100,88 +176,30 @@ fn access_token(app: &App, q: &QueueToken, ends_ms: u64) -> Result<String, ApiEr
         (status = 429, description = "RATE_LIMITED (see Retry-After)", body = ErrorBody),
         (status = 503, description = "Queue store unavailable", body = ErrorBody),
     ))]
-pub async fn join(app: &App, req: &mut Req) -> Result<Resp, ApiError> {
-    let user = gate::user(app, req)?;
-    super::rate_limit(app, req, crate::ratelimit::Scope::Join, user.user_id)?;
-    let body = JoinQueue::parse(&req.json().await?)?;
+pub async fn join(api: &Api, req: &mut Req) -> Result<Resp, ApiError> {
+    let user = api.gate.user(req)?;
+    api.rate_limit(req, Scope::Join, user.user_id)?;
+    let body = JoinQueue::parse(&JsonObject::read(req).await?)?;
     let concert = body.concert_id;
-    // A queue token the caller kept from before: restores the place if the store lost it.
     let restore = match &body.queue_token {
+        Some(t) => Some(api.gate.kept_queue_token(t, user.user_id, concert)?),
         None => None,
-        Some(t) => {
-            let q = app
-                .tokens
-                .verify_queue(t)
-                .map_err(|_| ApiError::validation("queue_token", "is not a valid queue token"))?;
-            if q.user_id != user.user_id || q.concert_id != concert {
-                return Err(ApiError::validation(
-                    "queue_token",
-                    "belongs to another user or concert",
-                ));
-            }
-            Some(q)
-        }
     };
-    if !app.concerts.exists(&app.db, concert).await? {
-        return Err(ApiError::NotFound("no such concert"));
+    if !api.catalogue.exists(concert).await? {
+        return Err(ApiError::not_found("no such concert"));
     }
-    let joined = app
+    let joined = api
         .queue
-        .join(
-            concert,
-            user.user_id,
-            restore.as_ref().map(|q| (q.seq, q.epoch.as_str())),
-        )
+        .join(concert, user.user_id, restore.as_ref())
         .await?;
-    // The timer's list of concerts; a failure here must not undo a place already taken.
-    // A restored place means the store lost its data, the timer's set of concerts with it.
-    let registered = if joined.how == JoinKind::Restored {
-        app.queue.add_to_timer(concert).await
-    } else {
-        app.queue.register_concert(concert).await
+    let status = match joined.how {
+        JoinKind::Existing => StatusCode::OK,
+        JoinKind::New | JoinKind::Restored => StatusCode::CREATED,
     };
-    if let Err(e) = registered {
-        tracing::warn!(error = %e, %concert, "could not register the concert for admission");
-    }
-    metrics::counter!("queuegate_queue_joins_total", "concert" => concert.to_string(), "result" => joined.how.as_str()).increment(1);
-    let q = QueueToken {
-        user_id: user.user_id,
-        concert_id: concert,
-        seq: joined.seq,
-        epoch: joined.epoch,
-    };
-    let queue_token = app.tokens.mint_queue(&q)?;
-    let status = if joined.how == JoinKind::Existing {
-        StatusCode::OK
-    } else {
-        StatusCode::CREATED
-    };
-    let body = match joined.place {
-        Place::Admitted { ends_ms } => JoinedBody {
-            queue_token,
-            status: "admitted",
-            position: 0,
-            eta_seconds: Some(0),
-            poll_after_ms: 0,
-            access_token: Some(access_token(app, &q, ends_ms)?),
-            access_expires_at: Some(expires_at(ends_ms)),
-        },
-        Place::Waiting { position } => {
-            let rate = eta::rate_per_sec(&app.queue.pace(concert), &app.settings.queue);
-            let eta_seconds = eta::eta_seconds(position, rate);
-            JoinedBody {
-                queue_token,
-                status: "waiting",
-                position,
-                eta_seconds,
-                poll_after_ms: eta::poll_after_ms(eta_seconds, app.settings.queue.idle_secs),
-                access_token: None,
-                access_expires_at: None,
-            }
-        }
-        Place::Gone => return Err(ApiError::internal("join returned no place")),
-    };
-    Ok(json(status, &body))
+    Ok(json(
+        status,
+        &JoinedBody::new(joined.queue_token, &joined.view),
+    ))
 }
 
 #[utoipa::path(get, path = "/v1/queue/status", tag = "queue",
@@ -192,45 +210,10 @@ pub async fn join(app: &App, req: &mut Req) -> Result<Resp, ApiError> {
         (status = 410, description = "QUEUE_ENTRY_GONE: left, idle too long, admission over or paid", body = ErrorBody),
         (status = 503, body = ErrorBody),
     ))]
-pub async fn status(app: &App, req: &mut Req) -> Result<Resp, ApiError> {
-    let q = app.tokens.verify_queue(req.require_bearer()?)?;
-    let idle = app.settings.queue.idle_secs;
-    match app
-        .queue
-        .status(q.concert_id, q.user_id, q.seq, idle)
-        .await?
-    {
-        Place::Waiting { position } => {
-            let pace = app.queue.pace(q.concert_id);
-            metrics::counter!("queuegate_queue_status_total", "result" => "waiting").increment(1);
-            let eta_seconds =
-                eta::eta_seconds(position, eta::rate_per_sec(&pace, &app.settings.queue));
-            Ok(json(
-                StatusCode::OK,
-                &Waiting {
-                    status: "waiting",
-                    position,
-                    eta_seconds,
-                    poll_after_ms: eta::poll_after_ms(eta_seconds, app.settings.queue.idle_secs),
-                },
-            ))
-        }
-        Place::Admitted { ends_ms } => {
-            metrics::counter!("queuegate_queue_status_total", "result" => "admitted").increment(1);
-            Ok(json(
-                StatusCode::OK,
-                &Admitted {
-                    status: "admitted",
-                    access_token: access_token(app, &q, ends_ms)?,
-                    access_expires_at: expires_at(ends_ms),
-                },
-            ))
-        }
-        Place::Gone => {
-            metrics::counter!("queuegate_queue_status_total", "result" => "gone").increment(1);
-            Err(ApiError::QueueEntryGone)
-        }
-    }
+pub async fn status(api: &Api, req: &mut Req) -> Result<Resp, ApiError> {
+    let q = api.gate.queue(req, None)?;
+    let view = api.queue.status(&q).await?;
+    Ok(json(StatusCode::OK, &QueueStatus::from(&view)))
 }
 
 #[utoipa::path(get, path = "/v1/queue/events", tag = "queue",
@@ -242,69 +225,26 @@ pub async fn status(app: &App, req: &mut Req) -> Result<Resp, ApiError> {
         (status = 410, body = ErrorBody),
         (status = 503, body = ErrorBody),
     ))]
-pub async fn events(app: &App, req: &mut Req) -> Result<Resp, ApiError> {
-    let token = match req.bearer() {
-        Some(t) => t,
-        None => req.query_param("token").unwrap_or(""),
-    };
-    let (rx, guard) = open_stream(app, token).await?;
-    Ok(event_stream(rx, guard))
-}
-
-/// Verifies a queue token and opens its event stream: a first `position` event and a place in
-/// the hub, or a single `admitted` event. Shared by the hyper route and the raw-connection
-/// path (`http::streams`).
-pub async fn open_stream(
-    app: &App,
-    token: &str,
-) -> Result<
-    (
-        tokio::sync::mpsc::Receiver<bytes::Bytes>,
-        events::StreamGuard,
-    ),
-    ApiError,
-> {
-    if token.is_empty() {
-        return Err(ApiError::Unauthorized("missing queue token"));
-    }
-    let q = app.tokens.verify_queue(token)?;
-    let idle = app.settings.queue.idle_secs;
-    match app
-        .queue
-        .status(q.concert_id, q.user_id, q.seq, idle)
-        .await?
-    {
-        Place::Waiting { position } => {
-            let pace = app.queue.pace(q.concert_id);
-            let eta_seconds =
-                eta::eta_seconds(position, eta::rate_per_sec(&pace, &app.settings.queue));
-            let first = events::event("position", &events::position_json(position, eta_seconds));
-            Ok(app
-                .events
-                .subscribe(q.concert_id, q.user_id, q.seq, position, first))
-        }
-        Place::Admitted { ends_ms } => {
-            let payload =
-                events::admitted_json(&access_token(app, &q, ends_ms)?, &expires_at(ends_ms));
-            Ok(EventHub::single(events::event("admitted", &payload)))
-        }
-        Place::Gone => Err(ApiError::QueueEntryGone),
-    }
+pub async fn events(api: &Api, req: &mut Req) -> Result<Resp, ApiError> {
+    let q = api.gate.queue(req, req.query_param("token"))?;
+    let (rx, guard) = api.queue.open_stream(&q).await?;
+    Ok(event_stream(rx, sse, guard))
 }
 
 #[utoipa::path(delete, path = "/v1/queue", tag = "queue",
     security(("queue_token" = [])),
     responses(
-        (status = 204, description = "The place is freed (idempotent)"),
+        (status = 204, description = "The place is freed (idempotent); the user's unpaid holds in this concert are released"),
         (status = 401, body = ErrorBody),
         (status = 503, body = ErrorBody),
     ))]
-pub async fn leave(app: &App, req: &mut Req) -> Result<Resp, ApiError> {
-    let q = app.tokens.verify_queue(req.require_bearer()?)?;
-    if app.queue.leave(q.concert_id, q.user_id, q.seq).await? {
-        metrics::counter!("queuegate_queue_leaves_total", "concert" => q.concert_id.to_string())
-            .increment(1);
-    }
+pub async fn leave(api: &Api, req: &mut Req) -> Result<Resp, ApiError> {
+    let q = api.gate.queue(req, None)?;
+    api.queue.leave(&q).await?;
+    // Leaving ends the access: no seat stays blocked by someone who can no longer pay.
+    api.reservations
+        .release_unpaid(q.user_id, q.concert_id)
+        .await?;
     // Idempotent: leaving a place that is already gone is still "the place is freed".
     Ok(empty(StatusCode::NO_CONTENT))
 }

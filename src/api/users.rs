@@ -1,13 +1,12 @@
 //! `POST /v1/users`, `GET /v1/users/{id}/balance`, `POST /v1/users/{id}/balance/charge`.
 
-use super::{idempotency_key, stored_response};
-use crate::app::App;
+use super::error::{ApiError, ErrorBody};
+use super::json::{JsonObject, idempotency_key, stored_response};
+use super::state::Api;
 use crate::domain::{ChargeAmount, UserId, UserName};
-use crate::error::ApiError;
-use crate::gate;
-use crate::http::request::JsonObject;
-use crate::http::response::{ErrorBody, json};
+use crate::http::response::json;
 use crate::http::{Req, Resp};
+use crate::ratelimit::Scope;
 use crate::wallet::Balance;
 use hyper::StatusCode;
 use serde::Serialize;
@@ -56,15 +55,15 @@ impl Charge {
         (status = 422, description = "Invalid name", body = ErrorBody),
         (status = 503, description = "Database unavailable", body = ErrorBody),
     ))]
-pub async fn create(app: &App, req: &mut Req) -> Result<Resp, ApiError> {
-    let body = CreateUser::parse(&req.json().await?)?;
-    let user_id = crate::wallet::create_user(&app.db, &body.name).await?;
+pub async fn create(api: &Api, req: &mut Req) -> Result<Resp, ApiError> {
+    let body = CreateUser::parse(&JsonObject::read(req).await?)?;
+    let user_id = api.wallet.create_user(&body.name).await?;
     Ok(json(
         StatusCode::CREATED,
         &UserCreated {
             user_id,
             name: body.name.as_str().to_owned(),
-            user_token: app.tokens.mint_user(user_id)?,
+            user_token: api.tokens.mint_user(user_id)?,
         },
     ))
 }
@@ -79,13 +78,10 @@ pub async fn create(app: &App, req: &mut Req) -> Result<Resp, ApiError> {
         (status = 404, description = "No such user", body = ErrorBody),
         (status = 503, body = ErrorBody),
     ))]
-pub async fn balance(app: &App, req: &mut Req) -> Result<Resp, ApiError> {
-    let owner = req.param(0, UserId::from_path, "no such user")?;
-    gate::user_is(app, req, owner)?;
-    Ok(json(
-        StatusCode::OK,
-        &crate::wallet::balance(&app.db, owner).await?,
-    ))
+pub async fn balance(api: &Api, req: &mut Req) -> Result<Resp, ApiError> {
+    let owner = super::routes::param(req, 0, UserId::from_path, "no such user")?;
+    api.gate.user_is(req, owner)?;
+    Ok(json(StatusCode::OK, &api.wallet.balance(owner).await?))
 }
 
 #[utoipa::path(post, path = "/v1/users/{user_id}/balance/charge", tag = "users",
@@ -106,13 +102,12 @@ pub async fn balance(app: &App, req: &mut Req) -> Result<Resp, ApiError> {
         (status = 429, description = "RATE_LIMITED (see Retry-After)", body = ErrorBody),
         (status = 503, body = ErrorBody),
     ))]
-pub async fn charge(app: &App, req: &mut Req) -> Result<Resp, ApiError> {
-    let owner = req.param(0, UserId::from_path, "no such user")?;
-    gate::user_is(app, req, owner)?;
-    super::rate_limit(app, req, crate::ratelimit::Scope::Charge, owner)?;
+pub async fn charge(api: &Api, req: &mut Req) -> Result<Resp, ApiError> {
+    let owner = super::routes::param(req, 0, UserId::from_path, "no such user")?;
+    api.gate.user_is(req, owner)?;
+    api.rate_limit(req, Scope::Charge, owner)?;
     let key = idempotency_key(req)?;
-    let body = Charge::parse(&req.json().await?)?;
-    let (stored, replayed) =
-        crate::wallet::charge(&app.db, owner, body.amount, key.as_ref()).await?;
+    let body = Charge::parse(&JsonObject::read(req).await?)?;
+    let (stored, replayed) = api.wallet.charge(owner, body.amount, key.as_ref()).await?;
     Ok(stored_response(stored, replayed))
 }

@@ -1,20 +1,64 @@
-//! Payment: debit the wallet and confirm the hold, all in one transaction.
+//! Payment: debit the wallet and confirm the holds, all in one transaction.
 //!
-//! Lock order is reservation row first, then the wallet row; holds never touch wallets, so no
-//! cycle with the hold path exists. After commit the user's admission is revoked in Redis; a
-//! failure there is retried in the background and never turns a completed payment into an error.
+//! One payment request covers one hold or a checkout of several (1..=4) of the caller's holds
+//! in one concert: all or nothing, one debit of the sum. The same transaction releases the
+//! caller's other unpaid holds in that concert — paying ends the access, and a fan who can no
+//! longer pay must not block seats.
+//!
+//! Lock order is reservation rows first (by id), then the wallet row; holds never touch
+//! wallets, so no cycle with the hold path exists. After commit the user's admission is revoked
+//! in Redis; a failure there is retried in the background and never turns a completed payment
+//! into an error.
 
-use crate::app::App;
+use super::catalogue::{Catalogue, CatalogueError};
+use super::reservations::{self, ReservationStatus};
+use super::seat_board::SeatBoard;
+use crate::db::Db;
 use crate::domain::{
     ConcertId, IdempotencyKey, ReservationId, ScheduleId, SeatNo, UserId, rfc3339,
 };
-use crate::error::{ApiError, retry_busy};
-use crate::idempotency::{self, Claim, Scope, Stored};
+use crate::idempotency::{self, Claim, IdempotencyError, Scope, Stored};
+use crate::queue::store::QueueStore;
+use crate::store_error::{StoreError, retry_busy};
 use crate::tokens::AccessToken;
 use chrono::NaiveDateTime;
 use serde::Serialize;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// The most holds one checkout may pay for (the per-schedule hold limit).
+pub const MAX_CHECKOUT: usize = 4;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PayError {
+    #[error("no such reservation ({0})")]
+    NotFound(ReservationId),
+    #[error("reservation {0} belongs to another user")]
+    NotYours(ReservationId),
+    #[error("reservation {0} is for another concert than the access token")]
+    OtherConcert(ReservationId),
+    #[error("the hold of reservation {0} has expired or was cancelled")]
+    HoldExpired(ReservationId),
+    #[error("reservation {0} is already paid")]
+    AlreadyPaid(ReservationId),
+    #[error("not enough balance: {due} due, {balance} available")]
+    InsufficientBalance { balance: i64, due: i64 },
+    #[error("this Idempotency-Key was already used for a different request")]
+    KeyReused,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+crate::store_backed_error!(PayError);
+
+impl From<IdempotencyError> for PayError {
+    fn from(e: IdempotencyError) -> Self {
+        match e {
+            IdempotencyError::KeyReused => Self::KeyReused,
+            IdempotencyError::Store(s) => Self::Store(s),
+        }
+    }
+}
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Payment {
@@ -29,163 +73,263 @@ pub struct Payment {
     pub seat_no: SeatNo,
 }
 
-/// What a completed payment leaves to do outside the transaction.
-struct Paid {
-    stored: Stored,
-    schedule: ScheduleId,
-    seat: SeatNo,
+/// The answer to a checkout of several holds.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Checkout {
+    pub payments: Vec<Payment>,
+    pub balance: i64,
 }
 
-/// Pays for a held reservation. Returns the response to send and whether it is a replay.
-pub async fn pay(
-    app: &Arc<App>,
-    token: &AccessToken,
-    reservation: ReservationId,
-    key: Option<&IdempotencyKey>,
-) -> Result<(Stored, bool), ApiError> {
-    let outcome = retry_busy(|| pay_tx(app, token, reservation, key)).await;
-    match outcome {
-        Ok(Ok(paid)) => {
-            metrics::counter!("queuegate_payments_total", "result" => "completed").increment(1);
-            app.seats.mark_sold(paid.schedule, paid.seat).await;
-            spawn_revocation(app.clone(), token.concert_id, token.user_id, token.seq);
-            Ok((paid.stored, false))
-        }
-        Ok(Err(replay)) => {
-            metrics::counter!("queuegate_payments_total", "result" => "replayed").increment(1);
-            Ok((replay, true))
-        }
-        Err(e) => {
-            let result = match &e {
-                ApiError::InsufficientBalance => "insufficient_balance",
-                ApiError::HoldExpired => "hold_expired",
-                ApiError::AlreadyPaid => "already_paid",
-                ApiError::Forbidden(_) | ApiError::NotFound(_) => "refused",
-                _ => "error",
-            };
-            metrics::counter!("queuegate_payments_total", "result" => result).increment(1);
-            Err(e)
+/// What a payment request asks for: one hold (answered with one `Payment`) or a checkout
+/// (answered with a `Checkout`). Ids are distinct, 1..=`MAX_CHECKOUT` of them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PayFor {
+    One(ReservationId),
+    Checkout(Vec<ReservationId>),
+}
+
+impl PayFor {
+    fn ids(&self) -> Vec<ReservationId> {
+        let mut ids = match self {
+            PayFor::One(id) => vec![*id],
+            PayFor::Checkout(ids) => ids.clone(),
+        };
+        // Lock in id order, so two checkouts of overlapping holds cannot deadlock.
+        ids.sort();
+        ids
+    }
+
+    /// What an idempotency key is bound to (the single form keeps its original fingerprint).
+    fn fingerprint(&self) -> String {
+        match self {
+            PayFor::One(id) => format!("reservation={id}"),
+            PayFor::Checkout(_) => {
+                let ids: Vec<String> = self.ids().iter().map(|i| i.to_string()).collect();
+                format!("reservations={}", ids.join(","))
+            }
         }
     }
 }
 
-/// `Ok(Ok(paid))` for a new payment, `Ok(Err(stored))` for an idempotent replay.
-async fn pay_tx(
-    app: &App,
-    token: &AccessToken,
-    reservation: ReservationId,
-    key: Option<&IdempotencyKey>,
-) -> Result<Result<Paid, Stored>, ApiError> {
-    let user = token.user_id;
-    let mut tx = app.db.primary().begin().await?;
-    if let Some(key) = key {
-        let fingerprint = format!("reservation={reservation}");
-        if let Claim::Replay(stored) =
-            idempotency::claim(&mut tx, user, Scope::Payment, key, &fingerprint).await?
+/// What a completed payment leaves to do outside the transaction.
+struct Paid {
+    stored: Stored,
+    sold: Vec<(ScheduleId, SeatNo)>,
+    released: Vec<(ScheduleId, SeatNo)>,
+}
+
+pub struct Payments {
+    db: Db,
+    board: Arc<SeatBoard>,
+    catalogue: Arc<Catalogue>,
+    queue: Arc<QueueStore>,
+}
+
+impl Payments {
+    pub fn new(
+        db: Db,
+        board: Arc<SeatBoard>,
+        catalogue: Arc<Catalogue>,
+        queue: Arc<QueueStore>,
+    ) -> Self {
+        Payments {
+            db,
+            board,
+            catalogue,
+            queue,
+        }
+    }
+
+    /// Pays for the caller's holds. Returns the response to send and whether it is a replay.
+    pub async fn pay(
+        &self,
+        who: &AccessToken,
+        what: &PayFor,
+        key: Option<&IdempotencyKey>,
+    ) -> Result<(Stored, bool), PayError> {
+        let outcome = retry_busy(|| self.pay_tx(who, what, key)).await;
+        let label = match &outcome {
+            Ok(Ok(_)) => "completed",
+            Ok(Err(_)) => "replayed",
+            Err(PayError::InsufficientBalance { .. }) => "insufficient_balance",
+            Err(PayError::HoldExpired(_)) => "hold_expired",
+            Err(PayError::AlreadyPaid(_)) => "already_paid",
+            Err(PayError::NotYours(_) | PayError::OtherConcert(_) | PayError::NotFound(_)) => {
+                "refused"
+            }
+            Err(_) => "error",
+        };
+        metrics::counter!("queuegate_payments_total", "result" => label).increment(1);
+        match outcome? {
+            Ok(paid) => {
+                for (schedule, seat) in &paid.sold {
+                    self.board.mark_sold(*schedule, *seat).await;
+                }
+                for (schedule, seat) in &paid.released {
+                    self.board.clear(*schedule, *seat).await;
+                }
+                if !paid.released.is_empty() {
+                    metrics::counter!("queuegate_holds_released_total", "why" => "paid")
+                        .increment(paid.released.len() as u64);
+                }
+                spawn_revocation(self.queue.clone(), who.concert_id, who.user_id, who.seq);
+                Ok((paid.stored, false))
+            }
+            Err(replay) => Ok((replay, true)),
+        }
+    }
+
+    /// The stored result of an earlier payment with `key`, for replays sent with the access
+    /// token that payment already revoked.
+    pub async fn stored_result(
+        &self,
+        user: UserId,
+        key: &IdempotencyKey,
+        what: &PayFor,
+    ) -> Result<Option<Stored>, PayError> {
+        Ok(idempotency::stored(
+            self.db.primary(),
+            user,
+            Scope::Payment,
+            key,
+            &what.fingerprint(),
+        )
+        .await?)
+    }
+
+    /// `Ok(Ok(paid))` for a new payment, `Ok(Err(stored))` for an idempotent replay.
+    async fn pay_tx(
+        &self,
+        who: &AccessToken,
+        what: &PayFor,
+        key: Option<&IdempotencyKey>,
+    ) -> Result<Result<Paid, Stored>, PayError> {
+        let user = who.user_id;
+        let mut tx = self.db.primary().begin().await?;
+        if let Some(key) = key
+            && let Claim::Replay(stored) =
+                idempotency::claim(&mut tx, user, Scope::Payment, key, &what.fingerprint()).await?
         {
             tx.rollback().await?;
             return Ok(Err(stored));
         }
-    }
-    let row: Option<(u64, u64, u8, i64, String, i64)> = sqlx::query_as(
-        "SELECT user_id, schedule_id, seat_no, price, CAST(status AS CHAR), expires_at > NOW(6)
-           FROM reservations WHERE id = ? FOR UPDATE",
-    )
-    .bind(reservation.get())
-    .fetch_optional(&mut *tx)
-    .await?;
-    let (owner, schedule, seat_no, price, status, live) =
-        row.ok_or(ApiError::NotFound("no such reservation"))?;
-    if owner != user.get() {
-        return Err(ApiError::Forbidden(
-            "this reservation belongs to another user",
-        ));
-    }
-    let schedule =
-        ScheduleId::new(schedule).ok_or_else(|| ApiError::internal("bad schedule id"))?;
-    if app.schedules.concert_of(&app.db, schedule).await? != Some(token.concert_id) {
-        return Err(ApiError::Forbidden(
-            "this reservation is for another concert",
-        ));
-    }
-    match status.as_str() {
-        "held" if live == 1 => {}
-        "confirmed" => return Err(ApiError::AlreadyPaid),
-        _ => return Err(ApiError::HoldExpired),
-    }
-    // The conditional debit: never below zero, no read-modify-write.
-    let debited =
-        sqlx::query("UPDATE wallets SET balance = balance - ? WHERE user_id = ? AND balance >= ?")
-            .bind(price)
+        let mut holds = Vec::new();
+        for id in what.ids() {
+            let r = reservations::read(&mut tx, id, true)
+                .await?
+                .ok_or(PayError::NotFound(id))?;
+            if r.user_id != user {
+                return Err(PayError::NotYours(id));
+            }
+            if self.concert_of(r.schedule_id).await? != who.concert_id {
+                return Err(PayError::OtherConcert(id));
+            }
+            match r.status {
+                ReservationStatus::Held => {}
+                ReservationStatus::Confirmed => return Err(PayError::AlreadyPaid(id)),
+                _ => return Err(PayError::HoldExpired(id)),
+            }
+            holds.push(r);
+        }
+        let due: i64 = holds.iter().map(|r| r.price).sum();
+        // The conditional debit: never below zero, no read-modify-write.
+        let debited = sqlx::query(
+            "UPDATE wallets SET balance = balance - ? WHERE user_id = ? AND balance >= ?",
+        )
+        .bind(due)
+        .bind(user.get())
+        .bind(due)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if debited == 0 {
+            let balance = crate::wallet::balance_in(&mut tx, user).await.unwrap_or(0);
+            return Err(PayError::InsufficientBalance { balance, due });
+        }
+        let mut confirmed = Vec::with_capacity(holds.len());
+        for r in &holds {
+            let payment_id = sqlx::query(
+                "INSERT INTO payments (reservation_id, user_id, amount) VALUES (?, ?, ?)",
+            )
+            .bind(r.reservation_id.get())
             .bind(user.get())
-            .bind(price)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-    if debited == 0 {
-        return Err(ApiError::InsufficientBalance);
-    }
-    let payment_id =
-        sqlx::query("INSERT INTO payments (reservation_id, user_id, amount) VALUES (?, ?, ?)")
-            .bind(reservation.get())
-            .bind(user.get())
-            .bind(price)
+            .bind(r.price)
             .execute(&mut *tx)
             .await?
             .last_insert_id();
-    sqlx::query(
-        "INSERT INTO ledger (user_id, kind, amount, payment_id) VALUES (?, 'payment', ?, ?)",
-    )
-    .bind(user.get())
-    .bind(-price)
-    .bind(payment_id)
-    .execute(&mut *tx)
-    .await?;
-    sqlx::query("UPDATE reservations SET status = 'confirmed' WHERE id = ?")
-        .bind(reservation.get())
-        .execute(&mut *tx)
-        .await?;
-    let balance = crate::wallet::balance_in(&mut tx, user).await?;
-    let (concert_name, starts_at): (String, NaiveDateTime) = sqlx::query_as(
-        "SELECT c.name, s.starts_at FROM schedules s JOIN concerts c ON c.id = s.concert_id WHERE s.id = ?",
-    )
-    .bind(schedule.get())
-    .fetch_one(&mut *tx)
-    .await?;
-    let seat = SeatNo::new(u64::from(seat_no)).ok_or_else(|| ApiError::internal("bad seat"))?;
-    let body = Payment {
-        payment_id,
-        reservation_id: reservation,
-        amount: price,
-        balance,
-        status: "completed",
-        concert_name,
-        starts_at: rfc3339(starts_at.and_utc()),
-        seat_no: seat,
-    };
-    let stored = Stored {
-        status: 201,
-        body: serde_json::to_string(&body).map_err(ApiError::internal)?,
-    };
-    if let Some(key) = key {
-        idempotency::complete(&mut tx, user, Scope::Payment, key, &stored).await?;
+            sqlx::query(
+                "INSERT INTO ledger (user_id, kind, amount, payment_id) VALUES (?, 'payment', ?, ?)",
+            )
+            .bind(user.get())
+            .bind(-r.price)
+            .bind(payment_id)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query("UPDATE reservations SET status = 'confirmed' WHERE id = ?")
+                .bind(r.reservation_id.get())
+                .execute(&mut *tx)
+                .await?;
+            confirmed.push(payment_id);
+        }
+        // Paying ends the access: the caller's other holds in this concert are released now.
+        let others = reservations::live_holds(&mut tx, user, who.concert_id).await?;
+        let released = reservations::cancel_holds(&mut tx, &others).await?;
+        let balance = crate::wallet::balance_in(&mut tx, user).await?;
+        let mut payments = Vec::with_capacity(holds.len());
+        for (r, payment_id) in holds.iter().zip(confirmed) {
+            let (concert_name, starts_at): (String, NaiveDateTime) = sqlx::query_as(
+                "SELECT c.name, s.starts_at FROM schedules s JOIN concerts c ON c.id = s.concert_id WHERE s.id = ?",
+            )
+            .bind(r.schedule_id.get())
+            .fetch_one(&mut *tx)
+            .await?;
+            payments.push(Payment {
+                payment_id,
+                reservation_id: r.reservation_id,
+                amount: r.price,
+                balance,
+                status: "completed",
+                concert_name,
+                starts_at: rfc3339(starts_at.and_utc()),
+                seat_no: r.seat_no,
+            });
+        }
+        let body = match what {
+            PayFor::One(_) => serde_json::to_string(&payments.first()),
+            PayFor::Checkout(_) => serde_json::to_string(&Checkout { payments, balance }),
+        };
+        let stored = Stored {
+            status: 201,
+            body: body.map_err(StoreError::bug)?,
+        };
+        if let Some(key) = key {
+            idempotency::complete(&mut tx, user, Scope::Payment, key, &stored).await?;
+        }
+        tx.commit().await?;
+        tracing::info!(%user, holds = holds.len(), amount = due, "payment completed");
+        Ok(Ok(Paid {
+            stored,
+            sold: holds.iter().map(|r| (r.schedule_id, r.seat_no)).collect(),
+            released,
+        }))
     }
-    tx.commit().await?;
-    tracing::info!(payment_id, reservation_id = %reservation, amount = price, "payment completed");
-    Ok(Ok(Paid {
-        stored,
-        schedule,
-        seat,
-    }))
+
+    async fn concert_of(&self, schedule: ScheduleId) -> Result<ConcertId, PayError> {
+        match self.catalogue.concert_of(schedule).await {
+            Ok(c) => Ok(c),
+            Err(CatalogueError::Store(e)) => Err(e.into()),
+            Err(e) => Err(StoreError::bug(e).into()),
+        }
+    }
 }
 
 /// Ends the user's admission after payment, retrying in the background: the payment is done
 /// whatever Redis says, and the admission also ends by itself at its TTL.
-fn spawn_revocation(app: Arc<App>, concert: ConcertId, user: UserId, seq: u64) {
+fn spawn_revocation(queue: Arc<QueueStore>, concert: ConcertId, user: UserId, seq: u64) {
     tokio::spawn(async move {
         let mut delay = Duration::from_millis(100);
         for attempt in 1..=6 {
-            match app.queue.revoke(concert, user, Some(seq)).await {
+            match queue.revoke(concert, user, Some(seq)).await {
                 Ok(_) => {
                     metrics::counter!("queuegate_revocations_total", "result" => "ok").increment(1);
                     return;
@@ -202,25 +346,23 @@ fn spawn_revocation(app: Arc<App>, concert: ConcertId, user: UserId, seq: u64) {
     });
 }
 
-/// Looks up a stored payment result by key, for replays sent with an already-revoked token.
-pub async fn stored_result(
-    app: &App,
-    user: UserId,
-    key: &IdempotencyKey,
-    reservation: ReservationId,
-) -> Result<Option<Stored>, ApiError> {
-    let row: Option<(String, Option<u16>, Option<String>)> = sqlx::query_as(
-        "SELECT request_fingerprint, status_code, response_body FROM idempotency_keys
-          WHERE user_id = ? AND scope = 'payment' AND idem_key = ?",
-    )
-    .bind(user.get())
-    .bind(key.as_str())
-    .fetch_optional(app.db.primary())
-    .await?;
-    Ok(match row {
-        Some((fp, Some(status), Some(body))) if fp == format!("reservation={reservation}") => {
-            Some(Stored { status, body })
-        }
-        _ => None,
-    })
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(n: u64) -> ReservationId {
+        ReservationId::new(n).unwrap()
+    }
+
+    #[test]
+    fn checkouts_lock_in_id_order_and_fingerprint_stably() {
+        let c = PayFor::Checkout(vec![id(9), id(3), id(5)]);
+        assert_eq!(c.ids(), vec![id(3), id(5), id(9)]);
+        assert_eq!(c.fingerprint(), "reservations=3,5,9");
+        assert_eq!(
+            PayFor::Checkout(vec![id(5), id(9), id(3)]).fingerprint(),
+            c.fingerprint()
+        );
+        assert_eq!(PayFor::One(id(4)).fingerprint(), "reservation=4");
+    }
 }

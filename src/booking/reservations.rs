@@ -1,27 +1,34 @@
-//! Seat holds: take, read, cancel.
-//!
-//! Taking a hold runs through four layers, cheapest first:
-//! 1. the seat board (Redis marker): a seat already held or sold is refused with no lock and
-//!    no database work — this is what keeps a 10,000-request rush on one seat cheap;
-//! 2. a single flight per seat inside this instance: concurrent requests for one seat wait for
-//!    the first one's outcome instead of all knocking on the lock;
-//! 3. a Redlock per seat, so the few requests that get this far reach the database one at a
-//!    time (when the lock quorum is unreachable we skip this layer and say so in metrics);
-//! 4. one database transaction, where the unique index on live seats is the final arbiter.
+//! Reservations as their owners see them: the one way a reservation row is read (and its
+//! status derived), reading one, cancelling one, and releasing a user's unpaid holds when their
+//! access ends.
 
-use super::flights::Flight;
+use super::catalogue::Catalogue;
 use super::seat_board::SeatBoard;
-use crate::app::App;
 use crate::db::Db;
-use crate::domain::{ReservationId, ScheduleId, SeatNo, UserId, rfc3339};
-use crate::error::{ApiError, is_unique_violation, retry_busy};
-use crate::lock::Acquire;
+use crate::domain::{ConcertId, ReservationId, ScheduleId, SeatNo, UserId, rfc3339};
+use crate::store_error::StoreError;
+use crate::tokens::AccessToken;
 use chrono::NaiveDateTime;
 use serde::Serialize;
-use std::time::Duration;
+use std::sync::Arc;
 
-/// At most this many live holds per user per schedule.
-pub const MAX_HOLDS_PER_SCHEDULE: i64 = 4;
+#[derive(Debug, thiserror::Error)]
+pub enum ReservationError {
+    #[error("no such reservation")]
+    NotFound,
+    #[error("this reservation belongs to another user")]
+    NotYours,
+    #[error("this reservation is for another concert than the access token")]
+    OtherConcert,
+    #[error("this reservation is already paid")]
+    AlreadyPaid,
+    #[error("the hold has expired or was cancelled")]
+    HoldExpired,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+crate::store_backed_error!(ReservationError);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -57,195 +64,7 @@ pub struct Reservation {
     pub user_id: UserId,
 }
 
-pub async fn hold(
-    app: &App,
-    user: UserId,
-    schedule: ScheduleId,
-    seat: SeatNo,
-) -> Result<Reservation, ApiError> {
-    // 1. The board: refuse a taken seat before any lock or query.
-    if app.seats.is_taken(schedule, seat).await {
-        metrics::counter!("queuegate_holds_total", "result" => "rejected_early").increment(1);
-        return Err(ApiError::SeatUnavailable);
-    }
-    // 2. One request per seat per instance goes on; the others here wait for its outcome.
-    let flight = match app.flights.enter(schedule, seat).await {
-        Flight::Leader(guard) => Some(guard),
-        Flight::Taken => {
-            metrics::counter!("queuegate_holds_total", "result" => "rejected_early").increment(1);
-            return Err(ApiError::SeatUnavailable);
-        }
-        Flight::Open => None,
-    };
-    let result = lock_and_hold(app, user, schedule, seat).await;
-    if let Some(guard) = flight {
-        guard.finish(result.is_ok());
-    }
-    result
-}
-
-/// Layers 2 and 3: the Redlock, then the database transaction.
-async fn lock_and_hold(
-    app: &App,
-    user: UserId,
-    schedule: ScheduleId,
-    seat: SeatNo,
-) -> Result<Reservation, ApiError> {
-    // The lock, with a few short retries while another request is inside the section.
-    let key = format!(
-        "{}:lock:{{s:{}}}:seat:{}",
-        app.settings.redis_key_prefix,
-        schedule,
-        seat.get()
-    );
-    let mut attempt = 0u64;
-    let guard = loop {
-        match app.redlock.acquire(&key).await {
-            Acquire::Acquired(g) => break Some(g),
-            Acquire::QuorumUnreachable => {
-                metrics::counter!("queuegate_lock_fallback_total").increment(1);
-                tracing::warn!(
-                    masters = app.redlock.masters(),
-                    "Redlock quorum unreachable: taking the hold on the database-only path"
-                );
-                break None;
-            }
-            Acquire::Contended if attempt < 3 => {
-                attempt += 1;
-                tokio::time::sleep(Duration::from_millis(5 * attempt + jitter_ms())).await;
-                if app.seats.is_taken(schedule, seat).await {
-                    metrics::counter!("queuegate_holds_total", "result" => "rejected_early")
-                        .increment(1);
-                    return Err(ApiError::SeatUnavailable);
-                }
-            }
-            Acquire::Contended => {
-                metrics::counter!("queuegate_holds_total", "result" => "contended").increment(1);
-                return Err(ApiError::SeatUnavailable);
-            }
-        }
-    };
-    // The database decides.
-    let ttl_secs = app.settings.hold_ttl_secs;
-    let result = retry_busy(|| hold_tx(&app.db, user, schedule, seat, ttl_secs)).await;
-    if let Some(g) = guard {
-        app.redlock.release(g).await;
-    }
-    match &result {
-        Ok(r) => {
-            metrics::counter!("queuegate_holds_total", "result" => "held").increment(1);
-            app.seats
-                .mark_held(schedule, seat, (ttl_secs * 1000) as i64)
-                .await;
-            tracing::info!(reservation_id = %r.reservation_id, %schedule, seat = seat.get(), "seat held");
-        }
-        Err(ApiError::SeatUnavailable) => {
-            metrics::counter!("queuegate_holds_total", "result" => "conflict").increment(1);
-        }
-        Err(ApiError::HoldLimitReached) => {
-            metrics::counter!("queuegate_holds_total", "result" => "limit").increment(1);
-        }
-        Err(_) => metrics::counter!("queuegate_holds_total", "result" => "error").increment(1),
-    }
-    result
-}
-
-fn jitter_ms() -> u64 {
-    u64::from(uuid::Uuid::new_v4().as_bytes()[0] % 8)
-}
-
-async fn hold_tx(
-    db: &Db,
-    user: UserId,
-    schedule: ScheduleId,
-    seat: SeatNo,
-    ttl_secs: u64,
-) -> Result<Reservation, ApiError> {
-    let mut tx = db.primary().begin().await?;
-    // Locking the user's row serialises this user's holds, so the per-user limit below cannot
-    // be raced past by parallel requests. NOW(6) is the database clock: one clock for all
-    // instances decides every expiry.
-    let now: Option<NaiveDateTime> =
-        sqlx::query_scalar("SELECT NOW(6) FROM users WHERE id = ? FOR UPDATE")
-            .bind(user.get())
-            .fetch_optional(&mut *tx)
-            .await?;
-    let now = now.ok_or(ApiError::NotFound("no such user"))?;
-    let live_holds: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM reservations
-          WHERE user_id = ? AND schedule_id = ? AND status = 'held' AND expires_at > ?",
-    )
-    .bind(user.get())
-    .bind(schedule.get())
-    .bind(now)
-    .fetch_one(&mut *tx)
-    .await?;
-    if live_holds >= MAX_HOLDS_PER_SCHEDULE {
-        return Err(ApiError::HoldLimitReached);
-    }
-    // Who holds the seat now, through the unique index on live seats. A live holder means 409
-    // with no write at all; a hold past its end never blocks anyone: it is retired here, by
-    // primary key (no range or gap locks that concurrent holds could deadlock on).
-    let holder: Option<(u64, i64)> = sqlx::query_as(
-        "SELECT id, status = 'held' AND expires_at <= ? FROM reservations
-          WHERE schedule_id = ? AND live_seat_no = ?",
-    )
-    .bind(now)
-    .bind(schedule.get())
-    .bind(seat.get())
-    .fetch_optional(&mut *tx)
-    .await?;
-    match holder {
-        None => {}
-        Some((id, 1)) => {
-            sqlx::query(
-                "UPDATE reservations SET status = 'expired' WHERE id = ? AND status = 'held'",
-            )
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-        }
-        Some(_) => return Err(ApiError::SeatUnavailable),
-    }
-    let price: Option<i64> =
-        sqlx::query_scalar("SELECT price FROM seats WHERE schedule_id = ? AND seat_no = ?")
-            .bind(schedule.get())
-            .bind(seat.get())
-            .fetch_optional(&mut *tx)
-            .await?;
-    let price = price.ok_or(ApiError::NotFound("no such seat"))?;
-    let expires_at = now + chrono::Duration::seconds(ttl_secs as i64);
-    let inserted = sqlx::query(
-        "INSERT INTO reservations (user_id, schedule_id, seat_no, price, status, expires_at)
-         VALUES (?, ?, ?, ?, 'held', ?)",
-    )
-    .bind(user.get())
-    .bind(schedule.get())
-    .bind(seat.get())
-    .bind(price)
-    .bind(expires_at)
-    .execute(&mut *tx)
-    .await;
-    let id = match inserted {
-        Ok(done) => done.last_insert_id(),
-        // The unique index on live seats: someone else holds or bought it.
-        Err(e) if is_unique_violation(&e) => return Err(ApiError::SeatUnavailable),
-        Err(e) => return Err(e.into()),
-    };
-    tx.commit().await?;
-    Ok(Reservation {
-        reservation_id: ReservationId::new(id)
-            .ok_or_else(|| ApiError::internal("id out of range"))?,
-        schedule_id: schedule,
-        seat_no: seat,
-        price,
-        status: ReservationStatus::Held,
-        expires_at: rfc3339(expires_at.and_utc()),
-        user_id: user,
-    })
-}
-
-type ReservationRow = (u64, u64, u8, i64, String, NaiveDateTime, i64);
+type Row = (u64, u64, u8, i64, String, NaiveDateTime, i64);
 
 macro_rules! select_reservation {
     () => {
@@ -253,12 +72,25 @@ macro_rules! select_reservation {
                 expires_at > NOW(6) FROM reservations WHERE id = ?"
     };
 }
-const SELECT_RESERVATION: &str = select_reservation!();
-const SELECT_RESERVATION_FOR_UPDATE: &str = concat!(select_reservation!(), " FOR UPDATE");
+const SELECT: &str = select_reservation!();
+const SELECT_FOR_UPDATE: &str = concat!(select_reservation!(), " FOR UPDATE");
 
-fn from_row(id: ReservationId, row: ReservationRow) -> Result<Reservation, ApiError> {
+/// Reads a reservation with its observed status; `lock` takes the row for this transaction.
+pub async fn read(
+    conn: &mut sqlx::MySqlConnection,
+    id: ReservationId,
+    lock: bool,
+) -> Result<Option<Reservation>, StoreError> {
+    let row: Option<Row> = sqlx::query_as(if lock { SELECT_FOR_UPDATE } else { SELECT })
+        .bind(id.get())
+        .fetch_optional(conn)
+        .await?;
+    row.map(|row| from_row(id, row)).transpose()
+}
+
+fn from_row(id: ReservationId, row: Row) -> Result<Reservation, StoreError> {
     let (user_id, schedule_id, seat_no, price, status, expires_at, live) = row;
-    let bad = || ApiError::internal("reservation row out of range");
+    let bad = || StoreError::bug("reservation row out of range");
     Ok(Reservation {
         reservation_id: id,
         schedule_id: ScheduleId::new(schedule_id).ok_or_else(bad)?,
@@ -270,46 +102,150 @@ fn from_row(id: ReservationId, row: ReservationRow) -> Result<Reservation, ApiEr
     })
 }
 
-/// Reads a reservation with its current status (from the primary: owners read their writes).
-pub async fn get(db: &Db, id: ReservationId) -> Result<Reservation, ApiError> {
-    let row: Option<ReservationRow> = sqlx::query_as(SELECT_RESERVATION)
-        .bind(id.get())
-        .fetch_optional(db.primary())
-        .await?;
-    from_row(id, row.ok_or(ApiError::NotFound("no such reservation"))?)
+/// The one ownership rule: a reservation answers only to its owner, through an access token
+/// of the reservation's own concert.
+pub async fn check_owner(
+    catalogue: &Catalogue,
+    r: &Reservation,
+    who: &AccessToken,
+) -> Result<(), ReservationError> {
+    if r.user_id != who.user_id {
+        return Err(ReservationError::NotYours);
+    }
+    match catalogue.concert_of(r.schedule_id).await {
+        Ok(c) if c == who.concert_id => Ok(()),
+        Ok(_) => Err(ReservationError::OtherConcert),
+        Err(super::catalogue::CatalogueError::Store(e)) => Err(e.into()),
+        Err(_) => Err(ReservationError::NotFound),
+    }
 }
 
-/// Cancels the owner's live hold; the seat is free at once.
-pub async fn cancel(
-    db: &Db,
-    board: &SeatBoard,
+/// A user's live holds in one concert: (reservation, schedule, seat).
+pub async fn live_holds(
+    conn: &mut sqlx::MySqlConnection,
     user: UserId,
-    id: ReservationId,
-) -> Result<(), ApiError> {
-    let mut tx = db.primary().begin().await?;
-    let row: Option<ReservationRow> = sqlx::query_as(SELECT_RESERVATION_FOR_UPDATE)
+    concert: ConcertId,
+) -> Result<Vec<(ReservationId, ScheduleId, SeatNo)>, StoreError> {
+    let rows: Vec<(u64, u64, u8)> = sqlx::query_as(
+        "SELECT r.id, r.schedule_id, r.seat_no FROM reservations r
+           JOIN schedules s ON s.id = r.schedule_id
+          WHERE r.user_id = ? AND s.concert_id = ? AND r.status = 'held' AND r.expires_at > NOW(6)",
+    )
+    .bind(user.get())
+    .bind(concert.get())
+    .fetch_all(conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(id, s, n)| {
+            Some((
+                ReservationId::new(id)?,
+                ScheduleId::new(s)?,
+                SeatNo::new(u64::from(n))?,
+            ))
+        })
+        .collect())
+}
+
+/// Marks the given holds cancelled (only those still held); returns the ones it changed.
+pub async fn cancel_holds(
+    conn: &mut sqlx::MySqlConnection,
+    holds: &[(ReservationId, ScheduleId, SeatNo)],
+) -> Result<Vec<(ScheduleId, SeatNo)>, StoreError> {
+    let mut freed = Vec::with_capacity(holds.len());
+    for (id, schedule, seat) in holds {
+        let changed = sqlx::query(
+            "UPDATE reservations SET status = 'cancelled' WHERE id = ? AND status = 'held'",
+        )
         .bind(id.get())
-        .fetch_optional(&mut *tx)
-        .await?;
-    let r = from_row(id, row.ok_or(ApiError::NotFound("no such reservation"))?)?;
-    if r.user_id != user {
-        return Err(ApiError::Forbidden(
-            "this reservation belongs to another user",
-        ));
-    }
-    match r.status {
-        ReservationStatus::Held => {}
-        ReservationStatus::Confirmed => return Err(ApiError::AlreadyPaid),
-        ReservationStatus::Expired | ReservationStatus::Cancelled => {
-            return Err(ApiError::HoldExpired);
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+        if changed == 1 {
+            freed.push((*schedule, *seat));
         }
     }
-    sqlx::query("UPDATE reservations SET status = 'cancelled' WHERE id = ?")
-        .bind(id.get())
-        .execute(&mut *tx)
-        .await?;
-    tx.commit().await?;
-    board.clear(r.schedule_id, r.seat_no).await;
-    tracing::info!(reservation_id = %id, "hold cancelled");
-    Ok(())
+    Ok(freed)
+}
+
+/// Reading and cancelling reservations.
+pub struct Reservations {
+    db: Db,
+    board: Arc<SeatBoard>,
+    catalogue: Arc<Catalogue>,
+}
+
+impl Reservations {
+    pub fn new(db: Db, board: Arc<SeatBoard>, catalogue: Arc<Catalogue>) -> Self {
+        Reservations {
+            db,
+            board,
+            catalogue,
+        }
+    }
+
+    /// The caller's reservation with its current status (from the primary: owners read their
+    /// own writes).
+    pub async fn get(
+        &self,
+        who: &AccessToken,
+        id: ReservationId,
+    ) -> Result<Reservation, ReservationError> {
+        let mut conn = self.db.primary().acquire().await?;
+        let r = read(&mut conn, id, false)
+            .await?
+            .ok_or(ReservationError::NotFound)?;
+        check_owner(&self.catalogue, &r, who).await?;
+        Ok(r)
+    }
+
+    /// Cancels the caller's live hold; the seat is free at once.
+    pub async fn cancel(
+        &self,
+        who: &AccessToken,
+        id: ReservationId,
+    ) -> Result<(), ReservationError> {
+        let mut tx = self.db.primary().begin().await?;
+        let r = read(&mut tx, id, true)
+            .await?
+            .ok_or(ReservationError::NotFound)?;
+        check_owner(&self.catalogue, &r, who).await?;
+        match r.status {
+            ReservationStatus::Held => {}
+            ReservationStatus::Confirmed => return Err(ReservationError::AlreadyPaid),
+            ReservationStatus::Expired | ReservationStatus::Cancelled => {
+                return Err(ReservationError::HoldExpired);
+            }
+        }
+        sqlx::query("UPDATE reservations SET status = 'cancelled' WHERE id = ?")
+            .bind(id.get())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        self.board.clear(r.schedule_id, r.seat_no).await;
+        tracing::info!(reservation_id = %id, "hold cancelled");
+        Ok(())
+    }
+
+    /// Releases every unpaid hold of `user` in `concert` (their access ended: they left).
+    /// Returns how many seats were freed.
+    pub async fn release_unpaid(
+        &self,
+        user: UserId,
+        concert: ConcertId,
+    ) -> Result<usize, ReservationError> {
+        let mut tx = self.db.primary().begin().await?;
+        let holds = live_holds(&mut tx, user, concert).await?;
+        let freed = cancel_holds(&mut tx, &holds).await?;
+        tx.commit().await?;
+        for (schedule, seat) in &freed {
+            self.board.clear(*schedule, *seat).await;
+        }
+        if !freed.is_empty() {
+            metrics::counter!("queuegate_holds_released_total", "why" => "left")
+                .increment(freed.len() as u64);
+            tracing::info!(%user, %concert, released = freed.len(), "unpaid holds released");
+        }
+        Ok(freed.len())
+    }
 }

@@ -6,25 +6,35 @@
 //! exists while the seat really is held (its TTL ends with the hold) or sold. Redis failures
 //! count as "no marker".
 
-use crate::domain::{ScheduleId, SeatNo};
+use super::keys::SeatKeys;
+use crate::domain::{ScheduleId, SeatNo, UserId};
 use fred::prelude::*;
 use fred::types::Expiration;
 
+/// A seat's marker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Marker {
+    /// No marker: the lock and the database decide.
+    Free,
+    HeldBy(UserId),
+    Sold,
+}
+
 pub struct SeatBoard {
     pool: Pool,
-    prefix: String,
+    keys: SeatKeys,
 }
 
 /// How long a "sold" marker lives; long enough to cover any sale, short enough to clean up.
 const SOLD_TTL_SECS: i64 = 7 * 24 * 3600;
 
 impl SeatBoard {
-    pub fn new(pool: Pool, prefix: String) -> Self {
-        SeatBoard { pool, prefix }
+    pub fn new(pool: Pool, keys: SeatKeys) -> Self {
+        SeatBoard { pool, keys }
     }
 
     fn key(&self, schedule: ScheduleId, seat: SeatNo) -> String {
-        format!("{}:{{s:{}}}:seat:{}", self.prefix, schedule, seat.get())
+        self.keys.board(schedule, seat)
     }
 
     fn client(&self) -> fred::clients::WithOptions<Client> {
@@ -33,23 +43,29 @@ impl SeatBoard {
             .with_options(&crate::redis::request_options())
     }
 
-    /// True only when a marker says the seat is taken right now.
-    pub async fn is_taken(&self, schedule: ScheduleId, seat: SeatNo) -> bool {
-        matches!(
-            self.client()
-                .exists::<i64, _>(self.key(schedule, seat))
-                .await,
-            Ok(1)
-        )
+    /// What the board says of a seat right now (a Redis failure reads as `Free`).
+    pub async fn marker(&self, schedule: ScheduleId, seat: SeatNo) -> Marker {
+        match self
+            .client()
+            .get::<Option<String>, _>(self.key(schedule, seat))
+            .await
+        {
+            Ok(Some(v)) if v == "sold" => Marker::Sold,
+            Ok(Some(v)) => match v.strip_prefix("held:").and_then(UserId::from_path) {
+                Some(user) => Marker::HeldBy(user),
+                None => Marker::Sold, // an unknown marker still means "taken"
+            },
+            _ => Marker::Free,
+        }
     }
 
-    pub async fn mark_held(&self, schedule: ScheduleId, seat: SeatNo, ttl_ms: i64) {
+    pub async fn mark_held(&self, schedule: ScheduleId, seat: SeatNo, holder: UserId, ttl_ms: i64) {
         if ttl_ms > 0 {
             let _ = self
                 .client()
                 .set::<(), _, _>(
                     self.key(schedule, seat),
-                    "held",
+                    format!("held:{holder}"),
                     Some(Expiration::PX(ttl_ms)),
                     None,
                     false,

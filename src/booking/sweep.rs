@@ -5,16 +5,15 @@
 //! runs it; concurrent sweeps simply find nothing left to do, since each row changes at most once
 //! (`status = 'held'` is part of the condition).
 
-use crate::app::App;
-use crate::error::ApiError;
-use std::sync::Arc;
+use crate::db::Db;
+use crate::store_error::StoreError;
 use std::time::Duration;
 use tokio_cron_scheduler::{Job, JobScheduler, JobSchedulerError};
 
 const BATCH: u64 = 500;
 
 /// Marks expired holds in batches; returns how many it marked.
-pub async fn run_once(app: &App) -> Result<u64, ApiError> {
+pub async fn run_once(db: &Db) -> Result<u64, StoreError> {
     let mut total = 0;
     loop {
         let marked = sqlx::query(
@@ -22,7 +21,7 @@ pub async fn run_once(app: &App) -> Result<u64, ApiError> {
               WHERE status = 'held' AND expires_at <= NOW(6)
               ORDER BY expires_at LIMIT 500",
         )
-        .execute(app.db.primary())
+        .execute(db.primary())
         .await?
         .rows_affected();
         total += marked;
@@ -34,17 +33,18 @@ pub async fn run_once(app: &App) -> Result<u64, ApiError> {
         metrics::counter!("queuegate_holds_expired_total").increment(total);
         tracing::info!(expired = total, "sweep marked expired holds");
     }
+    metrics::gauge!("queuegate_sweep_last_success_timestamp_seconds")
+        .set(chrono::Utc::now().timestamp() as f64);
     Ok(total)
 }
 
-/// Schedules the sweep every `SWEEP_INTERVAL_SECS` on tokio-cron-scheduler.
-pub async fn schedule(app: Arc<App>) -> Result<JobScheduler, JobSchedulerError> {
+/// Schedules the sweep every `every_secs` on tokio-cron-scheduler.
+pub async fn schedule(db: Db, every_secs: u64) -> Result<JobScheduler, JobSchedulerError> {
     let scheduler = JobScheduler::new().await?;
-    let every = Duration::from_secs(app.settings.sweep_interval_secs);
-    let job = Job::new_repeated_async(every, move |_id, _lock| {
-        let app = app.clone();
+    let job = Job::new_repeated_async(Duration::from_secs(every_secs), move |_id, _lock| {
+        let db = db.clone();
         Box::pin(async move {
-            if let Err(e) = run_once(&app).await {
+            if let Err(e) = run_once(&db).await {
                 tracing::warn!(error = %e, "hold sweep failed; next run retries");
             }
         })

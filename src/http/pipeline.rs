@@ -1,86 +1,73 @@
-//! The request pipeline, one phase after another, readable top to bottom:
+//! The request pipeline, one phase after another, readable top to bottom. Both transports (hyper
+//! connections and raw event-stream sockets) run every request through it:
 //!
 //! 1. **identify** — take the caller's sane `x-request-id` or mint a UUIDv7, open the span
 //!    every log line of this request will carry;
-//! 2. **route** — method and path to a `Route` (404/405 here);
-//! 3. **handle** — the route's handler in `crate::api`, with panics caught and turned into 500s
-//!    (a panic is a bug, but one request's bug must not take the connection down silently);
-//! 4. **respond** — errors become the contract's envelope; `x-request-id` is set;
-//! 5. **observe** — request count and latency per route and status, one access-log line.
+//! 2. **serve** — the handler routes and answers (panics caught and answered by the handler);
+//! 3. **respond** — `x-request-id` on every answer; `Connection: close` while leaving;
+//! 4. **observe** — request count and latency per route and status, one access-log line.
 
+use super::handler::{Handler, Served};
+use super::lifecycle::Lifecycle;
 use super::request::Req;
-use super::response::{self, Resp};
-use super::router::{self, UNMATCHED};
-use crate::app::App;
-use crate::error::ApiError;
+use super::response::Resp;
 use futures_util::FutureExt;
 use hyper::body::Incoming;
-use hyper::header::{ALLOW, HeaderValue};
+use hyper::header::{CONNECTION, HeaderValue};
+use hyper::http::request::Parts;
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
-use std::sync::Arc;
 use std::time::Instant;
 use tracing::Instrument;
 
-pub async fn handle(app: Arc<App>, req: hyper::Request<Incoming>, peer: SocketAddr) -> Resp {
+pub async fn handle<H: Handler>(
+    handler: &H,
+    lifecycle: &Lifecycle,
+    parts: Parts,
+    body: Option<Incoming>,
+    peer: SocketAddr,
+) -> Resp {
     let started = Instant::now();
 
     // 1. identify
-    let request_id = request_id(req.headers().get("x-request-id"));
-    let method = req.method().clone();
-    let span = tracing::info_span!("request", request_id = %request_id, method = %method, path = %req.uri().path());
+    let request_id = request_id(parts.headers.get("x-request-id"));
+    let span = tracing::info_span!("request", request_id = %request_id, method = %parts.method, path = %parts.uri.path());
 
     async move {
-        let mut req = Req::new(req, peer, request_id);
+        let mut req = Req::new(parts, body, peer, request_id);
 
-        // 2. route
-        let (route_label, result) = match router::resolve(&req.method, &req.path) {
-            Ok(m) => {
-                req.params = m.params;
-                // 3. handle (boxed: the handler futures are large, and hyper keeps the
-                // service future's allocation for the connection's life — an idle keep-alive
-                // or SSE connection should not pin the largest handler's state)
-                let outcome = AssertUnwindSafe(Box::pin(crate::api::dispatch(&app, m.route, &mut req)))
-                    .catch_unwind()
-                    .await
-                    .unwrap_or_else(|_| Err(ApiError::Internal("handler panicked".into())));
-                (m.route.name(), outcome)
+        // 2. serve (boxed: handler futures are large, and a connection keeps the service
+        // future's allocation for its life — an idle keep-alive connection should not pin it)
+        let served = AssertUnwindSafe(Box::pin(handler.serve(&mut req)))
+            .catch_unwind()
+            .await;
+        let Served { route, mut resp, quiet } = served.unwrap_or_else(|_| {
+            tracing::error!("handler panicked");
+            Served {
+                route: "panicked",
+                resp: handler.panicked(&req.request_id),
+                quiet: false,
             }
-            Err(e) => (UNMATCHED, Err(e)),
-        };
+        });
 
-        // 4. respond
-        let mut resp = match result {
-            Ok(resp) => resp,
-            Err(e) => {
-                if e.status().is_server_error() {
-                    tracing::error!(error = %e, code = e.code(), "request failed");
-                }
-                let mut r = response::error(&e, &req.request_id);
-                if matches!(e, ApiError::MethodNotAllowed)
-                    && let Ok(v) = HeaderValue::from_str(&router::allowed(&req.path).join(", "))
-                {
-                    r.headers_mut().insert(ALLOW, v);
-                }
-                r
-            }
-        };
+        // 3. respond
         if let Ok(v) = HeaderValue::from_str(&req.request_id) {
             resp.headers_mut().insert("x-request-id", v);
         }
-        if app.draining.load(std::sync::atomic::Ordering::Relaxed) {
+        if lifecycle.is_draining() {
             resp.headers_mut()
-                .insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
+                .insert(CONNECTION, HeaderValue::from_static("close"));
         }
 
-        // 5. observe
+        // 4. observe
         let status = resp.status().as_u16();
         let elapsed = started.elapsed();
+        let method = method_label(&req.method);
         let status_label = status_label(status);
-        metrics::counter!("queuegate_http_requests_total", "route" => route_label, "method" => method_label(&method), "status" => status_label).increment(1);
-        metrics::histogram!("queuegate_http_request_duration_seconds", "route" => route_label, "method" => method_label(&method), "status" => status_label).record(elapsed.as_secs_f64());
-        if route_label != "/metrics" && route_label != "/healthz" {
-            tracing::info!(status, route = route_label, elapsed_ms = elapsed.as_secs_f64() * 1000.0, "served");
+        metrics::counter!("queuegate_http_requests_total", "route" => route, "method" => method, "status" => status_label).increment(1);
+        metrics::histogram!("queuegate_http_request_duration_seconds", "route" => route, "method" => method, "status" => status_label).record(elapsed.as_secs_f64());
+        if !quiet {
+            tracing::info!(status, route, elapsed_ms = elapsed.as_secs_f64() * 1000.0, "served");
         }
         resp
     }
@@ -116,11 +103,13 @@ fn method_label(m: &hyper::Method) -> &'static str {
 }
 
 /// Status codes as static labels (no allocation per request).
-fn status_label(s: u16) -> &'static str {
+pub fn status_label(s: u16) -> &'static str {
     match s {
         200 => "200",
         201 => "201",
         204 => "204",
+        302 => "302",
+        303 => "303",
         400 => "400",
         401 => "401",
         402 => "402",
@@ -133,7 +122,9 @@ fn status_label(s: u16) -> &'static str {
         422 => "422",
         429 => "429",
         500 => "500",
+        502 => "502",
         503 => "503",
+        504 => "504",
         s if s < 300 => "2xx",
         s if s < 400 => "3xx",
         s if s < 500 => "4xx",

@@ -1,18 +1,25 @@
-//! An incoming request as handlers see it: method, path parameters, headers, a lazily read body,
-//! and the request id. Reading the body enforces the 64 KiB limit and turns JSON problems into
-//! the contract's 400 (malformed) or 422 (well-formed, wrong values, naming the field).
+//! An incoming request as handlers see it: method, path, query, headers, the peer, the request
+//! id, path parameters (filled in by whoever routes), and a body read on demand within a size
+//! limit.
 
-use crate::domain::FromJson;
-use crate::error::ApiError;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::header::{AUTHORIZATION, CONTENT_LENGTH};
+use hyper::http::request::Parts;
 use hyper::{HeaderMap, Method};
-use serde_json::{Map, Value};
 use std::net::SocketAddr;
 
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// Why a body could not be read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum BodyError {
+    #[error("request body exceeds 64 KiB")]
+    TooLarge,
+    #[error("could not read the request body")]
+    Unreadable,
+}
 
 pub struct Req {
     pub method: Method,
@@ -27,8 +34,7 @@ pub struct Req {
 }
 
 impl Req {
-    pub fn new(req: hyper::Request<Incoming>, peer: SocketAddr, request_id: String) -> Self {
-        let (parts, body) = req.into_parts();
+    pub fn new(parts: Parts, body: Option<Incoming>, peer: SocketAddr, request_id: String) -> Self {
         Req {
             method: parts.method,
             path: parts.uri.path().to_owned(),
@@ -37,37 +43,21 @@ impl Req {
             peer,
             request_id,
             params: Vec::new(),
-            body: Some(body),
+            body,
         }
-    }
-
-    /// Path parameter `i` parsed as an id; a segment that is no id names no resource (404).
-    pub fn param<T>(
-        &self,
-        i: usize,
-        parse: fn(&str) -> Option<T>,
-        what: &'static str,
-    ) -> Result<T, ApiError> {
-        self.params
-            .get(i)
-            .and_then(|s| parse(s))
-            .ok_or(ApiError::NotFound(what))
     }
 
     /// The bearer token from `Authorization`, if any.
     pub fn bearer(&self) -> Option<&str> {
         let v = self.headers.get(AUTHORIZATION)?.to_str().ok()?;
         let (scheme, token) = v.split_once(' ')?;
-        scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-    }
-
-    pub fn require_bearer(&self) -> Result<&str, ApiError> {
-        self.bearer()
+        scheme
+            .eq_ignore_ascii_case("bearer")
+            .then(|| token.trim())
             .filter(|t| !t.is_empty())
-            .ok_or(ApiError::Unauthorized("missing bearer token"))
     }
 
-    /// A query-string parameter (no percent-decoding needed for the values we accept).
+    /// A query-string parameter (no percent-decoding: the values we accept need none).
     pub fn query_param(&self, name: &str) -> Option<&str> {
         self.query
             .as_deref()?
@@ -81,9 +71,26 @@ impl Req {
         self.headers.get(name).map(|v| v.as_bytes())
     }
 
-    /// Reads the whole body, refusing more than 64 KiB (413) before reading it when the
-    /// client announced the length, and while reading otherwise.
-    pub async fn body_bytes(&mut self) -> Result<Bytes, ApiError> {
+    /// A cookie's value from the `Cookie` headers.
+    pub fn cookie(&self, name: &str) -> Option<&str> {
+        self.headers
+            .get_all(hyper::header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .filter_map(|kv| kv.trim().split_once('='))
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v)
+    }
+
+    /// Takes the body stream (for forwarding it unread).
+    pub fn take_body(&mut self) -> Option<Incoming> {
+        self.body.take()
+    }
+
+    /// Reads the whole body, refusing more than 64 KiB before reading it when the client
+    /// announced the length, and while reading otherwise.
+    pub async fn body_bytes(&mut self) -> Result<Bytes, BodyError> {
         if let Some(len) = self
             .headers
             .get(CONTENT_LENGTH)
@@ -91,96 +98,15 @@ impl Req {
             .and_then(|v| v.parse::<u64>().ok())
             && len > MAX_BODY_BYTES as u64
         {
-            return Err(ApiError::PayloadTooLarge);
+            return Err(BodyError::TooLarge);
         }
         let Some(body) = self.body.take() else {
             return Ok(Bytes::new());
         };
         match Limited::new(body, MAX_BODY_BYTES).collect().await {
             Ok(collected) => Ok(collected.to_bytes()),
-            Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::PayloadTooLarge),
-            Err(_) => Err(ApiError::BadRequest(
-                "could not read the request body".into(),
-            )),
+            Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(BodyError::TooLarge),
+            Err(_) => Err(BodyError::Unreadable),
         }
-    }
-
-    /// Reads a JSON object body.
-    pub async fn json(&mut self) -> Result<JsonObject, ApiError> {
-        let bytes = self.body_bytes().await?;
-        JsonObject::parse(&bytes)
-    }
-}
-
-/// A parsed JSON object body; fields are read with their domain type and named in errors.
-/// Unknown fields are ignored (forward compatibility), as documented in the README.
-#[derive(Debug)]
-pub struct JsonObject(Map<String, Value>);
-
-impl JsonObject {
-    pub fn parse(bytes: &[u8]) -> Result<Self, ApiError> {
-        let value: Value = serde_json::from_slice(bytes)
-            .map_err(|e| ApiError::BadRequest(format!("malformed JSON: {e}")))?;
-        match value {
-            Value::Object(map) => Ok(JsonObject(map)),
-            _ => Err(ApiError::validation("body", "must be a JSON object")),
-        }
-    }
-
-    pub fn required<T: FromJson>(&self, field: &str) -> Result<T, ApiError> {
-        match self.0.get(field) {
-            None | Some(Value::Null) => Err(ApiError::validation(field, "is required")),
-            Some(v) => T::from_json(v).map_err(|m| ApiError::validation(field, m)),
-        }
-    }
-
-    pub fn optional<T: FromJson>(&self, field: &str) -> Result<Option<T>, ApiError> {
-        match self.0.get(field) {
-            None | Some(Value::Null) => Ok(None),
-            Some(v) => T::from_json(v)
-                .map(Some)
-                .map_err(|m| ApiError::validation(field, m)),
-        }
-    }
-
-    pub fn get(&self, field: &str) -> Option<&Value> {
-        self.0.get(field)
-    }
-
-    pub fn keys(&self) -> impl Iterator<Item = &str> {
-        self.0.keys().map(String::as_str)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::domain::SeatNo;
-
-    #[test]
-    fn malformed_json_is_400_and_wrong_values_are_422_naming_the_field() {
-        assert_eq!(JsonObject::parse(b"{").unwrap_err().status().as_u16(), 400);
-        assert_eq!(JsonObject::parse(b"").unwrap_err().status().as_u16(), 400);
-        assert_eq!(
-            JsonObject::parse(&[0xff, 0xfe])
-                .unwrap_err()
-                .status()
-                .as_u16(),
-            400
-        );
-        assert_eq!(
-            JsonObject::parse(b"[1]").unwrap_err().status().as_u16(),
-            422
-        );
-        let o = JsonObject::parse(br#"{"seat_no": 51, "extra": true}"#).unwrap();
-        match o.required::<SeatNo>("seat_no").unwrap_err() {
-            ApiError::Validation { field, .. } => assert_eq!(field, "seat_no"),
-            e => panic!("{e:?}"),
-        }
-        assert!(matches!(
-            o.required::<SeatNo>("missing"),
-            Err(ApiError::Validation { .. })
-        ));
-        assert_eq!(o.optional::<SeatNo>("missing").unwrap(), None);
     }
 }

@@ -1,9 +1,8 @@
-//! Building responses: JSON bodies, the error envelope, and streaming bodies for SSE.
+//! Building responses: bytes and JSON bodies, and streaming bodies fed by a channel.
 
-use crate::error::ApiError;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, combinators::UnsyncBoxBody};
-use hyper::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
+use hyper::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
 use hyper::{Response, StatusCode};
 use serde::Serialize;
 use std::convert::Infallible;
@@ -29,88 +28,39 @@ pub fn bytes(status: StatusCode, content_type: &'static str, body: impl Into<Byt
     r
 }
 
-pub fn json<T: Serialize + ?Sized>(status: StatusCode, value: &T) -> Resp {
-    match serde_json::to_vec(value) {
-        Ok(body) => {
-            let mut r = bytes(status, "application/json", body);
-            r.headers_mut()
-                .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-            r
-        }
-        // Our own types always serialise; if one ever does not, say so instead of panicking.
-        Err(e) => error(&ApiError::internal(e), ""),
-    }
-}
-
-/// Already-serialised JSON (idempotent replays return the stored bytes verbatim).
-pub fn raw_json(status: StatusCode, body: String) -> Resp {
+/// Already-serialised JSON, never cached.
+pub fn raw_json(status: StatusCode, body: impl Into<Bytes>) -> Resp {
     let mut r = bytes(status, "application/json", body);
     r.headers_mut()
         .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r
 }
 
-/// The contract's error envelope: `{"error": {"code", "message", "request_id"}}`.
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct ErrorBody<'a> {
-    pub error: ErrorDetail<'a>,
-}
-
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct ErrorDetail<'a> {
-    /// A stable machine-readable code, e.g. `SEAT_UNAVAILABLE`.
-    #[schema(value_type = String, example = "SEAT_UNAVAILABLE")]
-    pub code: &'static str,
-    pub message: String,
-    #[schema(value_type = String)]
-    pub request_id: &'a str,
-    /// The offending field, for `VALIDATION_FAILED`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<String>)]
-    pub field: Option<&'a str>,
-}
-
-pub fn error(e: &ApiError, request_id: &str) -> Resp {
-    let field = match e {
-        ApiError::Validation { field, .. } => Some(field.as_str()),
-        _ => None,
-    };
-    let body = serde_json::to_vec(&ErrorBody {
-        error: ErrorDetail {
-            code: e.code(),
-            message: e.public_message(),
-            request_id,
-            field,
-        },
-    })
-    .unwrap_or_else(|_| br#"{"error":{"code":"INTERNAL","message":"internal error"}}"#.to_vec());
-    let mut r = bytes(e.status(), "application/json", body);
-    r.headers_mut()
-        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    if let Some(secs) = e.retry_after_secs() {
-        r.headers_mut().insert(RETRY_AFTER, HeaderValue::from(secs));
+pub fn json<T: Serialize + ?Sized>(status: StatusCode, value: &T) -> Resp {
+    match serde_json::to_vec(value) {
+        Ok(body) => raw_json(status, body),
+        // Our own types always serialise; if one ever does not, say so instead of panicking.
+        Err(e) => {
+            tracing::error!(error = %e, "response did not serialise");
+            bytes(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "text/plain; charset=utf-8",
+                "internal error\n",
+            )
+        }
     }
-    if matches!(e, ApiError::Unauthorized(_) | ApiError::TokenRevoked) {
-        r.headers_mut()
-            .insert("www-authenticate", HeaderValue::from_static("Bearer"));
-    }
-    r
 }
 
-/// A streaming body fed by a channel: each message is one chunk; the body ends when every
-/// sender is gone. `G` is dropped with the body, so a guard can notice a closed stream.
-pub struct ChannelBody<G: Send + 'static> {
-    rx: tokio::sync::mpsc::Receiver<Bytes>,
+/// A streaming body fed by a channel: each message becomes one chunk through `encode`; the
+/// body ends when every sender is gone. `G` is dropped with the body, so a guard can notice a
+/// closed stream.
+pub struct ChannelBody<T, G> {
+    rx: tokio::sync::mpsc::Receiver<T>,
+    encode: fn(T) -> Bytes,
     _guard: G,
 }
 
-impl<G: Send + 'static> ChannelBody<G> {
-    pub fn new(rx: tokio::sync::mpsc::Receiver<Bytes>, guard: G) -> Self {
-        ChannelBody { rx, _guard: guard }
-    }
-}
-
-impl<G: Send + Unpin + 'static> hyper::body::Body for ChannelBody<G> {
+impl<T: Send + 'static, G: Send + Unpin + 'static> hyper::body::Body for ChannelBody<T, G> {
     type Data = Bytes;
     type Error = Infallible;
 
@@ -118,18 +68,25 @@ impl<G: Send + Unpin + 'static> hyper::body::Body for ChannelBody<G> {
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Infallible>>> {
+        let encode = self.encode;
         self.rx
             .poll_recv(cx)
-            .map(|chunk| chunk.map(|b| Ok(hyper::body::Frame::data(b))))
+            .map(|item| item.map(|t| Ok(hyper::body::Frame::data(encode(t)))))
     }
 }
 
 /// A `text/event-stream` response over a channel body.
-pub fn event_stream<G: Send + Unpin + 'static>(
-    rx: tokio::sync::mpsc::Receiver<Bytes>,
+pub fn event_stream<T: Send + 'static, G: Send + Unpin + 'static>(
+    rx: tokio::sync::mpsc::Receiver<T>,
+    encode: fn(T) -> Bytes,
     guard: G,
 ) -> Resp {
-    let mut r = Response::new(ChannelBody::new(rx, guard).boxed_unsync());
+    let body = ChannelBody {
+        rx,
+        encode,
+        _guard: guard,
+    };
+    let mut r = Response::new(body.boxed_unsync());
     let h = r.headers_mut();
     h.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
     h.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));

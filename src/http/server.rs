@@ -1,58 +1,85 @@
 //! The accept loop: HTTP/1.1 with keep-alive, a header-read timeout against slow clients, and
-//! graceful shutdown — on the signal we stop accepting, let in-flight requests finish, and give
-//! up after a bounded wait.
+//! graceful shutdown — on the signal we keep serving a moment as a lame duck, stop accepting,
+//! let in-flight requests finish, and give up after a bounded wait.
+//!
+//! Connections whose first request starts with one of `raw_streams` (long-lived event streams)
+//! are served on the raw socket (`raw.rs`) instead of by hyper; both run the same pipeline.
 
-use crate::app::App;
+use super::handler::Handler;
+use super::lifecycle::Lifecycle;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 
-/// Serves until `shutdown` resolves, then drains connections for at most `grace`.
-pub async fn run(
-    app: Arc<App>,
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// Slow clients get this long to send their request head.
+    pub header_read_timeout: Duration,
+    /// After the lame-duck phase, how long in-flight requests may take.
+    pub grace: Duration,
+    /// Lame duck: keep serving this long after the signal, with `Connection: close`.
+    pub drain: Duration,
+    /// Request-line prefixes (e.g. `GET /v1/queue/events`) served on the raw socket.
+    pub raw_streams: &'static [&'static [u8]],
+}
+
+/// Everything one connection task needs.
+struct Shared<H> {
+    handler: Arc<H>,
+    lifecycle: Arc<Lifecycle>,
+    config: ServerConfig,
+    builder: http1::Builder,
+}
+
+/// Serves until `shutdown` resolves, then drains connections.
+pub async fn run<H: Handler>(
+    handler: Arc<H>,
+    lifecycle: Arc<Lifecycle>,
     listener: TcpListener,
+    config: ServerConfig,
     shutdown: impl Future<Output = ()>,
-    grace: Duration,
 ) {
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
         .keep_alive(true)
-        .header_read_timeout(app.settings.header_read_timeout)
+        .header_read_timeout(config.header_read_timeout)
         .max_headers(64)
         // Request line + headers above 32 KiB: 431 before any handler runs.
         .max_header_size(32 * 1024)
         .max_buf_size(64 * 1024);
+    let shared = Arc::new(Shared {
+        handler,
+        lifecycle,
+        config,
+        builder,
+    });
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
-            accepted = listener.accept() => {
-                let (stream, peer) = match accepted {
-                    Ok(x) => x,
-                    Err(e) => {
-                        // Out of file descriptors and the like: back off briefly, keep serving.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                serve(&app, &builder, &graceful, stream, peer);
-            }
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => serve(&shared, &graceful, stream, peer),
+                Err(e) => {
+                    // Out of file descriptors and the like: back off briefly, keep serving.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
             _ = &mut shutdown => break,
         }
     }
     // Lame duck: keep serving for a moment, failing readiness and closing connections after
     // each response, so a balancer stops sending here before anything is cut off.
-    app.draining
-        .store(true, std::sync::atomic::Ordering::Relaxed);
-    let drain = app.settings.shutdown_drain;
+    shared.lifecycle.start_draining();
+    let drain = shared.config.drain;
     tracing::info!(?drain, "shutdown requested");
     if !drain.is_zero() {
         let until = tokio::time::sleep(drain);
@@ -61,7 +88,7 @@ pub async fn run(
             tokio::select! {
                 accepted = listener.accept() => {
                     if let Ok((stream, peer)) = accepted {
-                        serve(&app, &builder, &graceful, stream, peer);
+                        serve(&shared, &graceful, stream, peer);
                     }
                 }
                 _ = &mut until => break,
@@ -70,6 +97,7 @@ pub async fn run(
     }
     tracing::info!("no longer accepting connections");
     drop(listener);
+    let grace = shared.config.grace;
     tokio::select! {
         _ = graceful.shutdown() => tracing::info!("all connections drained"),
         _ = tokio::time::sleep(grace) => tracing::warn!(?grace, "grace period over; closing remaining connections"),
@@ -77,30 +105,53 @@ pub async fn run(
 }
 
 /// Serves one accepted connection on its own task, watched by the graceful shutdown.
-fn serve(
-    app: &Arc<App>,
-    builder: &http1::Builder,
+fn serve<H: Handler>(
+    shared: &Arc<Shared<H>>,
     graceful: &GracefulShutdown,
-    stream: tokio::net::TcpStream,
-    peer: std::net::SocketAddr,
+    stream: TcpStream,
+    peer: SocketAddr,
 ) {
     let _ = stream.set_nodelay(true);
-    let app = app.clone();
-    let builder = builder.clone();
+    let shared = shared.clone();
     let watcher = graceful.watcher();
     tokio::spawn(async move {
-        // An event stream as the first request is served on the raw socket (see `streams`).
-        if super::streams::is_event_stream(&stream, app.settings.header_read_timeout).await {
+        let limit = shared.config.header_read_timeout;
+        if super::raw::starts_with_any(&stream, shared.config.raw_streams, limit).await {
             // Boxed, like the hyper branch below: the task keeps only what its branch needs.
-            Box::pin(super::streams::serve(app, stream, peer)).await;
+            Box::pin(super::raw::serve(
+                &*shared.handler,
+                &shared.lifecycle,
+                stream,
+                peer,
+                limit,
+            ))
+            .await;
             return;
         }
-        let service_app = app.clone();
-        let service = service_fn(move |req| {
-            let app = service_app.clone();
-            async move { Ok::<_, Infallible>(super::pipeline::handle(app, req, peer).await) }
+        let for_service = shared.clone();
+        let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+            let shared = for_service.clone();
+            async move {
+                let (parts, body) = req.into_parts();
+                Ok::<_, Infallible>(
+                    super::pipeline::handle(
+                        &*shared.handler,
+                        &shared.lifecycle,
+                        parts,
+                        Some(body),
+                        peer,
+                    )
+                    .await,
+                )
+            }
         });
-        let conn = Box::pin(watcher.watch(builder.serve_connection(TokioIo::new(stream), service)));
+        let conn = Box::pin(
+            watcher.watch(
+                shared
+                    .builder
+                    .serve_connection(TokioIo::new(stream), service),
+            ),
+        );
         if let Err(e) = conn.await {
             tracing::debug!(error = %e, "connection ended with an error");
         }

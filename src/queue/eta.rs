@@ -12,7 +12,7 @@
 //! the next in line asks every second; it stays under a third of the idle limit so polling
 //! users are never taken for idle ones.
 
-use super::store::Pace;
+use super::model::Pace;
 use crate::config::QueueDefaults;
 
 pub fn rate_per_sec(pace: &Pace, defaults: &QueueDefaults) -> f64 {

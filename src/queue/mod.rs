@@ -1,22 +1,20 @@
 //! The waiting room: one fair line per concert, kept in Redis and changed only by Lua scripts.
 //!
-//! - `keys`: the Redis key layout of a concert;
-//! - `store`: every read and write of queue state, one script call each;
+//! - `service`: what the API calls — join, status, streams, leave, the admission check;
+//! - `view`: a place as its holder sees it (position, ETA, or the access token);
+//! - `store`: every read and write of queue state, one script call each (`scripts`, `keys`,
+//!   `model` hold the scripts, the key layout and the reply types);
 //! - `ticker`: the admission timer every instance runs (the script makes each tick happen once);
-//! - `eta`: estimated waits and polling intervals;
-//! - `events`: Server-Sent Events, batched per concert.
+//! - `hub` and `pump`: Server-Sent Event streams, refreshed in one call per concert;
+//! - `eta`: estimated waits and polling intervals.
 
 pub mod eta;
-pub mod events;
+pub mod hub;
 pub mod keys;
+pub mod model;
+pub mod pump;
+pub mod scripts;
+pub mod service;
 pub mod store;
 pub mod ticker;
-
-pub use store::QueueStore;
-
-/// Formats an admission end (ms since the epoch, Redis clock) as RFC 3339.
-pub fn expires_at(ends_ms: u64) -> String {
-    chrono::DateTime::from_timestamp_millis(ends_ms.min(i64::MAX as u64) as i64)
-        .map(crate::domain::rfc3339)
-        .unwrap_or_default()
-}
+pub mod view;

@@ -1,162 +1,34 @@
-//! Every operation on queue state, each one atomic Lua script call (one round trip).
+//! Every read and write of queue state: one atomic Lua script call (one round trip) each.
+//!
+//! The store knows keys, scripts and reply shapes; it knows nothing of tokens, ETAs or HTTP.
 
 use super::keys::{ConcertKeys, concerts_key};
+use super::model::{Figures, JoinKind, Joined, Pace, Place, SettingsPatch, TickReport};
+use super::scripts::Scripts;
+use crate::config::QueueDefaults;
 use crate::domain::{ConcertId, UserId};
-use crate::error::ApiError;
-use crate::redis::Script;
-use crate::tokens::AccessToken;
+use crate::redis::{int, request_options, value_f64, value_str, value_u64};
+use crate::store_error::StoreError;
 use fred::prelude::*;
-
-/// The scripts in `lua/`, compiled in.
-pub struct Scripts {
-    check_access: Script,
-    revoke: Script,
-    grant: Script,
-    join: Script,
-    status: Script,
-    status_many: Script,
-    leave: Script,
-    tick: Script,
-    figures: Script,
-}
-
-impl Scripts {
-    fn new() -> Self {
-        Scripts {
-            check_access: Script::new("check_access", include_str!("../../lua/check_access.lua")),
-            revoke: Script::new("revoke", include_str!("../../lua/revoke.lua")),
-            grant: Script::new("grant", include_str!("../../lua/grant.lua")),
-            join: Script::new("join", include_str!("../../lua/join.lua")),
-            status: Script::new("status", include_str!("../../lua/status.lua")),
-            status_many: Script::new("status_many", include_str!("../../lua/status_many.lua")),
-            leave: Script::new("leave", include_str!("../../lua/leave.lua")),
-            tick: Script::new("tick", include_str!("../../lua/tick.lua")),
-            figures: Script::new("figures", include_str!("../../lua/figures.lua")),
-        }
-    }
-
-    fn all(&self) -> [&Script; 9] {
-        [
-            &self.check_access,
-            &self.revoke,
-            &self.grant,
-            &self.join,
-            &self.status,
-            &self.status_many,
-            &self.leave,
-            &self.tick,
-            &self.figures,
-        ]
-    }
-}
-
-/// The outcome of joining a line.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Joined {
-    pub seq: u64,
-    pub epoch: String,
-    pub how: JoinKind,
-    pub place: Place,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum JoinKind {
-    Existing,
-    New,
-    Restored,
-}
-
-impl JoinKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            JoinKind::Existing => "existing",
-            JoinKind::New => "new",
-            JoinKind::Restored => "restored",
-        }
-    }
-}
-
-/// Where a place stands.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Place {
-    /// Waiting; `position` 1 is next in.
-    Waiting { position: u64 },
-    /// Admitted until `ends_ms` (Redis clock, ms since the epoch).
-    Admitted { ends_ms: u64 },
-    /// Left, idle too long, paid, or admission over.
-    Gone,
-}
-
-/// What the line's speed is known to be: the measured admission rate (users/s, a moving
-/// average over ticks that left people waiting) and the concert's overrides, if any.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub struct Pace {
-    pub measured_rate: Option<f64>,
-    pub admit_per_tick: Option<u64>,
-    pub tick_ms: Option<u64>,
-}
-
-/// What one tick did.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct TickReport {
-    pub ran: bool,
-    pub admitted_now: u64,
-    pub expired_now: u64,
-    pub idle_now: u64,
-    pub waiting: u64,
-    pub admitted: u64,
-    pub admitted_total: u64,
-    pub next_due_ms: u64,
-    pub tick_ms: u64,
-    pub max_active: u64,
-    /// Measured admissions per second (moving average); `None` before any measurement.
-    pub rate: Option<f64>,
-    pub admit_per_tick: u64,
-}
-
-/// Per-concert admission settings (overrides; `None` = the instance default).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct SettingsPatch {
-    pub admit_per_tick: Option<u64>,
-    pub tick_ms: Option<u64>,
-    pub max_active: Option<u64>,
-    pub access_ttl_secs: Option<u64>,
-}
-
-/// A concert's live figures and effective settings.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Figures {
-    pub waiting: u64,
-    pub admitted: u64,
-    pub admitted_total: u64,
-    pub settings: SettingsPatch,
-    pub rate: f64,
-}
+use std::collections::HashMap;
+use std::sync::{Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 /// How often an instance re-adds a concert it serves to the timer's set.
-const REREGISTER: std::time::Duration = std::time::Duration::from_secs(1);
+const REREGISTER: Duration = Duration::from_secs(1);
 
 pub struct QueueStore {
     pool: Pool,
     prefix: String,
     scripts: Scripts,
     /// Concerts this instance already added to the timer's set (saves a round trip per join).
-    registered: std::sync::Mutex<std::collections::HashMap<ConcertId, std::time::Instant>>,
+    registered: Mutex<HashMap<ConcertId, Instant>>,
     /// Each concert's pace as of this instance's last tick call, for ETAs without a round trip.
-    paces: std::sync::RwLock<std::collections::HashMap<ConcertId, Pace>>,
+    paces: RwLock<HashMap<ConcertId, Pace>>,
 }
 
 fn keys<const N: usize>(k: [&String; N]) -> Vec<Key> {
     k.into_iter().map(|s| Key::from(s.as_str())).collect()
-}
-
-fn args<const N: usize>(a: [Value; N]) -> Vec<Value> {
-    a.into_iter().collect()
-}
-
-/// Redis integers are signed; our ids and counters stay far below i64::MAX.
-fn int(n: u64) -> Value {
-    Value::Integer(n.min(i64::MAX as u64) as i64)
 }
 
 impl QueueStore {
@@ -174,32 +46,37 @@ impl QueueStore {
         &self.pool
     }
 
-    pub fn prefix(&self) -> &str {
-        &self.prefix
-    }
-
     pub fn keys(&self, concert: ConcertId) -> ConcertKeys {
         ConcertKeys::new(&self.prefix, concert)
     }
 
+    fn client(&self) -> &Client {
+        self.pool.next_connected()
+    }
+
     /// SCRIPT LOAD everything; called at start so the first requests skip the NOSCRIPT detour.
-    pub async fn load_scripts(&self) -> Result<(), ApiError> {
+    pub async fn load_scripts(&self) -> Result<(), StoreError> {
         for s in self.scripts.all() {
-            s.load(self.pool.next_connected()).await?;
+            s.load(self.client()).await?;
         }
         Ok(())
     }
 
-    /// Is the admission an access token names still live? (Not revoked, not expired.)
-    pub async fn check_access(&self, t: &AccessToken) -> Result<bool, ApiError> {
-        let k = self.keys(t.concert_id);
+    /// Is the admission (user, seq) of `concert` still live? (Not revoked, not expired.)
+    pub async fn check_access(
+        &self,
+        concert: ConcertId,
+        user: UserId,
+        seq: u64,
+    ) -> Result<bool, StoreError> {
+        let k = self.keys(concert);
         let live: i64 = self
             .scripts
             .check_access
             .run(
-                self.pool.next_connected(),
+                self.client(),
                 keys([&k.admitted, &k.adm_seq]),
-                args([int(t.user_id.get()), int(t.seq)]),
+                vec![int(user.get()), int(seq)],
             )
             .await?;
         Ok(live == 1)
@@ -212,7 +89,7 @@ impl QueueStore {
         concert: ConcertId,
         user: UserId,
         seq: Option<u64>,
-    ) -> Result<bool, ApiError> {
+    ) -> Result<bool, StoreError> {
         let k = self.keys(concert);
         let seq: Value = match seq {
             Some(s) => int(s),
@@ -222,28 +99,28 @@ impl QueueStore {
             .scripts
             .revoke
             .run(
-                self.pool.next_connected(),
+                self.client(),
                 keys([&k.admitted, &k.adm_seq, &k.waiting, &k.seen, &k.stats]),
-                args([int(user.get()), seq]),
+                vec![int(user.get()), seq],
             )
             .await?;
         Ok(ended == 1)
     }
 
-    /// Admits one user immediately, outside the line (operators and tests). Returns the access
-    /// grant it created.
+    /// Admits one user immediately, outside the line (operators and tests). Returns the
+    /// admission's (seq, end in ms).
     pub async fn grant(
         &self,
         concert: ConcertId,
         user: UserId,
         ttl_secs: u64,
-    ) -> Result<AccessToken, ApiError> {
+    ) -> Result<(u64, u64), StoreError> {
         let k = self.keys(concert);
-        let (seq, ends_ms): (u64, u64) = self
+        let granted: (u64, u64) = self
             .scripts
             .grant
             .run(
-                self.pool.next_connected(),
+                self.client(),
                 keys([
                     &k.admitted,
                     &k.adm_seq,
@@ -252,16 +129,11 @@ impl QueueStore {
                     &k.seen,
                     &k.stats,
                 ]),
-                args([int(user.get()), int(ttl_secs.saturating_mul(1000))]),
+                vec![int(user.get()), int(ttl_secs.saturating_mul(1000))],
             )
             .await?;
         self.register_concert(concert).await?;
-        Ok(AccessToken {
-            user_id: user,
-            concert_id: concert,
-            seq,
-            exp: ends_ms / 1000,
-        })
+        Ok(granted)
     }
 
     /// Takes a place in the line (or returns the one the user has). `restore` is the
@@ -271,7 +143,7 @@ impl QueueStore {
         concert: ConcertId,
         user: UserId,
         restore: Option<(u64, &str)>,
-    ) -> Result<Joined, ApiError> {
+    ) -> Result<Joined, StoreError> {
         let k = self.keys(concert);
         let fresh_epoch = uuid::Uuid::new_v4().simple().to_string();
         let (restore_seq, restore_epoch) = restore.unwrap_or((0, ""));
@@ -279,7 +151,7 @@ impl QueueStore {
             .scripts
             .join
             .run(
-                self.pool.next_connected(),
+                self.client(),
                 keys([
                     &k.seq,
                     &k.epoch,
@@ -289,12 +161,12 @@ impl QueueStore {
                     &k.adm_seq,
                     &k.stats,
                 ]),
-                args([
+                vec![
                     int(user.get()),
                     fresh_epoch.into(),
                     int(restore_seq),
                     restore_epoch.into(),
-                ]),
+                ],
             )
             .await?;
         let how = match how {
@@ -322,18 +194,26 @@ impl QueueStore {
         user: UserId,
         seq: u64,
         idle_secs: u64,
-    ) -> Result<Place, ApiError> {
+    ) -> Result<Place, StoreError> {
         let k = self.keys(concert);
         let reply: Vec<Value> = self
             .scripts
             .status
             .run(
-                self.pool.next_connected(),
+                self.client(),
                 keys([&k.waiting, &k.seen, &k.admitted, &k.adm_seq, &k.stats]),
-                args([int(user.get()), int(seq), int(idle_secs)]),
+                vec![int(user.get()), int(seq), int(idle_secs)],
             )
             .await?;
-        Ok(parse_place(&reply))
+        Ok(match reply.first().map(value_str) {
+            Some("admitted") => Place::Admitted {
+                ends_ms: reply.get(1).and_then(value_u64).unwrap_or(0),
+            },
+            Some("waiting") => Place::Waiting {
+                position: reply.get(1).and_then(value_u64).unwrap_or(0),
+            },
+            _ => Place::Gone,
+        })
     }
 
     /// Statuses of many places of one concert in one call: entry i answers `places[i]`.
@@ -341,7 +221,7 @@ impl QueueStore {
         &self,
         concert: ConcertId,
         places: &[(UserId, u64)],
-    ) -> Result<(f64, Vec<i64>), ApiError> {
+    ) -> Result<Vec<Place>, StoreError> {
         let k = self.keys(concert);
         let mut argv = Vec::with_capacity(places.len() * 2);
         for (user, seq) in places {
@@ -352,20 +232,17 @@ impl QueueStore {
             .scripts
             .status_many
             .run(
-                self.pool.next_connected(),
+                self.client(),
                 keys([&k.waiting, &k.seen, &k.admitted, &k.adm_seq, &k.stats]),
                 argv,
             )
             .await?;
-        let rate = reply.first().map(value_f64).unwrap_or(0.0);
-        Ok((
-            rate,
-            reply
-                .iter()
-                .skip(1)
-                .map(|v| v.as_i64().unwrap_or(0))
-                .collect(),
-        ))
+        // The first entry is the line's measured rate; ETAs use the instance's pace instead.
+        Ok(reply
+            .iter()
+            .skip(1)
+            .map(|v| Place::from_compact(v.as_i64().unwrap_or(0)))
+            .collect())
     }
 
     /// Frees the place named by (user, seq). Returns whether there was one.
@@ -374,15 +251,15 @@ impl QueueStore {
         concert: ConcertId,
         user: UserId,
         seq: u64,
-    ) -> Result<bool, ApiError> {
+    ) -> Result<bool, StoreError> {
         let k = self.keys(concert);
         let freed: i64 = self
             .scripts
             .leave
             .run(
-                self.pool.next_connected(),
+                self.client(),
                 keys([&k.waiting, &k.seen, &k.admitted, &k.adm_seq, &k.stats]),
-                args([int(user.get()), int(seq)]),
+                vec![int(user.get()), int(seq)],
             )
             .await?;
         Ok(freed == 1)
@@ -401,14 +278,14 @@ impl QueueStore {
     pub async fn tick(
         &self,
         concert: ConcertId,
-        d: &crate::config::QueueDefaults,
-    ) -> Result<TickReport, ApiError> {
+        d: &QueueDefaults,
+    ) -> Result<TickReport, StoreError> {
         let k = self.keys(concert);
         let r: Vec<i64> = self
             .scripts
             .tick
             .run(
-                self.pool.next_connected(),
+                self.client(),
                 keys([
                     &k.waiting,
                     &k.seen,
@@ -417,13 +294,13 @@ impl QueueStore {
                     &k.stats,
                     &k.settings,
                 ]),
-                args([
+                vec![
                     int(d.admit_per_tick),
                     int(d.tick_ms),
                     int(d.max_active),
                     int(d.access_ttl_secs),
                     int(d.idle_secs),
-                ]),
+                ],
             )
             .await?;
         let at = |i: usize| r.get(i).copied().unwrap_or(0).max(0) as u64;
@@ -458,13 +335,13 @@ impl QueueStore {
     }
 
     /// Live figures and the concert's overrides.
-    pub async fn figures(&self, concert: ConcertId) -> Result<Figures, ApiError> {
+    pub async fn figures(&self, concert: ConcertId) -> Result<Figures, StoreError> {
         let k = self.keys(concert);
         let r: Vec<Value> = self
             .scripts
             .figures
             .run(
-                self.pool.next_connected(),
+                self.client(),
                 keys([&k.waiting, &k.admitted, &k.stats, &k.settings]),
                 Vec::new(),
             )
@@ -489,37 +366,32 @@ impl QueueStore {
         &self,
         concert: ConcertId,
         patch: &SettingsPatch,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), StoreError> {
         let k = self.keys(concert);
-        let mut fields: Vec<(&str, Value)> = Vec::new();
-        let pairs = [
+        let fields: Vec<(&str, Value)> = [
             ("admit_per_tick", patch.admit_per_tick),
             ("tick_ms", patch.tick_ms),
             ("max_active", patch.max_active),
             ("access_ttl_secs", patch.access_ttl_secs),
-        ];
-        for (name, value) in pairs {
-            if let Some(v) = value {
-                fields.push((name, int(v)));
-            }
-        }
+        ]
+        .into_iter()
+        .filter_map(|(name, value)| value.map(|v| (name, int(v))))
+        .collect();
         if fields.is_empty() {
             return Ok(());
         }
-        self.pool
-            .next_connected()
-            .with_options(&crate::redis::request_options())
+        self.client()
+            .with_options(&request_options())
             .hset::<i64, _, _>(&k.settings, fields)
             .await?;
         Ok(())
     }
 
     /// Concert ids the admission timer should tick.
-    pub async fn concerts(&self) -> Result<Vec<ConcertId>, ApiError> {
+    pub async fn concerts(&self) -> Result<Vec<ConcertId>, StoreError> {
         let ids: Vec<u64> = self
-            .pool
-            .next_connected()
-            .with_options(&crate::redis::request_options())
+            .client()
+            .with_options(&request_options())
             .smembers(concerts_key(&self.prefix))
             .await?;
         Ok(ids.into_iter().filter_map(ConcertId::new).collect())
@@ -528,8 +400,8 @@ impl QueueStore {
     /// Makes the admission timer aware of a concert. Repeated at most every
     /// `REREGISTER` per concert and instance: cheap on the join path, and after the store lost
     /// its data the concert is back on the timer's list within that time.
-    pub async fn register_concert(&self, concert: ConcertId) -> Result<(), ApiError> {
-        let now = std::time::Instant::now();
+    pub async fn register_concert(&self, concert: ConcertId) -> Result<(), StoreError> {
+        let now = Instant::now();
         if self.registered.lock().is_ok_and(|r| {
             r.get(&concert)
                 .is_some_and(|t| now.duration_since(*t) < REREGISTER)
@@ -544,55 +416,11 @@ impl QueueStore {
     }
 
     /// SADD the concert to the timer's set, unconditionally.
-    pub async fn add_to_timer(&self, concert: ConcertId) -> Result<(), ApiError> {
-        let key = concerts_key(&self.prefix);
-        self.pool
-            .next_connected()
-            .with_options(&crate::redis::request_options())
-            .sadd::<i64, _, _>(key, int(concert.get()))
+    pub async fn add_to_timer(&self, concert: ConcertId) -> Result<(), StoreError> {
+        self.client()
+            .with_options(&request_options())
+            .sadd::<i64, _, _>(concerts_key(&self.prefix), int(concert.get()))
             .await?;
         Ok(())
-    }
-}
-
-fn value_u64(v: &Value) -> Option<u64> {
-    match v {
-        Value::Integer(i) => u64::try_from(*i).ok(),
-        Value::String(s) => s.parse().ok(),
-        Value::Bytes(b) => std::str::from_utf8(b).ok()?.parse().ok(),
-        _ => None,
-    }
-}
-
-fn value_f64(v: &Value) -> f64 {
-    match v {
-        Value::Integer(i) => *i as f64,
-        Value::Double(d) => *d,
-        Value::String(s) => s.parse().unwrap_or(0.0),
-        Value::Bytes(b) => std::str::from_utf8(b)
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0.0),
-        _ => 0.0,
-    }
-}
-
-fn value_str(v: &Value) -> &str {
-    match v {
-        Value::String(s) => s,
-        Value::Bytes(b) => std::str::from_utf8(b).unwrap_or(""),
-        _ => "",
-    }
-}
-
-fn parse_place(reply: &[Value]) -> Place {
-    match reply.first().map(value_str) {
-        Some("admitted") => Place::Admitted {
-            ends_ms: reply.get(1).and_then(value_u64).unwrap_or(0),
-        },
-        Some("waiting") => Place::Waiting {
-            position: reply.get(1).and_then(value_u64).unwrap_or(0),
-        },
-        _ => Place::Gone,
     }
 }

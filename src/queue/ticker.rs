@@ -5,8 +5,9 @@
 //! long (plus a few ms, to land past the boundary) instead of polling. With many concerts the
 //! due ones are ticked concurrently.
 
-use super::store::TickReport;
-use crate::app::App;
+use super::model::TickReport;
+use super::store::QueueStore;
+use crate::config::QueueDefaults;
 use crate::domain::ConcertId;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -18,7 +19,7 @@ const REFRESH: Duration = Duration::from_secs(1);
 /// After an error, try that concert again this soon.
 const RETRY: Duration = Duration::from_millis(250);
 
-pub async fn run(app: Arc<App>, mut stop: watch::Receiver<bool>) {
+pub async fn run(store: Arc<QueueStore>, defaults: QueueDefaults, mut stop: watch::Receiver<bool>) {
     let mut concerts: Vec<ConcertId> = Vec::new();
     // Concerts whose last tick saw people waiting or admitted. If the store loses its data,
     // the timer's set comes back empty; these are put back so restored places get admitted
@@ -29,12 +30,12 @@ pub async fn run(app: Arc<App>, mut stop: watch::Receiver<bool>) {
     loop {
         let now = Instant::now();
         if refreshed.is_none_or(|t| now.duration_since(t) >= REFRESH) {
-            match app.queue.concerts().await {
+            match store.concerts().await {
                 Ok(mut list) => {
                     for (c, busy) in &active {
                         if *busy && !list.contains(c) {
                             tracing::warn!(concert = %c, "concert missing from the admission set (store lost data?); adding it back");
-                            if app.queue.add_to_timer(*c).await.is_ok() {
+                            if store.add_to_timer(*c).await.is_ok() {
                                 list.push(*c);
                             }
                         }
@@ -51,9 +52,7 @@ pub async fn run(app: Arc<App>, mut stop: watch::Receiver<bool>) {
             .copied()
             .filter(|c| due.get(c).is_none_or(|t| *t <= now))
             .collect();
-        let ticks = ready
-            .iter()
-            .map(|c| app.queue.tick(*c, &app.settings.queue));
+        let ticks = ready.iter().map(|c| store.tick(*c, &defaults));
         let results = futures_util::future::join_all(ticks).await;
         let now = Instant::now();
         for (concert, result) in ready.into_iter().zip(results) {
@@ -104,6 +103,9 @@ fn record(concert: ConcertId, r: &TickReport) {
         .increment(r.idle_now);
     metrics::gauge!("queuegate_queue_waiting", "concert" => c.clone()).set(r.waiting as f64);
     metrics::gauge!("queuegate_queue_admitted", "concert" => c.clone()).set(r.admitted as f64);
+    metrics::gauge!("queuegate_queue_max_active", "concert" => c.clone()).set(r.max_active as f64);
+    metrics::gauge!("queuegate_queue_admit_per_tick", "concert" => c.clone())
+        .set(r.admit_per_tick as f64);
     let rate = r.rate.unwrap_or(0.0);
     metrics::gauge!("queuegate_queue_admission_rate", "concert" => c.clone()).set(rate);
     let tail_eta = super::eta::eta_seconds(r.waiting, rate).map_or(0.0, |s| s as f64);

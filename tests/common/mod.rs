@@ -5,7 +5,6 @@
 use queuegate::app::{self, App};
 use queuegate::config::Settings;
 use queuegate::domain::{ConcertId, UserId};
-use queuegate::tokens::AccessToken;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -200,13 +199,11 @@ impl TestApp {
     /// Admits the user to the concert directly (the real admission record in Redis) and mints
     /// the matching access token.
     pub async fn admit(&self, user: &User, concert: ConcertId) -> String {
-        let grant: AccessToken = self
-            .app
+        self.app
             .queue
             .grant(concert, user.id, self.app.settings.queue.access_ttl_secs)
             .await
-            .unwrap();
-        self.app.tokens.mint_access(&grant).unwrap()
+            .unwrap()
     }
 
     pub async fn hold(&self, access: &str, schedule: u64, seat: u64) -> reqwest::Response {

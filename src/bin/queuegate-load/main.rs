@@ -7,13 +7,15 @@
 //! ```
 //! See `--help` and BENCHMARKS.md (`scripts/bench.sh` runs them all against a fresh gateway).
 
+#![forbid(unsafe_code)]
+
 mod client;
+mod harness;
+mod options;
 mod scenarios;
 mod stats;
 
-use std::net::SocketAddr;
 use std::process::ExitCode;
-use std::time::Duration;
 
 const HELP: &str = "queuegate-load <scenario> [options]
 
@@ -39,89 +41,13 @@ Options (environment fallback in brackets):
   --redis-url URL         [REDIS_URL] for memory figures (scale)
   --gateway-pid PID       for RSS/CPU figures (sse)";
 
-pub struct Options {
-    pub addr: SocketAddr,
-    pub connections: usize,
-    pub requests: usize,
-    pub duration: Duration,
-    pub users: Option<usize>,
-    pub admin_token: String,
-    pub jwt_secret: String,
-    pub database_url: Option<String>,
-    pub redis_url: String,
-    pub gateway_pid: Option<u32>,
-}
-
-fn parse(args: &[String]) -> Result<(String, Options), String> {
-    let mut scenario = None;
-    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-    let mut o = Options {
-        addr: env("QG_ADDR")
-            .unwrap_or_else(|| "127.0.0.1:8080".into())
-            .parse()
-            .map_err(|_| "QG_ADDR must be host:port")?,
-        connections: 64,
-        requests: 200_000,
-        duration: Duration::from_secs(20),
-        users: None,
-        admin_token: env("ADMIN_TOKEN").unwrap_or_default(),
-        jwt_secret: env("JWT_SECRET").unwrap_or_else(|| queuegate::config::DEV_JWT_SECRET.into()),
-        database_url: env("DATABASE_URL"),
-        redis_url: env("REDIS_URL").unwrap_or_else(|| "redis://127.0.0.1:6379".into()),
-        gateway_pid: None,
-    };
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let mut value = |name: &str| it.next().cloned().ok_or(format!("{name} needs a value"));
-        match a.as_str() {
-            "--addr" => {
-                o.addr = value("--addr")?
-                    .parse()
-                    .map_err(|_| "--addr must be host:port")?
-            }
-            "--connections" => {
-                o.connections = value("--connections")?
-                    .parse()
-                    .map_err(|_| "bad --connections")?
-            }
-            "--requests" => {
-                o.requests = value("--requests")?.parse().map_err(|_| "bad --requests")?
-            }
-            "--duration" => {
-                o.duration = Duration::from_secs_f64(
-                    value("--duration")?.parse().map_err(|_| "bad --duration")?,
-                )
-            }
-            "--users" => o.users = Some(value("--users")?.parse().map_err(|_| "bad --users")?),
-            "--admin-token" => o.admin_token = value("--admin-token")?,
-            "--jwt-secret" => o.jwt_secret = value("--jwt-secret")?,
-            "--database-url" => o.database_url = Some(value("--database-url")?),
-            "--redis-url" => o.redis_url = value("--redis-url")?,
-            "--gateway-pid" => {
-                o.gateway_pid = Some(
-                    value("--gateway-pid")?
-                        .parse()
-                        .map_err(|_| "bad --gateway-pid")?,
-                )
-            }
-            s if s.starts_with('-') => return Err(format!("unknown option {s}")),
-            s if scenario.is_none() => scenario = Some(s.to_owned()),
-            s => return Err(format!("unexpected argument {s}")),
-        }
-    }
-    if o.connections == 0 {
-        return Err("--connections must be at least 1".into());
-    }
-    Ok((scenario.ok_or("which scenario? (see --help)")?, o))
-}
-
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.is_empty() || args.iter().any(|a| a == "--help" || a == "-h") {
         println!("{HELP}");
         return ExitCode::SUCCESS;
     }
-    let (scenario, options) = match parse(&args) {
+    let (scenario, options) = match options::parse(&args) {
         Ok(x) => x,
         Err(e) => {
             eprintln!("queuegate-load: {e}");
@@ -138,7 +64,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(scenarios::run(&scenario, &options)) {
+    match runtime.block_on(run(&scenario, &options)) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => {
             println!("VERDICT: FAIL");
@@ -148,5 +74,20 @@ fn main() -> ExitCode {
             eprintln!("queuegate-load: {scenario}: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+async fn run(name: &str, o: &options::Options) -> Result<bool, client::Error> {
+    use scenarios::*;
+    match name {
+        "baseline" => throughput::baseline(o).await,
+        "poll" => throughput::poll(o).await,
+        "join" => throughput::join(o).await,
+        "rush-one" => rush::rush(o, true).await,
+        "rush-many" => rush::rush(o, false).await,
+        "flow" => flow::flow(o).await,
+        "sse" => sse::sse(o).await,
+        "scale" => scale::scale(o).await,
+        other => Err(format!("unknown scenario {other} (see --help)").into()),
     }
 }

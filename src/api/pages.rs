@@ -4,18 +4,18 @@
 //! `/` and `/concerts/{id}` both serve the same page shell; `app.js` reads the path and shows
 //! the concert list or that concert's waiting room and booking steps.
 
-use crate::error::ApiError;
+use super::error::ApiError;
 use crate::http::Resp;
 use crate::http::response::bytes;
 use hyper::StatusCode;
 use hyper::header::{CACHE_CONTROL, HeaderValue};
 
-const INDEX_HTML: &str = include_str!("../assets/index.html");
-const APP_JS: &str = include_str!("../assets/app.js");
-const APP_CSS: &str = include_str!("../assets/app.css");
-const DOCS_HTML: &str = include_str!("../assets/docs.html");
-const DOCS_JS: &str = include_str!("../assets/docs.js");
-const DOCS_CSS: &str = include_str!("../assets/docs.css");
+const INDEX_HTML: &str = include_str!("../../assets/index.html");
+const APP_JS: &str = include_str!("../../assets/app.js");
+const APP_CSS: &str = include_str!("../../assets/app.css");
+const DOCS_HTML: &str = include_str!("../../assets/docs.html");
+const DOCS_JS: &str = include_str!("../../assets/docs.js");
+const DOCS_CSS: &str = include_str!("../../assets/docs.css");
 
 /// The API reference page: renders `/openapi.json` with the gateway's own script.
 #[utoipa::path(get, path = "/docs", tag = "pages",
@@ -53,10 +53,11 @@ pub fn index() -> Result<Resp, ApiError> {
     params(("concert_id" = u64, Path)),
     responses(
         (status = 200, description = "The waiting room and booking steps (browser page)", content_type = "text/html", body = String),
-        (status = 404, body = crate::http::response::ErrorBody),
+        (status = 404, body = super::error::ErrorBody),
     ))]
 pub fn concert_page(concert_id: &str) -> Result<Resp, ApiError> {
-    crate::domain::ConcertId::from_path(concert_id).ok_or(ApiError::NotFound("no such concert"))?;
+    crate::domain::ConcertId::from_path(concert_id)
+        .ok_or_else(|| ApiError::not_found("no such concert"))?;
     shell()
 }
 
@@ -71,7 +72,7 @@ fn shell() -> Result<Resp, ApiError> {
     params(("file" = String, Path, description = "app.js, app.css, docs.js or docs.css")),
     responses(
         (status = 200, description = "A static asset", content_type = "text/plain", body = String),
-        (status = 404, body = crate::http::response::ErrorBody),
+        (status = 404, body = super::error::ErrorBody),
     ))]
 pub fn asset(name: &str) -> Result<Resp, ApiError> {
     let (content_type, body) = match name {
@@ -79,7 +80,7 @@ pub fn asset(name: &str) -> Result<Resp, ApiError> {
         "app.css" => ("text/css; charset=utf-8", APP_CSS),
         "docs.js" => ("text/javascript; charset=utf-8", DOCS_JS),
         "docs.css" => ("text/css; charset=utf-8", DOCS_CSS),
-        _ => return Err(ApiError::NotFound("no such asset")),
+        _ => return Err(ApiError::not_found("no such asset")),
     };
     Ok(with_cache(
         bytes(StatusCode::OK, content_type, body),

@@ -2,7 +2,7 @@
 //! wrong method is a 405 (with `Allow`), an unknown path a 404. `Route::name` is the path
 //! template, used as the metrics label so label cardinality stays bounded.
 
-use crate::error::ApiError;
+use super::error::ApiError;
 use hyper::Method;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -95,10 +95,27 @@ impl Route {
     ];
 }
 
+/// Path parameter `i` parsed as an id; a segment that is no id names no resource (404).
+pub fn param<T>(
+    req: &crate::http::Req,
+    i: usize,
+    parse: fn(&str) -> Option<T>,
+    what: &'static str,
+) -> Result<T, ApiError> {
+    req.params
+        .get(i)
+        .and_then(|s| parse(s))
+        .ok_or_else(|| ApiError::not_found(what))
+}
+
 pub struct Matched {
     pub route: Route,
     pub params: Vec<String>,
 }
+
+/// Request-line prefixes the server serves on the raw socket: event streams live for minutes,
+/// and a raw connection costs a fraction of a hyper one (see `http::raw`).
+pub const RAW_STREAMS: &[&[u8]] = &[b"GET /v1/queue/events"];
 
 /// Label for requests that matched no route (keeps metrics bounded under path scanning).
 pub const UNMATCHED: &str = "unmatched";
@@ -143,7 +160,7 @@ pub fn resolve(method: &Method, path: &str) -> Result<Matched, ApiError> {
         ["v1", "admin", "concerts", id, "queue"] => {
             (vec![(get, AdminGetQueue), (put, AdminPutQueue)], vec![id])
         }
-        _ => return Err(ApiError::NotFound("no such route")),
+        _ => return Err(ApiError::not_found("no such route")),
     };
     match candidates.iter().find(|(m, _)| m == method) {
         Some((_, route)) => Ok(Matched {

@@ -1,10 +1,36 @@
-//! Concerts, their dates (schedules), and seat maps.
+//! The catalogue: concerts, their dates (schedules), seat maps, and the public list on sale.
+//!
+//! Two facts never change once written — a concert exists, a schedule belongs to a concert —
+//! so they are cached forever per instance: the booking gate needs "which concert is this
+//! schedule?" on every seat request, and joining a queue needs "does this concert exist?".
 
 use crate::db::Db;
 use crate::domain::{ConcertId, ConcertName, Price, ScheduleId, SeatNo, StartsAt, rfc3339};
-use crate::error::ApiError;
+use crate::store_error::StoreError;
 use chrono::NaiveDateTime;
 use serde::Serialize;
+use std::collections::{HashMap, HashSet};
+use std::sync::RwLock;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogueError {
+    #[error("no such concert")]
+    NoSuchConcert,
+    #[error("no such schedule")]
+    NoSuchSchedule,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+crate::store_backed_error!(CatalogueError);
+
+pub struct Catalogue {
+    db: Db,
+    /// Schedule → concert; never changes once created.
+    schedules: RwLock<HashMap<ScheduleId, ConcertId>>,
+    /// Concerts known to exist; concerts are never deleted.
+    concerts: RwLock<HashSet<ConcertId>>,
+}
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct NewSchedule {
@@ -20,13 +46,89 @@ pub struct NewConcert {
     pub schedules: Vec<NewSchedule>,
 }
 
+impl Catalogue {
+    pub fn new(db: Db) -> Self {
+        Catalogue {
+            db,
+            schedules: Default::default(),
+            concerts: Default::default(),
+        }
+    }
+
+    pub async fn create(
+        &self,
+        name: &ConcertName,
+        schedules: &[(StartsAt, Price)],
+    ) -> Result<NewConcert, CatalogueError> {
+        let created = create(&self.db, name, schedules).await?;
+        if let Ok(mut known) = self.concerts.write() {
+            known.insert(created.concert_id);
+        }
+        Ok(created)
+    }
+
+    /// Does the concert exist? Cached once seen (the primary answers the first time).
+    pub async fn exists(&self, concert: ConcertId) -> Result<bool, CatalogueError> {
+        if self.concerts.read().is_ok_and(|k| k.contains(&concert)) {
+            return Ok(true);
+        }
+        let found: Option<u64> = sqlx::query_scalar("SELECT id FROM concerts WHERE id = ?")
+            .bind(concert.get())
+            .fetch_optional(self.db.primary())
+            .await?;
+        if found.is_some()
+            && let Ok(mut k) = self.concerts.write()
+        {
+            k.insert(concert);
+        }
+        Ok(found.is_some())
+    }
+
+    /// The concert a schedule belongs to.
+    pub async fn concert_of(&self, schedule: ScheduleId) -> Result<ConcertId, CatalogueError> {
+        if let Some(c) = self
+            .schedules
+            .read()
+            .ok()
+            .and_then(|m| m.get(&schedule).copied())
+        {
+            return Ok(c);
+        }
+        // The primary: a schedule created a moment ago may not be on the replica yet.
+        let concert: Option<u64> =
+            sqlx::query_scalar("SELECT concert_id FROM schedules WHERE id = ?")
+                .bind(schedule.get())
+                .fetch_optional(self.db.primary())
+                .await?;
+        let concert = concert
+            .and_then(ConcertId::new)
+            .ok_or(CatalogueError::NoSuchSchedule)?;
+        if let Ok(mut m) = self.schedules.write() {
+            m.insert(schedule, concert);
+        }
+        Ok(concert)
+    }
+
+    pub async fn schedules(&self, concert: ConcertId) -> Result<Schedules, CatalogueError> {
+        schedules(&self.db, concert).await
+    }
+
+    pub async fn seats(&self, schedule: ScheduleId) -> Result<Seats, CatalogueError> {
+        seats(&self.db, schedule).await
+    }
+
+    pub async fn on_sale(&self) -> Result<OnSale, CatalogueError> {
+        on_sale(&self.db).await
+    }
+}
+
 /// Creates a concert with its dates; every date gets seats 1..=50 at its price. One
 /// transaction: a concert is never visible half-made.
 pub async fn create(
     db: &Db,
     name: &ConcertName,
     schedules: &[(StartsAt, Price)],
-) -> Result<NewConcert, ApiError> {
+) -> Result<NewConcert, CatalogueError> {
     let mut tx = db.primary().begin().await?;
     let concert_id = sqlx::query("INSERT INTO concerts (name) VALUES (?)")
         .bind(name.as_str())
@@ -55,27 +157,17 @@ pub async fn create(
         .await?;
         created.push(NewSchedule {
             schedule_id: ScheduleId::new(schedule_id)
-                .ok_or_else(|| ApiError::internal("id out of range"))?,
+                .ok_or_else(|| StoreError::bug("id out of range"))?,
             starts_at: rfc3339(starts_at.0),
             price: price.get(),
         });
     }
     tx.commit().await?;
     Ok(NewConcert {
-        concert_id: ConcertId::new(concert_id)
-            .ok_or_else(|| ApiError::internal("id out of range"))?,
+        concert_id: ConcertId::new(concert_id).ok_or_else(|| StoreError::bug("id out of range"))?,
         name: name.as_str().to_owned(),
         schedules: created,
     })
-}
-
-/// Does the concert exist? Read from the primary (used by the queue on join).
-pub async fn exists(db: &Db, concert: ConcertId) -> Result<bool, ApiError> {
-    let found: Option<u64> = sqlx::query_scalar("SELECT id FROM concerts WHERE id = ?")
-        .bind(concert.get())
-        .fetch_optional(db.primary())
-        .await?;
-    Ok(found.is_some())
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -95,13 +187,13 @@ pub struct Schedules {
 
 /// The concert's dates still open for booking (not yet started), with live availability.
 /// Reads the replica when one is configured.
-pub async fn schedules(db: &Db, concert: ConcertId) -> Result<Schedules, ApiError> {
+async fn schedules(db: &Db, concert: ConcertId) -> Result<Schedules, CatalogueError> {
     let pool = db.reader();
     let name: Option<String> = sqlx::query_scalar("SELECT name FROM concerts WHERE id = ?")
         .bind(concert.get())
         .fetch_optional(&pool.pool)
         .await?;
-    let name = name.ok_or(ApiError::NotFound("no such concert"))?;
+    let name = name.ok_or(CatalogueError::NoSuchConcert)?;
     let rows: Vec<(u64, NaiveDateTime, i64, i64)> = sqlx::query_as(
         "SELECT s.id, s.starts_at,
                 (SELECT COUNT(*) FROM seats st WHERE st.schedule_id = s.id),
@@ -157,7 +249,7 @@ pub struct Seats {
 
 /// The seat map of one date. A hold past its `expires_at` shows as available whether or not
 /// the sweep has marked it yet.
-pub async fn seats(db: &Db, schedule: ScheduleId) -> Result<Seats, ApiError> {
+async fn seats(db: &Db, schedule: ScheduleId) -> Result<Seats, CatalogueError> {
     let pool = db.reader();
     let rows: Vec<(u8, i64, Option<String>, Option<i64>)> = sqlx::query_as(
         "SELECT st.seat_no, st.price, CAST(r.status AS CHAR), r.expires_at > NOW(6)
@@ -172,7 +264,7 @@ pub async fn seats(db: &Db, schedule: ScheduleId) -> Result<Seats, ApiError> {
     .await?;
     tracing::debug!(pool = pool.name, rows = rows.len(), "listed seats");
     if rows.is_empty() {
-        return Err(ApiError::NotFound("no such schedule"));
+        return Err(CatalogueError::NoSuchSchedule);
     }
     let seats = rows
         .into_iter()
@@ -196,7 +288,7 @@ pub async fn seats(db: &Db, schedule: ScheduleId) -> Result<Seats, ApiError> {
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct OnSale {
+pub struct ConcertOnSale {
     pub concert_id: ConcertId,
     pub name: String,
     pub next_starts_at: String,
@@ -204,12 +296,12 @@ pub struct OnSale {
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct Catalogue {
-    pub concerts: Vec<OnSale>,
+pub struct OnSale {
+    pub concerts: Vec<ConcertOnSale>,
 }
 
 /// Concerts with at least one date still to come, soonest first (at most 100).
-pub async fn on_sale(db: &Db) -> Result<Catalogue, ApiError> {
+async fn on_sale(db: &Db) -> Result<OnSale, CatalogueError> {
     let pool = db.reader();
     let rows: Vec<(u64, String, NaiveDateTime, i64)> = sqlx::query_as(
         "SELECT c.id, c.name, MIN(s.starts_at), COUNT(*)
@@ -221,11 +313,11 @@ pub async fn on_sale(db: &Db) -> Result<Catalogue, ApiError> {
     )
     .fetch_all(&pool.pool)
     .await?;
-    Ok(Catalogue {
+    Ok(OnSale {
         concerts: rows
             .into_iter()
             .filter_map(|(id, name, next, dates)| {
-                Some(OnSale {
+                Some(ConcertOnSale {
                     concert_id: ConcertId::new(id)?,
                     name,
                     next_starts_at: rfc3339(next.and_utc()),

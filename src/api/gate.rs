@@ -1,0 +1,146 @@
+//! Who may call what: the checks in front of every protected route, and the only place a
+//! bearer token is read and verified.
+//!
+//! The booking gate is two questions. *Is the token genuine?* — a signature check, no I/O.
+//! *Is the admission it names still live?* — one read-only script on the queue store, because
+//! paying, leaving and expiry all end an admission there, and a token must stop working at once.
+
+use super::error::ApiError;
+use crate::config::Secret;
+use crate::domain::{ConcertId, UserId};
+use crate::http::Req;
+use crate::queue::service::Queue;
+use crate::tokens::{AccessToken, QueueToken, TokenKeys, UserToken};
+use std::sync::Arc;
+
+pub struct Gate {
+    tokens: Arc<TokenKeys>,
+    queue: Arc<Queue>,
+    admin_token: Option<Secret>,
+}
+
+fn bearer(req: &Req) -> Result<&str, ApiError> {
+    req.bearer()
+        .ok_or_else(|| ApiError::unauthorized("missing bearer token (Authorization: Bearer …)"))
+}
+
+impl Gate {
+    pub fn new(tokens: Arc<TokenKeys>, queue: Arc<Queue>, admin_token: Option<Secret>) -> Self {
+        Gate {
+            tokens,
+            queue,
+            admin_token,
+        }
+    }
+
+    /// A user token, for wallet and queue-joining routes.
+    pub fn user(&self, req: &Req) -> Result<UserToken, ApiError> {
+        Ok(self.tokens.verify_user(bearer(req)?)?)
+    }
+
+    /// A user token that must belong to `owner` (another user's wallet: 403).
+    pub fn user_is(&self, req: &Req, owner: UserId) -> Result<UserToken, ApiError> {
+        let t = self.user(req)?;
+        if t.user_id != owner {
+            return Err(ApiError::forbidden("this is another user's wallet"));
+        }
+        Ok(t)
+    }
+
+    /// A queue token from the `Authorization` header, or — for a browser's EventSource, which
+    /// cannot send headers — from `fallback` (the stream route's query).
+    pub fn queue(&self, req: &Req, fallback: Option<&str>) -> Result<QueueToken, ApiError> {
+        let token = match (req.bearer(), fallback) {
+            (Some(t), _) => t,
+            (None, Some(t)) if !t.is_empty() => t,
+            _ => return Err(ApiError::unauthorized("missing queue token")),
+        };
+        Ok(self.tokens.verify_queue(token)?)
+    }
+
+    /// A queue token a client kept and sends back in a body (to restore a lost place): it must
+    /// be genuine and name this user and concert.
+    pub fn kept_queue_token(
+        &self,
+        token: &str,
+        user: UserId,
+        concert: ConcertId,
+    ) -> Result<QueueToken, ApiError> {
+        let q = self
+            .tokens
+            .verify_queue(token)
+            .map_err(|e| ApiError::validation("queue_token", e.to_string()))?;
+        if q.user_id != user || q.concert_id != concert {
+            return Err(ApiError::validation(
+                "queue_token",
+                "belongs to another user or concert",
+            ));
+        }
+        Ok(q)
+    }
+
+    /// The booking gate: a genuine access token whose admission is live right now.
+    pub async fn access(&self, req: &Req) -> Result<AccessToken, ApiError> {
+        let t = self.access_claims(req)?;
+        if self.queue.check_access(&t).await? {
+            Ok(t)
+        } else {
+            Err(ApiError::TokenRevoked(
+                "this access token no longer admits you: the admission ended (paid, left, or its time ran out)"
+                    .into(),
+            ))
+        }
+    }
+
+    /// A genuine access token, live or not (replays of a payment that revoked it).
+    pub fn access_claims(&self, req: &Req) -> Result<AccessToken, ApiError> {
+        Ok(self.tokens.verify_access(bearer(req)?)?)
+    }
+
+    /// An access token is good for one concert only.
+    pub fn same_concert(t: &AccessToken, concert: ConcertId) -> Result<(), ApiError> {
+        if t.concert_id == concert {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden(
+                "this access token is for another concert",
+            ))
+        }
+    }
+
+    /// The admin bearer token. With `ADMIN_TOKEN` unset the admin API is off.
+    pub fn admin(&self, req: &Req) -> Result<(), ApiError> {
+        let Some(expected) = &self.admin_token else {
+            return Err(ApiError::forbidden(
+                "the admin API is disabled (ADMIN_TOKEN is not set)",
+            ));
+        };
+        if constant_time_eq(bearer(req)?.as_bytes(), expected.expose().as_bytes()) {
+            Ok(())
+        } else {
+            Err(ApiError::unauthorized("invalid admin token"))
+        }
+    }
+}
+
+/// Compares without an early exit, so response timing does not leak how much of a guess matched.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = a.len() ^ b.len();
+    for i in 0..a.len().max(b.len()) {
+        diff |= usize::from(a.get(i).copied().unwrap_or(0) ^ b.get(i).copied().unwrap_or(0xff));
+    }
+    diff == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::constant_time_eq;
+
+    #[test]
+    fn constant_time_eq_compares_whole_values() {
+        assert!(constant_time_eq(b"secret-token-123", b"secret-token-123"));
+        assert!(!constant_time_eq(b"secret-token-123", b"secret-token-124"));
+        assert!(!constant_time_eq(b"secret", b"secret-token"));
+        assert!(!constant_time_eq(b"", b"x"));
+    }
+}

@@ -1,0 +1,80 @@
+//! Command-line options, with environment fallbacks.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+pub struct Options {
+    pub addr: SocketAddr,
+    pub connections: usize,
+    pub requests: usize,
+    pub duration: Duration,
+    pub users: Option<usize>,
+    pub admin_token: String,
+    pub jwt_secret: String,
+    pub database_url: Option<String>,
+    pub redis_url: String,
+    pub gateway_pid: Option<u32>,
+}
+
+pub fn parse(args: &[String]) -> Result<(String, Options), String> {
+    let mut scenario = None;
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let mut o = Options {
+        addr: env("QG_ADDR")
+            .unwrap_or_else(|| "127.0.0.1:8080".into())
+            .parse()
+            .map_err(|_| "QG_ADDR must be host:port")?,
+        connections: 64,
+        requests: 200_000,
+        duration: Duration::from_secs(20),
+        users: None,
+        admin_token: env("ADMIN_TOKEN").unwrap_or_default(),
+        jwt_secret: env("JWT_SECRET").unwrap_or_else(|| queuegate::config::DEV_JWT_SECRET.into()),
+        database_url: env("DATABASE_URL"),
+        redis_url: env("REDIS_URL").unwrap_or_else(|| "redis://127.0.0.1:6379".into()),
+        gateway_pid: None,
+    };
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut value = |name: &str| it.next().cloned().ok_or(format!("{name} needs a value"));
+        match a.as_str() {
+            "--addr" => {
+                o.addr = value("--addr")?
+                    .parse()
+                    .map_err(|_| "--addr must be host:port")?
+            }
+            "--connections" => {
+                o.connections = value("--connections")?
+                    .parse()
+                    .map_err(|_| "bad --connections")?
+            }
+            "--requests" => {
+                o.requests = value("--requests")?.parse().map_err(|_| "bad --requests")?
+            }
+            "--duration" => {
+                o.duration = Duration::from_secs_f64(
+                    value("--duration")?.parse().map_err(|_| "bad --duration")?,
+                )
+            }
+            "--users" => o.users = Some(value("--users")?.parse().map_err(|_| "bad --users")?),
+            "--admin-token" => o.admin_token = value("--admin-token")?,
+            "--jwt-secret" => o.jwt_secret = value("--jwt-secret")?,
+            "--database-url" => o.database_url = Some(value("--database-url")?),
+            "--redis-url" => o.redis_url = value("--redis-url")?,
+            "--gateway-pid" => {
+                o.gateway_pid = Some(
+                    value("--gateway-pid")?
+                        .parse()
+                        .map_err(|_| "bad --gateway-pid")?,
+                )
+            }
+            s if s.starts_with('-') => return Err(format!("unknown option {s}")),
+            s if scenario.is_none() => scenario = Some(s.to_owned()),
+            s => return Err(format!("unexpected argument {s}")),
+        }
+    }
+    if o.connections == 0 {
+        return Err("--connections must be at least 1".into());
+    }
+    Ok((scenario.ok_or("which scenario? (see --help)")?, o))
+}

@@ -1,0 +1,8 @@
+//! The scenarios. Each creates what it needs through the API (a fresh concert, users, places),
+//! measures one phase, and ends with a verdict from the API or the database.
+
+pub mod flow;
+pub mod rush;
+pub mod scale;
+pub mod sse;
+pub mod throughput;

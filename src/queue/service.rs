@@ -1,0 +1,200 @@
+//! The waiting room as the API sees it: join, status, event streams, leave, and the admission
+//! check behind the booking gate. It owns the queue store, the event hub and the signing keys
+//! it needs to hand out access tokens — and it is the one place an access token is made.
+
+use super::hub::{EventHub, Stream, StreamEvent};
+use super::model::{JoinKind, Place};
+use super::store::QueueStore;
+use super::view::{View, expires_at};
+use crate::config::QueueDefaults;
+use crate::domain::{ConcertId, UserId};
+use crate::store_error::StoreError;
+use crate::tokens::{AccessToken, QueueToken, TokenError, TokenKeys};
+use std::sync::Arc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    /// Left, idle too long, admission over, or paid.
+    #[error("this queue place no longer exists")]
+    Gone,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Token(#[from] TokenError),
+}
+
+/// A place taken (or found, or restored) by joining.
+pub struct JoinOutcome {
+    pub how: JoinKind,
+    pub queue_token: String,
+    pub view: View,
+}
+
+pub struct Queue {
+    store: Arc<QueueStore>,
+    tokens: Arc<TokenKeys>,
+    defaults: QueueDefaults,
+    hub: EventHub,
+}
+
+impl Queue {
+    pub fn new(store: Arc<QueueStore>, tokens: Arc<TokenKeys>, defaults: QueueDefaults) -> Self {
+        Queue {
+            store,
+            tokens,
+            defaults,
+            hub: EventHub::default(),
+        }
+    }
+
+    pub fn store(&self) -> &Arc<QueueStore> {
+        &self.store
+    }
+
+    pub fn hub(&self) -> &EventHub {
+        &self.hub
+    }
+
+    pub fn defaults(&self) -> &QueueDefaults {
+        &self.defaults
+    }
+
+    /// Takes a place in `concert`'s line, or returns the one `user` has. `restore` is a queue
+    /// token the caller kept: it brings the original place back if the store lost it.
+    pub async fn join(
+        &self,
+        concert: ConcertId,
+        user: UserId,
+        restore: Option<&QueueToken>,
+    ) -> Result<JoinOutcome, QueueError> {
+        let joined = self
+            .store
+            .join(concert, user, restore.map(|q| (q.seq, q.epoch.as_str())))
+            .await?;
+        // The timer's list of concerts; a failure here must not undo a place already taken.
+        // A restored place means the store lost its data, the timer's set of concerts with it.
+        let registered = if joined.how == JoinKind::Restored {
+            self.store.add_to_timer(concert).await
+        } else {
+            self.store.register_concert(concert).await
+        };
+        if let Err(e) = registered {
+            tracing::warn!(error = %e, %concert, "could not register the concert for admission");
+        }
+        metrics::counter!("queuegate_queue_joins_total", "concert" => concert.to_string(), "result" => joined.how.as_str()).increment(1);
+        let q = QueueToken {
+            user_id: user,
+            concert_id: concert,
+            seq: joined.seq,
+            epoch: joined.epoch,
+        };
+        Ok(JoinOutcome {
+            how: joined.how,
+            queue_token: self.tokens.mint_queue(&q)?,
+            view: self.view(concert, user, q.seq, joined.place)?,
+        })
+    }
+
+    /// Where the token's place stands now (and a mark that its holder is still here).
+    pub async fn status(&self, q: &QueueToken) -> Result<View, QueueError> {
+        let place = self
+            .store
+            .status(q.concert_id, q.user_id, q.seq, self.defaults.idle_secs)
+            .await?;
+        let result = match place {
+            Place::Waiting { .. } => "waiting",
+            Place::Admitted { .. } => "admitted",
+            Place::Gone => "gone",
+        };
+        metrics::counter!("queuegate_queue_status_total", "result" => result).increment(1);
+        self.view(q.concert_id, q.user_id, q.seq, place)
+    }
+
+    /// Opens the token's event stream: a first position and a place in the hub, or a single
+    /// admitted event.
+    pub async fn open_stream(&self, q: &QueueToken) -> Result<Stream, QueueError> {
+        let place = self
+            .store
+            .status(q.concert_id, q.user_id, q.seq, self.defaults.idle_secs)
+            .await?;
+        let view = self.view(q.concert_id, q.user_id, q.seq, place)?;
+        Ok(match (place, &view) {
+            (Place::Waiting { position }, _) => self.hub.subscribe(
+                q.concert_id,
+                q.user_id,
+                q.seq,
+                position,
+                StreamEvent::Update(view),
+            ),
+            _ => EventHub::single(StreamEvent::Update(view)),
+        })
+    }
+
+    /// Frees the token's place. Returns whether there was one.
+    pub async fn leave(&self, q: &QueueToken) -> Result<bool, QueueError> {
+        let left = self.store.leave(q.concert_id, q.user_id, q.seq).await?;
+        if left {
+            metrics::counter!("queuegate_queue_leaves_total", "concert" => q.concert_id.to_string())
+                .increment(1);
+        }
+        Ok(left)
+    }
+
+    /// Is the admission an access token names still live?
+    pub async fn check_access(&self, t: &AccessToken) -> Result<bool, QueueError> {
+        Ok(self
+            .store
+            .check_access(t.concert_id, t.user_id, t.seq)
+            .await?)
+    }
+
+    /// Admits `user` at once, outside the line (operators and tests); returns the access token.
+    pub async fn grant(
+        &self,
+        concert: ConcertId,
+        user: UserId,
+        ttl_secs: u64,
+    ) -> Result<String, QueueError> {
+        let (seq, ends_ms) = self.store.grant(concert, user, ttl_secs).await?;
+        Ok(self.access_token(concert, user, seq, ends_ms)?)
+    }
+
+    /// The one translation of a place into what its holder sees.
+    pub fn view(
+        &self,
+        concert: ConcertId,
+        user: UserId,
+        seq: u64,
+        place: Place,
+    ) -> Result<View, QueueError> {
+        match place {
+            Place::Waiting { position } => Ok(View::waiting(
+                position,
+                &self.store.pace(concert),
+                &self.defaults,
+            )),
+            Place::Admitted { ends_ms } => Ok(View::Admitted {
+                access_token: self.access_token(concert, user, seq, ends_ms)?,
+                access_expires_at: expires_at(ends_ms),
+            }),
+            Place::Gone => Err(QueueError::Gone),
+        }
+    }
+
+    /// The one place an access token is made: bound to one admission (its `seq`), ending
+    /// when the admission does.
+    fn access_token(
+        &self,
+        concert: ConcertId,
+        user: UserId,
+        seq: u64,
+        ends_ms: u64,
+    ) -> Result<String, TokenError> {
+        self.tokens.mint_access(&AccessToken {
+            user_id: user,
+            concert_id: concert,
+            seq,
+            exp: ends_ms / 1000,
+        })
+    }
+}
