@@ -23,7 +23,6 @@ export const EXPECT = {
   statusOrGone: http.expectedStatuses(200, 410),
   /** POST /v1/reservations in a rush: 201 won, 409 SEAT_UNAVAILABLE lost (the script checks the code). */
   hold: http.expectedStatuses(201, 409),
-  noContent: http.expectedStatuses(204),
 };
 
 export function intEnv(name, dflt) {

@@ -73,8 +73,8 @@ if [ ! -x "$CHROMIUM" ]; then
       "Install Debian's chromium (apt-get install chromium) or point QG_E2E_CHROMIUM at a Chromium binary."
   fi
 fi
-if ! chromium_version=$("$CHROMIUM" --version 2>&1); then
-  unavailable "$CHROMIUM does not run ($chromium_version)" \
+if ! chromium_version=$("$CHROMIUM" --version 2>/dev/null); then
+  unavailable "$CHROMIUM does not run ('$CHROMIUM --version' failed)" \
     "Reinstall chromium (apt-get install --reinstall chromium) or point QG_E2E_CHROMIUM at a working binary."
 fi
 log "browser: $chromium_version"
