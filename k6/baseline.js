@@ -5,6 +5,9 @@ import http from 'k6/http';
 import { check } from 'k6';
 import { url, intEnv, strEnv, textSummary, summaryOutputs } from './lib.js';
 
+// Every request of this script is GET /healthz, whose only right answer is 200.
+http.setResponseCallback(http.expectedStatuses(200));
+
 export const options = {
   scenarios: {
     healthz: {

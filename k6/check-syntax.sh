@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Syntax-checks every k6 script with Node (no k6 needed): each .js is copied to a temporary
 # .mjs file so Node parses it as an ES module. Imports ('k6/http', './lib.js') are not
-# resolved, only parsed. Exit 1 if any script fails to parse.
+# resolved, only parsed. Then runs check-callbacks.mjs, which runs every script against
+# stand-ins of k6 and of a healthy gateway and checks what each request would count in
+# http_req_failed. Exit 1 if any script fails to parse or fails that check.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 command -v node >/dev/null 2>&1 || { echo "check-syntax: node is required" >&2; exit 2; }
@@ -28,4 +30,5 @@ if [ "$count" -eq 0 ]; then
   exit 1
 fi
 echo "$count scripts checked"
-exit "$status"
+[ "$status" -eq 0 ] || exit "$status"
+node "$here/check-callbacks.mjs"

@@ -11,7 +11,7 @@ import { check, group, sleep } from 'k6';
 import { Counter, Trend } from 'k6/metrics';
 import {
   url, params, json, createConcert, setQueue, pollUntilAdmitted, intEnv, strEnv,
-  textSummary, summaryOutputs,
+  textSummary, summaryOutputs, EXPECT,
 } from './lib.js';
 
 const SCHEDULES = intEnv('SCHEDULES', 3);
@@ -58,14 +58,14 @@ export default function (data) {
   purchases.add(0); soldOut.add(0); notAdmitted.add(0);
 
   const user = group('user', () => {
-    const res = http.post(url('/v1/users'), JSON.stringify({ name: `k6-flow-${__VU}-${__ITER}` }), params(null, 'POST /v1/users'));
+    const res = http.post(url('/v1/users'), JSON.stringify({ name: `k6-flow-${__VU}-${__ITER}` }), params(null, 'POST /v1/users', { expect: EXPECT.created }));
     check(res, { 'user 201': (r) => r.status === 201 });
     return res.status === 201 ? res.json() : null;
   });
   if (!user) return;
 
   const access = group('queue', () => {
-    const res = http.post(url('/v1/queue'), JSON.stringify({ concert_id: data.concertId }), params(user.user_token, 'POST /v1/queue'));
+    const res = http.post(url('/v1/queue'), JSON.stringify({ concert_id: data.concertId }), params(user.user_token, 'POST /v1/queue', { expect: EXPECT.created }));
     check(res, { 'join 201': (r) => r.status === 201 });
     if (res.status !== 201) return null;
     const t0 = Date.now();
@@ -77,18 +77,21 @@ export default function (data) {
   if (!access) { notAdmitted.add(1); return; }
 
   const held = group('book', () => {
-    const sres = http.get(url(`/v1/concerts/${data.concertId}/schedules`), params(access, 'GET /v1/concerts/{id}/schedules'));
+    const sres = http.get(url(`/v1/concerts/${data.concertId}/schedules`),
+      params(access, 'GET /v1/concerts/{id}/schedules', { expect: EXPECT.ok }));
     check(sres, { 'schedules 200': (r) => r.status === 200 });
     const schedules = (json(sres, 'schedules') || []).filter((s) => s.available_seats > 0);
     if (!schedules.length) return null;
     const schedule = schedules[Math.floor(Math.random() * schedules.length)];
-    const seatsRes = http.get(url(`/v1/schedules/${schedule.schedule_id}/seats`), params(access, 'GET /v1/schedules/{id}/seats'));
+    const seatsRes = http.get(url(`/v1/schedules/${schedule.schedule_id}/seats`),
+      params(access, 'GET /v1/schedules/{id}/seats', { expect: EXPECT.ok }));
     check(seatsRes, { 'seats 200': (r) => r.status === 200 });
     const free = (json(seatsRes, 'seats') || []).filter((s) => s.status === 'available').map((s) => s.seat_no);
     for (let attempt = 0; attempt < 5 && free.length; attempt++) {
       const seatNo = free.splice(Math.floor(Math.random() * free.length), 1)[0];
       const res = http.post(url('/v1/reservations'), JSON.stringify({ schedule_id: schedule.schedule_id, seat_no: seatNo }),
-        params(access, 'POST /v1/reservations'));
+        // 409: another fan took the seat since the listing; the loop tries another one.
+        params(access, 'POST /v1/reservations', { expect: EXPECT.hold }));
       check(res, { 'hold 201 or 409': (r) => r.status === 201 || r.status === 409 });
       if (res.status === 201) return res.json();
     }
@@ -98,12 +101,12 @@ export default function (data) {
 
   group('pay', () => {
     const charge = http.post(url(`/v1/users/${user.user_id}/balance/charge`), JSON.stringify({ amount: held.price }),
-      Object.assign(params(user.user_token, 'POST /v1/users/{id}/balance/charge'),
-        { headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${user.user_token}`, 'Idempotency-Key': `k6-charge-${user.user_id}` } }));
+      params(user.user_token, 'POST /v1/users/{id}/balance/charge',
+        { expect: EXPECT.ok, headers: { 'Idempotency-Key': `k6-charge-${user.user_id}` } }));
     check(charge, { 'charge 200': (r) => r.status === 200 && json(r, 'balance') >= held.price });
     const pay = http.post(url('/v1/payments'), JSON.stringify({ reservation_id: held.reservation_id }),
-      Object.assign(params(access, 'POST /v1/payments'),
-        { headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${access}`, 'Idempotency-Key': `k6-pay-${held.reservation_id}` } }));
+      params(access, 'POST /v1/payments',
+        { expect: EXPECT.created, headers: { 'Idempotency-Key': `k6-pay-${held.reservation_id}` } }));
     check(pay, {
       'payment 201': (r) => r.status === 201,
       'payment completed': (r) => json(r, 'status') === 'completed' && json(r, 'amount') === held.price,

@@ -7,7 +7,7 @@ import { check } from 'k6';
 import exec from 'k6/execution';
 import { Counter } from 'k6/metrics';
 import {
-  url, params, json, createConcert, setQueue, createUsers, intEnv, strEnv, textSummary, summaryOutputs,
+  url, params, json, createConcert, setQueue, createUsers, intEnv, strEnv, textSummary, summaryOutputs, EXPECT,
 } from './lib.js';
 
 const USERS = intEnv('JOIN_USERS', 5000);
@@ -50,7 +50,7 @@ export default function (data) {
   const i = exec.scenario.iterationInTest;
   if (i >= data.users.length) return;
   const res = http.post(url('/v1/queue'), JSON.stringify({ concert_id: data.concertId }),
-    params(data.users[i], 'POST /v1/queue'));
+    params(data.users[i], 'POST /v1/queue', { expect: EXPECT.joined }));
   joinedNew.add(0); joinedExisting.add(0); joinFailed.add(0);
   check(res, {
     'join 201': (r) => r.status === 201,

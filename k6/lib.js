@@ -9,6 +9,22 @@ export const ADMIN_TOKEN = __ENV.ADMIN_TOKEN || 'queuegate-demo-admin-token';
 /** Requests per http.batch call in setup (the options' batchPerHost should be at least this). */
 export const SETUP_BATCH = intEnv('SETUP_BATCH', 100);
 
+// What counts as a failed request (`http_req_failed`). k6's default callback expects 200..399,
+// so an expected 409 ("seat already taken") or 410 ("place gone") would count as a failure, and
+// a script-wide http.setResponseCallback(...) narrower than that would turn the 201s of setup
+// into failures. So every request of these scripts names what it expects, per request, with
+// one of these (created once, in the init context, as k6 recommends).
+export const EXPECT = {
+  ok: http.expectedStatuses(200),
+  created: http.expectedStatuses(201),
+  /** POST /v1/queue: 201 a new place, 200 the place the user already has. */
+  joined: http.expectedStatuses(200, 201),
+  /** GET /v1/queue/status while waiting for admission in setup: 410 = the place is gone (counted, tolerated). */
+  statusOrGone: http.expectedStatuses(200, 410),
+  /** POST /v1/reservations in a rush: 201 won, 409 SEAT_UNAVAILABLE lost (the script checks the code). */
+  hold: http.expectedStatuses(201, 409),
+};
+
 export function intEnv(name, dflt) {
   const raw = __ENV[name];
   if (raw === undefined || raw === '') return dflt;
@@ -22,11 +38,32 @@ export function strEnv(name, dflt) {
   return raw === undefined || raw === '' ? dflt : raw;
 }
 
-/** Request parameters: JSON body, optional bearer token, a fixed `name` tag for grouping. */
-export function params(token, name, extra) {
-  const headers = { 'Content-Type': 'application/json' };
+/**
+ * Request parameters: JSON body, optional bearer token, a fixed `name` tag for grouping, and
+ * `expect` (one of EXPECT) as the request's responseCallback. Options: `expect`, `phase`
+ * ('setup' or 'teardown': tagged `phase`, so that setup traffic can be told apart from the
+ * measured scenario, whose requests carry k6's own `scenario` tag), `headers` (merged),
+ * `timeout`.
+ */
+export function params(token, name, opts) {
+  const o = opts || {};
+  const headers = Object.assign({ 'Content-Type': 'application/json' }, o.headers || {});
   if (token) headers.Authorization = `Bearer ${token}`;
-  return Object.assign({ headers, tags: { name } }, extra || {});
+  const p = { headers, tags: { name } };
+  if (o.phase) p.tags.phase = o.phase;
+  if (o.expect) p.responseCallback = o.expect;
+  if (o.timeout) p.timeout = o.timeout;
+  return p;
+}
+
+/** params() for a request made in setup(): tagged phase=setup, expecting `expect`. */
+export function setupParams(token, name, expect) {
+  return params(token, name, { phase: 'setup', expect });
+}
+
+/** params() for a request made in teardown(): tagged phase=teardown, expecting `expect`. */
+export function teardownParams(token, name, expect) {
+  return params(token, name, { phase: 'teardown', expect });
 }
 
 export function url(path) {
@@ -60,7 +97,8 @@ export function createConcert(name, schedules, price) {
     name,
     schedules: Array.from({ length: schedules }, (_, i) => ({ starts_at: startsAt(7 + i), price })),
   };
-  const res = http.post(url('/v1/admin/concerts'), JSON.stringify(body), params(ADMIN_TOKEN, 'POST /v1/admin/concerts'));
+  const res = http.post(url('/v1/admin/concerts'), JSON.stringify(body),
+    setupParams(ADMIN_TOKEN, 'POST /v1/admin/concerts', EXPECT.created));
   must(res, 201, 'create concert (is ADMIN_TOKEN right?)');
   return res.json();
 }
@@ -68,13 +106,14 @@ export function createConcert(name, schedules, price) {
 /** PUT /v1/admin/concerts/{id}/queue with any of admit_per_tick, tick_ms, max_active, access_ttl_secs. */
 export function setQueue(concertId, settings) {
   const res = http.put(url(`/v1/admin/concerts/${concertId}/queue`), JSON.stringify(settings),
-    params(ADMIN_TOKEN, 'PUT /v1/admin/concerts/{id}/queue'));
+    setupParams(ADMIN_TOKEN, 'PUT /v1/admin/concerts/{id}/queue', EXPECT.ok));
   must(res, 200, 'set queue settings');
   return res.json();
 }
 
 export function getQueue(concertId) {
-  const res = http.get(url(`/v1/admin/concerts/${concertId}/queue`), params(ADMIN_TOKEN, 'GET /v1/admin/concerts/{id}/queue'));
+  const res = http.get(url(`/v1/admin/concerts/${concertId}/queue`),
+    setupParams(ADMIN_TOKEN, 'GET /v1/admin/concerts/{id}/queue', EXPECT.ok));
   must(res, 200, 'get queue settings');
   return res.json();
 }
@@ -93,7 +132,7 @@ export function batched(requests) {
 export function createUsers(n, prefix) {
   const reqs = [];
   for (let i = 0; i < n; i++) {
-    reqs.push(['POST', url('/v1/users'), JSON.stringify({ name: `${prefix}-${i}` }), params(null, 'POST /v1/users')]);
+    reqs.push(['POST', url('/v1/users'), JSON.stringify({ name: `${prefix}-${i}` }), setupParams(null, 'POST /v1/users', EXPECT.created)]);
   }
   return batched(reqs).map((res, i) => {
     must(res, 201, `create user ${i}`);
@@ -105,7 +144,7 @@ export function createUsers(n, prefix) {
 /** Joins every user to `concertId`; returns the queue tokens (same order). */
 export function joinAll(users, concertId) {
   const reqs = users.map((u) => ['POST', url('/v1/queue'), JSON.stringify({ concert_id: concertId }),
-    params(u.user_token, 'POST /v1/queue')]);
+    setupParams(u.user_token, 'POST /v1/queue', EXPECT.joined)]);
   return batched(reqs).map((res, i) => {
     if (res.status !== 201 && res.status !== 200) must(res, 201, `join ${i}`);
     return res.json('queue_token');
@@ -114,14 +153,15 @@ export function joinAll(users, concertId) {
 
 /** Joins one user; returns the join body or undefined. */
 export function join(userToken, concertId) {
-  const res = http.post(url('/v1/queue'), JSON.stringify({ concert_id: concertId }), params(userToken, 'POST /v1/queue'));
+  const res = http.post(url('/v1/queue'), JSON.stringify({ concert_id: concertId }),
+    params(userToken, 'POST /v1/queue', { expect: EXPECT.joined }));
   check(res, { 'join: 201 or 200': (r) => r.status === 201 || r.status === 200 });
   return res.status === 201 || res.status === 200 ? res.json() : undefined;
 }
 
-/** GET /v1/queue/status once. */
-export function status(queueToken) {
-  return http.get(url('/v1/queue/status'), params(queueToken, 'GET /v1/queue/status'));
+/** GET /v1/queue/status once (200 expected; pass `opts` for params(), e.g. another `expect`). */
+export function status(queueToken, opts) {
+  return http.get(url('/v1/queue/status'), params(queueToken, 'GET /v1/queue/status', Object.assign({ expect: EXPECT.ok }, opts || {})));
 }
 
 /**
@@ -134,7 +174,8 @@ export function waitAllAdmitted(queueTokens, timeoutSec) {
   let pending = queueTokens.map((_, i) => i);
   const deadline = Date.now() + timeoutSec * 1000;
   while (pending.length > 0 && Date.now() < deadline) {
-    const res = batched(pending.map((i) => ['GET', url('/v1/queue/status'), null, params(queueTokens[i], 'GET /v1/queue/status')]));
+    const res = batched(pending.map((i) => ['GET', url('/v1/queue/status'), null,
+      setupParams(queueTokens[i], 'GET /v1/queue/status', EXPECT.statusOrGone)]));
     const still = [];
     res.forEach((r, k) => {
       const i = pending[k];
@@ -171,7 +212,7 @@ export function textSummary(data, title) {
   const lines = [`\n=== ${title} ===`];
   const dur = m.http_req_duration && m.http_req_duration.values;
   if (m.http_reqs) lines.push(`requests:        ${m.http_reqs.values.count} (${m.http_reqs.values.rate.toFixed(1)}/s)`);
-  if (m.http_req_failed) lines.push(`failed (non-2xx/3xx or error): ${(m.http_req_failed.values.rate * 100).toFixed(2)}%`);
+  if (m.http_req_failed) lines.push(`failed (unexpected status or error): ${(m.http_req_failed.values.rate * 100).toFixed(2)}%`);
   if (dur) {
     lines.push(`latency ms:      avg ${fmt(dur.avg)}  p(50) ${fmt(dur.med)}  p(90) ${fmt(dur['p(90)'])}  p(95) ${fmt(dur['p(95)'])}  p(99) ${fmt(dur['p(99)'])}  max ${fmt(dur.max)}`);
   }

@@ -1,8 +1,9 @@
 // sse.js — waiting users on Server-Sent Events instead of polling.
-// k6 has no native SSE client: each VU opens GET /v1/queue/events?token=... with http.get and
-// a timeout. k6 hands over the body only when the stream ends, which it does after the
-// `admitted` event; a stream still open at SSE_TIMEOUT counts as timed out (a k6 limit, not an
-// error of the gateway). Admission runs at ADMIT_PER_TICK per TICK_MS so streams end over time.
+// k6 has no native SSE client: each VU opens GET /v1/queue/events (queue token in the
+// Authorization header, never in the URL) with http.get and a timeout. k6 hands over the body
+// only when the stream ends, which it does after the `admitted` event; a stream still open at
+// SSE_TIMEOUT counts as timed out (a k6 limit, not an error of the gateway). Admission runs
+// at ADMIT_PER_TICK per TICK_MS so streams end over time.
 // Watch queuegate_sse_streams in Grafana (waiting-room dashboard) while this runs.
 //
 //   k6 run -e ADMIN_TOKEN=... k6/sse.js                 (STREAMS=200 ADMIT_PER_TICK=20 SSE_TIMEOUT=60s)
@@ -12,7 +13,7 @@ import { check } from 'k6';
 import exec from 'k6/execution';
 import { Counter, Trend } from 'k6/metrics';
 import {
-  url, createConcert, setQueue, createUsers, joinAll, intEnv, strEnv, textSummary, summaryOutputs,
+  url, params, createConcert, setQueue, createUsers, joinAll, intEnv, strEnv, textSummary, summaryOutputs, EXPECT,
 } from './lib.js';
 
 const STREAMS = intEnv('STREAMS', 200);
@@ -22,9 +23,6 @@ const completed = new Counter('sse_completed');
 const timedOut = new Counter('sse_timed_out');
 const positionEvents = new Counter('sse_position_events');
 const streamTime = new Trend('sse_stream_duration', true);
-
-// A stream cut by our own timeout is not a failed request of the gateway.
-http.setResponseCallback(http.expectedStatuses(200));
 
 export const options = {
   scenarios: {
@@ -57,11 +55,14 @@ export function setup() {
 export default function (data) {
   completed.add(0); timedOut.add(0); positionEvents.add(0);
   const token = data.queueTokens[(exec.vu.idInTest - 1) % data.queueTokens.length];
-  const res = http.get(url(`/v1/queue/events?token=${encodeURIComponent(token)}`), {
+  // The stream must open with 200. A stream cut by SSE_TIMEOUT is reported by k6 as an error
+  // (status 0, like a refused connection), so it does count in http_req_failed; sse_timed_out
+  // tells the two apart.
+  const res = http.get(url('/v1/queue/events'), params(token, 'GET /v1/queue/events', {
+    expect: EXPECT.ok,
     headers: { Accept: 'text/event-stream' },
     timeout: TIMEOUT,
-    tags: { name: 'GET /v1/queue/events' },
-  });
+  }));
   streamTime.add(res.timings.duration);
   const body = typeof res.body === 'string' ? res.body : '';
   const positions = (body.match(/^event: position$/gm) || []).length;

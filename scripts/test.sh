@@ -7,9 +7,29 @@ cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/queuegate-target}"
 bash scripts/services.sh
 
+# Test data: each test makes its own qgt_* database and qgt* Redis key prefix. Dropped before
+# the run (leftovers of an interrupted run) and again when it ends, passed or failed. Only
+# names with the qgt_ prefix (and plain [A-Za-z0-9_] characters) are ever dropped.
+drop_test_data() {
+  mariadb -h127.0.0.1 -uroot -N -e "SELECT schema_name FROM information_schema.schemata WHERE schema_name LIKE 'qgt\\_%'" \
+    | while read -r db; do
+        case "$db" in
+          qgt_*[!A-Za-z0-9_]*) echo "[test] not dropping database with odd name: $db" >&2 ;;
+          qgt_*) mariadb -h127.0.0.1 -uroot -e "DROP DATABASE IF EXISTS \`$db\`" ;;
+        esac
+      done
+  redis-cli -h 127.0.0.1 -p 6379 --scan --pattern 'qgt*' | xargs -r -n 500 redis-cli -h 127.0.0.1 -p 6379 del >/dev/null
+}
+
 pids=()
 tmp=$(mktemp -d)
+# Set once this run holds 6380/6381, so that a second run refused there (another one is in
+# progress) leaves that run's data alone.
+owns_test_data=0
 cleanup() {
+  if [ "$owns_test_data" -eq 1 ]; then
+    drop_test_data || echo "[test] warning: could not drop all qgt_* test databases / qgt* Redis keys" >&2
+  fi
   for pid in "${pids[@]:-}"; do
     [ -n "$pid" ] && kill "$pid" 2>/dev/null || true
   done
@@ -20,6 +40,8 @@ cleanup() {
   rm -rf "$tmp"
 }
 trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 for port in 6380 6381; do
   if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
@@ -38,11 +60,9 @@ for port in 6380 6381; do
 done
 export QG_TEST_REDLOCK_URLS="redis://127.0.0.1:6379,redis://127.0.0.1:6380,redis://127.0.0.1:6381"
 
-# Test databases from earlier runs (each test makes its own qgt_* database).
-mariadb -h127.0.0.1 -uroot -N -e "SELECT schema_name FROM information_schema.schemata WHERE schema_name LIKE 'qgt\\_%'" \
-  | while read -r db; do mariadb -h127.0.0.1 -uroot -e "DROP DATABASE \`$db\`"; done
-
-redis-cli -p 6379 --scan --pattern 'qgt*' | xargs -r -n 500 redis-cli -p 6379 del >/dev/null
+# Test data left by earlier runs.
+owns_test_data=1
+drop_test_data
 
 echo "[test] cargo fmt --check"
 cargo fmt --all -- --check
@@ -55,5 +75,5 @@ cargo test --locked -- --test-threads=4
 echo "[test] contract fuzzing (schemathesis against /openapi.json)"
 bash scripts/contract.sh
 
-echo "[test] end to end in headless Chromium"
+echo "[test] end to end in headless Chromium (CI=${CI:-unset}, QG_E2E_REQUIRED=${QG_E2E_REQUIRED:-unset}: with either set, a missing browser fails the run; without, it is skipped with a SKIPPED banner)"
 bash scripts/e2e.sh
