@@ -584,8 +584,12 @@
       ...(action ? [action] : []));
   }
 
-  /** Live updates over SSE; on failure falls back to polling and tries the stream again later. */
-  function watchQueue(e, sseFailures) {
+  /**
+   * Live updates over SSE; on failure falls back to polling and tries the stream again later.
+   * EventSource cannot send headers and a queue token never goes in a URL, so each stream is
+   * opened with a fresh single-use ticket.
+   */
+  async function watchQueue(e, sseFailures) {
     if (!alive(e)) return;
     const token = store.get(KEY.queue(concert.id));
     if (forcePolling || !window.EventSource || sseFailures >= 3) {
@@ -594,7 +598,15 @@
     }
     setConn('connecting', 'Connecting for live updates…');
     closeStream();
-    const es = new EventSource(`/v1/queue/events?token=${encodeURIComponent(token)}`);
+    let ticket;
+    try {
+      ({ data: { ticket } } = await request('POST', '/v1/queue/events/ticket', { token, timeoutMs: 10000 }));
+    } catch (_) {
+      if (alive(e)) pollQueue(e, sseFailures + 1, Date.now() + 5000 * (sseFailures + 1));
+      return;
+    }
+    if (!alive(e)) return;
+    const es = new EventSource(`/v1/queue/events?ticket=${encodeURIComponent(ticket)}`);
     eventSource = es;
     const parse = (ev) => {
       try {

@@ -10,6 +10,7 @@
 -- KEYS[5] admitted  ZSET user -> admission end (ms)
 -- KEYS[6] adm_seq   HASH user -> admission seq
 -- KEYS[7] stats     HASH concert figures
+-- KEYS[8] ended     HASH user -> "seq:reason" of the last admission that ended
 -- ARGV[1] user id
 -- ARGV[2] a fresh random epoch id, used only if the store has none yet
 -- ARGV[3] seq from the caller's queue token, or 0
@@ -45,6 +46,11 @@ if ends then
   end
   -- An admission that ran out: the place is over.
   redis.call('ZREM', KEYS[5], user)
+  local old = redis.call('HGET', KEYS[6], user)
+  if old then
+    redis.call('HSET', KEYS[8], user, old .. ':expired')
+    redis.call('EXPIRE', KEYS[8], 172800)
+  end
   redis.call('HDEL', KEYS[6], user)
   redis.call('HINCRBY', KEYS[7], 'expired_total', 1)
 end

@@ -69,7 +69,7 @@ async fn get_queue(app: &TestApp, concert: ConcertId) -> Value {
 
 /// (ticks_total, admitted_total) read in one command, so the pair is consistent.
 async fn tick_figures(app: &TestApp, concert: ConcertId) -> (u64, u64) {
-    let k = app.app.queue.store().keys(concert);
+    let k = app.app.queue.store().keys(app.line(concert).await);
     let v: Vec<Option<u64>> = app
         .app
         .queue
@@ -99,7 +99,7 @@ async fn wait_admitted(app: &TestApp, queue_token: &str) -> String {
 }
 
 async fn admitted_count(app: &TestApp, concert: ConcertId) -> u64 {
-    let k = app.app.queue.store().keys(concert);
+    let k = app.app.queue.store().keys(app.line(concert).await);
     app.app
         .queue
         .store()
@@ -209,11 +209,12 @@ async fn three_instances_admit_exactly_once_per_tick_and_never_above_max_active(
     let second = spawn_with(&shared).await;
     let third = spawn_with(&shared).await;
     let concert = first.create_concert(1, 10).await;
+    let line = first.line(concert.id).await;
     for i in 1..=3000u64 {
         first
             .app
             .queue
-            .join(concert.id, UserId::new(i).unwrap(), None)
+            .join(line, UserId::new(i).unwrap(), None)
             .await
             .unwrap();
     }
@@ -291,7 +292,7 @@ async fn a_kept_queue_token_restores_the_place_after_the_store_loses_its_data() 
     let seq2 = seq_of(&tokens[1]);
 
     // The store loses everything about this concert.
-    let k = app.app.queue.store().keys(concert.id);
+    let k = app.app.queue.store().keys(app.line(concert.id).await);
     let _: i64 = app
         .app
         .queue
@@ -509,10 +510,12 @@ async fn event_stream_sends_positions_then_admitted_then_ends() {
                 .to_owned(),
         );
     }
-    // Third in line opens a stream (token in the query string, as EventSource must).
+    // Third in line opens a stream with a single-use ticket, as EventSource must (it cannot
+    // send headers, and a queue token never goes in a URL).
+    let ticket = app.stream_ticket(&tokens[2]).await;
     let r = app
         .http
-        .get(app.url(&format!("/v1/queue/events?token={}", tokens[2])))
+        .get(app.url(&format!("/v1/queue/events?ticket={ticket}")))
         .send()
         .await
         .unwrap();
@@ -608,14 +611,20 @@ async fn queue_routes_refuse_bad_tokens_and_bad_input() {
     // An access token for another concert.
     let r = app.hold(&access, concert.schedules[0], 1).await;
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
-    // Forged and missing tokens on events.
-    let r = app
-        .http
-        .get(app.url("/v1/queue/events?token=forged.token.value"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    // Forged and missing tokens on events; a real queue token in the URL is refused too.
+    for query in [
+        "token=forged.token.value".to_owned(),
+        "ticket=forged.token.value".to_owned(),
+        format!("token={qt}"),
+    ] {
+        let r = app
+            .http
+            .get(app.url(&format!("/v1/queue/events?{query}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{query}");
+    }
     let r = app
         .http
         .get(app.url("/v1/queue/events"))

@@ -263,6 +263,7 @@ impl From<QueueError> for ApiError {
             QueueError::Gone => ApiError::QueueEntryGone,
             QueueError::Store(s) => s.into(),
             QueueError::Token(t) => t.into(),
+            QueueError::TicketUsed => ApiError::Unauthorized(e.to_string()),
         }
     }
 }

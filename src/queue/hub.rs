@@ -7,7 +7,7 @@
 
 use super::model::Place;
 use super::view::View;
-use crate::domain::{ConcertId, UserId};
+use crate::domain::{LineId, UserId};
 use std::collections::HashMap;
 use std::sync::Mutex;
 use tokio::sync::mpsc;
@@ -32,7 +32,7 @@ struct Subscriber {
 
 #[derive(Default)]
 pub struct EventHub {
-    streams: Mutex<HashMap<ConcertId, Vec<Subscriber>>>,
+    streams: Mutex<HashMap<LineId, Vec<Subscriber>>>,
 }
 
 /// Lives as long as the stream's response body; counts open streams.
@@ -58,7 +58,7 @@ impl EventHub {
     /// Opens a stream for a waiting place; `first` is sent before anything else.
     pub fn subscribe(
         &self,
-        concert: ConcertId,
+        line: LineId,
         user: UserId,
         seq: u64,
         position: u64,
@@ -67,7 +67,7 @@ impl EventHub {
         let (tx, rx) = mpsc::channel(16);
         let _ = tx.try_send(first);
         if let Ok(mut streams) = self.streams.lock() {
-            streams.entry(concert).or_default().push(Subscriber {
+            streams.entry(line).or_default().push(Subscriber {
                 user,
                 seq,
                 last_position: position,
@@ -91,8 +91,8 @@ impl EventHub {
         }
     }
 
-    /// The places with an open stream, per concert (closed streams are dropped here).
-    pub fn snapshot(&self) -> Vec<(ConcertId, Vec<(UserId, u64)>)> {
+    /// The places with an open stream, per line (closed streams are dropped here).
+    pub fn snapshot(&self) -> Vec<(LineId, Vec<(UserId, u64)>)> {
         let Ok(mut streams) = self.streams.lock() else {
             return Vec::new();
         };
@@ -110,7 +110,7 @@ impl EventHub {
     /// or got in into its view; a stream that received its last event is dropped (its end).
     pub fn deliver<E>(
         &self,
-        concert: ConcertId,
+        line: LineId,
         asked: &[(UserId, u64)],
         places: &[Place],
         view: impl Fn(UserId, u64, Place) -> Result<View, E>,
@@ -118,7 +118,7 @@ impl EventHub {
         let Ok(mut streams) = self.streams.lock() else {
             return;
         };
-        let Some(subs) = streams.get_mut(&concert) else {
+        let Some(subs) = streams.get_mut(&line) else {
             return;
         };
         let answers: HashMap<(UserId, u64), Place> =
@@ -185,7 +185,10 @@ mod tests {
     #[test]
     fn only_moved_places_get_events_and_final_events_end_streams() {
         let hub = EventHub::default();
-        let c = ConcertId::new(1).unwrap();
+        let c = LineId {
+            concert: crate::domain::ConcertId::new(1).unwrap(),
+            queue_id: 9,
+        };
         let (u1, u2, u3) = (
             UserId::new(1).unwrap(),
             UserId::new(2).unwrap(),

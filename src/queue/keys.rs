@@ -1,10 +1,11 @@
 //! Redis key names of one concert's waiting room.
 //!
-//! Every key of a concert carries the hash tag `{c:ID}`, so on Redis Cluster all of them land in
-//! one slot and a Lua script may touch them together. The prefix keeps tenants (and parallel
+//! Every key of a line carries the hash tag `{c:CONCERT.QUEUEID}`, so on Redis Cluster all of
+//! them land in one slot and a Lua script may touch them together; the random queue id ties the
+//! state to the concert it was made for (see `LineId`). The prefix keeps tenants (and parallel
 //! tests) apart on one server.
 
-use crate::domain::ConcertId;
+use crate::domain::LineId;
 
 #[derive(Clone, Debug)]
 pub struct ConcertKeys {
@@ -27,11 +28,16 @@ pub struct ConcertKeys {
     pub stats: String,
     /// HASH: per-concert admission settings set by the admin API.
     pub settings: String,
+    /// HASH user -> "seq:reason" of the user's last admission that ended (paid, left,
+    /// expired): lets a refused access token say why.
+    pub ended: String,
+    /// Key *prefix* of used stream tickets: STRING `<tickets><jti>`, set once, short TTL.
+    pub tickets: String,
 }
 
 impl ConcertKeys {
-    pub fn new(prefix: &str, concert: ConcertId) -> Self {
-        let base = format!("{prefix}:{{c:{concert}}}");
+    pub fn new(prefix: &str, line: LineId) -> Self {
+        let base = format!("{prefix}:{{c:{line}}}");
         ConcertKeys {
             seq: format!("{base}:seq"),
             epoch: format!("{base}:epoch"),
@@ -41,11 +47,14 @@ impl ConcertKeys {
             adm_seq: format!("{base}:adm"),
             stats: format!("{base}:stats"),
             settings: format!("{base}:settings"),
+            ended: format!("{base}:ended"),
+            tickets: format!("{base}:ticket:"),
         }
     }
 }
 
-/// SET of concert ids that have a waiting room; the admission timer walks it.
+/// SET of lines (`concert.queueid`) that have a waiting room; the admission timer walks it.
+/// The one global key per tick: read once per second per instance, never per poll.
 pub fn concerts_key(prefix: &str) -> String {
     format!("{prefix}:concerts")
 }
@@ -56,7 +65,11 @@ mod tests {
 
     #[test]
     fn keys_share_one_hash_tag_per_concert() {
-        let k = ConcertKeys::new("qg", ConcertId::new(42).unwrap());
+        let line = LineId {
+            concert: crate::domain::ConcertId::new(42).unwrap(),
+            queue_id: 0xabc,
+        };
+        let k = ConcertKeys::new("qg", line);
         for key in [
             &k.seq,
             &k.epoch,
@@ -66,8 +79,10 @@ mod tests {
             &k.adm_seq,
             &k.stats,
             &k.settings,
+            &k.ended,
+            &k.tickets,
         ] {
-            assert!(key.starts_with("qg:{c:42}:"), "{key}");
+            assert!(key.starts_with("qg:{c:42.abc}:"), "{key}");
         }
         assert_eq!(concerts_key("t1"), "t1:concerts");
     }

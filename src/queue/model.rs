@@ -52,6 +52,47 @@ impl Place {
     }
 }
 
+/// Whether an admission still admits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    Live,
+    Ended(Ended),
+}
+
+/// Why an admission no longer admits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ended {
+    Paid,
+    Left,
+    Expired,
+    /// The user holds a newer admission (queued again); this token belongs to the old one.
+    Superseded,
+    /// No record is left (e.g. long ago).
+    Unknown,
+}
+
+impl Ended {
+    pub fn reason(self) -> &'static str {
+        match self {
+            Ended::Paid => "paid",
+            Ended::Left => "left",
+            Ended::Expired => "expired",
+            Ended::Superseded => "superseded",
+            Ended::Unknown => "ended",
+        }
+    }
+
+    pub fn from_reason(s: &str) -> Ended {
+        match s {
+            "paid" => Ended::Paid,
+            "left" => Ended::Left,
+            "expired" => Ended::Expired,
+            "superseded" => Ended::Superseded,
+            _ => Ended::Unknown,
+        }
+    }
+}
+
 /// What the line's speed is known to be: the measured admission rate (users/s, a moving
 /// average over ticks that left people waiting) and the concert's overrides, if any.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
