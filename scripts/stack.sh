@@ -2,7 +2,7 @@
 # The docker-compose.yml topology, run natively on loopback from Debian packages (no containers):
 #
 #   scripts/stack.sh up            install what is missing, build, start, wait until ready
-#   scripts/stack.sh status        what runs, where; replication and readiness
+#   scripts/stack.sh status        what runs, where; replication and readiness (exit 3 if anything is down)
 #   scripts/stack.sh down [--purge]  stop everything it started, by PID (--purge: delete the run dir)
 #
 # It runs the same configuration files that the compose file mounts (deploy/nginx/nginx.conf,
@@ -453,7 +453,7 @@ case "${1:-}" in
   down) shift; cmd_down "$@" ;;
   status) cmd_status ;;
   *)
-    sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'
     exit 2
     ;;
 esac

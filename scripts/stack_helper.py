@@ -5,7 +5,7 @@
   compose-command SERVICE [--sub ...] [--path ...]  its command, one argument per line
   render SRC DST [REGEX REPLACEMENT COUNT]...        copy a config file, replacing only the given
                                                      patterns, each exactly COUNT times
-  dashboards --prom URL [--pending NAMES] [--range D] [--rate-interval D]
+  dashboards --prom URL [--pending NAMES] [--range D] [--rate-interval D] [--dashboards DIR]
                                                      every PromQL expression of grafana/dashboards
                                                      sent to Prometheus; a table; exit 1 when any
                                                      is empty (pending metrics are listed apart)
@@ -27,6 +27,7 @@ import re
 import sys
 import threading
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -147,8 +148,14 @@ def cmd_render(args):
 
 def prom_query(prom, expr, timeout=15):
     url = f"{prom}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
-    with urllib.request.urlopen(url, timeout=timeout) as r:
-        body = json.load(r)
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            body = json.load(r)
+    except urllib.error.HTTPError as e:
+        try:
+            body = json.load(e)
+        except ValueError:
+            raise RuntimeError(f"HTTP {e.code}") from e
     if body.get("status") != "success":
         raise RuntimeError(body.get("error", body))
     return body["data"]
@@ -164,10 +171,10 @@ def metric_names(expr):
     return names
 
 
-def dashboard_queries():
+def dashboard_queries(directory):
     """(dashboard title, panel title, expr, variables) for every panel target."""
     out = []
-    for path in sorted((ROOT / "grafana" / "dashboards").glob("*.json")):
+    for path in sorted(Path(directory).glob("*.json")):
         d = json.loads(path.read_text(encoding="utf-8"))
         variables = {}
         for v in d.get("templating", {}).get("list", []):
@@ -200,10 +207,11 @@ def cmd_dashboards(args):
     rng = option(args, "--range", "10m")
     rate_interval = option(args, "--rate-interval", "1m")
     pending = set(filter(None, option(args, "--pending", "").split(",")))
+    directory = option(args, "--dashboards", str(ROOT / "grafana" / "dashboards"))
     exported = {r["metric"]["__name__"] for r in
                 prom_query(prom, 'group by (__name__) ({__name__=~"queuegate_.+"})')["result"]}
     rows, empty, waiting = [], [], []
-    for dash, panel, expr, variables in dashboard_queries():
+    for dash, panel, expr, variables in dashboard_queries(directory):
         q = expr
         for name, var in variables.items():
             q = q.replace(f"${{{name}}}", variable_value(var)).replace(f"${name}", variable_value(var))
@@ -229,10 +237,10 @@ def cmd_dashboards(args):
         elif state == "PENDING METRIC":
             waiting.append(rows[-1])
     width = max(len(r[1]) for r in rows)
-    print(f"{'dashboard':<13} {'panel':<{width}} {'series':>6}  state  expression")
+    print(f"{'dashboard':<13} {'panel':<{width}} {'series':>6}  {'state':<14}  expression")
     for dash, panel, q, n, state, err, _ in rows:
         short = q if len(q) <= 110 else q[:107] + "..."
-        print(f"{dash:<13} {panel:<{width}} {n:>6}  {state:<5}  {short}")
+        print(f"{dash:<13} {panel:<{width}} {n:>6}  {state:<14}  {short}")
     print(f"\n{len(rows)} queries: {len(rows) - len(empty) - len(waiting)} with data, "
           f"{len(empty)} empty or failing, {len(waiting)} waiting for a pending metric")
     for dash, panel, q, _, state, err, missing in waiting:
