@@ -253,6 +253,13 @@ cmd_up() {
   mkdir -p "$PIDS" "$LOGS"
   touch "$MARKER"
 
+  # Every port this stack needs must be free, unless our own process holds it (a second `up`).
+  local c busy=()
+  for c in "${COMPONENTS[@]}"; do
+    if ! running "$c" && port_open "$(port_of "$c")"; then busy+=("$c:$(port_of "$c")"); fi
+  done
+  [ ${#busy[@]} -eq 0 ] || fail "ports taken by other processes: ${busy[*]} (set STACK_*_PORT)"
+
   stage "packages"
   local pkgs=()
   command -v mariadbd >/dev/null 2>&1 || [ -x /usr/sbin/mariadbd ] || pkgs+=(mariadb-server)
