@@ -13,8 +13,8 @@
 #   5. every PromQL expression of grafana/dashboards/*.json sent to Prometheus: each must
 #      return data (panels that wait only for a metric still being added are listed apart);
 #   6. scripts/stack.sh down, and no process it started is left, no port open.
-# Prints each stage's time and a summary. Exit 0 only when every check passed. About 6 minutes
-# on 2 cores once the binaries are built (the alerts' `for:` durations are most of it).
+# Prints each stage's time and a summary. Exit 0 only when every check passed. About 4 minutes
+# on 2 cores once the binaries are built (the alerts' `for:` durations are half of it).
 #
 # Environment: STACK_DIR (default ${XDG_RUNTIME_DIR:-/tmp}/queuegate-stack-test), the STACK_*
 # ports of scripts/stack.sh, FLOW_USERS (default 1000), LISTING_READS (default 3000),
