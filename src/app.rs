@@ -90,7 +90,12 @@ impl App {
         if let Err(e) = store.load_scripts().await {
             tracing::warn!(error = %e, "could not preload Lua scripts; they load on first use");
         }
-        let queue = Arc::new(Queue::new(store.clone(), tokens.clone(), settings.queue));
+        let queue = Arc::new(Queue::new(
+            store.clone(),
+            tokens.clone(),
+            settings.queue,
+            settings.sse_max_streams,
+        ));
 
         let seat_keys = SeatKeys::new(settings.redis_key_prefix.clone());
         let board = Arc::new(SeatBoard::new(pool.clone(), seat_keys.clone()));

@@ -111,6 +111,9 @@ pub struct Settings {
     pub rate_limits: RateLimits,
     /// Slow clients get this long to send their request headers.
     pub header_read_timeout: Duration,
+    /// Most event streams one instance keeps open (0 = no cap); past it a stream is refused
+    /// with 503 and the page polls instead.
+    pub sse_max_streams: usize,
 }
 
 impl Settings {
@@ -247,6 +250,7 @@ impl Settings {
                 1,
                 300,
             )?),
+            sse_max_streams: env.int("SSE_MAX_STREAMS", 20_000, 0, 10_000_000)? as usize,
         })
     }
 }

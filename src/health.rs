@@ -69,7 +69,7 @@ impl Probes {
         if let Some(replica) = r.replica {
             metrics::gauge!("queuegate_dependency_up", "dependency" => "replica").set(up(replica));
             if let Some(lag) = self.replica_lag_secs().await {
-                metrics::gauge!("queuegate_db_replica_lag_seconds").set(lag as f64);
+                metrics::gauge!("queuegate_db_replica_lag_seconds").set(lag);
             }
         }
         metrics::gauge!("queuegate_redlock_masters_up").set(r.redlock_up as f64);
@@ -77,9 +77,9 @@ impl Probes {
         self.db.record_pool_metrics();
     }
 
-    /// Seconds the replica is behind its primary (`SHOW REPLICA STATUS`); `None` when there is
-    /// no replica, it does not replicate, or the account may not ask.
-    async fn replica_lag_secs(&self) -> Option<u64> {
+    /// Seconds the replica is behind its primary (infinite while replication is stopped);
+    /// `None` when there is no replica, it is no replica, or the account may not ask.
+    async fn replica_lag_secs(&self) -> Option<f64> {
         let replica = self.db.replica.as_ref()?;
         crate::db::replica_lag_secs(&replica.pool).await
     }

@@ -292,3 +292,52 @@ async fn stream_tickets_are_single_use() {
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     app.stop().await;
 }
+
+/// Past `SSE_MAX_STREAMS` an instance refuses new streams with 503 and `Retry-After` (the page
+/// then polls), and takes them again once one closes.
+#[tokio::test]
+async fn streams_beyond_the_cap_are_refused_with_retry_after() {
+    let app = spawn_with(&[("QUEUE_ADMIT_PER_TICK", "0"), ("SSE_MAX_STREAMS", "1")]).await;
+    let concert = app.create_concert(1, 10).await;
+    let mut tokens = Vec::new();
+    for u in app.create_users(2).await {
+        tokens.push(
+            app.join_queue(&u, concert.id).await["queue_token"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    // A fresh client per stream: each opens its own connection, served on the raw socket.
+    let open = |t: String| {
+        let url = app.url("/v1/queue/events");
+        async move {
+            reqwest::Client::new()
+                .get(url)
+                .bearer_auth(t)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let first = open(tokens[0].clone()).await;
+    assert_eq!(first.status(), StatusCode::OK);
+    let second = open(tokens[1].clone()).await;
+    assert_eq!(second.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(second.headers().contains_key("retry-after"));
+    drop(first);
+    let started = Instant::now();
+    loop {
+        // The first stream's end is noticed when its connection closes.
+        let again = open(tokens[1].clone()).await;
+        if again.status() == StatusCode::OK {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the slot never freed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    app.stop().await;
+}

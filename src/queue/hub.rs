@@ -9,7 +9,8 @@ use super::model::Place;
 use super::view::View;
 use crate::domain::{LineId, UserId};
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 
 /// What a stream carries; the HTTP layer decides how each looks on the wire.
@@ -33,20 +34,24 @@ struct Subscriber {
 #[derive(Default)]
 pub struct EventHub {
     streams: Mutex<HashMap<LineId, Vec<Subscriber>>>,
+    /// Streams open right now (waiting ones and one-shot ones).
+    open: Arc<AtomicUsize>,
 }
 
 /// Lives as long as the stream's response body; counts open streams.
-pub struct StreamGuard;
+pub struct StreamGuard(Arc<AtomicUsize>);
 
 impl StreamGuard {
-    fn new() -> Self {
+    fn new(open: &Arc<AtomicUsize>) -> Self {
+        open.fetch_add(1, Ordering::Relaxed);
         metrics::gauge!("queuegate_sse_streams").increment(1.0);
-        StreamGuard
+        StreamGuard(open.clone())
     }
 }
 
 impl Drop for StreamGuard {
     fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
         metrics::gauge!("queuegate_sse_streams").decrement(1.0);
     }
 }
@@ -55,6 +60,11 @@ impl Drop for StreamGuard {
 pub type Stream = (mpsc::Receiver<StreamEvent>, StreamGuard);
 
 impl EventHub {
+    /// How many streams are open on this instance.
+    pub fn open_streams(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
+    }
+
     /// Opens a stream for a waiting place; `first` is sent before anything else.
     pub fn subscribe(
         &self,
@@ -74,14 +84,14 @@ impl EventHub {
                 tx,
             });
         }
-        (rx, StreamGuard::new())
+        (rx, StreamGuard::new(&self.open))
     }
 
     /// A one-shot stream (already admitted): the event, then the end.
-    pub fn single(event: StreamEvent) -> Stream {
+    pub fn single(&self, event: StreamEvent) -> Stream {
         let (tx, rx) = mpsc::channel(1);
         let _ = tx.try_send(event);
-        (rx, StreamGuard::new())
+        (rx, StreamGuard::new(&self.open))
     }
 
     /// Ends every stream (shutdown): bodies finish, connections can drain.

@@ -24,6 +24,9 @@ pub enum QueueError {
     /// A stream ticket opens one stream, once.
     #[error("this stream ticket was already used; ask for a new one")]
     TicketUsed,
+    /// This instance keeps as many streams open as it may; poll the status instead.
+    #[error("too many open event streams here; poll /v1/queue/status instead")]
+    TooManyStreams,
 }
 
 /// A place taken (or found, or restored) by joining.
@@ -38,15 +41,24 @@ pub struct Queue {
     tokens: Arc<TokenKeys>,
     defaults: QueueDefaults,
     hub: EventHub,
+    /// Most streams open at once on this instance (0 = no cap).
+    max_streams: usize,
 }
 
 impl Queue {
-    pub fn new(store: Arc<QueueStore>, tokens: Arc<TokenKeys>, defaults: QueueDefaults) -> Self {
+    pub fn new(
+        store: Arc<QueueStore>,
+        tokens: Arc<TokenKeys>,
+        defaults: QueueDefaults,
+        max_streams: usize,
+    ) -> Self {
+        metrics::gauge!("queuegate_sse_streams_limit").set(max_streams as f64);
         Queue {
             store,
             tokens,
             defaults,
             hub: EventHub::default(),
+            max_streams,
         }
     }
 
@@ -136,6 +148,10 @@ impl Queue {
         user: UserId,
         seq: u64,
     ) -> Result<Stream, QueueError> {
+        if self.max_streams > 0 && self.hub.open_streams() >= self.max_streams {
+            metrics::counter!("queuegate_sse_refused_total").increment(1);
+            return Err(QueueError::TooManyStreams);
+        }
         let place = self
             .store
             .status(line, user, seq, self.defaults.idle_secs)
@@ -146,7 +162,7 @@ impl Queue {
                 self.hub
                     .subscribe(line, user, seq, position, StreamEvent::Update(view))
             }
-            _ => EventHub::single(StreamEvent::Update(view)),
+            _ => self.hub.single(StreamEvent::Update(view)),
         })
     }
 
