@@ -121,7 +121,7 @@ lag_file="$STACK_DIR/replica-lag.tsv"
 ) >"$lag_file" &
 SAMPLER=$!
 flow_ok=1
-"$CARGO_TARGET_DIR/release/queuegate-load" flow --addr "$HOST:$P_NGINX" --users "$FLOW_USERS" \
+"$CARGO_TARGET_DIR/${STACK_PROFILE:-release}/queuegate-load" flow --addr "$HOST:$P_NGINX" --users "$FLOW_USERS" \
   --admin-token "$ADMIN_TOKEN" \
   --database-url "mysql://queuegate:queuegate@$HOST:$P_PRIMARY/queuegate" | tee "$STACK_DIR/flow.out" || flow_ok=0
 # How long the replica needs to apply what the primary wrote during the flow.
@@ -146,10 +146,10 @@ PROM_LAG=$(prom_value 'max(max_over_time(queuegate_db_replica_lag_seconds[5m]))'
 
 # A few more kinds of traffic, so that panels about them have data: fans leaving the line,
 # event streams (the sse scenario), a rush on one seat (seat-board rejections).
-"$CARGO_TARGET_DIR/release/queuegate-load" sse --addr "$HOST:$P_NGINX" --users 200 --duration 3 \
+"$CARGO_TARGET_DIR/${STACK_PROFILE:-release}/queuegate-load" sse --addr "$HOST:$P_NGINX" --users 200 --duration 3 \
   --admin-token "$ADMIN_TOKEN" --jwt-secret "$JWT_SECRET" >"$STACK_DIR/sse.out" 2>&1 ||
   log "note: sse scenario did not pass (see $STACK_DIR/sse.out)"
-"$CARGO_TARGET_DIR/release/queuegate-load" rush-one --addr "$HOST:$P_NGINX" --users 200 \
+"$CARGO_TARGET_DIR/${STACK_PROFILE:-release}/queuegate-load" rush-one --addr "$HOST:$P_NGINX" --users 200 \
   --admin-token "$ADMIN_TOKEN" --jwt-secret "$JWT_SECRET" >"$STACK_DIR/rush.out" 2>&1 ||
   log "note: rush-one scenario did not pass (see $STACK_DIR/rush.out)"
 concert=$(cat "$STACK_DIR/demo-concert-id")
@@ -277,7 +277,7 @@ stop_component redis-lock-2
 # A small sale while the quorum is lost: every hold takes the database-only path, and the flow
 # still has to pass (each fan pays for exactly one seat, the invariants hold).
 fb_ok=1
-"$CARGO_TARGET_DIR/release/queuegate-load" flow --addr "$HOST:$P_NGINX" --users 40 \
+"$CARGO_TARGET_DIR/${STACK_PROFILE:-release}/queuegate-load" flow --addr "$HOST:$P_NGINX" --users 40 \
   --admin-token "$ADMIN_TOKEN" \
   --database-url "mysql://queuegate:queuegate@$HOST:$P_PRIMARY/queuegate" >"$STACK_DIR/flow-fallback.out" 2>&1 || fb_ok=0
 grep -E '^(journeys|invariants|verdict)' "$STACK_DIR/flow-fallback.out" || true

@@ -45,7 +45,10 @@ P_RL2=${STACK_REDIS_LOCK2_PORT:-16381}
 P_RL3=${STACK_REDIS_LOCK3_PORT:-16382}
 READY_TIMEOUT=${STACK_READY_TIMEOUT:-90}
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/queuegate-target}"
-BIN_DIR="$CARGO_TARGET_DIR/release"
+# STACK_PROFILE=debug reuses the test build (the test command); operators get release.
+STACK_PROFILE=${STACK_PROFILE:-release}
+case "$STACK_PROFILE" in release | debug) ;; *) echo "STACK_PROFILE must be release or debug" >&2; exit 2 ;; esac
+BIN_DIR="$CARGO_TARGET_DIR/$STACK_PROFILE"
 
 PIDS="$STACK_DIR/pids"
 LOGS="$STACK_DIR/logs"
@@ -279,7 +282,11 @@ cmd_up() {
     log "   STACK_SKIP_BUILD=1: using $BIN_DIR/queuegate"
   else
     command -v cargo >/dev/null 2>&1 || fail "cargo is required: install Rust from your distribution or rustup"
-    cargo build --release --locked --bin queuegate --bin queuegate-load
+    if [ "$STACK_PROFILE" = release ]; then
+      cargo build --release --locked --bin queuegate --bin queuegate-load
+    else
+      cargo build --locked --bin queuegate --bin queuegate-load
+    fi
   fi
   [ -x "$BIN_DIR/queuegate" ] || fail "no $BIN_DIR/queuegate"
 

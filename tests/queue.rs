@@ -714,3 +714,75 @@ async fn queue_routes_refuse_bad_tokens_and_bad_input() {
     assert_eq!(v["waiting"], 1);
     app.stop().await;
 }
+
+/// Concurrent joins and polls of one line share script calls (coalesced per instance), and
+/// every answer is still exact: distinct arrival numbers, positions 1..N, each poll its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_joins_and_polls_share_script_calls_with_exact_answers() {
+    let redis = common::servers::RedisServer::start();
+    let url = redis.url();
+    let app = spawn_with(&[("REDIS_URL", url.as_str()), ("QUEUE_ADMIT_PER_TICK", "0")]).await;
+    let concert = app.create_concert(1, 10).await;
+    let users = app.create_users(300).await;
+    let evalsha_calls = || async {
+        let client = fred::prelude::Builder::from_config(Config::from_url(&url).unwrap())
+            .build()
+            .unwrap();
+        client.init().await.unwrap();
+        let info: String = client
+            .info(Some(fred::types::InfoKind::CommandStats))
+            .await
+            .unwrap();
+        let calls = info
+            .lines()
+            .find(|l| l.starts_with("cmdstat_evalsha:"))
+            .and_then(|l| l.split("calls=").nth(1))
+            .and_then(|v| v.split(',').next())
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
+        client.quit().await.unwrap();
+        calls
+    };
+
+    let before = evalsha_calls().await;
+    let joined = futures::future::join_all(users.iter().map(|u| join(&app, u, concert.id))).await;
+    let join_calls = evalsha_calls().await - before;
+    let mut positions: Vec<u64> = joined
+        .iter()
+        .map(|(s, v)| {
+            assert_eq!(*s, StatusCode::CREATED, "{v}");
+            v["position"].as_u64().unwrap()
+        })
+        .collect();
+    positions.sort_unstable();
+    assert_eq!(
+        positions,
+        (1..=300).collect::<Vec<_>>(),
+        "positions 1..300, each once"
+    );
+
+    let tokens: Vec<String> = joined
+        .iter()
+        .map(|(_, v)| v["queue_token"].as_str().unwrap().to_owned())
+        .collect();
+    let expected: Vec<u64> = joined
+        .iter()
+        .map(|(_, v)| v["position"].as_u64().unwrap())
+        .collect();
+    let before = evalsha_calls().await;
+    let polled = futures::future::join_all(tokens.iter().map(|t| async {
+        status(&app, t).await.json::<Value>().await.unwrap()["position"]
+            .as_u64()
+            .unwrap()
+    }))
+    .await;
+    let poll_calls = evalsha_calls().await - before;
+    assert_eq!(polled, expected, "every poll answers its own place");
+    eprintln!("300 joins: {join_calls} script calls; 300 polls: {poll_calls}");
+    // (A tick per second adds a call or two to each figure.)
+    assert!(
+        join_calls < 200 && poll_calls < 200,
+        "300 joins took {join_calls} script calls and 300 polls {poll_calls}"
+    );
+    app.stop().await;
+}

@@ -1,6 +1,13 @@
 //! What the queue store answers: places, join outcomes, tick reports, figures and settings.
 //! Plain data, decoded from script replies by `store`.
 
+/// One join: who, and the (seq, epoch) of a queue token they kept, if any.
+#[derive(Clone, Debug, PartialEq)]
+pub struct JoinItem {
+    pub user: crate::domain::UserId,
+    pub restore: Option<(u64, String)>,
+}
+
 /// The outcome of joining a line.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Joined {

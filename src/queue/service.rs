@@ -2,8 +2,10 @@
 //! check behind the booking gate. It owns the queue store, the event hub and the signing keys
 //! it needs to hand out access tokens — and it is the one place an access token is made.
 
+use super::batch::Coalescer;
 use super::hub::{EventHub, Stream, StreamEvent};
-use super::model::{Access, JoinKind, Place};
+use super::marks::Marks;
+use super::model::{Access, JoinItem, JoinKind, Joined, Place};
 use super::store::QueueStore;
 use super::view::{View, expires_at};
 use crate::config::QueueDefaults;
@@ -43,6 +45,11 @@ pub struct Queue {
     hub: EventHub,
     /// Most streams open at once on this instance (0 = no cap).
     max_streams: usize,
+    /// Marks this instance wrote recently (a fresh one needs no rewrite).
+    marks: Marks,
+    /// Concurrent polls of a line share one script call; so do joins.
+    statuses: Arc<Coalescer<(UserId, u64, bool), Place>>,
+    joins: Arc<Coalescer<JoinItem, Joined>>,
 }
 
 impl Queue {
@@ -56,10 +63,36 @@ impl Queue {
         Queue {
             store,
             tokens,
-            defaults,
             hub: EventHub::default(),
             max_streams,
+            marks: Marks::new(defaults.idle_secs),
+            statuses: Coalescer::new("status"),
+            joins: Coalescer::new("join"),
+            defaults,
         }
+    }
+
+    pub fn marks(&self) -> &Marks {
+        &self.marks
+    }
+
+    /// Where the place (user, seq) stands, through the line's shared status call; the mark
+    /// is sent only when this instance's own mark is not fresh.
+    async fn place(&self, line: LineId, user: UserId, seq: u64) -> Result<Place, QueueError> {
+        let mark = self.marks.needs_mark(line, seq);
+        let store = self.store.clone();
+        let idle = self.defaults.idle_secs;
+        let place = self
+            .statuses
+            .submit(line, (user, seq, mark), move |line, items| {
+                let store = store.clone();
+                async move { store.status_batch(line, idle, &items).await }
+            })
+            .await?;
+        if mark && matches!(place, Place::Waiting { .. }) {
+            self.marks.marked(line, seq);
+        }
+        Ok(place)
     }
 
     pub fn store(&self) -> &Arc<QueueStore> {
@@ -82,10 +115,21 @@ impl Queue {
         user: UserId,
         restore: Option<&QueueToken>,
     ) -> Result<JoinOutcome, QueueError> {
+        let item = JoinItem {
+            user,
+            restore: restore.map(|q| (q.seq, q.epoch.clone())),
+        };
+        let store = self.store.clone();
         let joined = self
-            .store
-            .join(line, user, restore.map(|q| (q.seq, q.epoch.as_str())))
+            .joins
+            .submit(line, item, move |line, items| {
+                let store = store.clone();
+                async move { store.join_batch(line, &items).await }
+            })
             .await?;
+        if matches!(joined.place, Place::Waiting { .. }) {
+            self.marks.marked(line, joined.seq);
+        }
         // The timer's list of concerts; a failure here must not undo a place already taken.
         // A restored place means the store lost its data, the timer's set of concerts with it.
         let registered = if joined.how == JoinKind::Restored {
@@ -113,10 +157,7 @@ impl Queue {
 
     /// Where the token's place stands now (and a mark that its holder is still here).
     pub async fn status(&self, q: &QueueToken) -> Result<View, QueueError> {
-        let place = self
-            .store
-            .status(q.line(), q.user_id, q.seq, self.defaults.idle_secs)
-            .await?;
+        let place = self.place(q.line(), q.user_id, q.seq).await?;
         let result = match place {
             Place::Waiting { .. } => "waiting",
             Place::Admitted { .. } => "admitted",
@@ -152,10 +193,7 @@ impl Queue {
             metrics::counter!("queuegate_sse_refused_total").increment(1);
             return Err(QueueError::TooManyStreams);
         }
-        let place = self
-            .store
-            .status(line, user, seq, self.defaults.idle_secs)
-            .await?;
+        let place = self.place(line, user, seq).await?;
         let view = self.view(line, user, seq, place)?;
         Ok(match place {
             Place::Waiting { position } => {

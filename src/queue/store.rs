@@ -4,7 +4,7 @@
 
 use super::keys::{ConcertKeys, concerts_key};
 use super::model::{
-    Access, Ended, Figures, JoinKind, Joined, Pace, Place, SettingsPatch, TickReport,
+    Access, Ended, Figures, JoinItem, JoinKind, Joined, Pace, Place, SettingsPatch, TickReport,
 };
 use super::scripts::Scripts;
 use crate::config::QueueDefaults;
@@ -151,18 +151,26 @@ impl QueueStore {
         Ok(granted)
     }
 
-    /// Takes a place in the line (or returns the one the user has). `restore` is the
-    /// (seq, epoch) of a queue token the caller still holds.
-    pub async fn join(
+    /// Takes places in the line (or returns the ones users have), in the order given. Each
+    /// item is a user and the (seq, epoch) of a queue token the caller still holds, if any.
+    pub async fn join_batch(
         &self,
         line: LineId,
-        user: UserId,
-        restore: Option<(u64, &str)>,
-    ) -> Result<Joined, StoreError> {
+        items: &[JoinItem],
+    ) -> Result<Vec<Joined>, StoreError> {
         let k = self.keys(line);
-        let fresh_epoch = uuid::Uuid::new_v4().simple().to_string();
-        let (restore_seq, restore_epoch) = restore.unwrap_or((0, ""));
-        let (state, seq, position, epoch, how, ends): (String, u64, u64, String, u8, u64) = self
+        let mut argv = Vec::with_capacity(1 + items.len() * 3);
+        argv.push(uuid::Uuid::new_v4().simple().to_string().into());
+        for item in items {
+            let (seq, epoch) = item
+                .restore
+                .as_ref()
+                .map_or((0, ""), |(s, e)| (*s, e.as_str()));
+            argv.push(int(item.user.get()));
+            argv.push(int(seq));
+            argv.push(epoch.into());
+        }
+        let reply: Vec<Value> = self
             .scripts
             .join
             .run(
@@ -177,86 +185,64 @@ impl QueueStore {
                     &k.stats,
                     &k.ended,
                 ]),
-                vec![
-                    int(user.get()),
-                    fresh_epoch.into(),
-                    int(restore_seq),
-                    restore_epoch.into(),
-                ],
+                argv,
             )
             .await?;
-        let how = match how {
-            1 => JoinKind::New,
-            2 => JoinKind::Restored,
-            _ => JoinKind::Existing,
-        };
-        let place = if state == "admitted" {
-            Place::Admitted { ends_ms: ends }
-        } else {
-            Place::Waiting { position }
-        };
-        Ok(Joined {
-            seq,
-            epoch,
-            how,
-            place,
-        })
+        let epoch = reply.last().map(value_str).unwrap_or_default().to_owned();
+        let n = |v: &Value| value_u64(v).unwrap_or(0);
+        let joined: Vec<Joined> = reply
+            .chunks_exact(5)
+            .map(|r| Joined {
+                seq: n(&r[1]),
+                epoch: epoch.clone(),
+                how: match n(&r[3]) {
+                    1 => JoinKind::New,
+                    2 => JoinKind::Restored,
+                    _ => JoinKind::Existing,
+                },
+                place: if n(&r[0]) == 2 {
+                    Place::Admitted { ends_ms: n(&r[4]) }
+                } else {
+                    Place::Waiting { position: n(&r[2]) }
+                },
+            })
+            .collect();
+        if joined.len() != items.len() || epoch.is_empty() {
+            return Err(StoreError::bug("join reply of the wrong shape"));
+        }
+        Ok(joined)
     }
 
-    /// Where the place named by (user, seq) stands; touches the user's last-seen time.
-    pub async fn status(
+    /// Where the places (user, seq, mark) of one line stand: entry i answers `items[i]`. With
+    /// `mark`, the place's last-seen time is checked against `idle_secs` and renewed.
+    pub async fn status_batch(
         &self,
         line: LineId,
-        user: UserId,
-        seq: u64,
         idle_secs: u64,
-    ) -> Result<Place, StoreError> {
+        items: &[(UserId, u64, bool)],
+    ) -> Result<Vec<Place>, StoreError> {
         let k = self.keys(line);
+        let mut argv = Vec::with_capacity(1 + items.len() * 3);
+        argv.push(int(idle_secs));
+        for (user, seq, mark) in items {
+            argv.push(int(user.get()));
+            argv.push(int(*seq));
+            argv.push(int(u64::from(*mark)));
+        }
         let reply: Vec<Value> = self
             .scripts
             .status
             .run(
                 self.client(),
                 keys([&k.waiting, &k.seen, &k.admitted, &k.adm_seq, &k.stats]),
-                vec![int(user.get()), int(seq), int(idle_secs)],
-            )
-            .await?;
-        Ok(match reply.first().map(value_str) {
-            Some("admitted") => Place::Admitted {
-                ends_ms: reply.get(1).and_then(value_u64).unwrap_or(0),
-            },
-            Some("waiting") => Place::Waiting {
-                position: reply.get(1).and_then(value_u64).unwrap_or(0),
-            },
-            _ => Place::Gone,
-        })
-    }
-
-    /// Statuses of many places of one concert in one call: entry i answers `places[i]`.
-    pub async fn status_many(
-        &self,
-        line: LineId,
-        places: &[(UserId, u64)],
-    ) -> Result<Vec<Place>, StoreError> {
-        let k = self.keys(line);
-        let mut argv = Vec::with_capacity(places.len() * 2);
-        for (user, seq) in places {
-            argv.push(int(user.get()));
-            argv.push(int(*seq));
-        }
-        let reply: Vec<Value> = self
-            .scripts
-            .status_many
-            .run(
-                self.client(),
-                keys([&k.waiting, &k.seen, &k.admitted, &k.adm_seq, &k.stats]),
                 argv,
             )
             .await?;
-        // The first entry is the line's measured rate; ETAs use the instance's pace instead.
+        if reply.len() != items.len() {
+            return Err(StoreError::bug("status reply of the wrong shape"));
+        }
         Ok(reply
             .iter()
-            .skip(1)
             .map(|v| Place::from_compact(v.as_i64().unwrap_or(0)))
             .collect())
     }
