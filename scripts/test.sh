@@ -80,6 +80,7 @@ ulimit -n 16384 2>/dev/null || true
 stage "cargo fmt --check" cargo fmt --all -- --check
 stage "cargo clippy" cargo clippy --locked --all-targets -- -D warnings
 stage "cargo test (unit + integration, real MariaDB and Redis)" cargo test --locked -- --test-threads=4
+stage "queue on Redis Cluster and Sentinel, failovers" bash scripts/topology-tests.sh
 stage "alert rules (promtool check + unit tests)" bash scripts/alerts-test.sh
 stage "shipped nginx logs carry no tokens" bash scripts/nginx-log-check.sh
 stage "contract fuzzing (schemathesis against /openapi.json)" bash scripts/contract.sh

@@ -5,7 +5,7 @@
 
 use crate::db::Db;
 use crate::lock::Redlock;
-use fred::prelude::Pool;
+use crate::redis::watch::WatchedPool;
 use std::sync::Arc;
 
 /// What the probes found.
@@ -17,6 +17,10 @@ pub struct Readiness {
     pub replica: Option<bool>,
     pub redlock_up: usize,
     pub redlock_masters: usize,
+    /// `single`, `cluster` or `sentinel`.
+    pub redis_topology: &'static str,
+    /// Redis nodes (primaries) the queue store's clients are connected to.
+    pub redis_nodes: usize,
 }
 
 impl Readiness {
@@ -28,13 +32,13 @@ impl Readiness {
 }
 
 pub struct Probes {
-    redis: Pool,
+    redis: Arc<WatchedPool>,
     db: Db,
     redlock: Arc<Redlock>,
 }
 
 impl Probes {
-    pub fn new(redis: Pool, db: Db, redlock: Arc<Redlock>) -> Self {
+    pub fn new(redis: Arc<WatchedPool>, db: Db, redlock: Arc<Redlock>) -> Self {
         Probes { redis, db, redlock }
     }
 
@@ -46,7 +50,7 @@ impl Probes {
             }
         };
         let (redis, database, replica, redlock_up) = tokio::join!(
-            crate::redis::ping(self.redis.next_connected()),
+            crate::redis::ping(self.redis.pool().next_connected()),
             Db::ping(self.db.primary()),
             replica,
             self.redlock.masters_up(),
@@ -57,6 +61,8 @@ impl Probes {
             replica,
             redlock_up,
             redlock_masters: self.redlock.masters(),
+            redis_topology: self.redis.topology().as_str(),
+            redis_nodes: self.redis.nodes(),
         }
     }
 

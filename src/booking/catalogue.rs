@@ -148,18 +148,25 @@ async fn create_with_line(
     schedules: &[(StartsAt, Price)],
 ) -> Result<(NewConcert, LineId), CatalogueError> {
     let mut tx = db.primary().begin().await?;
-    let queue_id = LineId::fresh_queue_id();
-    let concert_id = sqlx::query("INSERT INTO concerts (name, queue_id) VALUES (?, ?)")
+    let concert_id = sqlx::query("INSERT INTO concerts (name) VALUES (?)")
         .bind(name.as_str())
-        .bind(queue_id)
         .execute(&mut *tx)
         .await?
         .last_insert_id();
+    let concert_id =
+        ConcertId::new(concert_id).ok_or_else(|| StoreError::bug("id out of range"))?;
+    // The line's id spreads lines over a cluster's shards (see `striped_queue_id`).
+    let queue_id = crate::queue::keys::striped_queue_id(concert_id);
+    sqlx::query("UPDATE concerts SET queue_id = ? WHERE id = ?")
+        .bind(queue_id)
+        .bind(concert_id.get())
+        .execute(&mut *tx)
+        .await?;
     let mut created = Vec::with_capacity(schedules.len());
     for (starts_at, price) in schedules {
         let schedule_id =
             sqlx::query("INSERT INTO schedules (concert_id, starts_at, price) VALUES (?, ?, ?)")
-                .bind(concert_id)
+                .bind(concert_id.get())
                 .bind(starts_at.0.naive_utc())
                 .bind(price.get())
                 .execute(&mut *tx)
@@ -183,8 +190,6 @@ async fn create_with_line(
         });
     }
     tx.commit().await?;
-    let concert_id =
-        ConcertId::new(concert_id).ok_or_else(|| StoreError::bug("id out of range"))?;
     Ok((
         NewConcert {
             concert_id,

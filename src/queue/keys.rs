@@ -37,7 +37,7 @@ pub struct ConcertKeys {
 
 impl ConcertKeys {
     pub fn new(prefix: &str, line: LineId) -> Self {
-        let base = format!("{prefix}:{{c:{line}}}");
+        let base = format!("{prefix}:{}", tag(line));
         ConcertKeys {
             seq: format!("{base}:seq"),
             epoch: format!("{base}:epoch"),
@@ -51,6 +51,31 @@ impl ConcertKeys {
             tickets: format!("{base}:ticket:"),
         }
     }
+}
+
+/// Slot ranges a cluster's 16384 slots are striped into for placing lines.
+const STRIPES: u64 = 16;
+
+/// A random queue id for a new line of `concert`, chosen so that the line's hash tag lands in
+/// slot stripe `concert % 16` of the 16384 cluster slots. Consecutive concerts then cycle
+/// through the slot space, so on a cluster (whose masters own contiguous slot ranges) the
+/// lines spread evenly over the shards instead of at random.
+pub fn striped_queue_id(concert: crate::domain::ConcertId) -> u64 {
+    let stripe = concert.get() % STRIPES;
+    let width = 16384 / STRIPES;
+    loop {
+        let queue_id = LineId::fresh_queue_id();
+        let line = LineId { concert, queue_id };
+        let slot = u64::from(fred::util::redis_keyslot(tag(line).as_bytes()));
+        if slot / width == stripe {
+            return queue_id;
+        }
+    }
+}
+
+/// The hash tag of a line's keys, braces included.
+fn tag(line: LineId) -> String {
+    format!("{{c:{line}}}")
 }
 
 /// SET of lines (`concert.queueid`) that have a waiting room; the admission timer walks it.
@@ -85,5 +110,22 @@ mod tests {
             assert!(key.starts_with("qg:{c:42.abc}:"), "{key}");
         }
         assert_eq!(concerts_key("t1"), "t1:concerts");
+    }
+
+    #[test]
+    fn striped_lines_cycle_through_the_slot_space() {
+        let mut per_stripe = [0u32; 16];
+        for c in 1..=64u64 {
+            let concert = crate::domain::ConcertId::new(c).unwrap();
+            let line = LineId {
+                concert,
+                queue_id: striped_queue_id(concert),
+            };
+            let k = ConcertKeys::new("qg", line);
+            let slot = u64::from(fred::util::redis_keyslot(k.waiting.as_bytes()));
+            assert_eq!(slot / 1024, c % 16, "concert {c}");
+            per_stripe[(slot / 1024) as usize] += 1;
+        }
+        assert!(per_stripe.iter().all(|n| *n == 4), "{per_stripe:?}");
     }
 }

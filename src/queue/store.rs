@@ -59,10 +59,11 @@ impl QueueStore {
         self.pool.next_connected()
     }
 
-    /// SCRIPT LOAD everything; called at start so the first requests skip the NOSCRIPT detour.
+    /// SCRIPT LOAD everything on every primary; called at start so the first requests skip
+    /// the NOSCRIPT detour.
     pub async fn load_scripts(&self) -> Result<(), StoreError> {
         for s in self.scripts.all() {
-            s.load(self.client()).await?;
+            s.load_everywhere(self.client()).await?;
         }
         Ok(())
     }

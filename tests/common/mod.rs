@@ -48,6 +48,11 @@ pub async fn spawn_with(overrides: &[(&str, &str)]) -> TestApp {
     );
     env.insert("REDIS_KEY_PREFIX".into(), unique("qgt"));
     env.insert("REDLOCK_URLS".into(), test_redlock_urls());
+    // The queue store under test: one Redis by default; scripts/test.sh runs the queue tests
+    // again against a Redis Cluster and a Sentinel group through this variable.
+    if let Ok(url) = std::env::var("QG_TEST_REDIS_URL") {
+        env.insert("REDIS_URL".into(), url);
+    }
     env.insert("ADMIN_TOKEN".into(), ADMIN_TOKEN.into());
     env.insert(
         "JWT_SECRET".into(),
