@@ -102,8 +102,10 @@ fn record(line: LineId, r: &TickReport) {
     metrics::gauge!("queuegate_queue_pre_queue", "concert" => c.clone()).set(0.0);
     if let Some(drawn) = r.drawn_now {
         tracing::info!(%concert, drawn, "the sale opened: the pre-queue's order was drawn");
-        metrics::counter!("queuegate_queue_draws_total", "concert" => c.clone()).increment(1);
     }
+    // Published (at 0) for every ticked concert, so dashboards see the series before a draw.
+    metrics::counter!("queuegate_queue_draws_total", "concert" => c.clone())
+        .increment(u64::from(r.drawn_now.is_some()));
     let wait = metrics::histogram!("queuegate_queue_wait_seconds", "concert" => c.clone());
     for (i, n) in r.waits.counts.iter().enumerate() {
         if *n > 0 {
