@@ -30,6 +30,7 @@ Scenarios:
   scale       status latency with 1,000 vs --users waiting; Redis bytes per waiting user
   eta         20,000 fans under a steady admission: how right were their ETAs?
   sale-open   100,000 fans join in the minute before a sale opens (--duration = the lead)
+  shards      30 concerts × 10,000 fans on a Redis Cluster: per-shard keys and Redis CPU
 
 Options (environment fallback in brackets):
   --addr HOST:PORT        gateway address [QG_ADDR, 127.0.0.1:8080]
@@ -92,6 +93,7 @@ async fn run(name: &str, o: &options::Options) -> Result<bool, client::Error> {
         "scale" => scale::scale(o).await,
         "eta" => eta::eta(o).await,
         "sale-open" => sale_open::sale_open(o).await,
+        "shards" => shards::shards(o).await,
         other => Err(format!("unknown scenario {other} (see --help)").into()),
     }
 }

@@ -6,5 +6,6 @@ pub mod flow;
 pub mod rush;
 pub mod sale_open;
 pub mod scale;
+pub mod shards;
 pub mod sse;
 pub mod throughput;
