@@ -324,7 +324,7 @@
       case 'HOLD_LIMIT_REACHED':
         return 'You are already holding 4 seats for this date. Pay for or release one before holding another.';
       case 'INSUFFICIENT_BALANCE':
-        return 'Your wallet does not have enough for this seat. Add the missing amount, then pay.';
+        return 'Your wallet does not have enough for these seats. Add the missing amount, then pay.';
       case 'ALREADY_PAID':
         return 'This seat is already paid for — you are all set.';
       case 'TOKEN_REVOKED':
