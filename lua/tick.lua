@@ -7,6 +7,7 @@
 -- KEYS[4] adm_seq   HASH user -> admission seq
 -- KEYS[5] stats     HASH concert figures
 -- KEYS[6] settings  HASH per-concert overrides (admit_per_tick, tick_ms, max_active, access_ttl_secs)
+-- KEYS[7] ended     HASH user -> "seq:reason" of the last admission that ended
 -- ARGV[1..4] defaults: admit_per_tick, tick_ms, max_active, access_ttl_secs
 -- ARGV[5] idle limit (s)
 --
@@ -61,7 +62,14 @@ end
 local expired = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0, 10000)
 for _, user in ipairs(expired) do
   redis.call('ZREM', KEYS[3], user)
+  local seq = redis.call('HGET', KEYS[4], user)
+  if seq then
+    redis.call('HSET', KEYS[7], user, seq .. ':expired')
+  end
   redis.call('HDEL', KEYS[4], user)
+end
+if #expired > 0 then
+  redis.call('EXPIRE', KEYS[7], 172800)
 end
 
 -- 2. Admit, in arrival order, within both limits; idle users at the front are dropped.

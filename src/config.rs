@@ -111,6 +111,9 @@ pub struct Settings {
     pub rate_limits: RateLimits,
     /// Slow clients get this long to send their request headers.
     pub header_read_timeout: Duration,
+    /// Most event streams one instance keeps open (0 = no cap); past it a stream is refused
+    /// with 503 and the page polls instead.
+    pub sse_max_streams: usize,
 }
 
 impl Settings {
@@ -131,7 +134,18 @@ impl Settings {
         let redis_url = env.string("REDIS_URL", "redis://127.0.0.1:6379");
         check_redis_url("REDIS_URL", &redis_url)?;
         let redlock_urls = match env.raw("REDLOCK_URLS") {
-            None => vec![redis_url.clone()],
+            None => {
+                if crate::redis::Topology::of_url(&redis_url)
+                    != Some(crate::redis::Topology::Single)
+                {
+                    return Err(env.error(
+                        "REDLOCK_URLS",
+                        String::new(),
+                        "must be set when REDIS_URL is a cluster or sentinel URL (it defaults to REDIS_URL): list independent plain Redis masters, redis://host:port,…",
+                    ));
+                }
+                vec![redis_url.clone()]
+            }
             Some(raw) => {
                 let urls: Vec<String> = raw
                     .split(',')
@@ -247,6 +261,7 @@ impl Settings {
                 1,
                 300,
             )?),
+            sse_max_streams: env.int("SSE_MAX_STREAMS", 20_000, 0, 10_000_000)? as usize,
         })
     }
 }
@@ -320,15 +335,18 @@ impl Env<'_> {
 }
 
 fn check_redis_url(var: &'static str, url: &str) -> Result<(), ConfigError> {
-    if url.starts_with("redis://") || url.starts_with("rediss://") {
-        Ok(())
-    } else {
-        Err(ConfigError {
-            var,
-            value: url.to_owned(),
-            reason: "expected a redis:// URL".into(),
-        })
+    let error = |reason: String| ConfigError {
+        var,
+        value: url.to_owned(),
+        reason,
+    };
+    let topology = crate::redis::client::check_url(url).map_err(error)?;
+    if var == "REDLOCK_URLS" && topology != crate::redis::Topology::Single {
+        return Err(error(
+            "each Redlock master must be an independent plain Redis (redis://host:port); a cluster or sentinel URL cannot be one".into(),
+        ));
     }
+    Ok(())
 }
 
 fn check_mysql_url(var: &'static str, url: &str) -> Result<(), ConfigError> {
@@ -417,6 +435,30 @@ mod tests {
         ])
         .unwrap();
         assert!(!s.jwt_secret_is_default);
+    }
+
+    #[test]
+    fn redis_urls_take_three_forms_and_lock_masters_only_one() {
+        let cluster = "redis-cluster://127.0.0.1:7000?node=127.0.0.1:7001";
+        let sentinel =
+            "redis-sentinel://127.0.0.1:26379/0?node=127.0.0.1:26380&sentinelServiceName=qg";
+        assert!(
+            settings(&[("REDIS_URL", cluster)]).is_err(),
+            "the lock masters default to REDIS_URL"
+        );
+        let s = settings(&[
+            ("REDIS_URL", cluster),
+            ("REDLOCK_URLS", "redis://127.0.0.1:6379"),
+        ]);
+        assert_eq!(s.unwrap().redis_url, cluster);
+        assert!(settings(&[("REDIS_URL", sentinel), ("REDLOCK_URLS", "redis://a:1")]).is_ok());
+        let e = settings(&[("REDLOCK_URLS", cluster)]).unwrap_err();
+        assert_eq!(e.var, "REDLOCK_URLS");
+        assert!(e.to_string().contains("independent"), "{e}");
+        assert_eq!(
+            settings(&[("REDIS_URL", "http://x")]).unwrap_err().var,
+            "REDIS_URL"
+        );
     }
 
     #[test]

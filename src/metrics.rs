@@ -122,9 +122,46 @@ fn describe() {
         "queuegate_sse_events_total",
         "Events pushed to streams, by kind"
     );
+    describe_gauge!(
+        "queuegate_sse_streams_limit",
+        "Most event streams this instance keeps open (0 = no cap)"
+    );
+    describe_counter!(
+        "queuegate_sse_refused_total",
+        "Event streams refused at SSE_MAX_STREAMS"
+    );
+    describe_gauge!(
+        "queuegate_dependency_up",
+        "1 when a dependency answers its probe, by dependency"
+    );
+    describe_gauge!(
+        "queuegate_db_replica_lag_seconds",
+        "How far the read replica is behind (infinite while replication is stopped)"
+    );
+    describe_gauge!(
+        "queuegate_sweep_last_success_timestamp_seconds",
+        "When the hold-expiry sweep last succeeded (unix time)"
+    );
+    describe_gauge!(
+        "queuegate_queue_max_active",
+        "Effective cap on admitted users, per concert"
+    );
+    describe_gauge!(
+        "queuegate_queue_admit_per_tick",
+        "Effective admissions per tick, per concert (0 = paused)"
+    );
+    describe_counter!(
+        "queuegate_holds_released_total",
+        "Unpaid holds released because the access ended, by why"
+    );
     // Counters that may stay at zero for a long time are published from the start, so
     // dashboards and alerts see 0 rather than "no data".
     metrics::counter!("queuegate_lock_fallback_total").increment(0);
     metrics::counter!("queuegate_holds_expired_total").increment(0);
+    metrics::counter!("queuegate_holds_total", "result" => "error").increment(0);
+    metrics::counter!("queuegate_lock_acquire_total", "result" => "quorum_unreachable")
+        .increment(0);
     metrics::gauge!("queuegate_sse_streams").increment(0.0);
+    // 0 until the first sweep succeeds, so "no sweep for a minute" alerts from the start.
+    metrics::gauge!("queuegate_sweep_last_success_timestamp_seconds").set(0.0);
 }

@@ -20,7 +20,8 @@ async fn every_dashboard_metric_is_exported_after_a_short_run() {
     // Admission arrives over the event stream (counts SSE events too).
     let events = app
         .http
-        .get(app.url(&format!("/v1/queue/events?token={qt}")))
+        .get(app.url("/v1/queue/events"))
+        .bearer_auth(&qt)
         .send()
         .await
         .unwrap()

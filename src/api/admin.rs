@@ -5,7 +5,7 @@ use super::json::JsonObject;
 use super::routes::param;
 use super::state::Api;
 use crate::booking::catalogue::NewConcert;
-use crate::domain::{ConcertId, ConcertName, FromJson, Price, StartsAt};
+use crate::domain::{ConcertId, ConcertName, FromJson, LineId, Price, StartsAt};
 use crate::http::response::json;
 use crate::http::{Req, Resp};
 use crate::queue::model::SettingsPatch;
@@ -83,7 +83,9 @@ pub async fn create_concert(api: &Api, req: &mut Req) -> Result<Resp, ApiError> 
         .collect();
     let created = api.catalogue.create(&body.name, &schedules).await?;
     // Known to the admission timer from the start (joins would register it too).
-    if let Err(e) = api.queue.store().register_concert(created.concert_id).await {
+    if let Some(line) = api.catalogue.line(created.concert_id).await?
+        && let Err(e) = api.queue.store().register_line(line).await
+    {
         tracing::warn!(error = %e, "could not register the concert with the queue yet");
     }
     tracing::info!(concert_id = %created.concert_id, dates = created.schedules.len(), "concert created");
@@ -104,11 +106,11 @@ struct QueueView {
     measured_rate_per_sec: f64,
 }
 
-async fn queue_view(api: &Api, concert: ConcertId) -> Result<QueueView, ApiError> {
-    let f = api.queue.store().figures(concert).await?;
+async fn queue_view(api: &Api, line: LineId) -> Result<QueueView, ApiError> {
+    let f = api.queue.store().figures(line).await?;
     let d = api.queue.defaults();
     Ok(QueueView {
-        concert_id: concert,
+        concert_id: line.concert,
         waiting: f.waiting,
         admitted: f.admitted,
         admitted_total: f.admitted_total,
@@ -120,12 +122,13 @@ async fn queue_view(api: &Api, concert: ConcertId) -> Result<QueueView, ApiError
     })
 }
 
-async fn existing_concert(api: &Api, req: &Req) -> Result<ConcertId, ApiError> {
+/// The line of the concert the path names, or 404.
+async fn existing_line(api: &Api, req: &Req) -> Result<LineId, ApiError> {
     let concert = param(req, 0, ConcertId::from_path, "no such concert")?;
-    if !api.catalogue.exists(concert).await? {
-        return Err(ApiError::not_found("no such concert"));
-    }
-    Ok(concert)
+    api.catalogue
+        .line(concert)
+        .await?
+        .ok_or_else(|| ApiError::not_found("no such concert"))
 }
 
 #[utoipa::path(get, path = "/v1/admin/concerts/{concert_id}/queue", tag = "admin",
@@ -140,8 +143,8 @@ async fn existing_concert(api: &Api, req: &Req) -> Result<ConcertId, ApiError> {
     ))]
 pub async fn get_queue(api: &Api, req: &mut Req) -> Result<Resp, ApiError> {
     api.gate.admin(req)?;
-    let concert = existing_concert(api, req).await?;
-    Ok(json(StatusCode::OK, &queue_view(api, concert).await?))
+    let line = existing_line(api, req).await?;
+    Ok(json(StatusCode::OK, &queue_view(api, line).await?))
 }
 
 /// Body of `PUT /v1/admin/concerts/{concert_id}/queue`: any of the settings.
@@ -176,7 +179,7 @@ struct QueueSettingsBody {
     ))]
 pub async fn put_queue(api: &Api, req: &mut Req) -> Result<Resp, ApiError> {
     api.gate.admin(req)?;
-    let concert = existing_concert(api, req).await?;
+    let line = existing_line(api, req).await?;
     let body = JsonObject::read(req).await?;
     let patch = SettingsPatch {
         admit_per_tick: body.bounded("admit_per_tick", 0, 100_000)?,
@@ -185,8 +188,8 @@ pub async fn put_queue(api: &Api, req: &mut Req) -> Result<Resp, ApiError> {
         access_ttl_secs: body.bounded("access_ttl_secs", 10, 86_400)?,
     };
     let store = api.queue.store();
-    store.put_settings(concert, &patch).await?;
-    store.add_to_timer(concert).await?;
-    tracing::info!(%concert, ?patch, "queue settings changed");
-    Ok(json(StatusCode::OK, &queue_view(api, concert).await?))
+    store.put_settings(line, &patch).await?;
+    store.add_to_timer(line).await?;
+    tracing::info!(%line, ?patch, "queue settings changed");
+    Ok(json(StatusCode::OK, &queue_view(api, line).await?))
 }

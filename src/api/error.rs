@@ -57,6 +57,12 @@ pub enum ApiError {
     DependencyDown(Dependency),
     #[error("too much contention; try again")]
     Busy,
+    /// This instance is at a capacity limit; another try (or another route) will do.
+    #[error("{message}")]
+    Overloaded {
+        message: String,
+        retry_after_secs: u64,
+    },
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -102,6 +108,7 @@ impl ApiError {
             RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "RATE_LIMITED"),
             DependencyDown(_) => (StatusCode::SERVICE_UNAVAILABLE, "SERVICE_UNAVAILABLE"),
             Busy => (StatusCode::SERVICE_UNAVAILABLE, "BUSY"),
+            Overloaded { .. } => (StatusCode::SERVICE_UNAVAILABLE, "SERVICE_UNAVAILABLE"),
             Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL"),
         }
     }
@@ -120,6 +127,9 @@ impl ApiError {
             ApiError::RateLimited { retry_after_secs } => Some(*retry_after_secs),
             ApiError::DependencyDown(_) => Some(2),
             ApiError::Busy => Some(1),
+            ApiError::Overloaded {
+                retry_after_secs, ..
+            } => Some(*retry_after_secs),
             _ => None,
         }
     }
@@ -263,6 +273,11 @@ impl From<QueueError> for ApiError {
             QueueError::Gone => ApiError::QueueEntryGone,
             QueueError::Store(s) => s.into(),
             QueueError::Token(t) => t.into(),
+            QueueError::TicketUsed => ApiError::Unauthorized(e.to_string()),
+            QueueError::TooManyStreams => ApiError::Overloaded {
+                message: e.to_string(),
+                retry_after_secs: 5,
+            },
         }
     }
 }

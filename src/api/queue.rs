@@ -5,6 +5,7 @@
 //! never the database.
 
 use super::error::{ApiError, ErrorBody};
+use super::gate::StreamOpener;
 use super::json::JsonObject;
 use super::state::Api;
 use crate::domain::ConcertId;
@@ -185,13 +186,12 @@ pub async fn join(api: &Api, req: &mut Req) -> Result<Resp, ApiError> {
         Some(t) => Some(api.gate.kept_queue_token(t, user.user_id, concert)?),
         None => None,
     };
-    if !api.catalogue.exists(concert).await? {
-        return Err(ApiError::not_found("no such concert"));
-    }
-    let joined = api
-        .queue
-        .join(concert, user.user_id, restore.as_ref())
-        .await?;
+    let line = api
+        .catalogue
+        .line(concert)
+        .await?
+        .ok_or_else(|| ApiError::not_found("no such concert"))?;
+    let joined = api.queue.join(line, user.user_id, restore.as_ref()).await?;
     let status = match joined.how {
         JoinKind::Existing => StatusCode::OK,
         JoinKind::New | JoinKind::Restored => StatusCode::CREATED,
@@ -211,23 +211,50 @@ pub async fn join(api: &Api, req: &mut Req) -> Result<Resp, ApiError> {
         (status = 503, body = ErrorBody),
     ))]
 pub async fn status(api: &Api, req: &mut Req) -> Result<Resp, ApiError> {
-    let q = api.gate.queue(req, None)?;
+    let q = api.gate.queue(req)?;
     let view = api.queue.status(&q).await?;
     Ok(json(StatusCode::OK, &QueueStatus::from(&view)))
 }
 
+/// A stream ticket.
+#[derive(Serialize, utoipa::ToSchema)]
+struct Ticket {
+    /// Single use; pass it as `?ticket=` to `GET /v1/queue/events`.
+    ticket: String,
+    expires_in_secs: u64,
+}
+
+#[utoipa::path(post, path = "/v1/queue/events/ticket", tag = "queue",
+    security(("queue_token" = [])),
+    responses(
+        (status = 201, description = "A single-use ticket that opens the event stream of this place within a few seconds (for EventSource, which cannot send headers; a queue token never goes in a URL)", body = Ticket),
+        (status = 401, body = ErrorBody),
+    ))]
+pub async fn stream_ticket(api: &Api, req: &mut Req) -> Result<Resp, ApiError> {
+    let q = api.gate.queue(req)?;
+    Ok(json(
+        StatusCode::CREATED,
+        &Ticket {
+            ticket: api.queue.stream_ticket(&q)?,
+            expires_in_secs: crate::tokens::STREAM_TICKET_TTL_SECS,
+        },
+    ))
+}
+
 #[utoipa::path(get, path = "/v1/queue/events", tag = "queue",
-    params(("token" = Option<String>, Query, description = "The queue token, when it cannot go in Authorization (EventSource)")),
+    params(("ticket" = Option<String>, Query, description = "A single-use stream ticket from POST /v1/queue/events/ticket, when the queue token cannot go in Authorization (EventSource)")),
     security(("queue_token" = []), ()),
     responses(
         (status = 200, description = "Server-Sent Events: `position` {position, eta_seconds} as the place moves, then one `admitted` {status, access_token, access_expires_at}, then the end (`gone` if the place vanishes)", content_type = "text/event-stream", body = String),
-        (status = 401, body = ErrorBody),
+        (status = 401, description = "No queue token or ticket; a ticket expired or already used; a queue token in the URL", body = ErrorBody),
         (status = 410, body = ErrorBody),
         (status = 503, body = ErrorBody),
     ))]
 pub async fn events(api: &Api, req: &mut Req) -> Result<Resp, ApiError> {
-    let q = api.gate.queue(req, req.query_param("token"))?;
-    let (rx, guard) = api.queue.open_stream(&q).await?;
+    let (rx, guard) = match api.gate.stream_opener(req)? {
+        StreamOpener::QueueToken(q) => api.queue.open_stream(q.line(), q.user_id, q.seq).await?,
+        StreamOpener::Ticket(t) => api.queue.open_stream_with_ticket(&t).await?,
+    };
     Ok(event_stream(rx, sse, guard))
 }
 
@@ -239,7 +266,7 @@ pub async fn events(api: &Api, req: &mut Req) -> Result<Resp, ApiError> {
         (status = 503, body = ErrorBody),
     ))]
 pub async fn leave(api: &Api, req: &mut Req) -> Result<Resp, ApiError> {
-    let q = api.gate.queue(req, None)?;
+    let q = api.gate.queue(req)?;
     api.queue.leave(&q).await?;
     // Leaving ends the access: no seat stays blocked by someone who can no longer pay.
     api.reservations

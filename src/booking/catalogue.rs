@@ -5,11 +5,11 @@
 //! schedule?" on every seat request, and joining a queue needs "does this concert exist?".
 
 use crate::db::Db;
-use crate::domain::{ConcertId, ConcertName, Price, ScheduleId, SeatNo, StartsAt, rfc3339};
+use crate::domain::{ConcertId, ConcertName, LineId, Price, ScheduleId, SeatNo, StartsAt, rfc3339};
 use crate::store_error::StoreError;
 use chrono::NaiveDateTime;
 use serde::Serialize;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::RwLock;
 
 #[derive(Debug, thiserror::Error)]
@@ -28,8 +28,9 @@ pub struct Catalogue {
     db: Db,
     /// Schedule → concert; never changes once created.
     schedules: RwLock<HashMap<ScheduleId, ConcertId>>,
-    /// Concerts known to exist; concerts are never deleted.
-    concerts: RwLock<HashSet<ConcertId>>,
+    /// Concerts known to exist, with their line; concerts are never deleted and a concert's
+    /// line id never changes.
+    lines: RwLock<HashMap<ConcertId, LineId>>,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -51,7 +52,7 @@ impl Catalogue {
         Catalogue {
             db,
             schedules: Default::default(),
-            concerts: Default::default(),
+            lines: Default::default(),
         }
     }
 
@@ -60,28 +61,37 @@ impl Catalogue {
         name: &ConcertName,
         schedules: &[(StartsAt, Price)],
     ) -> Result<NewConcert, CatalogueError> {
-        let created = create(&self.db, name, schedules).await?;
-        if let Ok(mut known) = self.concerts.write() {
-            known.insert(created.concert_id);
+        let (created, line) = create_with_line(&self.db, name, schedules).await?;
+        if let Ok(mut known) = self.lines.write() {
+            known.insert(line.concert, line);
         }
         Ok(created)
     }
 
-    /// Does the concert exist? Cached once seen (the primary answers the first time).
-    pub async fn exists(&self, concert: ConcertId) -> Result<bool, CatalogueError> {
-        if self.concerts.read().is_ok_and(|k| k.contains(&concert)) {
-            return Ok(true);
-        }
-        let found: Option<u64> = sqlx::query_scalar("SELECT id FROM concerts WHERE id = ?")
-            .bind(concert.get())
-            .fetch_optional(self.db.primary())
-            .await?;
-        if found.is_some()
-            && let Ok(mut k) = self.concerts.write()
+    /// The concert's waiting line, or `None` when there is no such concert. Cached once seen
+    /// (the primary answers the first time).
+    pub async fn line(&self, concert: ConcertId) -> Result<Option<LineId>, CatalogueError> {
+        if let Some(line) = self
+            .lines
+            .read()
+            .ok()
+            .and_then(|k| k.get(&concert).copied())
         {
-            k.insert(concert);
+            return Ok(Some(line));
         }
-        Ok(found.is_some())
+        let queue_id: Option<u64> =
+            sqlx::query_scalar("SELECT queue_id FROM concerts WHERE id = ?")
+                .bind(concert.get())
+                .fetch_optional(self.db.primary())
+                .await?;
+        let Some(queue_id) = queue_id else {
+            return Ok(None);
+        };
+        let line = LineId { concert, queue_id };
+        if let Ok(mut k) = self.lines.write() {
+            k.insert(concert, line);
+        }
+        Ok(Some(line))
     }
 
     /// The concert a schedule belongs to.
@@ -129,17 +139,34 @@ pub async fn create(
     name: &ConcertName,
     schedules: &[(StartsAt, Price)],
 ) -> Result<NewConcert, CatalogueError> {
+    Ok(create_with_line(db, name, schedules).await?.0)
+}
+
+async fn create_with_line(
+    db: &Db,
+    name: &ConcertName,
+    schedules: &[(StartsAt, Price)],
+) -> Result<(NewConcert, LineId), CatalogueError> {
     let mut tx = db.primary().begin().await?;
     let concert_id = sqlx::query("INSERT INTO concerts (name) VALUES (?)")
         .bind(name.as_str())
         .execute(&mut *tx)
         .await?
         .last_insert_id();
+    let concert_id =
+        ConcertId::new(concert_id).ok_or_else(|| StoreError::bug("id out of range"))?;
+    // The line's id spreads lines over a cluster's shards (see `striped_queue_id`).
+    let queue_id = crate::queue::keys::striped_queue_id(concert_id);
+    sqlx::query("UPDATE concerts SET queue_id = ? WHERE id = ?")
+        .bind(queue_id)
+        .bind(concert_id.get())
+        .execute(&mut *tx)
+        .await?;
     let mut created = Vec::with_capacity(schedules.len());
     for (starts_at, price) in schedules {
         let schedule_id =
             sqlx::query("INSERT INTO schedules (concert_id, starts_at, price) VALUES (?, ?, ?)")
-                .bind(concert_id)
+                .bind(concert_id.get())
                 .bind(starts_at.0.naive_utc())
                 .bind(price.get())
                 .execute(&mut *tx)
@@ -163,11 +190,17 @@ pub async fn create(
         });
     }
     tx.commit().await?;
-    Ok(NewConcert {
-        concert_id: ConcertId::new(concert_id).ok_or_else(|| StoreError::bug("id out of range"))?,
-        name: name.as_str().to_owned(),
-        schedules: created,
-    })
+    Ok((
+        NewConcert {
+            concert_id,
+            name: name.as_str().to_owned(),
+            schedules: created,
+        },
+        LineId {
+            concert: concert_id,
+            queue_id,
+        },
+    ))
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]

@@ -1,6 +1,13 @@
 //! What the queue store answers: places, join outcomes, tick reports, figures and settings.
 //! Plain data, decoded from script replies by `store`.
 
+/// One join: who, and the (seq, epoch) of a queue token they kept, if any.
+#[derive(Clone, Debug, PartialEq)]
+pub struct JoinItem {
+    pub user: crate::domain::UserId,
+    pub restore: Option<(u64, String)>,
+}
+
 /// The outcome of joining a line.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Joined {
@@ -48,6 +55,47 @@ impl Place {
                 ends_ms: p.unsigned_abs(),
             },
             _ => Place::Gone,
+        }
+    }
+}
+
+/// Whether an admission still admits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    Live,
+    Ended(Ended),
+}
+
+/// Why an admission no longer admits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ended {
+    Paid,
+    Left,
+    Expired,
+    /// The user holds a newer admission (queued again); this token belongs to the old one.
+    Superseded,
+    /// No record is left (e.g. long ago).
+    Unknown,
+}
+
+impl Ended {
+    pub fn reason(self) -> &'static str {
+        match self {
+            Ended::Paid => "paid",
+            Ended::Left => "left",
+            Ended::Expired => "expired",
+            Ended::Superseded => "superseded",
+            Ended::Unknown => "ended",
+        }
+    }
+
+    pub fn from_reason(s: &str) -> Ended {
+        match s {
+            "paid" => Ended::Paid,
+            "left" => Ended::Left,
+            "expired" => Ended::Expired,
+            "superseded" => Ended::Superseded,
+            _ => Ended::Unknown,
         }
     }
 }

@@ -8,7 +8,7 @@
 use super::model::TickReport;
 use super::store::QueueStore;
 use crate::config::QueueDefaults;
-use crate::domain::ConcertId;
+use crate::domain::LineId;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,34 +20,34 @@ const REFRESH: Duration = Duration::from_secs(1);
 const RETRY: Duration = Duration::from_millis(250);
 
 pub async fn run(store: Arc<QueueStore>, defaults: QueueDefaults, mut stop: watch::Receiver<bool>) {
-    let mut concerts: Vec<ConcertId> = Vec::new();
+    let mut lines: Vec<LineId> = Vec::new();
     // Concerts whose last tick saw people waiting or admitted. If the store loses its data,
     // the timer's set comes back empty; these are put back so restored places get admitted
     // even if nobody joins afresh.
-    let mut active: HashMap<ConcertId, bool> = HashMap::new();
+    let mut active: HashMap<LineId, bool> = HashMap::new();
     let mut refreshed: Option<Instant> = None;
-    let mut due: HashMap<ConcertId, Instant> = HashMap::new();
+    let mut due: HashMap<LineId, Instant> = HashMap::new();
     loop {
         let now = Instant::now();
         if refreshed.is_none_or(|t| now.duration_since(t) >= REFRESH) {
-            match store.concerts().await {
+            match store.lines().await {
                 Ok(mut list) => {
                     for (c, busy) in &active {
                         if *busy && !list.contains(c) {
-                            tracing::warn!(concert = %c, "concert missing from the admission set (store lost data?); adding it back");
+                            tracing::warn!(line = %c, "line missing from the admission set (store lost data?); adding it back");
                             if store.add_to_timer(*c).await.is_ok() {
                                 list.push(*c);
                             }
                         }
                     }
                     active.retain(|c, _| list.contains(c));
-                    concerts = list;
+                    lines = list;
                 }
-                Err(e) => tracing::debug!(error = %e, "could not list concerts for admission"),
+                Err(e) => tracing::debug!(error = %e, "could not list lines for admission"),
             }
             refreshed = Some(now);
         }
-        let ready: Vec<ConcertId> = concerts
+        let ready: Vec<LineId> = lines
             .iter()
             .copied()
             .filter(|c| due.get(c).is_none_or(|t| *t <= now))
@@ -55,27 +55,27 @@ pub async fn run(store: Arc<QueueStore>, defaults: QueueDefaults, mut stop: watc
         let ticks = ready.iter().map(|c| store.tick(*c, &defaults));
         let results = futures_util::future::join_all(ticks).await;
         let now = Instant::now();
-        for (concert, result) in ready.into_iter().zip(results) {
+        for (line, result) in ready.into_iter().zip(results) {
             match result {
                 Ok(report) => {
-                    record(concert, &report);
+                    record(line, &report);
                     if report.ran {
-                        active.insert(concert, report.waiting > 0 || report.admitted > 0);
+                        active.insert(line, report.waiting > 0 || report.admitted > 0);
                     }
                     // Land a few ms past the period boundary; instances differ by a random ms.
                     let jitter = 2 + u64::from(uuid::Uuid::new_v4().as_bytes()[0] % 4);
                     due.insert(
-                        concert,
+                        line,
                         now + Duration::from_millis(report.next_due_ms + jitter),
                     );
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, %concert, "admission tick failed");
-                    due.insert(concert, now + RETRY);
+                    tracing::warn!(error = %e, %line, "admission tick failed");
+                    due.insert(line, now + RETRY);
                 }
             }
         }
-        let next = concerts
+        let next = lines
             .iter()
             .filter_map(|c| due.get(c))
             .min()
@@ -89,10 +89,11 @@ pub async fn run(store: Arc<QueueStore>, defaults: QueueDefaults, mut stop: watc
     }
 }
 
-fn record(concert: ConcertId, r: &TickReport) {
+fn record(line: LineId, r: &TickReport) {
     if !r.ran {
         return;
     }
+    let concert = line.concert;
     let c = concert.to_string();
     metrics::counter!("queuegate_queue_ticks_total", "concert" => c.clone()).increment(1);
     metrics::counter!("queuegate_queue_admissions_total", "concert" => c.clone())
