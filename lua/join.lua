@@ -12,8 +12,10 @@
 -- KEYS[6] adm_seq   HASH user -> admission seq
 -- KEYS[7] stats     HASH concert figures
 -- KEYS[8] ended     HASH user -> "seq:reason" of the last admission that ended
+-- KEYS[9] settings  HASH per-concert settings (sale_start_ms)
 -- ARGV[1] a fresh random epoch id, used only if the store has none yet
--- ARGV[2..] triples: user id, seq from the caller's queue token (or 0), epoch from it (or '')
+-- ARGV[2..] quadruples: user id, seq from the caller's queue token (or 0), epoch from it (or
+--           ''), and a random number in 1..2^50 drawn by the gateway for this join
 --
 -- Invariants (per user, whatever else the call carries):
 -- * one place per user per concert: a user who is waiting or admitted gets that same place
@@ -24,11 +26,18 @@
 -- * numbering starts at the current time in microseconds, not at 1, so after a data loss the
 --   newcomers still number after every place issued before it and restored places keep
 --   their turn (this holds while the line gets fewer than one join per microsecond);
--- * places are numbered in the order the call lists them (the order they reached the instance).
+-- * places are numbered in the order the call lists them (the order they reached the instance);
+-- * before the sale starts a new place is a pre-queue place: its number is the random draw
+--   (below 2^50, so below every number given after the start, which count up from the time
+--   in microseconds); the pre-queue's order is therefore uniformly random, fixed once per
+--   user when the place is first taken (joining again or twice changes nothing), unknown to
+--   clients (the gateway draws it from the OS's randomness and never tells a position before
+--   the start), and ahead of everyone who joins after the start.
 --
--- Returns, per triple, six values: state (1 waiting, 2 admitted), seq, position (1 = next in;
--- 0 when admitted), how (0 existing place, 1 new place, 2 restored place), admission end ms
--- (0 when waiting); then the epoch as the last element.
+-- Returns, per quadruple, five values: state (1 waiting, 2 admitted, 3 pre-queue), seq,
+-- position (1 = next in; 0 when admitted or in the pre-queue), how (0 existing place, 1 new
+-- place, 2 restored place), admission end ms (0 unless admitted); then the sale start (ms, 0
+-- when none) and the epoch, last.
 local t = redis.call('TIME')
 local now_s = tonumber(t[1])
 local now = now_s * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -41,10 +50,12 @@ end
 if redis.call('EXISTS', KEYS[1]) == 0 then
   redis.call('SET', KEYS[1], now_s * 1000000 + tonumber(t[2]))
 end
+local start = tonumber(redis.call('HGET', KEYS[9], 'sale_start_ms') or '0')
+local before_start = now < start
 
 local out = {}
 local joins, restored, expired = 0, 0, 0
-for i = 2, #ARGV, 3 do
+for i = 2, #ARGV, 4 do
   local user = ARGV[i]
   local state, seq, position, how, ends_out = 1, 0, 0, 0, 0
   local ends = redis.call('ZSCORE', KEYS[5], user)
@@ -77,6 +88,9 @@ for i = 2, #ARGV, 3 do
           redis.call('SET', KEYS[1], seq)
         end
         restored = restored + 1
+      elseif before_start then
+        seq = tonumber(ARGV[i + 3])
+        how = 1
       else
         seq = redis.call('INCR', KEYS[1])
         how = 1
@@ -86,7 +100,11 @@ for i = 2, #ARGV, 3 do
     end
     local bucket = KEYS[4] .. string.format('%.0f', math.floor(seq / 128))
     redis.call('HSET', bucket, string.format('%.0f', seq % 128), now_s)
-    position = redis.call('ZRANK', KEYS[3], user) + 1
+    if before_start then
+      state = 3
+    else
+      position = redis.call('ZRANK', KEYS[3], user) + 1
+    end
   end
   out[#out + 1] = state
   out[#out + 1] = seq
@@ -103,5 +121,6 @@ end
 if expired > 0 then
   redis.call('HINCRBY', KEYS[7], 'expired_total', expired)
 end
+out[#out + 1] = start
 out[#out + 1] = epoch
 return out

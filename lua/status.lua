@@ -7,6 +7,7 @@
 -- KEYS[3] admitted  ZSET user -> admission end (ms)
 -- KEYS[4] adm_seq   HASH user -> admission seq
 -- KEYS[5] stats     HASH concert figures
+-- KEYS[6] settings  HASH per-concert settings (sale_start_ms)
 -- ARGV[1] idle limit (s)
 -- ARGV[2..] triples: user id, seq named by the queue token, mark (1 or 0)
 --
@@ -20,25 +21,37 @@
 -- admitted set is consulted only for users no longer in the line, so a waiting fan's poll is
 -- two reads.
 --
--- Returns one integer per triple: position (> 0) while waiting, -admission_end_ms (< 0) when
--- admitted, 0 when the place is gone.
+-- Before the sale starts (now < sale_start_ms) a waiting place is a pre-queue place: its
+-- position is not told (the order is hidden until the start), it is never idle, and it needs
+-- no mark. After the start the idle clock of a place starts at the later of its last mark and
+-- the start, so pre-queue fans are not dropped as idle for having waited for the opening.
+--
+-- Returns the sale start (ms, 0 when none), then one integer per triple: position (> 0) while
+-- waiting, -1 for a pre-queue place, -admission_end_ms (< -1) when admitted, 0 when gone.
 local t = redis.call('TIME')
 local now_s = tonumber(t[1])
 local now = now_s * 1000 + math.floor(tonumber(t[2]) / 1000)
+local start = tonumber(redis.call('HGET', KEYS[6], 'sale_start_ms') or '0')
+local before_start = now < start
 local cutoff = now_s - tonumber(ARGV[1])
-local out = {}
+local start_s = math.floor(start / 1000)
+local out = { start }
 local idle = 0
 for i = 2, #ARGV, 3 do
   local user, seq = ARGV[i], tonumber(ARGV[i + 1])
   local result = 0
   local score = redis.call('ZSCORE', KEYS[1], user)
   if score then
-    if tonumber(score) == seq then
+    if tonumber(score) ~= seq then
+      result = 0
+    elseif before_start then
+      result = -1
+    else
       local present = true
       if ARGV[i + 2] == '1' then
         local bucket = KEYS[2] .. string.format('%.0f', math.floor(seq / 128))
         local field = string.format('%.0f', seq % 128)
-        if tonumber(redis.call('HGET', bucket, field) or '0') < cutoff then
+        if math.max(tonumber(redis.call('HGET', bucket, field) or '0'), start_s) < cutoff then
           redis.call('ZREM', KEYS[1], user)
           redis.call('HDEL', bucket, field)
           idle = idle + 1

@@ -51,6 +51,8 @@ pub enum ApiError {
     InsufficientBalance { balance: i64, due: i64 },
     #[error("this queue place no longer exists")]
     QueueEntryGone,
+    #[error("the sale has started; its start can no longer be moved")]
+    SaleStarted,
     #[error("too many requests; retry in {retry_after_secs} s")]
     RateLimited { retry_after_secs: u64 },
     #[error("{} is unavailable", .0.as_str())]
@@ -105,6 +107,7 @@ impl ApiError {
             AlreadyPaid(_) => (StatusCode::CONFLICT, "ALREADY_PAID"),
             InsufficientBalance { .. } => (StatusCode::PAYMENT_REQUIRED, "INSUFFICIENT_BALANCE"),
             QueueEntryGone => (StatusCode::GONE, "QUEUE_ENTRY_GONE"),
+            SaleStarted => (StatusCode::CONFLICT, "SALE_STARTED"),
             RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "RATE_LIMITED"),
             DependencyDown(_) => (StatusCode::SERVICE_UNAVAILABLE, "SERVICE_UNAVAILABLE"),
             Busy => (StatusCode::SERVICE_UNAVAILABLE, "BUSY"),

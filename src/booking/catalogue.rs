@@ -44,6 +44,8 @@ pub struct NewSchedule {
 pub struct NewConcert {
     pub concert_id: ConcertId,
     pub name: String,
+    /// When the sale opens (RFC 3339), or null when it is open from creation.
+    pub sale_starts_at: Option<String>,
     pub schedules: Vec<NewSchedule>,
 }
 
@@ -56,16 +58,40 @@ impl Catalogue {
         }
     }
 
-    pub async fn create(
+    /// Creates a concert. `before_commit` runs inside the transaction, once the line's id is
+    /// known (the API writes the line's settings there): if it fails nothing is created, and
+    /// if the commit fails afterwards what it wrote belongs to a line id nobody will use.
+    pub async fn create<F, Fut>(
         &self,
         name: &ConcertName,
         schedules: &[(StartsAt, Price)],
-    ) -> Result<NewConcert, CatalogueError> {
-        let (created, line) = create_with_line(&self.db, name, schedules).await?;
+        sale_starts_at: Option<StartsAt>,
+        before_commit: F,
+    ) -> Result<NewConcert, CatalogueError>
+    where
+        F: FnOnce(LineId) -> Fut,
+        Fut: std::future::Future<Output = Result<(), StoreError>>,
+    {
+        let (created, line) =
+            create_with_line(&self.db, name, schedules, sale_starts_at, before_commit).await?;
         if let Ok(mut known) = self.lines.write() {
             known.insert(line.concert, line);
         }
         Ok(created)
+    }
+
+    /// Records a concert's sale start for listings (the queue store holds the live copy).
+    pub async fn set_sale_start(
+        &self,
+        concert: ConcertId,
+        starts_at: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> Result<(), CatalogueError> {
+        sqlx::query("UPDATE concerts SET sale_starts_at = ? WHERE id = ?")
+            .bind(starts_at.map(|t| t.naive_utc()))
+            .bind(concert.get())
+            .execute(self.db.primary())
+            .await?;
+        Ok(())
     }
 
     /// The concert's waiting line, or `None` when there is no such concert. Cached once seen
@@ -139,17 +165,28 @@ pub async fn create(
     name: &ConcertName,
     schedules: &[(StartsAt, Price)],
 ) -> Result<NewConcert, CatalogueError> {
-    Ok(create_with_line(db, name, schedules).await?.0)
+    Ok(
+        create_with_line(db, name, schedules, None, |_| async { Ok(()) })
+            .await?
+            .0,
+    )
 }
 
-async fn create_with_line(
+async fn create_with_line<F, Fut>(
     db: &Db,
     name: &ConcertName,
     schedules: &[(StartsAt, Price)],
-) -> Result<(NewConcert, LineId), CatalogueError> {
+    sale_starts_at: Option<StartsAt>,
+    before_commit: F,
+) -> Result<(NewConcert, LineId), CatalogueError>
+where
+    F: FnOnce(LineId) -> Fut,
+    Fut: std::future::Future<Output = Result<(), StoreError>>,
+{
     let mut tx = db.primary().begin().await?;
-    let concert_id = sqlx::query("INSERT INTO concerts (name) VALUES (?)")
+    let concert_id = sqlx::query("INSERT INTO concerts (name, sale_starts_at) VALUES (?, ?)")
         .bind(name.as_str())
+        .bind(sale_starts_at.map(|t| t.0.naive_utc()))
         .execute(&mut *tx)
         .await?
         .last_insert_id();
@@ -189,17 +226,20 @@ async fn create_with_line(
             price: price.get(),
         });
     }
+    let line = LineId {
+        concert: concert_id,
+        queue_id,
+    };
+    before_commit(line).await?;
     tx.commit().await?;
     Ok((
         NewConcert {
             concert_id,
             name: name.as_str().to_owned(),
+            sale_starts_at: sale_starts_at.map(|t| rfc3339(t.0)),
             schedules: created,
         },
-        LineId {
-            concert: concert_id,
-            queue_id,
-        },
+        line,
     ))
 }
 
@@ -326,6 +366,8 @@ pub struct ConcertOnSale {
     pub name: String,
     pub next_starts_at: String,
     pub dates: i64,
+    /// When the sale opens (RFC 3339); null when it is open.
+    pub sale_starts_at: Option<String>,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -336,11 +378,13 @@ pub struct OnSale {
 /// Concerts with at least one date still to come, soonest first (at most 100).
 async fn on_sale(db: &Db) -> Result<OnSale, CatalogueError> {
     let pool = db.reader();
-    let rows: Vec<(u64, String, NaiveDateTime, i64)> = sqlx::query_as(
-        "SELECT c.id, c.name, MIN(s.starts_at), COUNT(*)
+    type Row = (u64, String, NaiveDateTime, i64, Option<NaiveDateTime>);
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT c.id, c.name, MIN(s.starts_at), COUNT(*),
+                CASE WHEN c.sale_starts_at > NOW(6) THEN c.sale_starts_at END
            FROM concerts c JOIN schedules s ON s.concert_id = c.id
           WHERE s.starts_at > NOW(6)
-          GROUP BY c.id, c.name
+          GROUP BY c.id, c.name, c.sale_starts_at
           ORDER BY MIN(s.starts_at), c.id
           LIMIT 100",
     )
@@ -349,12 +393,13 @@ async fn on_sale(db: &Db) -> Result<OnSale, CatalogueError> {
     Ok(OnSale {
         concerts: rows
             .into_iter()
-            .filter_map(|(id, name, next, dates)| {
+            .filter_map(|(id, name, next, dates, sale)| {
                 Some(ConcertOnSale {
                     concert_id: ConcertId::new(id)?,
                     name,
                     next_starts_at: rfc3339(next.and_utc()),
                     dates,
+                    sale_starts_at: sale.map(|t| rfc3339(t.and_utc())),
                 })
             })
             .collect(),

@@ -138,6 +138,8 @@ impl EventHub {
                 return true; // subscribed after the snapshot: next round
             };
             let (event, last) = match place {
+                // Still before the start: nothing new to tell.
+                Place::PreQueue { .. } => return true,
                 Place::Waiting { position } if position == s.last_position => return true,
                 Place::Waiting { position } => match view(s.user, s.seq, place) {
                     Ok(v) => (StreamEvent::Update(v), Some(position)),

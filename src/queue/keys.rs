@@ -33,6 +33,10 @@ pub struct ConcertKeys {
     pub ended: String,
     /// Key *prefix* of used stream tickets: STRING `<tickets><jti>`, set once, short TTL.
     pub tickets: String,
+    /// ZSET counter value -> when (ms): when arrival numbers were reached (wait times).
+    pub clock: String,
+    /// Key *prefix* of per-minute wait histograms: HASH `<waits><minute>`.
+    pub waits: String,
 }
 
 impl ConcertKeys {
@@ -49,6 +53,8 @@ impl ConcertKeys {
             settings: format!("{base}:settings"),
             ended: format!("{base}:ended"),
             tickets: format!("{base}:ticket:"),
+            clock: format!("{base}:clock"),
+            waits: format!("{base}:waits:"),
         }
     }
 }
@@ -106,6 +112,8 @@ mod tests {
             &k.settings,
             &k.ended,
             &k.tickets,
+            &k.clock,
+            &k.waits,
         ] {
             assert!(key.starts_with("qg:{c:42.abc}:"), "{key}");
         }

@@ -159,6 +159,7 @@ impl Queue {
     pub async fn status(&self, q: &QueueToken) -> Result<View, QueueError> {
         let place = self.place(q.line(), q.user_id, q.seq).await?;
         let result = match place {
+            Place::PreQueue { .. } => "pre_queue",
             Place::Waiting { .. } => "waiting",
             Place::Admitted { .. } => "admitted",
             Place::Gone => "gone",
@@ -200,6 +201,12 @@ impl Queue {
                 self.hub
                     .subscribe(line, user, seq, position, StreamEvent::Update(view))
             }
+            // Position 0 stands for "no position yet": the first position after the draw is
+            // news.
+            Place::PreQueue { .. } => {
+                self.hub
+                    .subscribe(line, user, seq, 0, StreamEvent::Update(view))
+            }
             _ => self.hub.single(StreamEvent::Update(view)),
         })
     }
@@ -239,6 +246,11 @@ impl Queue {
         place: Place,
     ) -> Result<View, QueueError> {
         match place {
+            Place::PreQueue { starts_ms } => Ok(View::pre_queue(
+                starts_ms,
+                now_ms(),
+                f64::from(uuid::Uuid::new_v4().as_bytes()[0]) / 255.0,
+            )),
             Place::Waiting { position } => Ok(View::waiting(
                 position,
                 &self.store.pace(line),
@@ -269,4 +281,11 @@ impl Queue {
             exp: ends_ms / 1000,
         })
     }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }

@@ -5,6 +5,7 @@
 use super::keys::{ConcertKeys, concerts_key};
 use super::model::{
     Access, Ended, Figures, JoinItem, JoinKind, Joined, Pace, Place, SettingsPatch, TickReport,
+    Waits,
 };
 use super::scripts::Scripts;
 use crate::config::QueueDefaults;
@@ -30,6 +31,23 @@ pub struct QueueStore {
     registered: Mutex<HashMap<LineId, Instant>>,
     /// Each concert's pace as of this instance's last tick call, for ETAs without a round trip.
     paces: RwLock<HashMap<LineId, Pace>>,
+}
+
+/// Pre-queue places are numbered by a random draw below 2^50 (see `lua/join.lua`), taken
+/// from the OS's randomness: unpredictable to clients.
+fn pre_queue_draw() -> u64 {
+    let b = uuid::Uuid::new_v4().into_bytes();
+    let n = u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]);
+    (n & ((1 << 50) - 1)).max(1)
+}
+
+/// Wait buckets read from a reply, `at(i)` being bucket i.
+fn waits_from(at: impl Fn(usize) -> u64) -> Waits {
+    let mut w = Waits::default();
+    for (i, c) in w.counts.iter_mut().enumerate() {
+        *c = at(i);
+    }
+    w
 }
 
 fn keys<const N: usize>(k: [&String; N]) -> Vec<Key> {
@@ -160,7 +178,7 @@ impl QueueStore {
         items: &[JoinItem],
     ) -> Result<Vec<Joined>, StoreError> {
         let k = self.keys(line);
-        let mut argv = Vec::with_capacity(1 + items.len() * 3);
+        let mut argv = Vec::with_capacity(1 + items.len() * 4);
         argv.push(uuid::Uuid::new_v4().simple().to_string().into());
         for item in items {
             let (seq, epoch) = item
@@ -170,6 +188,7 @@ impl QueueStore {
             argv.push(int(item.user.get()));
             argv.push(int(seq));
             argv.push(epoch.into());
+            argv.push(int(pre_queue_draw()));
         }
         let reply: Vec<Value> = self
             .scripts
@@ -185,12 +204,18 @@ impl QueueStore {
                     &k.adm_seq,
                     &k.stats,
                     &k.ended,
+                    &k.settings,
                 ]),
                 argv,
             )
             .await?;
         let epoch = reply.last().map(value_str).unwrap_or_default().to_owned();
         let n = |v: &Value| value_u64(v).unwrap_or(0);
+        let starts_ms = reply
+            .len()
+            .checked_sub(2)
+            .and_then(|i| reply.get(i))
+            .map_or(0, n);
         let joined: Vec<Joined> = reply
             .chunks_exact(5)
             .map(|r| Joined {
@@ -201,10 +226,10 @@ impl QueueStore {
                     2 => JoinKind::Restored,
                     _ => JoinKind::Existing,
                 },
-                place: if n(&r[0]) == 2 {
-                    Place::Admitted { ends_ms: n(&r[4]) }
-                } else {
-                    Place::Waiting { position: n(&r[2]) }
+                place: match n(&r[0]) {
+                    2 => Place::Admitted { ends_ms: n(&r[4]) },
+                    3 => Place::PreQueue { starts_ms },
+                    _ => Place::Waiting { position: n(&r[2]) },
                 },
             })
             .collect();
@@ -235,16 +260,27 @@ impl QueueStore {
             .status
             .run(
                 self.client(),
-                keys([&k.waiting, &k.seen, &k.admitted, &k.adm_seq, &k.stats]),
+                keys([
+                    &k.waiting,
+                    &k.seen,
+                    &k.admitted,
+                    &k.adm_seq,
+                    &k.stats,
+                    &k.settings,
+                ]),
                 argv,
             )
             .await?;
-        if reply.len() != items.len() {
+        let Some((start, places)) = reply.split_first() else {
+            return Err(StoreError::bug("status reply of the wrong shape"));
+        };
+        if places.len() != items.len() {
             return Err(StoreError::bug("status reply of the wrong shape"));
         }
-        Ok(reply
+        let starts_ms = value_u64(start).unwrap_or(0);
+        Ok(places
             .iter()
-            .map(|v| Place::from_compact(v.as_i64().unwrap_or(0)))
+            .map(|v| Place::from_compact(v.as_i64().unwrap_or(0), starts_ms))
             .collect())
     }
 
@@ -313,6 +349,9 @@ impl QueueStore {
                     &k.stats,
                     &k.settings,
                     &k.ended,
+                    &k.seq,
+                    &k.clock,
+                    &k.waits,
                 ]),
                 vec![
                     int(d.admit_per_tick),
@@ -340,6 +379,10 @@ impl QueueStore {
                 .map(|milli| *milli as f64 / 1000.0)
                 .filter(|r| *r >= 0.0),
             admit_per_tick: at(11),
+            sale_start_ms: at(12),
+            before_start: r.get(13).copied() == Some(-2),
+            drawn_now: r.get(13).and_then(|d| u64::try_from(*d).ok()),
+            waits: waits_from(|i| at(14 + i)),
         };
         if let Ok(mut paces) = self.paces.write() {
             paces.insert(
@@ -362,11 +405,12 @@ impl QueueStore {
             .figures
             .run(
                 self.client(),
-                keys([&k.waiting, &k.admitted, &k.stats, &k.settings]),
+                keys([&k.waiting, &k.admitted, &k.stats, &k.settings, &k.waits]),
                 Vec::new(),
             )
             .await?;
         let opt = |i: usize| r.get(i).and_then(value_u64);
+        let sale_start_ms = opt(8).unwrap_or(0);
         Ok(Figures {
             waiting: opt(0).unwrap_or(0),
             admitted: opt(1).unwrap_or(0),
@@ -376,8 +420,13 @@ impl QueueStore {
                 tick_ms: opt(4),
                 max_active: opt(5),
                 access_ttl_secs: opt(6),
+                sale_start_ms: Some((sale_start_ms > 0).then_some(sale_start_ms)),
             },
             rate: r.get(7).map(value_f64).unwrap_or(0.0),
+            sale_start_ms,
+            pre_queue: opt(9).unwrap_or(0),
+            draws_total: opt(10).unwrap_or(0),
+            waits: waits_from(|i| opt(11 + i).unwrap_or(0)),
         })
     }
 
@@ -393,6 +442,8 @@ impl QueueStore {
             ("tick_ms", patch.tick_ms),
             ("max_active", patch.max_active),
             ("access_ttl_secs", patch.access_ttl_secs),
+            // Opening a sale now stores 0: "no start" to every script.
+            ("sale_start_ms", patch.sale_start_ms.map(|s| s.unwrap_or(0))),
         ]
         .into_iter()
         .filter_map(|(name, value)| value.map(|v| (name, int(v))))

@@ -5,7 +5,7 @@
 //! long (plus a few ms, to land past the boundary) instead of polling. With many concerts the
 //! due ones are ticked concurrently.
 
-use super::model::TickReport;
+use super::model::{TickReport, WAIT_LIMITS_SECS};
 use super::store::QueueStore;
 use crate::config::QueueDefaults;
 use crate::domain::LineId;
@@ -90,11 +90,32 @@ pub async fn run(store: Arc<QueueStore>, defaults: QueueDefaults, mut stop: watc
 }
 
 fn record(line: LineId, r: &TickReport) {
-    if !r.ran {
-        return;
-    }
     let concert = line.concert;
     let c = concert.to_string();
+    if !r.ran {
+        // Before the sale starts the tick claims nothing and only counts the pre-queue.
+        if r.before_start {
+            metrics::gauge!("queuegate_queue_pre_queue", "concert" => c).set(r.waiting as f64);
+        }
+        return;
+    }
+    metrics::gauge!("queuegate_queue_pre_queue", "concert" => c.clone()).set(0.0);
+    if let Some(drawn) = r.drawn_now {
+        tracing::info!(%concert, drawn, "the sale opened: the pre-queue's order was drawn");
+    }
+    // Published (at 0) for every ticked concert, so dashboards see the series before a draw.
+    metrics::counter!("queuegate_queue_draws_total", "concert" => c.clone())
+        .increment(u64::from(r.drawn_now.is_some()));
+    let wait = metrics::histogram!("queuegate_queue_wait_seconds", "concert" => c.clone());
+    for (i, n) in r.waits.counts.iter().enumerate() {
+        if *n > 0 {
+            // Each admission lands in its bucket; the bucket's upper bound stands for it.
+            let value = WAIT_LIMITS_SECS
+                .get(i)
+                .map_or(2.0 * 10_800.0, |l| *l as f64);
+            wait.record_many(value, *n as usize);
+        }
+    }
     metrics::counter!("queuegate_queue_ticks_total", "concert" => c.clone()).increment(1);
     metrics::counter!("queuegate_queue_admissions_total", "concert" => c.clone())
         .increment(r.admitted_now);
