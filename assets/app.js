@@ -512,9 +512,11 @@
       admitted(data);
       return;
     }
-    const kept = store.get(KEY.arrival(concert.id));
-    const arrival = status === 201 || !kept || kept < data.position ? data.position : kept;
-    store.set(KEY.arrival(concert.id), arrival);
+    if (typeof data.position === 'number') {
+      const kept = store.get(KEY.arrival(concert.id));
+      const arrival = status === 201 || !kept || kept < data.position ? data.position : kept;
+      store.set(KEY.arrival(concert.id), arrival);
+    }
     waitingRoom(data);
   }
 
@@ -556,7 +558,8 @@
     const e = epoch;
     const bar = h('div', { class: 'progress__bar' });
     ui = {
-      position: h('span', { class: 'position__number', testid: 'queue-position' }, String(first.position)),
+      heading: h('h1', {}, 'You’re in line'),
+      position: h('span', { class: 'position__number', testid: 'queue-position' }, String(first.position ?? '')),
       ahead: h('span', { class: 'position__ahead', testid: 'queue-ahead' }),
       eta: h('p', { class: 'eta', testid: 'queue-eta' }),
       bar,
@@ -565,15 +568,19 @@
         'aria-label': 'Your progress through the line', 'aria-valuemin': '0', 'aria-valuemax': '100',
       }, bar),
       conn: h('p', { class: 'conn', testid: 'connection-status' }),
+      pre: h('div', { class: 'prequeue', testid: 'pre-queue', 'aria-live': 'polite', hidden: true }),
+      startsAt: null,
     };
+    ui.live = h('div', { class: 'position', 'aria-live': 'polite', 'aria-atomic': 'true', testid: 'queue-live' },
+      h('p', { class: 'position__label' }, 'Your place in line'),
+      ui.position,
+      ui.ahead,
+      ui.eta);
     show(h('section', { class: 'panel waiting', testid: 'waiting-room' },
       concertNameEl(),
-      h('h1', {}, 'You’re in line'),
-      h('div', { class: 'position', 'aria-live': 'polite', 'aria-atomic': 'true', testid: 'queue-live' },
-        h('p', { class: 'position__label' }, 'Your place in line'),
-        ui.position,
-        ui.ahead,
-        ui.eta),
+      ui.heading,
+      ui.pre,
+      ui.live,
       ui.progress,
       ui.conn,
       h('ul', { class: 'tips' },
@@ -583,13 +590,54 @@
       h('div', { class: 'actions' },
         h('button', { type: 'button', class: 'btn btn--quiet', testid: 'leave-queue', onclick: leaveQueue },
           'Leave the line'))));
-    updatePosition(first.position, first.eta_seconds);
+    updateQueue(first);
     focusHeading();
     watchQueue(e, 0);
   }
 
+  /** A status (polled, streamed or from joining): before the sale starts, or a place in line. */
+  function updateQueue(d) {
+    if (!ui || !d) return;
+    if (d.status === 'pre_queue') updatePreQueue(d.sale_starts_at);
+    else updatePosition(d.position, d.eta_seconds);
+  }
+
+  /** Before the sale: when it opens (with the fan's zone), counting down; no position yet. */
+  function updatePreQueue(startsAtIso) {
+    const startsAt = Date.parse(startsAtIso);
+    const first = ui.startsAt === null;
+    ui.startsAt = Number.isNaN(startsAt) ? Date.now() : startsAt;
+    ui.live.hidden = true;
+    ui.progress.hidden = true;
+    ui.pre.hidden = false;
+    ui.heading.textContent = 'You’re in early';
+    if (!first) return;
+    const e = epoch;
+    const when = h('strong', { testid: 'sale-starts-at' }, fmtDate(ui.startsAt));
+    const left = h('strong', { class: 'prequeue__clock', testid: 'sale-countdown', role: 'timer' });
+    ui.pre.replaceChildren(
+      h('p', {}, 'The sale opens ', when, '.'),
+      h('p', { class: 'prequeue__left' }, 'Opens in ', left),
+      h('p', { class: 'muted' }, 'Everyone who is here before the start gets a place in a random draw, ' +
+        'so there is no need to rush. Your place shows here when the sale opens.'));
+    const tick = () => {
+      if (!alive(e) || ui.pre.hidden) return;
+      const ms = ui.startsAt - Date.now();
+      left.textContent = ms > 3600000 ? `${Math.floor(ms / 3600000)} h ${Math.floor((ms % 3600000) / 60000)} min` : fmtClock(ms);
+      later(tick, 1000);
+    };
+    tick();
+  }
+
   function updatePosition(position, etaSeconds) {
     if (!ui || typeof position !== 'number') return;
+    if (ui.live.hidden) {
+      // The sale opened: the draw gave this place a position.
+      ui.live.hidden = false;
+      ui.progress.hidden = false;
+      ui.pre.hidden = true;
+      ui.heading.textContent = 'You’re in line';
+    }
     let arrival = store.get(KEY.arrival(concert.id)) || position;
     if (position > arrival) {
       arrival = position;
@@ -662,6 +710,13 @@
     es.addEventListener('open', () => {
       if (alive(e)) setConn('live', 'Live — your place updates automatically');
     });
+    es.addEventListener('pre_queue', (ev) => {
+      const d = parse(ev);
+      if (!alive(e) || !d) return;
+      sseFailures = 0;
+      setConn('live', 'Live — this page updates automatically');
+      updateQueue({ ...d, status: 'pre_queue' });
+    });
     es.addEventListener('position', (ev) => {
       const d = parse(ev);
       if (!alive(e) || !d) return;
@@ -702,7 +757,7 @@
           admitted(data);
           return;
         }
-        updatePosition(data.position, data.eta_seconds);
+        updateQueue(data);
         if (Date.now() >= retrySseAt) {
           watchQueue(e, sseFailures);
           return;

@@ -14,7 +14,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
-import { BASE_URL, call, prepareConcert, queuedUser, setAdmission, waitAdmitted } from './lib.mjs';
+import { BASE_URL, admin, call, prepareConcert, queuedUser, setAdmission, waitAdmitted } from './lib.mjs';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const SHOTS = process.env.QG_E2E_SCREENSHOTS || join(ROOT, 'tests', 'artifacts', 'e2e');
@@ -442,6 +442,27 @@ test('booking problems are explained in plain words', { timeout: 90_000 }, async
   await shot(page, 'booking-window-ended');
   await page.getByTestId('rejoin-button').click();
   await page.getByTestId('booking').waitFor({ timeout: 30_000 });
+});
+
+test('before the sale opens, the fan sees when (in their zone) and is let in after the start', { timeout: 90_000 }, async () => {
+  const day = 24 * 3600 * 1000;
+  const concert = await admin('POST', '/v1/admin/concerts', {
+    name: `Early Birds ${Math.random().toString(36).slice(2, 6).toUpperCase()}`,
+    sale_starts_at: new Date(Date.now() + 12_000).toISOString(),
+    schedules: [{ starts_at: new Date(Date.now() + 20 * day).toISOString(), price: 1000 }],
+  });
+  const { page, problems } = await browser({ timezoneId: 'Asia/Tokyo' });
+  await page.goto(`${BASE_URL}/concerts/${concert.concert_id}`);
+  await page.getByTestId('pre-queue').waitFor();
+  assert.match(await text(page.getByTestId('sale-starts-at')), /\d{1,2}:\d\d [AP]M GMT\+9$/);
+  assert.ok(seconds(await text(page.getByTestId('sale-countdown'))) > 0);
+  assert.ok(await page.getByTestId('queue-live').isHidden(), 'no position before the draw');
+  await page.locator('[data-testid="connection-status"][data-state="live"]').waitFor();
+  await shot(page, 'pre-queue');
+  // The sale opens: the draw places the fan, who is let in and can book.
+  await page.getByTestId('booking').waitFor({ timeout: 45_000 });
+  await page.getByTestId('schedule-option').first().waitFor();
+  assert.deepEqual(problems, [], 'no script errors or CSP violations in the page');
 });
 
 test('the API reference renders and links back to the site', { timeout: 60_000 }, async () => {
