@@ -20,6 +20,7 @@ const MAX_SCHEDULES: usize = 100;
 pub struct CreateConcert {
     pub name: ConcertName,
     /// 1..=100 dates; each gets seats 1..=50 at its price.
+    #[schema(min_items = 1, max_items = 100)]
     pub schedules: Vec<NewDate>,
     /// When the sale opens (RFC 3339, in the future); fans who come earlier wait in a
     /// pre-queue drawn in random order at the start. Absent or null: open at once.
