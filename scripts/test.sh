@@ -84,6 +84,7 @@ stage "queue on Redis Cluster and Sentinel, failovers" bash scripts/topology-tes
 stage "alert rules (promtool check + unit tests)" bash scripts/alerts-test.sh
 stage "shipped nginx logs carry no tokens" bash scripts/nginx-log-check.sh
 stage "contract fuzzing (schemathesis against /openapi.json)" bash scripts/contract.sh
+stage "the README's curl walk-through, pasted into a shell" bash scripts/readme-walkthrough.sh --serve
 echo "[test] e2e: CI=${CI:-unset}, QG_E2E_REQUIRED=${QG_E2E_REQUIRED:-unset} (with either set, a missing browser fails the run)"
 stage "end to end in headless Chromium" bash scripts/e2e.sh
 stage "the compose topology run natively (scripts/stack-test.sh)" env STACK_PROFILE=debug bash scripts/stack-test.sh
