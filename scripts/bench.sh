@@ -26,7 +26,12 @@ prefix="qgbench$$"
 export ADMIN_TOKEN="bench-admin-token-0123456789"
 export JWT_SECRET="bench-secret-bench-secret-bench-secret"
 export DATABASE_URL="mysql://root@127.0.0.1:3306/$db"
-export QG_ADDR="127.0.0.1:18080"
+port="${BENCH_PORT:-18080}"
+export QG_ADDR="127.0.0.1:$port"
+if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+  echo "bench: 127.0.0.1:$port is taken (set BENCH_PORT)" >&2
+  exit 1
+fi
 ulimit -n 20000 2>/dev/null || true
 
 redis_args=()
@@ -49,7 +54,7 @@ cleanup() {
 }
 trap cleanup EXIT
 for _ in $(seq 1 100); do
-  (exec 3<>/dev/tcp/127.0.0.1/18080) 2>/dev/null && break
+  (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
   sleep 0.2
 done
 

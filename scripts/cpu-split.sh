@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin="${CARGO_TARGET_DIR:-$HOME/.cache/queuegate-target}/release"
-export ADMIN_TOKEN="bench-admin-token-0123456789" JWT_SECRET="bench-secret-bench-secret-bench-secret" QG_ADDR=127.0.0.1:18080
+export ADMIN_TOKEN="bench-admin-token-0123456789" JWT_SECRET="bench-secret-bench-secret-bench-secret" QG_ADDR=127.0.0.1:${BENCH_PORT:-18090}
 db=queuegate_cpu
 mariadb -h127.0.0.1 -uroot -e "DROP DATABASE IF EXISTS $db"
 # Defaults as shipped (request log on, to a file); BENCH_ENV="KEY=value …" adds settings.
@@ -17,7 +17,7 @@ env DATABASE_URL="mysql://root@127.0.0.1:3306/$db" LISTEN_ADDR=$QG_ADDR REDIS_KE
   ${BENCH_ENV:-} "$bin/queuegate" serve 2>"$log_file" &
 gw=$!
 trap 'kill $gw; wait $gw 2>/dev/null; redis-cli --scan --pattern "qgcpu$$*" | xargs -r -n 1000 redis-cli del >/dev/null' EXIT
-for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/18080) 2>/dev/null && break; sleep 0.2; done
+for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/${BENCH_PORT:-18090}") 2>/dev/null && break; sleep 0.2; done
 ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
 # The servers the gateway talks to: Redis on 6379 and MariaDB on 3306 (not any other).
 redis=$(redis-cli -p 6379 info server | tr -d '\r' | awk -F: '/^process_id:/ {print $2}')
