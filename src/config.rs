@@ -135,9 +135,7 @@ impl Settings {
         check_redis_url("REDIS_URL", &redis_url)?;
         let redlock_urls = match env.raw("REDLOCK_URLS") {
             None => {
-                if crate::redis::Topology::of_url(&redis_url)
-                    != Some(crate::redis::Topology::Single)
-                {
+                if Topology::of_url(&redis_url) != Some(Topology::Single) {
                     return Err(env.error(
                         "REDLOCK_URLS",
                         String::new(),
@@ -334,14 +332,55 @@ impl Env<'_> {
     }
 }
 
+/// Which kind of Redis a URL names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Topology {
+    /// `redis://` or `rediss://`: one server.
+    Single,
+    /// `redis-cluster://host:port?node=host:port&…`.
+    Cluster,
+    /// `redis-sentinel://host:port/db?node=…&sentinelServiceName=NAME`.
+    Sentinel,
+}
+
+impl Topology {
+    pub fn of_url(url: &str) -> Option<Topology> {
+        let scheme = url.split_once("://")?.0;
+        match scheme {
+            "redis" | "rediss" => Some(Topology::Single),
+            "redis-cluster" | "rediss-cluster" => Some(Topology::Cluster),
+            "redis-sentinel" | "rediss-sentinel" => Some(Topology::Sentinel),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Topology::Single => "single",
+            Topology::Cluster => "cluster",
+            Topology::Sentinel => "sentinel",
+        }
+    }
+}
+
+/// Checks that `url` is one of the three forms and that fred can read it (hosts, ports, the
+/// sentinel service name); the reason in words otherwise.
+pub fn check_url(url: &str) -> Result<Topology, String> {
+    let topology = Topology::of_url(url).ok_or_else(|| {
+        "expected redis://, redis-cluster://host:port?node=host:port… or redis-sentinel://host:port/0?node=…&sentinelServiceName=NAME".to_owned()
+    })?;
+    fred::prelude::Config::from_url(url).map_err(|e| e.details().to_string())?;
+    Ok(topology)
+}
+
 fn check_redis_url(var: &'static str, url: &str) -> Result<(), ConfigError> {
     let error = |reason: String| ConfigError {
         var,
         value: url.to_owned(),
         reason,
     };
-    let topology = crate::redis::client::check_url(url).map_err(error)?;
-    if var == "REDLOCK_URLS" && topology != crate::redis::Topology::Single {
+    let topology = check_url(url).map_err(error)?;
+    if var == "REDLOCK_URLS" && topology != Topology::Single {
         return Err(error(
             "each Redlock master must be an independent plain Redis (redis://host:port); a cluster or sentinel URL cannot be one".into(),
         ));
@@ -435,6 +474,27 @@ mod tests {
         ])
         .unwrap();
         assert!(!s.jwt_secret_is_default);
+    }
+
+    #[test]
+    fn urls_name_their_topology() {
+        assert_eq!(check_url("redis://127.0.0.1:6379"), Ok(Topology::Single));
+        assert_eq!(
+            check_url("redis-cluster://127.0.0.1:7000?node=127.0.0.1:7001&node=127.0.0.1:7002"),
+            Ok(Topology::Cluster)
+        );
+        assert_eq!(
+            check_url(
+                "redis-sentinel://127.0.0.1:26379/0?node=127.0.0.1:26380&sentinelServiceName=qgmaster"
+            ),
+            Ok(Topology::Sentinel)
+        );
+        assert!(check_url("http://x").is_err());
+        assert!(
+            check_url("redis-sentinel://127.0.0.1:26379/0").is_err(),
+            "no service name"
+        );
+        assert!(check_url("memcached://x:1").is_err());
     }
 
     #[test]

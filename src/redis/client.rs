@@ -4,6 +4,7 @@
 //! Every call fails fast while the connection is down instead of queueing behind a reconnect:
 //! a fan's request should get a 503 with `Retry-After` in milliseconds, not hang.
 
+pub use crate::config::Topology;
 use fred::prelude::*;
 use fred::types::config::Options;
 use std::time::Duration;
@@ -19,47 +20,6 @@ pub fn request_options() -> Options {
         max_attempts: Some(2),
         ..Default::default()
     }
-}
-
-/// Which kind of Redis a URL names.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Topology {
-    /// `redis://` or `rediss://`: one server.
-    Single,
-    /// `redis-cluster://host:port?node=host:port&…`.
-    Cluster,
-    /// `redis-sentinel://host:port/db?node=…&sentinelServiceName=NAME`.
-    Sentinel,
-}
-
-impl Topology {
-    pub fn of_url(url: &str) -> Option<Topology> {
-        let scheme = url.split_once("://")?.0;
-        match scheme {
-            "redis" | "rediss" => Some(Topology::Single),
-            "redis-cluster" | "rediss-cluster" => Some(Topology::Cluster),
-            "redis-sentinel" | "rediss-sentinel" => Some(Topology::Sentinel),
-            _ => None,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Topology::Single => "single",
-            Topology::Cluster => "cluster",
-            Topology::Sentinel => "sentinel",
-        }
-    }
-}
-
-/// Checks that `url` is one of the three forms and that fred can read it (hosts, ports, the
-/// sentinel service name); the reason in words otherwise.
-pub fn check_url(url: &str) -> Result<Topology, String> {
-    let topology = Topology::of_url(url).ok_or_else(|| {
-        "expected redis://, redis-cluster://host:port?node=host:port… or redis-sentinel://host:port/0?node=…&sentinelServiceName=NAME".to_owned()
-    })?;
-    Config::from_url(url).map_err(|e| e.details().to_string())?;
-    Ok(topology)
 }
 
 /// A client builder with the given timeouts, TCP_NODELAY, and a reconnect policy.
@@ -122,30 +82,4 @@ pub async fn ping(client: &Client) -> bool {
         .ping::<String>(None)
         .await
         .is_ok()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn urls_name_their_topology() {
-        assert_eq!(check_url("redis://127.0.0.1:6379"), Ok(Topology::Single));
-        assert_eq!(
-            check_url("redis-cluster://127.0.0.1:7000?node=127.0.0.1:7001&node=127.0.0.1:7002"),
-            Ok(Topology::Cluster)
-        );
-        assert_eq!(
-            check_url(
-                "redis-sentinel://127.0.0.1:26379/0?node=127.0.0.1:26380&sentinelServiceName=qgmaster"
-            ),
-            Ok(Topology::Sentinel)
-        );
-        assert!(check_url("http://x").is_err());
-        assert!(
-            check_url("redis-sentinel://127.0.0.1:26379/0").is_err(),
-            "no service name"
-        );
-        assert!(check_url("memcached://x:1").is_err());
-    }
 }
