@@ -72,7 +72,8 @@ pub async fn spawn_with(overrides: &[(&str, &str)]) -> TestApp {
     let settings = Settings::from_lookup(|k| env.get(k).cloned()).expect("test settings");
     // Logs only on request: TEST_LOG=1 cargo test …
     if std::env::var_os("TEST_LOG").is_some() {
-        queuegate::telemetry::init(settings.log_format);
+        // Kept for the life of the test process (the writer thread flushes at exit).
+        std::mem::forget(queuegate::telemetry::init(settings.log_format));
     }
     let app = App::build(settings).await.expect("app builds");
     let listener = app.bind().await.expect("bind");
