@@ -199,15 +199,35 @@ fn sigterm_lets_an_open_request_finish_and_exits_cleanly() {
     assert!(std::net::TcpStream::connect(&addr).is_err());
 }
 
-/// Sends one request on a fresh connection; returns the raw response.
+/// Sends one request on a fresh connection; returns the raw response (head and body: read up
+/// to its Content-Length, not to the end of a connection that may stay open).
 fn raw_get(addr: &str, path: &str) -> String {
     use std::io::{Read, Write};
     let mut conn = std::net::TcpStream::connect(addr).unwrap();
     conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     write!(conn, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
     let mut buf = Vec::new();
-    let _ = conn.read_to_end(&mut buf);
-    String::from_utf8_lossy(&buf).into_owned()
+    let mut byte = [0u8; 1024];
+    loop {
+        let text = String::from_utf8_lossy(&buf).into_owned();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let length = head
+                .lines()
+                .find_map(|l| {
+                    let (k, v) = l.split_once(':')?;
+                    k.eq_ignore_ascii_case("content-length")
+                        .then(|| v.trim().parse::<usize>().ok())?
+                })
+                .unwrap_or(0);
+            if body.len() >= length {
+                return text;
+            }
+        }
+        match conn.read(&mut byte) {
+            Ok(0) | Err(_) => return String::from_utf8_lossy(&buf).into_owned(),
+            Ok(n) => buf.extend_from_slice(&byte[..n]),
+        }
+    }
 }
 
 #[test]
