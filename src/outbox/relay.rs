@@ -1,0 +1,377 @@
+//! The outbox relay: carries committed events out of the database, at least once, in order,
+//! without duplicates. Every instance runs one; one of them works at a time.
+//!
+//! Claiming. Each tick a relay opens a transaction on its own connection and tries to lock the
+//! single row of `outbox_relay_lease` with `FOR UPDATE SKIP LOCKED`. Whoever gets it is the
+//! only relay at work for that transaction; the others see no row and skip the tick. A relay
+//! whose process dies drops its connection and the database releases the lock at once, so
+//! another instance takes over on its next tick (≤ `OUTBOX_RELAY_MS`) with no lease timeout to
+//! wait out. A relay that hangs instead (a frozen process, a partitioned network) is cut off by
+//! the connection's `idle_transaction_timeout`.
+//!
+//! Ordering. The leader reads unrelayed rows in id order and handles them one by one, stopping
+//! at the first failure, so nothing is published past a row that could not be. Rows of one
+//! reservation have ids in commit order (see `record`), hence its events reach the stream in
+//! commit order. (Rows of *different* reservations may commit out of id order; their relative
+//! order in the stream is not promised.)
+//!
+//! Exactly once in the stream. Publishing is `lua/publish_event.lua`: check the event's dedup
+//! key and XADD in one atomic step. A row is marked relayed in the leader's transaction after
+//! it was published; if that commit is lost (crash, database failure) the row is carried again
+//! later and the script recognises it — even if a stalled old leader and a new one overlap.
+//!
+//! Side effects. `payment.completed` first revokes the paying admission
+//! (`QueueStore::revoke(concert, user, Some(seq))`: idempotent, and it leaves a newer admission
+//! of the same user alone). The request path revokes at once after commit; this is the
+//! guarantee behind it for a process that died in between.
+
+use super::record::EventType;
+use super::stream::{dedup_key, stream_key};
+use crate::config::OutboxSettings;
+use crate::db::Db;
+use crate::domain::{ConcertId, UserId, rfc3339};
+use crate::queue::store::QueueStore;
+use crate::redis::{Script, int};
+use crate::store_error::StoreError;
+use chrono::NaiveDateTime;
+use fred::prelude::*;
+use sqlx::{Connection, MySqlConnection};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+/// Rows per relay transaction.
+const BATCH: i64 = 500;
+/// At most this many transactions per tick, so one tick cannot run for ever.
+const MAX_BATCHES_PER_TICK: usize = 20;
+/// A batch stops publishing after this long and commits what it did: the transaction (and the
+/// lease) is never held for long, whatever Redis latency does.
+const BATCH_TIME: Duration = Duration::from_secs(1);
+/// The server kills a relay connection idle inside a transaction this long (seconds), which
+/// releases the lease held by a relay that hangs.
+const IDLE_TRANSACTION_TIMEOUT_SECS: u32 = 10;
+/// How often the leader deletes rows past their retention.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
+/// At most this many rows per prune statement.
+const PRUNE_CHUNK: u64 = 5000;
+/// While failing, a warning at most this often (the relay retries every tick).
+const WARN_EVERY: Duration = Duration::from_secs(30);
+
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    #[error("outbox row {id}: {source}")]
+    Row {
+        id: u64,
+        #[source]
+        source: StoreError,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+crate::store_backed_error!(RelayError);
+
+/// One unrelayed row.
+type Row = (
+    u64,
+    String,
+    String,
+    u64,
+    String,
+    Option<u64>,
+    Option<u64>,
+    NaiveDateTime,
+);
+
+pub struct Relay {
+    db: Db,
+    queue: Arc<QueueStore>,
+    prefix: String,
+    script: Script,
+    config: OutboxSettings,
+}
+
+/// What one tick did, for the caller's logging.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct TickReport {
+    pub leader: bool,
+    pub published: u64,
+    pub duplicates: u64,
+}
+
+impl Relay {
+    pub fn new(db: Db, queue: Arc<QueueStore>, prefix: &str, config: OutboxSettings) -> Self {
+        Relay {
+            db,
+            queue,
+            prefix: prefix.to_owned(),
+            script: Script::new("publish_event", include_str!("../../lua/publish_event.lua")),
+            config,
+        }
+    }
+
+    /// Runs until `stop` says so.
+    pub async fn run(self, mut stop: watch::Receiver<bool>) {
+        let mut tick = tokio::time::interval(self.config.relay_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut conn: Option<MySqlConnection> = None;
+        let mut last_prune = Instant::now();
+        let mut failing: Option<(Instant, Instant)> = None; // (since, last warning)
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.changed() => break,
+            }
+            let prune = last_prune.elapsed() >= PRUNE_EVERY;
+            match self.tick(&mut conn, prune).await {
+                Ok(report) => {
+                    if report.leader && prune {
+                        last_prune = Instant::now();
+                    }
+                    if let Some((since, _)) = failing.take() {
+                        tracing::info!(
+                            failing_for_ms = since.elapsed().as_millis() as u64,
+                            "outbox relay recovered"
+                        );
+                    }
+                }
+                Err(e) => {
+                    if let RelayError::Store(_) = e {
+                        // A database problem may have broken the connection: start afresh.
+                        conn = None;
+                    }
+                    let now = Instant::now();
+                    match &mut failing {
+                        Some((_, warned)) if warned.elapsed() < WARN_EVERY => {}
+                        Some((since, warned)) => {
+                            *warned = now;
+                            tracing::warn!(error = %e, failing_for_s = since.elapsed().as_secs(), "outbox relay still failing; events wait in the outbox");
+                        }
+                        None => {
+                            failing = Some((now, now));
+                            tracing::warn!(error = %e, "outbox relay failed; events wait in the outbox and go out in order once it recovers");
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(c) = conn {
+            let _ = c.close().await;
+        }
+    }
+
+    /// One tick: relay (if publishing is on and this instance gets the lease), then publish
+    /// the lag gauge from the database — every instance does, so no instance shows a stale lag.
+    pub async fn tick(
+        &self,
+        conn: &mut Option<MySqlConnection>,
+        prune: bool,
+    ) -> Result<TickReport, RelayError> {
+        let c = match conn {
+            Some(c) => c,
+            slot @ None => slot.insert(self.connect().await?),
+        };
+        let mut report = TickReport::default();
+        let outcome = if self.config.relay {
+            self.relay(c, &mut report).await
+        } else {
+            Ok(())
+        };
+        metrics::gauge!("queuegate_outbox_relay_leader").set(if report.leader { 1.0 } else { 0.0 });
+        if report.leader && prune && outcome.is_ok() {
+            self.prune(c).await?;
+        }
+        // The lag even when relaying failed (that is when it matters).
+        let lag = oldest_unrelayed_age(c).await?;
+        metrics::gauge!("queuegate_outbox_oldest_unrelayed_age_seconds").set(lag);
+        outcome.map(|_| report)
+    }
+
+    /// The relay's own connection (kept across ticks), with the idle-in-transaction guard.
+    async fn connect(&self) -> Result<MySqlConnection, StoreError> {
+        let mut c = self.db.primary().acquire().await?.detach();
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SET SESSION idle_transaction_timeout = {IDLE_TRANSACTION_TIMEOUT_SECS}"
+        )))
+        .execute(&mut c)
+        .await?;
+        Ok(c)
+    }
+
+    /// Batches while this instance holds the lease and there is work.
+    async fn relay(
+        &self,
+        conn: &mut MySqlConnection,
+        report: &mut TickReport,
+    ) -> Result<(), RelayError> {
+        for _ in 0..MAX_BATCHES_PER_TICK {
+            let mut tx = conn.begin().await.map_err(StoreError::from)?;
+            let lease: Option<u8> = sqlx::query_scalar(
+                "SELECT id FROM outbox_relay_lease WHERE id = 1 FOR UPDATE SKIP LOCKED",
+            )
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(StoreError::from)?;
+            if lease.is_none() {
+                tx.rollback().await.map_err(StoreError::from)?;
+                return Ok(());
+            }
+            report.leader = true;
+            let rows: Vec<Row> = sqlx::query_as(
+                "SELECT id, event_id, CAST(event_type AS CHAR), user_id, data,
+                        revoke_concert_id, revoke_seq, created_at
+                   FROM outbox WHERE relayed_at IS NULL ORDER BY id LIMIT ?",
+            )
+            .bind(BATCH)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(StoreError::from)?;
+            let started = Instant::now();
+            let mut done = Vec::with_capacity(rows.len());
+            let mut failure = None;
+            for row in &rows {
+                if started.elapsed() >= BATCH_TIME {
+                    break;
+                }
+                match self.carry(row).await {
+                    Ok(true) => report.published += 1,
+                    Ok(false) => report.duplicates += 1,
+                    Err(source) => {
+                        failure = Some(RelayError::Row { id: row.0, source });
+                        break;
+                    }
+                }
+                done.push(row.0);
+            }
+            if !done.is_empty() {
+                let marks = vec!["?"; done.len()].join(",");
+                let sql = format!("UPDATE outbox SET relayed_at = NOW(6) WHERE id IN ({marks})");
+                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+                for id in &done {
+                    q = q.bind(id);
+                }
+                q.execute(&mut *tx).await.map_err(StoreError::from)?;
+            }
+            tx.commit().await.map_err(StoreError::from)?;
+            if let Some(e) = failure {
+                return Err(e);
+            }
+            if (done.len() as i64) < BATCH && done.len() == rows.len() {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    /// Carries one row out: the revocation a payment implies, then the event. Returns whether
+    /// the event was appended now (false: it already was, by an earlier attempt).
+    async fn carry(&self, row: &Row) -> Result<bool, StoreError> {
+        let (id, event_id, kind, user, data, revoke_concert, revoke_seq, created_at) = row;
+        let bad = || StoreError::bug(format!("outbox row {id} out of range"));
+        let kind = EventType::parse(kind).ok_or_else(bad)?;
+        if let (Some(concert), Some(seq)) = (revoke_concert, revoke_seq) {
+            let concert = ConcertId::new(*concert).ok_or_else(bad)?;
+            let user = UserId::new(*user).ok_or_else(bad)?;
+            let ended = self
+                .queue
+                .revoke(concert, user, Some(*seq))
+                .await
+                .inspect_err(|_| {
+                    metrics::counter!("queuegate_outbox_failed_total", "step" => "revoke")
+                        .increment(1);
+                })?;
+            let result = if ended { "ended" } else { "already_ended" };
+            metrics::counter!("queuegate_outbox_revocations_total", "result" => result)
+                .increment(1);
+            if ended {
+                tracing::info!(%user, %concert, seq, "outbox relay revoked an admission after payment (the request path had not)");
+            }
+        }
+        let data = with_at(data, *created_at)?;
+        let keys: Vec<Key> = vec![
+            stream_key(&self.prefix).into(),
+            dedup_key(&self.prefix, event_id).into(),
+        ];
+        let args: Vec<Value> = vec![
+            event_id.as_str().into(),
+            kind.as_str().into(),
+            data.into(),
+            int(self.config.events_maxlen),
+            int(self.config.retention_hours.saturating_mul(3600)),
+        ];
+        let (appended, _entry): (i64, String) = self
+            .script
+            .run(self.queue.pool().next_connected(), keys, args)
+            .await
+            .inspect_err(|_| {
+                metrics::counter!("queuegate_outbox_failed_total", "step" => "publish")
+                    .increment(1);
+            })?;
+        if appended == 1 {
+            metrics::counter!("queuegate_outbox_published_total", "type" => kind.as_str())
+                .increment(1);
+        } else {
+            metrics::counter!("queuegate_outbox_duplicates_total").increment(1);
+        }
+        Ok(appended == 1)
+    }
+
+    /// Deletes relayed rows past the retention, a chunk at a time (a few chunks per run).
+    async fn prune(&self, conn: &mut MySqlConnection) -> Result<(), StoreError> {
+        for _ in 0..10 {
+            let deleted = sqlx::query(
+                "DELETE FROM outbox WHERE relayed_at < NOW(6) - INTERVAL ? HOUR LIMIT ?",
+            )
+            .bind(self.config.retention_hours)
+            .bind(PRUNE_CHUNK)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected();
+            metrics::counter!("queuegate_outbox_pruned_total").increment(deleted);
+            if deleted < PRUNE_CHUNK {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Seconds since the oldest unrelayed event was written; 0 when every event is out.
+async fn oldest_unrelayed_age(conn: &mut MySqlConnection) -> Result<f64, StoreError> {
+    let micros: Option<i64> = sqlx::query_scalar(
+        "SELECT TIMESTAMPDIFF(MICROSECOND, created_at, NOW(6)) FROM outbox
+          WHERE relayed_at IS NULL ORDER BY id LIMIT 1",
+    )
+    .fetch_optional(conn)
+    .await?;
+    Ok(micros.map_or(0.0, |m| m.max(0) as f64 / 1e6))
+}
+
+/// The published `data`: the stored object plus `at`, the time the event was written (the
+/// database clock, as every other time the API shows). Same bytes on every retry.
+fn with_at(data: &str, created_at: NaiveDateTime) -> Result<String, StoreError> {
+    let mut object: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(data).map_err(StoreError::bug)?;
+    object.insert("at".into(), rfc3339(created_at.and_utc()).into());
+    serde_json::to_string(&object).map_err(StoreError::bug)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn published_data_adds_the_time_the_event_was_written() {
+        let at = chrono::DateTime::from_timestamp(1_800_000_000, 250_000_000)
+            .unwrap()
+            .naive_utc();
+        let out = with_at(r#"{"user_id":3,"amount":900}"#, at).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"user_id": 3, "amount": 900, "at": "2027-01-15T08:00:00.250Z"})
+        );
+        assert_eq!(with_at(r#"{"user_id":3,"amount":900}"#, at).unwrap(), out);
+        assert!(with_at("not json", at).is_err());
+    }
+}
