@@ -7,7 +7,8 @@
 //! whose process dies drops its connection and the database releases the lock at once, so
 //! another instance takes over on its next tick (≤ `OUTBOX_RELAY_MS`) with no lease timeout to
 //! wait out. A relay that hangs instead (a frozen process, a partitioned network) is cut off by
-//! the connection's `idle_transaction_timeout`.
+//! its connection's short `wait_timeout`: the relay uses its own connection at least every
+//! second, so only a relay that stopped working goes quiet that long.
 //!
 //! Ordering. The leader reads unrelayed rows in id order and handles them one by one, stopping
 //! at the first failure, so nothing is published past a row that could not be. Rows of one
@@ -47,9 +48,10 @@ const MAX_BATCHES_PER_TICK: usize = 20;
 /// A batch stops publishing after this long and commits what it did: the transaction (and the
 /// lease) is never held for long, whatever Redis latency does.
 const BATCH_TIME: Duration = Duration::from_secs(1);
-/// The server kills a relay connection idle inside a transaction this long (seconds), which
-/// releases the lease held by a relay that hangs.
-const IDLE_TRANSACTION_TIMEOUT_SECS: u32 = 10;
+/// The server closes the relay's connection after this many idle seconds (`wait_timeout`,
+/// honoured by MariaDB and MySQL alike, inside a transaction too), which releases the lease a
+/// hung relay holds. A working relay speaks at least every `OUTBOX_RELAY_MS` (≤ 1 s).
+const WAIT_TIMEOUT_SECS: u32 = 10;
 /// How often the leader deletes rows past their retention.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
 /// At most this many rows per prune statement.
@@ -187,11 +189,11 @@ impl Relay {
         outcome.map(|_| report)
     }
 
-    /// The relay's own connection (kept across ticks), with the idle-in-transaction guard.
+    /// The relay's own connection (kept across ticks), with the short idle limit.
     async fn connect(&self) -> Result<MySqlConnection, StoreError> {
         let mut c = self.db.primary().acquire().await?.detach();
         sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SET SESSION idle_transaction_timeout = {IDLE_TRANSACTION_TIMEOUT_SECS}"
+            "SET SESSION wait_timeout = {WAIT_TIMEOUT_SECS}"
         )))
         .execute(&mut c)
         .await?;
