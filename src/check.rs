@@ -1,5 +1,6 @@
 //! The invariant checker (`queuegate check`): verifies in the database that nothing the contract
-//! forbids has happened. Fault and concurrency tests end by running it.
+//! forbids has happened (`run`), and that the booking events stream tells exactly what the
+//! database holds (`stream`). Fault and concurrency tests end by running both.
 
 use sqlx::MySqlPool;
 

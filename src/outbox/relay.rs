@@ -16,8 +16,8 @@
 //! commit order. (Rows of *different* reservations may commit out of id order; their relative
 //! order in the stream is not promised.)
 //!
-//! Exactly once in the stream. Publishing is `lua/publish_event.lua`: check the event's dedup
-//! key and XADD in one atomic step. A row is marked relayed in the leader's transaction after
+//! Exactly once in the stream. Publishing is `lua/publish_events.lua` (up to `PUBLISH_CHUNK`
+//! events per call, in order): per event, check its dedup key and XADD in one atomic step. A row is marked relayed in the leader's transaction after
 //! it was published; if that commit is lost (crash, database failure) the row is carried again
 //! later and the script recognises it — even if a stalled old leader and a new one overlap.
 //!
@@ -43,6 +43,9 @@ use tokio::sync::watch;
 
 /// Rows per relay transaction.
 const BATCH: i64 = 500;
+/// Events per publish script call: one round trip (and, on a Redis with `appendfsync always`,
+/// one fsync) for many events.
+const PUBLISH_CHUNK: usize = 100;
 /// At most this many transactions per tick, so one tick cannot run for ever.
 const MAX_BATCHES_PER_TICK: usize = 20;
 /// A batch stops publishing after this long and commits what it did: the transaction (and the
@@ -107,7 +110,10 @@ impl Relay {
             db,
             queue,
             prefix: prefix.to_owned(),
-            script: Script::new("publish_event", include_str!("../../lua/publish_event.lua")),
+            script: Script::new(
+                "publish_events",
+                include_str!("../../lua/publish_events.lua"),
+            ),
             config,
         }
     }
@@ -228,23 +234,7 @@ impl Relay {
             .fetch_all(&mut *tx)
             .await
             .map_err(StoreError::from)?;
-            let started = Instant::now();
-            let mut done = Vec::with_capacity(rows.len());
-            let mut failure = None;
-            for row in &rows {
-                if started.elapsed() >= BATCH_TIME {
-                    break;
-                }
-                match self.carry(row).await {
-                    Ok(true) => report.published += 1,
-                    Ok(false) => report.duplicates += 1,
-                    Err(source) => {
-                        failure = Some(RelayError::Row { id: row.0, source });
-                        break;
-                    }
-                }
-                done.push(row.0);
-            }
+            let (done, failure) = self.carry(&rows, report).await;
             if !done.is_empty() {
                 let marks = vec!["?"; done.len()].join(",");
                 let sql = format!("UPDATE outbox SET relayed_at = NOW(6) WHERE id IN ({marks})");
@@ -265,57 +255,116 @@ impl Relay {
         Ok(())
     }
 
-    /// Carries one row out: the revocation a payment implies, then the event. Returns whether
-    /// the event was appended now (false: it already was, by an earlier attempt).
-    async fn carry(&self, row: &Row) -> Result<bool, StoreError> {
-        let (id, event_id, kind, user, data, revoke_concert, revoke_seq, created_at) = row;
-        let bad = || StoreError::bug(format!("outbox row {id} out of range"));
-        let kind = EventType::parse(kind).ok_or_else(bad)?;
-        if let (Some(concert), Some(seq)) = (revoke_concert, revoke_seq) {
-            let concert = ConcertId::new(*concert).ok_or_else(bad)?;
-            let user = UserId::new(*user).ok_or_else(bad)?;
-            let ended = self
-                .queue
-                .revoke(concert, user, Some(*seq))
-                .await
-                .inspect_err(|_| {
-                    metrics::counter!("queuegate_outbox_failed_total", "step" => "revoke")
-                        .increment(1);
-                })?;
-            let result = if ended { "ended" } else { "already_ended" };
-            metrics::counter!("queuegate_outbox_revocations_total", "result" => result)
-                .increment(1);
-            if ended {
-                tracing::info!(%user, %concert, seq, "outbox relay revoked an admission after payment (the request path had not)");
+    /// Carries rows out in id order: for a payment its revocation, then the events, published
+    /// in chunks (one script call each). Stops at the first failure, or when the batch has run
+    /// for `BATCH_TIME`. Returns the ids carried out (a prefix of `rows`) and the failure.
+    async fn carry(&self, rows: &[Row], report: &mut TickReport) -> (Vec<u64>, Option<RelayError>) {
+        let started = Instant::now();
+        let mut done = Vec::with_capacity(rows.len());
+        let mut chunk: Vec<&Row> = Vec::with_capacity(PUBLISH_CHUNK);
+        let mut failure = None;
+        for row in rows {
+            if chunk.len() >= PUBLISH_CHUNK || started.elapsed() >= BATCH_TIME {
+                if let Err(e) = self.publish(&chunk, report).await {
+                    return (done, Some(e));
+                }
+                done.extend(chunk.drain(..).map(|r| r.0));
+                if started.elapsed() >= BATCH_TIME {
+                    return (done, None);
+                }
+            }
+            // The revocation comes before its event is published: a consumer that sees
+            // `payment.completed` may rely on the access being over.
+            if let Err(source) = self.revoke(row).await {
+                failure = Some(RelayError::Row { id: row.0, source });
+                break;
+            }
+            chunk.push(row);
+        }
+        // The rows before a failed revocation still go out.
+        match self.publish(&chunk, report).await {
+            Ok(()) => done.extend(chunk.iter().map(|r| r.0)),
+            Err(e) => {
+                failure.get_or_insert(e);
             }
         }
-        let data = with_at(data, *created_at)?;
-        let keys: Vec<Key> = vec![
-            stream_key(&self.prefix).into(),
-            dedup_key(&self.prefix, event_id).into(),
-        ];
-        let args: Vec<Value> = vec![
-            event_id.as_str().into(),
-            kind.as_str().into(),
-            data.into(),
-            int(self.config.events_maxlen),
-            int(self.config.retention_hours.saturating_mul(3600)),
-        ];
-        let (appended, _entry): (i64, String) = self
+        (done, failure)
+    }
+
+    /// Revokes the admission a `payment.completed` row names (other rows: nothing to do).
+    async fn revoke(&self, row: &Row) -> Result<(), StoreError> {
+        let (id, _, _, user, _, revoke_concert, revoke_seq, _) = row;
+        let (Some(concert), Some(seq)) = (revoke_concert, revoke_seq) else {
+            return Ok(());
+        };
+        let bad = || StoreError::bug(format!("outbox row {id} out of range"));
+        let concert = ConcertId::new(*concert).ok_or_else(bad)?;
+        let user = UserId::new(*user).ok_or_else(bad)?;
+        let ended = self
+            .queue
+            .revoke(concert, user, Some(*seq))
+            .await
+            .inspect_err(|_| {
+                metrics::counter!("queuegate_outbox_failed_total", "step" => "revoke").increment(1);
+            })?;
+        let result = if ended { "ended" } else { "already_ended" };
+        metrics::counter!("queuegate_outbox_revocations_total", "result" => result).increment(1);
+        if ended {
+            tracing::info!(%user, %concert, seq, "outbox relay revoked an admission after payment (the request path had not)");
+        }
+        Ok(())
+    }
+
+    /// Publishes `chunk` with one call of `publish_events.lua`, in order.
+    async fn publish(&self, chunk: &[&Row], report: &mut TickReport) -> Result<(), RelayError> {
+        let Some(first) = chunk.first() else {
+            return Ok(());
+        };
+        let row_error = |source| RelayError::Row {
+            id: first.0,
+            source,
+        };
+        let mut keys: Vec<Key> = Vec::with_capacity(chunk.len() + 1);
+        keys.push(stream_key(&self.prefix).into());
+        let mut args: Vec<Value> = Vec::with_capacity(2 + 3 * chunk.len());
+        args.push(int(self.config.events_maxlen));
+        args.push(int(self.config.retention_hours.saturating_mul(3600)));
+        let mut kinds = Vec::with_capacity(chunk.len());
+        for (id, event_id, kind, _, data, _, _, created_at) in chunk.iter().copied() {
+            let kind = EventType::parse(kind)
+                .ok_or_else(|| StoreError::bug(format!("outbox row {id}: type {kind}")))
+                .map_err(row_error)?;
+            keys.push(dedup_key(&self.prefix, event_id).into());
+            args.push(event_id.as_str().into());
+            args.push(kind.as_str().into());
+            args.push(with_at(data, *created_at).map_err(row_error)?.into());
+            kinds.push(kind);
+        }
+        let appended: Vec<i64> = self
             .script
             .run(self.queue.pool().next_connected(), keys, args)
             .await
-            .inspect_err(|_| {
+            .map_err(|e| {
                 metrics::counter!("queuegate_outbox_failed_total", "step" => "publish")
                     .increment(1);
+                row_error(e.into())
             })?;
-        if appended == 1 {
-            metrics::counter!("queuegate_outbox_published_total", "type" => kind.as_str())
-                .increment(1);
-        } else {
-            metrics::counter!("queuegate_outbox_duplicates_total").increment(1);
+        if appended.len() != kinds.len() {
+            return Err(row_error(StoreError::bug(
+                "publish_events: reply of the wrong length",
+            )));
         }
-        Ok(appended == 1)
+        for (kind, new) in kinds.into_iter().zip(appended) {
+            if new == 1 {
+                report.published += 1;
+                metrics::counter!("queuegate_outbox_published_total", "type" => kind.as_str())
+                    .increment(1);
+            } else {
+                report.duplicates += 1;
+                metrics::counter!("queuegate_outbox_duplicates_total").increment(1);
+            }
+        }
+        Ok(())
     }
 
     /// Deletes relayed rows past the retention, a chunk at a time (a few chunks per run).
