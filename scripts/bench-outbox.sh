@@ -4,7 +4,8 @@
 # written either way; only carrying them out (revoke + publish) is switched off. After each run
 # with the relay on, the outbox is waited for until empty and `queuegate check` verifies the
 # events stream against the database (one payment.completed per payment, one reservation.held
-# per reservation, …).
+# per reservation, …). After each run with the relay off, the gateway is restarted with the
+# relay on and the backlog's drain is timed (the relay's throughput and CPU cost on its own).
 #
 # Usage: scripts/bench-outbox.sh [ROUNDS]   (default 3; extra queuegate-load options in LOAD_ARGS)
 # Each gateway gets its own database, key prefix and free port, and is stopped by its PID; the
@@ -43,7 +44,7 @@ stop_gateway() {
 }
 trap stop_gateway EXIT
 
-results=()
+results=() drains=()
 run() {
   local relay=$1 round=$2
   db="qg_bench_outbox_$$_${round}_$relay"
@@ -74,15 +75,60 @@ run() {
     done
     echo "outbox after the run: $waiting events waiting"
     REDIS_KEY_PREFIX="$prefix" "$bin/queuegate" check
+  else
+    drain
   fi
   stop_gateway
   echo
 }
 
+# After a run with the relay off, its events all wait in the outbox: restart the gateway with
+# the relay on and time how long they take to go out, and the gateway's CPU time meanwhile.
+drain() {
+  kill "$gw" 2>/dev/null || true
+  wait "$gw" 2>/dev/null || true
+  local waiting
+  waiting=$(mariadb -h127.0.0.1 -uroot -N -e "SELECT COUNT(*) FROM \`$db\`.outbox WHERE relayed_at IS NULL")
+  LISTEN_ADDR="$QG_ADDR" REDIS_KEY_PREFIX="$prefix" OUTBOX_RELAY=on RUST_LOG=warn \
+    "$bin/queuegate" serve &
+  gw=$!
+  local cpu0 t0 left=1
+  cpu0=$(awk '{print $14 + $15}' "/proc/$gw/stat")
+  t0=$(date +%s.%N)
+  for _ in $(seq 1 600); do
+    left=$(mariadb -h127.0.0.1 -uroot -N -e "SELECT COUNT(*) FROM \`$db\`.outbox WHERE relayed_at IS NULL" 2>/dev/null || echo 1)
+    [ "$left" = 0 ] && break
+    sleep 0.05
+  done
+  local secs cpu
+  secs=$(echo "$(date +%s.%N) - $t0" | bc)
+  cpu=$(awk -v c0="$cpu0" -v hz="$(getconf CLK_TCK)" '{printf "%.2f", ($14 + $15 - c0) / hz}' "/proc/$gw/stat")
+  # The relay's own pace, from its marks: the events marked after its first batch's commit,
+  # over the time from that commit to the last.
+  local pace
+  pace=$(mariadb -h127.0.0.1 -uroot -N -e "SELECT CONCAT(COUNT(*), ' events in ',
+      ROUND(TIMESTAMPDIFF(MICROSECOND, f.t, MAX(o.relayed_at)) / 1e6, 3), ' s = ',
+      ROUND(COUNT(*) / (TIMESTAMPDIFF(MICROSECOND, f.t, MAX(o.relayed_at)) / 1e6)), ' events/s')
+    FROM \`$db\`.outbox o, (SELECT MIN(relayed_at) AS t FROM \`$db\`.outbox) f
+    WHERE o.relayed_at > f.t")
+  echo "drain: $waiting waiting events relayed ${secs} s after the gateway was started (left: $left);" \
+    "gateway CPU ${cpu} s, start-up included; the relay's pace after its first batch: $pace"
+  drains+=("round $round: $waiting events out ${secs} s after start, CPU ${cpu} s; pace $pace")
+}
+
 echo "# $(date -u +%Y-%m-%dT%H:%MZ) $(nproc) cores, commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
+# ABBA order (on, off, off, on, …) so a machine getting busier or quieter during the run does
+# not favour one side.
 for round in $(seq 1 "$rounds"); do
-  run on "$round"
-  run off "$round"
+  if [ $((round % 2)) = 1 ]; then
+    run on "$round"
+    run off "$round"
+  else
+    run off "$round"
+    run on "$round"
+  fi
 done
 echo "== summary =="
 printf '%s\n' "${results[@]}"
+echo "== backlog drains (the events of a relay-off run, relayed by a fresh gateway) =="
+printf '%s\n' "${drains[@]}"

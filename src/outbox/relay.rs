@@ -10,16 +10,17 @@
 //! its connection's short `wait_timeout`: the relay uses its own connection at least every
 //! second, so only a relay that stopped working goes quiet that long.
 //!
-//! Ordering. The leader reads unrelayed rows in id order and handles them one by one, stopping
-//! at the first failure, so nothing is published past a row that could not be. Rows of one
-//! reservation have ids in commit order (see `record`), hence its events reach the stream in
-//! commit order. (Rows of *different* reservations may commit out of id order; their relative
-//! order in the stream is not promised.)
+//! Ordering. The leader reads unrelayed rows in id order and carries them out in that order,
+//! stopping at the first failure, so nothing is published past a row that could not be. Rows
+//! of one reservation have ids in commit order (see `record`), hence its events reach the
+//! stream in commit order. (Rows of *different* reservations may commit out of id order; their
+//! relative order in the stream is not promised.)
 //!
 //! Exactly once in the stream. Publishing is `lua/publish_events.lua` (up to `PUBLISH_CHUNK`
-//! events per call, in order): per event, check its dedup key and XADD in one atomic step. A row is marked relayed in the leader's transaction after
-//! it was published; if that commit is lost (crash, database failure) the row is carried again
-//! later and the script recognises it — even if a stalled old leader and a new one overlap.
+//! events per call, in order): per event, check its dedup key and XADD in one atomic step. A
+//! row is marked relayed in the leader's transaction after it was published; if that commit is
+//! lost (crash, database failure) the row is carried again later and the script recognises it
+//! — even if a stalled old leader and a new one overlap.
 //!
 //! Side effects. `payment.completed` first revokes the paying admission
 //! (`QueueStore::revoke(concert, user, Some(seq))`: idempotent, and it leaves a newer admission
