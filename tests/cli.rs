@@ -23,7 +23,7 @@ fn help_lists_every_subcommand_and_each_has_its_own() {
     let out = bin().arg("--help").output().unwrap();
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
-    for cmd in ["serve", "migrate", "seed", "check"] {
+    for cmd in ["serve", "migrate", "seed", "check", "events"] {
         assert!(text.contains(cmd), "{text}");
         let out = bin().args([cmd, "--help"]).output().unwrap();
         assert!(out.status.success());
@@ -100,13 +100,18 @@ fn migrate_seed_and_check_on_a_fresh_database() {
     let out = bin()
         .arg("check")
         .env("DATABASE_URL", &url)
+        .env(
+            "REDIS_KEY_PREFIX",
+            format!("qgt{}", uuid::Uuid::new_v4().simple()),
+        )
         .output()
         .unwrap();
-    assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
+    assert!(out.status.success(), "{text}");
+    // Six database invariants and seven of the (empty) events stream.
     assert_eq!(
         text.lines().filter(|l| l.starts_with("ok")).count(),
-        6,
+        13,
         "{text}"
     );
 }
