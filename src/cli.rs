@@ -178,17 +178,7 @@ async fn check(settings: &Settings) -> Result<ExitCode, String> {
     let violations = crate::check::run(db.primary())
         .await
         .map_err(|e| e.to_string())?;
-    for name in crate::check::invariants() {
-        let broken: Vec<_> = violations.iter().filter(|v| v.invariant == name).collect();
-        if broken.is_empty() {
-            println!("ok    {name}");
-        } else {
-            println!("FAIL  {name}");
-            for v in broken.iter().take(20) {
-                println!("      {}", v.detail);
-            }
-        }
-    }
+    print_invariants(crate::check::invariants(), &violations);
     let stream_clean = check_stream(settings, &db).await?;
     Ok(if violations.is_empty() && stream_clean {
         ExitCode::SUCCESS
@@ -221,12 +211,17 @@ async fn check_stream(settings: &Settings, db: &Db) -> Result<bool, String> {
             ""
         }
     );
-    for name in crate::check::stream_invariants() {
-        let broken: Vec<_> = report
-            .violations
-            .iter()
-            .filter(|v| v.invariant == name)
-            .collect();
+    print_invariants(crate::check::stream_invariants(), &report.violations);
+    Ok(report.violations.is_empty())
+}
+
+/// One line per invariant: `ok`, or `FAIL` with up to 20 of its violations.
+fn print_invariants<'a>(
+    names: impl Iterator<Item = &'a str>,
+    violations: &[crate::check::Violation],
+) {
+    for name in names {
+        let broken: Vec<_> = violations.iter().filter(|v| v.invariant == name).collect();
         if broken.is_empty() {
             println!("ok    {name}");
         } else {
@@ -236,7 +231,6 @@ async fn check_stream(settings: &Settings, db: &Db) -> Result<bool, String> {
             }
         }
     }
-    Ok(report.violations.is_empty())
 }
 
 /// A one-connection pool to the queue Redis, or `None` if it does not answer within 2 s.

@@ -9,18 +9,6 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 
-async fn admin_queue(app: &TestApp, concert: u64) -> Value {
-    let r = app
-        .http
-        .get(app.url(&format!("/v1/admin/concerts/{concert}/queue")))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
-    r.json().await.unwrap()
-}
-
 async fn reservation_status(app: &TestApp, reservation: u64) -> String {
     sqlx::query_scalar("SELECT CAST(status AS CHAR) FROM reservations WHERE id = ?")
         .bind(reservation)
@@ -56,13 +44,13 @@ async fn a_fresh_database_never_adopts_an_old_line() {
     for u in old.create_users(3).await {
         old.join_queue(&u, concert.id).await;
     }
-    assert_eq!(admin_queue(&old, concert.id.get()).await["waiting"], 3);
+    assert_eq!(old.get_queue(concert.id).await["waiting"], 3);
 
     // A new database, the same Redis and key prefix: the "same" concert id.
     let fresh = spawn_with(&[("REDIS_KEY_PREFIX", prefix.as_str())]).await;
     let again = fresh.create_concert(1, 10).await;
     assert_eq!(again.id, concert.id, "both databases number from 1");
-    let view = admin_queue(&fresh, again.id.get()).await;
+    let view = fresh.get_queue(again.id).await;
     assert_eq!(view["waiting"], 0, "{view}");
     assert_eq!(
         view["admit_per_tick"], 100,
@@ -72,7 +60,7 @@ async fn a_fresh_database_never_adopts_an_old_line() {
     let joined = fresh.join_queue(&fan, again.id).await;
     assert_eq!(joined["position"], 1, "{joined}");
     // The old line is untouched.
-    assert_eq!(admin_queue(&old, concert.id.get()).await["waiting"], 3);
+    assert_eq!(old.get_queue(concert.id).await["waiting"], 3);
     old.stop().await;
     fresh.stop().await;
 }

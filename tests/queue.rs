@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{ADMIN_TOKEN, TestApp, User, error_code, spawn_app, spawn_with};
+use common::{TestApp, error_code, spawn_app, spawn_with};
 use fred::prelude::*;
 use queuegate::domain::{ConcertId, UserId};
 use reqwest::StatusCode;
@@ -22,49 +22,6 @@ where
         assert!(started.elapsed() < limit, "timed out waiting for: {what}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-}
-
-async fn join(app: &TestApp, user: &User, concert: ConcertId) -> (StatusCode, Value) {
-    let r = app
-        .http
-        .post(app.url("/v1/queue"))
-        .bearer_auth(&user.token)
-        .json(&json!({ "concert_id": concert.get() }))
-        .send()
-        .await
-        .unwrap();
-    (r.status(), r.json().await.unwrap())
-}
-
-async fn status(app: &TestApp, queue_token: &str) -> reqwest::Response {
-    app.http
-        .get(app.url("/v1/queue/status"))
-        .bearer_auth(queue_token)
-        .send()
-        .await
-        .unwrap()
-}
-
-async fn put_queue(app: &TestApp, concert: ConcertId, body: Value) -> reqwest::Response {
-    app.http
-        .put(app.url(&format!("/v1/admin/concerts/{concert}/queue")))
-        .bearer_auth(ADMIN_TOKEN)
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-}
-
-async fn get_queue(app: &TestApp, concert: ConcertId) -> Value {
-    app.http
-        .get(app.url(&format!("/v1/admin/concerts/{concert}/queue")))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
 }
 
 /// (ticks_total, admitted_total) read in one command, so the pair is consistent.
@@ -86,7 +43,7 @@ async fn tick_figures(app: &TestApp, concert: ConcertId) -> (u64, u64) {
 async fn wait_admitted(app: &TestApp, queue_token: &str) -> String {
     let started = Instant::now();
     loop {
-        let v: Value = status(app, queue_token).await.json().await.unwrap();
+        let v: Value = app.queue_status(queue_token).await.json().await.unwrap();
         if v["status"] == "admitted" {
             return v["access_token"].as_str().unwrap().to_owned();
         }
@@ -117,7 +74,7 @@ async fn users_are_admitted_in_join_order_and_positions_count_from_one() {
     let users = app.create_users(12).await;
     let mut tokens = Vec::new();
     for (i, u) in users.iter().enumerate() {
-        let (code, body) = join(&app, u, concert.id).await;
+        let (code, body) = app.join(u, concert.id).await;
         assert_eq!(code, StatusCode::CREATED);
         assert_eq!(body["status"], "waiting");
         assert_eq!(body["position"], i as u64 + 1);
@@ -125,28 +82,25 @@ async fn users_are_admitted_in_join_order_and_positions_count_from_one() {
         tokens.push(body["queue_token"].as_str().unwrap().to_owned());
     }
     // Joining again: same place, 200.
-    let (code, again) = join(&app, &users[3], concert.id).await;
+    let (code, again) = app.join(&users[3], concert.id).await;
     assert_eq!(code, StatusCode::OK);
     assert_eq!(again["position"], 4);
     for (i, t) in tokens.iter().enumerate() {
-        let v: Value = status(&app, t).await.json().await.unwrap();
+        let v: Value = app.queue_status(t).await.json().await.unwrap();
         assert_eq!(v["status"], "waiting");
         assert_eq!(v["position"], i as u64 + 1);
     }
     // Admit at most 5 at once: exactly the first five get in.
-    let r = put_queue(
-        &app,
-        concert.id,
-        json!({ "admit_per_tick": 3, "max_active": 5 }),
-    )
-    .await;
+    let r = app
+        .put_queue(concert.id, json!({ "admit_per_tick": 3, "max_active": 5 }))
+        .await;
     assert_eq!(r.status(), StatusCode::OK);
     eventually(Duration::from_secs(5), "five admitted", || async {
         admitted_count(&app, concert.id).await == 5
     })
     .await;
     for (i, t) in tokens.iter().enumerate() {
-        let v: Value = status(&app, t).await.json().await.unwrap();
+        let v: Value = app.queue_status(t).await.json().await.unwrap();
         if i < 5 {
             assert_eq!(v["status"], "admitted", "user {i}");
             assert!(v["access_token"].as_str().is_some());
@@ -165,13 +119,13 @@ async fn users_are_admitted_in_join_order_and_positions_count_from_one() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
-    let r = status(&app, &tokens[0]).await;
+    let r = app.queue_status(&tokens[0]).await;
     assert_eq!(
         (r.status(), error_code(r).await.as_str()),
         (StatusCode::GONE, "QUEUE_ENTRY_GONE")
     );
     eventually(Duration::from_secs(5), "user 5 admitted", || async {
-        status(&app, &tokens[5])
+        app.queue_status(&tokens[5])
             .await
             .json::<Value>()
             .await
@@ -180,14 +134,14 @@ async fn users_are_admitted_in_join_order_and_positions_count_from_one() {
     })
     .await;
     assert_eq!(
-        status(&app, &tokens[6])
+        app.queue_status(&tokens[6])
             .await
             .json::<Value>()
             .await
             .unwrap()["position"],
         1
     );
-    let view = get_queue(&app, concert.id).await;
+    let view = app.get_queue(concert.id).await;
     assert_eq!(view["admitted"], 5);
     assert_eq!(view["waiting"], 6);
     assert_eq!(view["admitted_total"], 6);
@@ -219,14 +173,14 @@ async fn three_instances_admit_exactly_once_per_tick_and_never_above_max_active(
             .unwrap();
     }
     // A live change on one instance applies to all: every tick now admits exactly 4.
-    let r = put_queue(
-        &second,
-        concert.id,
-        json!({ "admit_per_tick": 4, "max_active": 1_000_000 }),
-    )
-    .await;
+    let r = second
+        .put_queue(
+            concert.id,
+            json!({ "admit_per_tick": 4, "max_active": 1_000_000 }),
+        )
+        .await;
     assert_eq!(r.status(), StatusCode::OK);
-    assert_eq!(get_queue(&third, concert.id).await["admit_per_tick"], 4);
+    assert_eq!(third.get_queue(concert.id).await["admit_per_tick"], 4);
     // Wait until the change has been seen by a tick, then measure over at least 15 more ticks.
     eventually(Duration::from_secs(5), "first admissions", || async {
         tick_figures(&first, concert.id).await.1 > 0
@@ -253,12 +207,12 @@ async fn three_instances_admit_exactly_once_per_tick_and_never_above_max_active(
     );
 
     // The cap: admitted never exceeds max_active, sampled while three timers race to admit.
-    let r = put_queue(
-        &third,
-        concert.id,
-        json!({ "admit_per_tick": 50, "max_active": 120 }),
-    )
-    .await;
+    let r = third
+        .put_queue(
+            concert.id,
+            json!({ "admit_per_tick": 50, "max_active": 120 }),
+        )
+        .await;
     assert_eq!(r.status(), StatusCode::OK);
     let started = Instant::now();
     let mut max_seen = 0;
@@ -268,7 +222,7 @@ async fn three_instances_admit_exactly_once_per_tick_and_never_above_max_active(
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     assert_eq!(max_seen, 120, "the cap is reached and never exceeded");
-    assert_eq!(get_queue(&first, concert.id).await["admitted"], 120);
+    assert_eq!(first.get_queue(concert.id).await["admitted"], 120);
     third.stop().await;
     second.stop().await;
     first.stop().await;
@@ -282,7 +236,7 @@ async fn a_kept_queue_token_restores_the_place_after_the_store_loses_its_data() 
     let mut tokens = Vec::new();
     for u in &users {
         tokens.push(
-            join(&app, u, concert.id).await.1["queue_token"]
+            app.join(u, concert.id).await.1["queue_token"]
                 .as_str()
                 .unwrap()
                 .to_owned(),
@@ -314,12 +268,12 @@ async fn a_kept_queue_token_restores_the_place_after_the_store_loses_its_data() 
         )
         .await
         .unwrap();
-    let r = status(&app, &tokens[1]).await;
+    let r = app.queue_status(&tokens[1]).await;
     assert_eq!(r.status(), StatusCode::GONE);
 
     // A newcomer joins first, then user 2 comes back with the kept token: original seq.
     let newcomer = app.create_user("newcomer").await;
-    join(&app, &newcomer, concert.id).await;
+    app.join(&newcomer, concert.id).await;
     let r = app
         .http
         .post(app.url("/v1/queue"))
@@ -338,7 +292,7 @@ async fn a_kept_queue_token_restores_the_place_after_the_store_loses_its_data() 
     );
     // Later arrivals still queue behind everyone restored.
     let late = app.create_user("late").await;
-    let late_token = join(&app, &late, concert.id).await.1["queue_token"]
+    let late_token = app.join(&late, concert.id).await.1["queue_token"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -388,22 +342,22 @@ async fn an_idle_user_loses_the_place_while_a_polling_user_keeps_it() {
     let concert = app.create_concert(1, 10).await;
     let idle = app.create_user("idle").await;
     let active = app.create_user("active").await;
-    let idle_token = join(&app, &idle, concert.id).await.1["queue_token"]
+    let idle_token = app.join(&idle, concert.id).await.1["queue_token"]
         .as_str()
         .unwrap()
         .to_owned();
-    let active_token = join(&app, &active, concert.id).await.1["queue_token"]
+    let active_token = app.join(&active, concert.id).await.1["queue_token"]
         .as_str()
         .unwrap()
         .to_owned();
     // The active user polls; the idle one does not. After the idle limit, the idle place is gone.
     eventually(Duration::from_secs(5), "idle user removed", || async {
-        let v: Value = status(&app, &active_token).await.json().await.unwrap();
+        let v: Value = app.queue_status(&active_token).await.json().await.unwrap();
         assert_eq!(v["status"], "waiting");
         v["position"] == 1
     })
     .await;
-    let r = status(&app, &idle_token).await;
+    let r = app.queue_status(&idle_token).await;
     assert_eq!(
         (r.status(), error_code(r).await.as_str()),
         (StatusCode::GONE, "QUEUE_ENTRY_GONE")
@@ -416,7 +370,7 @@ async fn access_ends_with_the_admission_and_payment_revokes_it() {
     let app = spawn_with(&[("QUEUE_TICK_MS", "100"), ("ACCESS_TTL_SECS", "1")]).await;
     let concert = app.create_concert(1, 100).await;
     let quick = app.create_user("quick").await;
-    let (_, joined) = join(&app, &quick, concert.id).await;
+    let (_, joined) = app.join(&quick, concert.id).await;
     let qt = joined["queue_token"].as_str().unwrap().to_owned();
     let access = wait_admitted(&app, &qt).await;
     assert_eq!(
@@ -425,7 +379,7 @@ async fn access_ends_with_the_admission_and_payment_revokes_it() {
     );
     // The admission runs out after 1 s: the place is gone and the gate refuses the token.
     eventually(Duration::from_secs(5), "admission expired", || async {
-        status(&app, &qt).await.status() == StatusCode::GONE
+        app.queue_status(&qt).await.status() == StatusCode::GONE
     })
     .await;
     let r = app.hold(&access, concert.schedules[0], 2).await;
@@ -435,11 +389,13 @@ async fn access_ends_with_the_admission_and_payment_revokes_it() {
     );
 
     // Paying ends the admission at once (long TTL this time).
-    let r = put_queue(&app, concert.id, json!({ "access_ttl_secs": 600 })).await;
+    let r = app
+        .put_queue(concert.id, json!({ "access_ttl_secs": 600 }))
+        .await;
     assert_eq!(r.status(), StatusCode::OK);
     let buyer = app.create_user("buyer").await;
     app.charge(&buyer, 1000).await;
-    let qt = join(&app, &buyer, concert.id).await.1["queue_token"]
+    let qt = app.join(&buyer, concert.id).await.1["queue_token"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -458,9 +414,9 @@ async fn access_ends_with_the_admission_and_payment_revokes_it() {
         app.hold(&access, concert.schedules[0], 4).await.status() == StatusCode::UNAUTHORIZED
     })
     .await;
-    assert_eq!(status(&app, &qt).await.status(), StatusCode::GONE);
+    assert_eq!(app.queue_status(&qt).await.status(), StatusCode::GONE);
     // A user who paid may queue again.
-    let (code, again) = join(&app, &buyer, concert.id).await;
+    let (code, again) = app.join(&buyer, concert.id).await;
     assert_eq!(code, StatusCode::CREATED);
     assert!(again["queue_token"].as_str().is_some());
     app.assert_invariants().await;
@@ -514,7 +470,7 @@ async fn event_stream_sends_positions_then_admitted_then_ends() {
     let mut tokens = Vec::new();
     for u in &users {
         tokens.push(
-            join(&app, u, concert.id).await.1["queue_token"]
+            app.join(u, concert.id).await.1["queue_token"]
                 .as_str()
                 .unwrap()
                 .to_owned(),
@@ -555,7 +511,8 @@ async fn event_stream_sends_positions_then_admitted_then_ends() {
     );
 
     // Admission opens one at a time: position 1, then admitted, then the stream ends.
-    put_queue(&app, concert.id, json!({ "admit_per_tick": 1 })).await;
+    app.put_queue(concert.id, json!({ "admit_per_tick": 1 }))
+        .await;
     let mut rest = Vec::new();
     while let Some(e) = events.recv().await {
         rest.push(e);
@@ -591,17 +548,17 @@ async fn queue_routes_refuse_bad_tokens_and_bad_input() {
     let concert = app.create_concert(1, 10).await;
     let other = app.create_concert(1, 10).await;
     let user = app.create_user("u").await;
-    let (_, joined) = join(&app, &user, concert.id).await;
+    let (_, joined) = app.join(&user, concert.id).await;
     let qt = joined["queue_token"].as_str().unwrap();
     let access = app.admit(&user, other.id).await;
 
     // Wrong kinds: a user token or an access token on status; a queue token on join.
     assert_eq!(
-        status(&app, &user.token).await.status(),
+        app.queue_status(&user.token).await.status(),
         StatusCode::UNAUTHORIZED
     );
     assert_eq!(
-        status(&app, &access).await.status(),
+        app.queue_status(&access).await.status(),
         StatusCode::UNAUTHORIZED
     );
     let r = app
@@ -676,7 +633,7 @@ async fn queue_routes_refuse_bad_tokens_and_bad_input() {
     }
 
     // Admin: bad values change nothing.
-    let before = get_queue(&app, concert.id).await;
+    let before = app.get_queue(concert.id).await;
     for bad in [
         json!({"admit_per_tick": 100_001}),
         json!({"tick_ms": 99}),
@@ -686,16 +643,16 @@ async fn queue_routes_refuse_bad_tokens_and_bad_input() {
         json!({"admit_per_tick": "5"}),
         json!({"admit_per_tick": 5, "tick_ms": 1}),
     ] {
-        let r = put_queue(&app, concert.id, bad.clone()).await;
+        let r = app.put_queue(concert.id, bad.clone()).await;
         assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY, "{bad}");
     }
-    assert_eq!(get_queue(&app, concert.id).await, before);
-    let r = put_queue(
-        &app,
-        ConcertId::new(999_999).unwrap(),
-        json!({"admit_per_tick": 1}),
-    )
-    .await;
+    assert_eq!(app.get_queue(concert.id).await, before);
+    let r = app
+        .put_queue(
+            ConcertId::new(999_999).unwrap(),
+            json!({"admit_per_tick": 1}),
+        )
+        .await;
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
     let r = app
         .http
@@ -705,12 +662,12 @@ async fn queue_routes_refuse_bad_tokens_and_bad_input() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
-    let r = put_queue(
-        &app,
-        concert.id,
-        json!({"admit_per_tick": 0, "tick_ms": 250, "max_active": 7, "access_ttl_secs": 60}),
-    )
-    .await;
+    let r = app
+        .put_queue(
+            concert.id,
+            json!({"admit_per_tick": 0, "tick_ms": 250, "max_active": 7, "access_ttl_secs": 60}),
+        )
+        .await;
     let v: Value = r.json().await.unwrap();
     assert_eq!(
         (
@@ -755,7 +712,7 @@ async fn concurrent_joins_and_polls_share_script_calls_with_exact_answers() {
     };
 
     let before = evalsha_calls().await;
-    let joined = futures::future::join_all(users.iter().map(|u| join(&app, u, concert.id))).await;
+    let joined = futures::future::join_all(users.iter().map(|u| app.join(u, concert.id))).await;
     let join_calls = evalsha_calls().await - before;
     let mut positions: Vec<u64> = joined
         .iter()
@@ -781,7 +738,7 @@ async fn concurrent_joins_and_polls_share_script_calls_with_exact_answers() {
         .collect();
     let before = evalsha_calls().await;
     let polled = futures::future::join_all(tokens.iter().map(|t| async {
-        status(&app, t).await.json::<Value>().await.unwrap()["position"]
+        app.queue_status(t).await.json::<Value>().await.unwrap()["position"]
             .as_u64()
             .unwrap()
     }))

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{ADMIN_TOKEN, TestApp, User, spawn_with};
+use common::{ADMIN_TOKEN, TestApp, spawn_with};
 use queuegate::domain::{ConcertId, UserId};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -35,40 +35,6 @@ async fn create_sale(app: &TestApp, starts_in_secs: f64) -> (ConcertId, u64) {
     )
 }
 
-async fn admin_get(app: &TestApp, concert: ConcertId) -> Value {
-    app.http
-        .get(app.url(&format!("/v1/admin/concerts/{concert}/queue")))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
-async fn admin_put(app: &TestApp, concert: ConcertId, body: Value) -> reqwest::Response {
-    app.http
-        .put(app.url(&format!("/v1/admin/concerts/{concert}/queue")))
-        .bearer_auth(ADMIN_TOKEN)
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-}
-
-async fn join(app: &TestApp, user: &User, concert: ConcertId) -> (StatusCode, Value) {
-    let r = app
-        .http
-        .post(app.url("/v1/queue"))
-        .bearer_auth(&user.token)
-        .json(&json!({ "concert_id": concert.get() }))
-        .send()
-        .await
-        .unwrap();
-    (r.status(), r.json().await.unwrap())
-}
-
 async fn status(app: &TestApp, token: &str) -> Value {
     app.http
         .get(app.url("/v1/queue/status"))
@@ -84,7 +50,7 @@ async fn status(app: &TestApp, token: &str) -> Value {
 /// Waits (bounded) until the sale has opened, as the admin API sees it.
 async fn until_drawn(app: &TestApp, concert: ConcertId, limit: Duration) {
     let started = Instant::now();
-    while admin_get(app, concert).await["draws"] != 1 {
+    while app.get_queue(concert).await["draws"] != 1 {
         assert!(started.elapsed() < limit, "the sale never opened");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -131,39 +97,47 @@ async fn bad_sale_starts_are_refused_and_change_nothing() {
     // A sale that has not started may move; once it has, it may not.
     let (concert, _) = create_sale(&app, 60.0).await;
     let later = rfc3339_in(120.0);
-    let r = admin_put(&app, concert, json!({ "sale_starts_at": later })).await;
+    let r = app
+        .put_queue(concert, json!({ "sale_starts_at": later }))
+        .await;
     assert_eq!(r.status(), StatusCode::OK);
-    let r = admin_put(&app, concert, json!({ "sale_starts_at": "soon" })).await;
+    let r = app
+        .put_queue(concert, json!({ "sale_starts_at": "soon" }))
+        .await;
     assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
-    let v = admin_get(&app, concert).await;
+    let v = app.get_queue(concert).await;
     assert_eq!(
         v["sale_starts_at"].as_str().map(|s| &s[..19]),
         Some(&later[..19])
     );
     // null opens the sale now (the start becomes this moment)…
-    let r = admin_put(&app, concert, json!({ "sale_starts_at": null })).await;
+    let r = app
+        .put_queue(concert, json!({ "sale_starts_at": null }))
+        .await;
     assert_eq!(r.status(), StatusCode::OK);
-    let opened = admin_get(&app, concert).await["sale_starts_at"].clone();
+    let opened = app.get_queue(concert).await["sale_starts_at"].clone();
     let at = chrono::DateTime::parse_from_rfc3339(opened.as_str().unwrap()).unwrap();
     assert!(at <= chrono::Utc::now(), "{opened}");
     // …and then it has started: 409, nothing changes.
-    let r = admin_put(
-        &app,
-        concert,
-        json!({ "sale_starts_at": rfc3339_in(60.0), "tick_ms": 500 }),
-    )
-    .await;
+    let r = app
+        .put_queue(
+            concert,
+            json!({ "sale_starts_at": rfc3339_in(60.0), "tick_ms": 500 }),
+        )
+        .await;
     assert_eq!(r.status(), StatusCode::CONFLICT);
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["error"]["code"], "SALE_STARTED");
-    let v = admin_get(&app, concert).await;
+    let v = app.get_queue(concert).await;
     assert_eq!(
         (v["sale_starts_at"].clone(), v["tick_ms"].clone()),
         (opened, json!(1000))
     );
     // A concert created without a start is open from creation.
     let open = app.create_concert(1, 10).await;
-    let r = admin_put(&app, open.id, json!({ "sale_starts_at": rfc3339_in(60.0) })).await;
+    let r = app
+        .put_queue(open.id, json!({ "sale_starts_at": rfc3339_in(60.0) }))
+        .await;
     assert_eq!(r.status(), StatusCode::CONFLICT);
     app.stop().await;
 }
@@ -182,7 +156,7 @@ async fn the_pre_queue_goes_first_and_nobody_books_before_the_start() {
     let early = app.create_users(30).await;
     let mut early_tokens = Vec::new();
     for u in &early {
-        let (s, v) = join(&app, u, concert).await;
+        let (s, v) = app.join(u, concert).await;
         assert_eq!(s, StatusCode::CREATED);
         assert_eq!(v["status"], "pre_queue", "{v}");
         assert_eq!(
@@ -193,7 +167,7 @@ async fn the_pre_queue_goes_first_and_nobody_books_before_the_start() {
         early_tokens.push(v["queue_token"].as_str().unwrap().to_owned());
     }
     // Joining again changes nothing.
-    let (s, again) = join(&app, &early[0], concert).await;
+    let (s, again) = app.join(&early[0], concert).await;
     assert_eq!(s, StatusCode::OK);
     let seq = |t: &str| app.app.tokens.verify_queue(t).unwrap().seq;
     assert_eq!(
@@ -202,7 +176,7 @@ async fn the_pre_queue_goes_first_and_nobody_books_before_the_start() {
     );
     let v = status(&app, &early_tokens[3]).await;
     assert_eq!(v["status"], "pre_queue", "{v}");
-    assert_eq!(admin_get(&app, concert).await["pre_queue"], 30);
+    assert_eq!(app.get_queue(concert).await["pre_queue"], 30);
     // Longer than the idle limit, without a poll: pre-queue places are never idle.
     tokio::time::sleep(Duration::from_millis(1500)).await;
 
@@ -210,7 +184,7 @@ async fn the_pre_queue_goes_first_and_nobody_books_before_the_start() {
     let late = app.create_users(10).await;
     let mut late_tokens = Vec::new();
     for u in &late {
-        let (s, v) = join(&app, u, concert).await;
+        let (s, v) = app.join(u, concert).await;
         assert_eq!(s, StatusCode::CREATED);
         assert_eq!(v["status"], "waiting");
         late_tokens.push(v["queue_token"].as_str().unwrap().to_owned());
@@ -243,7 +217,7 @@ async fn the_pre_queue_goes_first_and_nobody_books_before_the_start() {
         first_late >= last_early,
         "someone who joined after the start got in before a pre-queue fan"
     );
-    let v = admin_get(&app, concert).await;
+    let v = app.get_queue(concert).await;
     assert_eq!(v["draws"], 1);
     assert!(
         v["wait_p50_secs"].is_number() && v["wait_p90_secs"].is_number(),
@@ -278,7 +252,7 @@ async fn three_instances_draw_once_and_streams_follow_the_opening() {
     for (i, u) in fans.iter().enumerate() {
         let app = [&first, &second, &third][i % 3];
         tokens.push(
-            join(app, u, concert).await.1["queue_token"]
+            app.join(u, concert).await.1["queue_token"]
                 .as_str()
                 .unwrap()
                 .to_owned(),
@@ -308,7 +282,7 @@ async fn three_instances_draw_once_and_streams_follow_the_opening() {
         .expect("a pre_queue event first");
     assert!(pre < seen.find("event: position").unwrap(), "{seen}");
     for app in [&first, &second, &third] {
-        assert_eq!(admin_get(app, concert).await["draws"], 1);
+        assert_eq!(app.get_queue(concert).await["draws"], 1);
     }
     // Everyone sees the same drawn order from every instance.
     let positions = |app: &TestApp| {
@@ -375,7 +349,9 @@ async fn the_draw_is_independent_of_join_order() {
             seqs.push(q.seq);
         }
         // …then the sale opens now.
-        let r = admin_put(&app, concert, json!({ "sale_starts_at": null })).await;
+        let r = app
+            .put_queue(concert, json!({ "sale_starts_at": null }))
+            .await;
         assert_eq!(r.status(), StatusCode::OK);
         until_drawn(&app, concert, Duration::from_secs(10)).await;
         // The drawn position of each fan: the rank of its arrival number.

@@ -2,7 +2,8 @@
 //!
 //! - `service`: what the API calls — join, status, streams, leave, the admission check;
 //! - `view`: a place as its holder sees it (position, ETA, or the access token);
-//! - `store`: every read and write of queue state, one script call each (`scripts`, `keys`,
+//! - `store` and `admission`: every read and write of queue state, one script call each —
+//!   places in `store`, ticks, figures and settings in `admission` (`scripts`, `keys` and
 //!   `model` hold the scripts, the key layout and the reply types);
 //! - `ticker`: the admission timer every instance runs (the script makes each tick happen once);
 //! - `batch` and `marks`: what keeps a poll cheap in Redis — concurrent polls (and joins) of a
@@ -10,6 +11,7 @@
 //! - `hub` and `pump`: Server-Sent Event streams, refreshed in one call per concert;
 //! - `eta`: estimated waits and polling intervals.
 
+pub mod admission;
 pub mod batch;
 pub mod eta;
 pub mod hub;

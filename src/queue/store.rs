@@ -2,37 +2,30 @@
 //!
 //! The store knows keys, scripts and reply shapes; it knows nothing of tokens, ETAs or HTTP.
 
-use super::keys::{ConcertKeys, concerts_key};
-use super::model::{
-    Access, Ended, Figures, JoinItem, JoinKind, Joined, Pace, Place, SettingsPatch, TickReport,
-    Waits,
-};
+use super::keys::ConcertKeys;
+use super::model::{Access, Ended, JoinItem, JoinKind, Joined, Pace, Place};
 use super::scripts::Scripts;
-use crate::config::QueueDefaults;
 use crate::domain::{LineId, UserId};
-use crate::redis::{int, request_options, value_f64, value_str, value_u64};
+use crate::redis::{int, request_options, value_str, value_u64};
 use crate::store_error::StoreError;
 use fred::prelude::*;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// How long a used stream ticket is remembered: well past its own expiry.
 const TICKET_MEMORY_SECS: i64 = 120;
 
-/// How often an instance re-adds a concert it serves to the timer's set.
-const REREGISTER: Duration = Duration::from_secs(1);
-
 pub struct QueueStore {
     pool: Pool,
-    prefix: String,
-    scripts: Scripts,
+    pub(super) prefix: String,
+    pub(super) scripts: Scripts,
     /// Concerts this instance already added to the timer's set (saves a round trip per join).
-    registered: Mutex<HashMap<LineId, Instant>>,
+    pub(super) registered: Mutex<HashMap<LineId, Instant>>,
     /// Each line's key names (immutable; see `keys`).
     key_names: RwLock<HashMap<LineId, Arc<ConcertKeys>>>,
     /// Each concert's pace as of this instance's last tick call, for ETAs without a round trip.
-    paces: RwLock<HashMap<LineId, Pace>>,
+    pub(super) paces: RwLock<HashMap<LineId, Pace>>,
 }
 
 /// Pre-queue places are numbered by a random draw below 2^50 (see `lua/join.lua`), taken
@@ -43,16 +36,7 @@ fn pre_queue_draw() -> u64 {
     (n & ((1 << 50) - 1)).max(1)
 }
 
-/// Wait buckets read from a reply, `at(i)` being bucket i.
-fn waits_from(at: impl Fn(usize) -> u64) -> Waits {
-    let mut w = Waits::default();
-    for (i, c) in w.counts.iter_mut().enumerate() {
-        *c = at(i);
-    }
-    w
-}
-
-fn keys<const N: usize>(k: [&String; N]) -> Vec<Key> {
+pub(super) fn keys<const N: usize>(k: [&String; N]) -> Vec<Key> {
     k.into_iter().map(|s| Key::from(s.as_str())).collect()
 }
 
@@ -89,7 +73,7 @@ impl QueueStore {
         k
     }
 
-    fn client(&self) -> &Client {
+    pub(super) fn client(&self) -> &Client {
         self.pool.next_connected()
     }
 
@@ -338,179 +322,5 @@ impl QueueStore {
             )
             .await?;
         Ok(set.is_some())
-    }
-
-    /// The concert's pace as last seen by this instance's timer (default before its first tick).
-    pub fn pace(&self, line: LineId) -> Pace {
-        self.paces
-            .read()
-            .ok()
-            .and_then(|p| p.get(&line).copied())
-            .unwrap_or_default()
-    }
-
-    /// One admission tick for a concert (a no-op unless this tick period is still unclaimed).
-    pub async fn tick(&self, line: LineId, d: &QueueDefaults) -> Result<TickReport, StoreError> {
-        let k = self.keys(line);
-        let r: Vec<i64> = self
-            .scripts
-            .tick
-            .run(
-                self.client(),
-                keys([
-                    &k.waiting,
-                    &k.seen,
-                    &k.admitted,
-                    &k.adm_seq,
-                    &k.stats,
-                    &k.settings,
-                    &k.ended,
-                    &k.seq,
-                    &k.clock,
-                    &k.waits,
-                ]),
-                vec![
-                    int(d.admit_per_tick),
-                    int(d.tick_ms),
-                    int(d.max_active),
-                    int(d.access_ttl_secs),
-                    int(d.idle_secs),
-                ],
-            )
-            .await?;
-        let at = |i: usize| r.get(i).copied().unwrap_or(0).max(0) as u64;
-        let report = TickReport {
-            ran: at(0) == 1,
-            admitted_now: at(1),
-            expired_now: at(2),
-            idle_now: at(3),
-            waiting: at(4),
-            admitted: at(5),
-            admitted_total: at(6),
-            next_due_ms: at(7),
-            tick_ms: at(8),
-            max_active: at(9),
-            rate: r
-                .get(10)
-                .map(|milli| *milli as f64 / 1000.0)
-                .filter(|r| *r >= 0.0),
-            admit_per_tick: at(11),
-            sale_start_ms: at(12),
-            before_start: r.get(13).copied() == Some(-2),
-            drawn_now: r.get(13).and_then(|d| u64::try_from(*d).ok()),
-            waits: waits_from(|i| at(14 + i)),
-        };
-        if let Ok(mut paces) = self.paces.write() {
-            paces.insert(
-                line,
-                Pace {
-                    measured_rate: report.rate,
-                    admit_per_tick: Some(report.admit_per_tick),
-                    tick_ms: Some(report.tick_ms),
-                },
-            );
-        }
-        Ok(report)
-    }
-
-    /// Live figures and the concert's overrides.
-    pub async fn figures(&self, line: LineId) -> Result<Figures, StoreError> {
-        let k = self.keys(line);
-        let r: Vec<Value> = self
-            .scripts
-            .figures
-            .run(
-                self.client(),
-                keys([&k.waiting, &k.admitted, &k.stats, &k.settings, &k.waits]),
-                Vec::new(),
-            )
-            .await?;
-        let opt = |i: usize| r.get(i).and_then(value_u64);
-        let sale_start_ms = opt(8).unwrap_or(0);
-        Ok(Figures {
-            waiting: opt(0).unwrap_or(0),
-            admitted: opt(1).unwrap_or(0),
-            admitted_total: opt(2).unwrap_or(0),
-            settings: SettingsPatch {
-                admit_per_tick: opt(3),
-                tick_ms: opt(4),
-                max_active: opt(5),
-                access_ttl_secs: opt(6),
-                sale_start_ms: Some((sale_start_ms > 0).then_some(sale_start_ms)),
-            },
-            rate: r.get(7).map(value_f64).unwrap_or(0.0),
-            sale_start_ms,
-            pre_queue: opt(9).unwrap_or(0),
-            draws_total: opt(10).unwrap_or(0),
-            waits: waits_from(|i| opt(11 + i).unwrap_or(0)),
-        })
-    }
-
-    /// Stores overrides (all fields at once: one HSET, so a change is never half applied).
-    pub async fn put_settings(
-        &self,
-        line: LineId,
-        patch: &SettingsPatch,
-    ) -> Result<(), StoreError> {
-        let k = self.keys(line);
-        let fields: Vec<(&str, Value)> = [
-            ("admit_per_tick", patch.admit_per_tick),
-            ("tick_ms", patch.tick_ms),
-            ("max_active", patch.max_active),
-            ("access_ttl_secs", patch.access_ttl_secs),
-            // Opening a sale now stores 0: "no start" to every script.
-            ("sale_start_ms", patch.sale_start_ms.map(|s| s.unwrap_or(0))),
-        ]
-        .into_iter()
-        .filter_map(|(name, value)| value.map(|v| (name, int(v))))
-        .collect();
-        if fields.is_empty() {
-            return Ok(());
-        }
-        self.client()
-            .with_options(&request_options())
-            .hset::<i64, _, _>(&k.settings, fields)
-            .await?;
-        Ok(())
-    }
-
-    /// The lines the admission timer should tick.
-    pub async fn lines(&self) -> Result<Vec<LineId>, StoreError> {
-        let members: Vec<String> = self
-            .client()
-            .with_options(&request_options())
-            .smembers(concerts_key(&self.prefix))
-            .await?;
-        Ok(members
-            .iter()
-            .filter_map(|m| LineId::from_member(m))
-            .collect())
-    }
-
-    /// Makes the admission timer aware of a line. Repeated at most every
-    /// `REREGISTER` per concert and instance: cheap on the join path, and after the store lost
-    /// its data the concert is back on the timer's list within that time.
-    pub async fn register_line(&self, line: LineId) -> Result<(), StoreError> {
-        let now = Instant::now();
-        if self.registered.lock().is_ok_and(|r| {
-            r.get(&line)
-                .is_some_and(|t| now.duration_since(*t) < REREGISTER)
-        }) {
-            return Ok(());
-        }
-        self.add_to_timer(line).await?;
-        if let Ok(mut r) = self.registered.lock() {
-            r.insert(line, now);
-        }
-        Ok(())
-    }
-
-    /// SADD the line to the timer's set, unconditionally.
-    pub async fn add_to_timer(&self, line: LineId) -> Result<(), StoreError> {
-        self.client()
-            .with_options(&request_options())
-            .sadd::<i64, _, _>(concerts_key(&self.prefix), line.member())
-            .await?;
-        Ok(())
     }
 }

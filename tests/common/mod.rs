@@ -358,6 +358,53 @@ impl TestApp {
         r.json().await.unwrap()
     }
 
+    /// Joins the concert's queue over HTTP; the status and the body, whatever they are.
+    pub async fn join(&self, user: &User, concert: ConcertId) -> (StatusCode, Value) {
+        let r = self
+            .http
+            .post(self.url("/v1/queue"))
+            .bearer_auth(&user.token)
+            .json(&json!({ "concert_id": concert.get() }))
+            .send()
+            .await
+            .unwrap();
+        (r.status(), r.json().await.unwrap())
+    }
+
+    /// `GET /v1/queue/status` with a queue token.
+    pub async fn queue_status(&self, queue_token: &str) -> reqwest::Response {
+        self.http
+            .get(self.url("/v1/queue/status"))
+            .bearer_auth(queue_token)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// `PUT /v1/admin/concerts/{concert}/queue`.
+    pub async fn put_queue(&self, concert: ConcertId, body: Value) -> reqwest::Response {
+        self.http
+            .put(self.url(&format!("/v1/admin/concerts/{concert}/queue")))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// `GET /v1/admin/concerts/{concert}/queue`: the live figures and settings.
+    pub async fn get_queue(&self, concert: ConcertId) -> Value {
+        let r = self
+            .http
+            .get(self.url(&format!("/v1/admin/concerts/{concert}/queue")))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        r.json().await.unwrap()
+    }
+
     /// The `/metrics` text.
     pub async fn metrics_text(&self) -> String {
         let r = self.http.get(self.url("/metrics")).send().await.unwrap();
