@@ -4,6 +4,7 @@
 //! the only exception is `JWT_SECRET` in production mode, because a guessable signing key would
 //! let anyone mint access tokens. A bad value stops the program with one line naming the variable.
 
+use crate::domain::ConcertId;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -79,6 +80,51 @@ pub struct QueueDefaults {
     pub idle_secs: u64,
 }
 
+/// The first path segments queuegate serves itself (`api::routes`; a test there keeps the two in
+/// step), plus the root `/`. Gateway mode never forwards a path under one of them, whatever
+/// `UPSTREAM_PATHS` says, so the waiting room, its API and its pages cannot be shadowed by the
+/// origin — nor the origin reached through a path that looks like ours.
+pub const OWN_PATH_SEGMENTS: &[&str] = &[
+    "v1",
+    "healthz",
+    "readyz",
+    "metrics",
+    "openapi.json",
+    "docs",
+    "concerts",
+    "assets",
+];
+
+/// True for `/` and every path whose first segment is one of queuegate's own (or empty, as in
+/// `//host/…`).
+pub fn is_own_path(path: &str) -> bool {
+    let first = path
+        .strip_prefix('/')
+        .unwrap_or(path)
+        .split('/')
+        .next()
+        .unwrap_or("");
+    first.is_empty() || OWN_PATH_SEGMENTS.contains(&first)
+}
+
+/// Gateway mode (`UPSTREAM_URL` set): the origin behind the line and the paths the line guards.
+#[derive(Clone, Debug)]
+pub struct UpstreamSettings {
+    /// `http://host[:port]` of the origin, without a trailing slash (plain HTTP only).
+    pub base: String,
+    /// Protected path prefixes, matched segment-wise: `/shop` guards `/shop` and `/shop/…`, not
+    /// `/shopping`; `/` guards every path that is not queuegate's own.
+    pub paths: Vec<String>,
+    /// The line that guards them: only a live admission to this concert passes.
+    pub concert_id: ConcertId,
+    /// Time to open a TCP connection to the origin.
+    pub connect_timeout: Duration,
+    /// Time from sending a request until the origin's response head arrives (connect included).
+    pub first_byte_timeout: Duration,
+    /// Key of the HMAC-SHA256 identity header the origin checks; unset = no identity header.
+    pub identity_key: Option<Secret>,
+}
+
 #[derive(Clone, Debug)]
 pub struct Settings {
     pub listen_addr: SocketAddr,
@@ -111,6 +157,8 @@ pub struct Settings {
     pub rate_limits: RateLimits,
     /// Slow clients get this long to send their request headers.
     pub header_read_timeout: Duration,
+    /// Gateway mode; `None` when `UPSTREAM_URL` is unset.
+    pub upstream: Option<UpstreamSettings>,
 }
 
 impl Settings {
@@ -247,8 +295,135 @@ impl Settings {
                 1,
                 300,
             )?),
+            upstream: upstream(&env)?,
         })
     }
+}
+
+/// Reads the `UPSTREAM_*` variables; all but `UPSTREAM_URL` are ignored while it is unset.
+fn upstream(env: &Env<'_>) -> Result<Option<UpstreamSettings>, ConfigError> {
+    let Some(url) = env.raw("UPSTREAM_URL") else {
+        return Ok(None);
+    };
+    let base =
+        upstream_base(&url).map_err(|reason| env.error("UPSTREAM_URL", url.clone(), reason))?;
+    let paths_raw = env.string("UPSTREAM_PATHS", "/");
+    let paths = upstream_paths(&paths_raw)
+        .map_err(|reason| env.error("UPSTREAM_PATHS", paths_raw.clone(), &reason))?;
+    let concert_id = match env.raw("UPSTREAM_CONCERT_ID") {
+        None => {
+            return Err(env.error(
+                "UPSTREAM_CONCERT_ID",
+                String::new(),
+                "required when UPSTREAM_URL is set (the concert whose line guards UPSTREAM_PATHS)",
+            ));
+        }
+        Some(raw) => ConcertId::from_path(&raw).ok_or_else(|| {
+            env.error(
+                "UPSTREAM_CONCERT_ID",
+                raw,
+                "expected a concert id (a positive integer)",
+            )
+        })?,
+    };
+    let identity_key = match env.raw("UPSTREAM_IDENTITY_KEY") {
+        Some(k) if k.len() >= 32 => Some(Secret(k)),
+        Some(k) => {
+            return Err(env.error(
+                "UPSTREAM_IDENTITY_KEY",
+                "<hidden>".into(),
+                &format!("must be at least 32 bytes (got {})", k.len()),
+            ));
+        }
+        None => None,
+    };
+    Ok(Some(UpstreamSettings {
+        base,
+        paths,
+        concert_id,
+        connect_timeout: Duration::from_millis(env.int(
+            "UPSTREAM_CONNECT_TIMEOUT_MS",
+            2000,
+            1,
+            60_000,
+        )?),
+        first_byte_timeout: Duration::from_millis(env.int(
+            "UPSTREAM_FIRST_BYTE_TIMEOUT_MS",
+            30_000,
+            1,
+            600_000,
+        )?),
+        identity_key,
+    }))
+}
+
+/// `http://host[:port][/]` → `http://host[:port]`. TLS to the origin is not spoken: queuegate
+/// sits next to the origin on a private network, and TLS is ended in front of queuegate.
+fn upstream_base(url: &str) -> Result<String, &'static str> {
+    let lower = url.to_ascii_lowercase();
+    if lower.starts_with("https://") {
+        return Err(
+            "https upstreams are not supported: reach the origin over plain http:// on a private network (TLS ends in front of queuegate)",
+        );
+    }
+    if !lower.starts_with("http://") {
+        return Err("expected http://host:port");
+    }
+    let uri: hyper::Uri = url.parse().map_err(|_| "expected http://host:port")?;
+    let authority = uri.authority().ok_or("expected http://host:port")?;
+    if authority.as_str().contains('@') {
+        return Err("credentials in the URL are not supported");
+    }
+    if authority.host().is_empty() {
+        return Err("expected http://host:port");
+    }
+    if uri.path() != "/" || uri.query().is_some() || url.ends_with('?') {
+        return Err(
+            "expected http://host:port with no path or query (paths are forwarded as they are)",
+        );
+    }
+    Ok(format!("http://{}", authority.as_str()))
+}
+
+/// Comma-separated absolute path prefixes, each of plain segments (no `.`/`..`, no empty
+/// segment, no `%`, `?`, `#`, backslash, space or control character), none inside queuegate's
+/// own paths (`/v1`, `/concerts`, …). A trailing `/` is dropped; `/` alone means "everything
+/// that is not queuegate's own".
+fn upstream_paths(raw: &str) -> Result<Vec<String>, String> {
+    let mut out: Vec<String> = Vec::new();
+    for p in raw.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        if !p.starts_with('/') {
+            return Err(format!("`{p}` must start with /"));
+        }
+        if p.bytes().any(|b| {
+            b.is_ascii_control() || matches!(b, b' ' | b'%' | b'?' | b'#' | b'\\') || !b.is_ascii()
+        }) {
+            return Err(format!("`{p}` may hold only plain path characters"));
+        }
+        let trimmed = if p == "/" { p } else { p.trim_end_matches('/') };
+        if trimmed != "/" {
+            let segments: Vec<&str> = trimmed[1..].split('/').collect();
+            if segments
+                .iter()
+                .any(|s| s.is_empty() || *s == "." || *s == "..")
+            {
+                return Err(format!("`{p}` has an empty, `.` or `..` segment"));
+            }
+            if OWN_PATH_SEGMENTS.contains(&segments[0]) {
+                return Err(format!(
+                    "`{p}` is inside queuegate's own paths (/{}), which are never forwarded",
+                    segments[0]
+                ));
+            }
+        }
+        if !out.iter().any(|q| q == trimmed) {
+            out.push(trimmed.to_owned());
+        }
+    }
+    if out.is_empty() {
+        return Err("expected comma-separated path prefixes such as /shop".into());
+    }
+    Ok(out)
 }
 
 struct Env<'a> {
@@ -417,6 +592,143 @@ mod tests {
         ])
         .unwrap();
         assert!(!s.jwt_secret_is_default);
+    }
+
+    const GATEWAY: &[(&str, &str)] = &[
+        ("UPSTREAM_URL", "http://127.0.0.1:8081"),
+        ("UPSTREAM_CONCERT_ID", "7"),
+    ];
+
+    fn gateway(extra: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        let mut pairs = GATEWAY.to_vec();
+        pairs.extend_from_slice(extra);
+        settings(&pairs)
+    }
+
+    #[test]
+    fn gateway_mode_is_off_by_default_and_reads_its_settings() {
+        assert!(settings(&[]).unwrap().upstream.is_none());
+        // Without UPSTREAM_URL the other UPSTREAM_* variables change nothing.
+        assert!(
+            settings(&[("UPSTREAM_PATHS", "/shop")])
+                .unwrap()
+                .upstream
+                .is_none()
+        );
+        let u = gateway(&[]).unwrap().upstream.unwrap();
+        assert_eq!(u.base, "http://127.0.0.1:8081");
+        assert_eq!(u.paths, vec!["/".to_string()]);
+        assert_eq!(u.concert_id.get(), 7);
+        assert_eq!(u.connect_timeout, Duration::from_millis(2000));
+        assert_eq!(u.first_byte_timeout, Duration::from_millis(30_000));
+        assert!(u.identity_key.is_none());
+        let u = gateway(&[
+            ("UPSTREAM_URL", "http://origin.internal/"),
+            ("UPSTREAM_PATHS", "/shop/, /tickets ,/shop"),
+            ("UPSTREAM_CONNECT_TIMEOUT_MS", "150"),
+            ("UPSTREAM_FIRST_BYTE_TIMEOUT_MS", "900"),
+            (
+                "UPSTREAM_IDENTITY_KEY",
+                "origin-shared-key-0123456789abcdef",
+            ),
+        ])
+        .unwrap()
+        .upstream
+        .unwrap();
+        assert_eq!(u.base, "http://origin.internal");
+        assert_eq!(u.paths, vec!["/shop".to_string(), "/tickets".to_string()]);
+        assert_eq!(u.connect_timeout, Duration::from_millis(150));
+        assert_eq!(u.first_byte_timeout, Duration::from_millis(900));
+        assert!(!format!("{u:?}").contains("origin-shared-key"));
+    }
+
+    #[test]
+    fn bad_gateway_values_name_the_variable() {
+        let e = gateway(&[("UPSTREAM_URL", "https://shop.example")]).unwrap_err();
+        assert_eq!(e.var, "UPSTREAM_URL");
+        assert!(
+            e.to_string().contains("https upstreams are not supported"),
+            "{e}"
+        );
+        for url in [
+            "shop.example:80",
+            "ftp://shop.example",
+            "http://",
+            "http://user:pw@shop.example",
+            "http://shop.example/base",
+            "http://shop.example/?x=1",
+        ] {
+            assert_eq!(
+                gateway(&[("UPSTREAM_URL", url)]).unwrap_err().var,
+                "UPSTREAM_URL",
+                "{url}"
+            );
+        }
+        let e = settings(&[("UPSTREAM_URL", "http://127.0.0.1:8081")]).unwrap_err();
+        assert_eq!(e.var, "UPSTREAM_CONCERT_ID");
+        for id in ["0", "abc", "-3", "1.5"] {
+            assert_eq!(
+                gateway(&[("UPSTREAM_CONCERT_ID", id)]).unwrap_err().var,
+                "UPSTREAM_CONCERT_ID"
+            );
+        }
+        for paths in [
+            "shop",
+            "/v1",
+            "/concerts/3",
+            "/assets",
+            "/docs/x",
+            "/shop/../v1",
+            "//shop",
+            "/shop//x",
+            "/sh op",
+            "/shop?x",
+            "/%2e%2e",
+            "/shop\\x",
+            " , ",
+        ] {
+            assert_eq!(
+                gateway(&[("UPSTREAM_PATHS", paths)]).unwrap_err().var,
+                "UPSTREAM_PATHS",
+                "{paths}"
+            );
+        }
+        assert_eq!(
+            gateway(&[("UPSTREAM_CONNECT_TIMEOUT_MS", "0")])
+                .unwrap_err()
+                .var,
+            "UPSTREAM_CONNECT_TIMEOUT_MS"
+        );
+        assert_eq!(
+            gateway(&[("UPSTREAM_FIRST_BYTE_TIMEOUT_MS", "soon")])
+                .unwrap_err()
+                .var,
+            "UPSTREAM_FIRST_BYTE_TIMEOUT_MS"
+        );
+        let e = gateway(&[("UPSTREAM_IDENTITY_KEY", "short-key")]).unwrap_err();
+        assert_eq!(e.var, "UPSTREAM_IDENTITY_KEY");
+        assert!(!e.to_string().contains("short-key"));
+    }
+
+    #[test]
+    fn own_paths_are_recognised() {
+        // `//…` counts as our own too: such a path is never forwarded (and never becomes a
+        // return path that a browser would read as another host).
+        for p in [
+            "/",
+            "",
+            "/v1",
+            "/v1/queue",
+            "/concerts/1",
+            "/assets/app.js",
+            "/metrics",
+            "//evil.example/shop",
+        ] {
+            assert!(is_own_path(p), "{p}");
+        }
+        for p in ["/shop", "/shop/v1", "/v1x", "/concertsx/1"] {
+            assert!(!is_own_path(p), "{p}");
+        }
     }
 
     #[test]

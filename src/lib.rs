@@ -21,6 +21,7 @@ pub mod cli;
 pub mod config;
 pub mod db;
 pub mod domain;
+pub mod gateway;
 pub mod health;
 pub mod http;
 pub mod idempotency;
