@@ -122,6 +122,18 @@ fn describe() {
         "queuegate_sse_events_total",
         "Events pushed to streams, by kind"
     );
+    describe_counter!(
+        "queuegate_gateway_requests_total",
+        "Gateway mode: requests for protected paths by decision (forwarded, redirected to the line, refused as not admitted, bad_path)"
+    );
+    describe_counter!(
+        "queuegate_upstream_requests_total",
+        "Gateway mode: forwarded requests by the origin's status code, or timeout / unreachable / bad_answer / client_aborted"
+    );
+    describe_histogram!(
+        "queuegate_upstream_duration_seconds",
+        "Gateway mode: time from forwarding a request until the origin's response head (or the failure)"
+    );
     // Counters that may stay at zero for a long time are published from the start, so
     // dashboards and alerts see 0 rather than "no data".
     metrics::counter!("queuegate_lock_fallback_total").increment(0);
