@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo run --release --bin queuegate-load -- <scenario> [options]
-//! scenarios: baseline poll join rush-one rush-many flow sse scale
+//! scenarios: baseline poll join rush-one rush-many flow sse scale proxy
 //! ```
 //! See `--help` and BENCHMARKS.md (`scripts/bench.sh` runs them all against a fresh gateway).
 
@@ -28,6 +28,8 @@ Scenarios:
   flow        the whole journey: join, admitted, dates, seats, hold, charge, pay
   sse         open event streams; reports the gateway's RSS and CPU
   scale       status latency with 1,000 vs --users waiting; Redis bytes per waiting user
+  proxy       gateway mode: a static page straight from --origin vs through the gateway
+              (--addr, running with UPSTREAM_CONCERT_ID=--concert), admitted visitors
 
 Options (environment fallback in brackets):
   --addr HOST:PORT        gateway address [QG_ADDR, 127.0.0.1:8080]
@@ -39,7 +41,10 @@ Options (environment fallback in brackets):
   --jwt-secret S          [JWT_SECRET] mints user tokens for queue-only scenarios
   --database-url URL      [DATABASE_URL] for database verdicts
   --redis-url URL         [REDIS_URL] for memory figures (scale)
-  --gateway-pid PID       for RSS/CPU figures (sse)";
+  --gateway-pid PID       for RSS/CPU figures (sse)
+  --origin HOST:PORT      the origin, reached directly (proxy) [QG_ORIGIN]
+  --concert ID            the gateway's UPSTREAM_CONCERT_ID (proxy) [QG_CONCERT]
+  --path PATH             the page fetched (proxy; default /shop/index.html)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -88,6 +93,7 @@ async fn run(name: &str, o: &options::Options) -> Result<bool, client::Error> {
         "flow" => flow::flow(o).await,
         "sse" => sse::sse(o).await,
         "scale" => scale::scale(o).await,
+        "proxy" => proxy::proxy(o).await,
         other => Err(format!("unknown scenario {other} (see --help)").into()),
     }
 }

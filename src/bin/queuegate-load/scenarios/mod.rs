@@ -2,6 +2,7 @@
 //! measures one phase, and ends with a verdict from the API or the database.
 
 pub mod flow;
+pub mod proxy;
 pub mod rush;
 pub mod scale;
 pub mod sse;
