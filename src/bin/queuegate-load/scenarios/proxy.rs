@@ -40,10 +40,11 @@ pub async fn proxy(o: &Options) -> Result<bool, Error> {
         let p = path.clone();
         let label = label.to_owned();
         async move {
-            let (mut rec, elapsed) = measure(origin, o.connections, o.requests, o.duration, move |_| {
-                Spec::get(p.to_string(), None)
-            })
-            .await?;
+            let (mut rec, elapsed) =
+                measure(origin, o.connections, o.requests, o.duration, move |_| {
+                    Spec::get(p.to_string(), None)
+                })
+                .await?;
             Ok::<_, Error>((rec.summary(&label, elapsed), rec.transport_errors))
         }
     };
@@ -51,10 +52,11 @@ pub async fn proxy(o: &Options) -> Result<bool, Error> {
         let (p, a) = (path.clone(), access.clone());
         let label = label.to_owned();
         async move {
-            let (mut rec, elapsed) = measure(o.addr, o.connections, o.requests, o.duration, move |i| {
-                Spec::get(p.to_string(), Some(a[i % a.len()].clone()))
-            })
-            .await?;
+            let (mut rec, elapsed) =
+                measure(o.addr, o.connections, o.requests, o.duration, move |i| {
+                    Spec::get(p.to_string(), Some(a[i % a.len()].clone()))
+                })
+                .await?;
             Ok::<_, Error>((rec.summary(&label, elapsed), rec.transport_errors))
         }
     };
