@@ -1036,3 +1036,49 @@ async fn fifty_megabytes_stream_up_and_down_in_flat_memory() {
     drop(gw);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_body_framed_twice_reaches_the_origin_framed_once_and_client_faults_are_not_5xx() {
+    let origin = EchoOrigin::start().await;
+    let app = gateway_app(&origin.base(), &[]).await;
+    let (_, access) = admitted_user(&app).await;
+    let send = |raw: String| async move {
+        let mut s = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+        s.write_all(raw.as_bytes()).await.unwrap();
+        let mut buf = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf)).await;
+        String::from_utf8_lossy(&buf).into_owned()
+    };
+    // Transfer-Encoding and a contradicting Content-Length: chunked framing wins, the origin
+    // gets the five bytes with no Content-Length of 3 beside them (or hyper refuses it: 400).
+    let answer = send(format!(
+        "POST /shop/upload HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {access}\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\nConnection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+    ))
+    .await;
+    let status = answer.split(' ').nth(1).unwrap_or("");
+    assert!(status == "200" || status == "400", "{answer}");
+    if status == "200" {
+        assert!(answer.contains(r#"{"received":5}"#), "{answer}");
+    }
+    // A body that breaks off (announced 1000 bytes, sends 10, then half-closes): the client's
+    // fault, never a 502.
+    let mut s = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    s.write_all(
+        format!(
+            "POST /shop/upload HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {access}\r\nContent-Length: 1000\r\n\r\n0123456789"
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    s.shutdown().await.unwrap();
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf)).await;
+    let answer = String::from_utf8_lossy(&buf);
+    println!(
+        "TE + CL: {status}; a body that broke off: {:?}",
+        answer.lines().next()
+    );
+    assert!(!answer.starts_with("HTTP/1.1 5"), "{answer}");
+    app.stop().await;
+}

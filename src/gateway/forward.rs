@@ -3,8 +3,11 @@
 //! The request keeps its method, path, query, end-to-end headers and body (streamed, never
 //! read here). Removed: hop-by-hop headers (RFC 9110 §7.6.1: `Connection` and every header it
 //! names, `Keep-Alive`, `Proxy-*`, `TE`, `Trailer`, `Transfer-Encoding`, `Upgrade`), `Expect`
-//! (our server already answered it), any client-sent identity header, our grant cookie, and the
-//! `Authorization` header when it carried our access token. Set: `Host` (the origin's),
+//! (our server already answered it), `Content-Length` when the client also sent
+//! `Transfer-Encoding` (which then framed the body, RFC 9112 §6.3), any client-sent identity
+//! header, our grant cookie, the `Authorization` header when it carried our access token, and —
+//! unless the peer is a trusted proxy — `Forwarded` and `X-Real-IP`, which a client could use to
+//! pose as someone else. Set: `Host` (the origin's),
 //! `X-Forwarded-For`, `X-Forwarded-Proto`, `X-Forwarded-Host`, `X-Request-Id`, and the signed
 //! identity header when a key is configured.
 //!
@@ -16,7 +19,8 @@ use super::upstream::{Upload, Upstream};
 use crate::config::Secret;
 use hyper::body::Incoming;
 use hyper::header::{
-    AUTHORIZATION, CONNECTION, COOKIE as COOKIE_HEADER, EXPECT, HOST, HeaderName, HeaderValue,
+    AUTHORIZATION, CONNECTION, CONTENT_LENGTH, COOKIE as COOKIE_HEADER, EXPECT, FORWARDED, HOST,
+    HeaderName, HeaderValue, TRANSFER_ENCODING,
 };
 use hyper::{HeaderMap, Method, Request, Response};
 use std::net::IpAddr;
@@ -121,8 +125,17 @@ pub fn request(
         strip_authorization,
     } = out;
     let original_host = headers.get(HOST).cloned();
+    // The body was framed by Transfer-Encoding (hyper decoded it so): a Content-Length beside
+    // it is a lie the origin must not see, or its framing could differ from ours.
+    if headers.contains_key(TRANSFER_ENCODING) {
+        headers.remove(CONTENT_LENGTH);
+    }
     strip_hop_by_hop(&mut headers);
     headers.remove(EXPECT);
+    if !peer_trusted {
+        headers.remove(FORWARDED);
+        headers.remove("x-real-ip");
+    }
     headers.remove(IDENTITY_HEADER);
     strip_grant_cookie(&mut headers);
     if strip_authorization {
@@ -218,6 +231,71 @@ mod tests {
         strip_hop_by_hop(&mut h);
         let left: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
         assert_eq!(left, vec!["accept", "x-end-to-end"]);
+    }
+
+    fn outgoing(headers: HeaderMap, peer_trusted: bool) -> Request<Upload> {
+        let settings = crate::config::UpstreamSettings {
+            base: "http://127.0.0.1:9".into(),
+            paths: vec!["/shop".into()],
+            concert_id: crate::domain::ConcertId::new(7).unwrap(),
+            connect_timeout: std::time::Duration::from_secs(1),
+            first_byte_timeout: std::time::Duration::from_secs(1),
+            identity_key: None,
+        };
+        let upstream = Upstream::new(&settings).unwrap();
+        let out = Outgoing {
+            method: Method::POST,
+            path: "/shop/x",
+            query: Some("a=1"),
+            headers,
+            peer: IpAddr::from([10, 0, 0, 1]),
+            peer_trusted,
+            tls: false,
+            request_id: "rid-1",
+            identity: Identity {
+                user: crate::domain::UserId::new(1).unwrap(),
+                concert: crate::domain::ConcertId::new(7).unwrap(),
+                exp: 1,
+            },
+            strip_authorization: false,
+        };
+        request(out, None, &upstream, None).unwrap().0
+    }
+
+    #[test]
+    fn a_body_framed_by_transfer_encoding_loses_its_content_length() {
+        let mut h = HeaderMap::new();
+        h.insert(TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        h.insert(CONTENT_LENGTH, HeaderValue::from_static("5"));
+        let r = outgoing(h, false);
+        assert!(r.headers().get(CONTENT_LENGTH).is_none());
+        assert!(r.headers().get(TRANSFER_ENCODING).is_none());
+        assert_eq!(r.uri().to_string(), "http://127.0.0.1:9/shop/x?a=1");
+        assert_eq!(r.headers()[HOST], "127.0.0.1:9");
+        let mut h = HeaderMap::new();
+        h.insert(CONTENT_LENGTH, HeaderValue::from_static("5"));
+        assert_eq!(outgoing(h, false).headers()[CONTENT_LENGTH], "5");
+    }
+
+    #[test]
+    fn client_claims_about_who_it_is_go_unless_a_trusted_proxy_makes_them() {
+        let claims = || {
+            let mut h = HeaderMap::new();
+            h.insert(
+                FORWARDED,
+                HeaderValue::from_static("for=6.6.6.6;proto=https"),
+            );
+            h.insert("x-real-ip", HeaderValue::from_static("6.6.6.6"));
+            h.insert("x-forwarded-for", HeaderValue::from_static("6.6.6.6"));
+            h
+        };
+        let r = outgoing(claims(), false);
+        assert!(r.headers().get(FORWARDED).is_none());
+        assert!(r.headers().get("x-real-ip").is_none());
+        assert_eq!(r.headers()["x-forwarded-for"], "10.0.0.1");
+        let r = outgoing(claims(), true);
+        assert_eq!(r.headers()[FORWARDED], "for=6.6.6.6;proto=https");
+        assert_eq!(r.headers()["x-forwarded-for"], "6.6.6.6, 10.0.0.1");
     }
 
     #[test]

@@ -117,7 +117,13 @@ pub fn identity_header(key: &Secret, id: Identity, request_id: &str) -> String {
 }
 
 fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for &b in bytes {
+        out.push(DIGITS[usize::from(b >> 4)] as char);
+        out.push(DIGITS[usize::from(b & 0xf)] as char);
+    }
+    out
 }
 
 #[cfg(test)]
@@ -184,7 +190,13 @@ mod tests {
         assert_eq!(fields, "user=42;concert=7;exp=1700000000;rid=req-1");
         let mut mac = Hmac::<Sha256>::new_from_slice(key.expose().as_bytes()).unwrap();
         mac.update(b"42|7|1700000000|req-1");
-        assert_eq!(sig, hex(&mac.finalize().into_bytes()));
+        let want: String = mac
+            .finalize()
+            .into_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(sig, want);
         assert_eq!(sig.len(), 64);
         // Another request id, another signature.
         assert_ne!(
