@@ -10,6 +10,7 @@
   const $app = document.getElementById('app');
   const $banner = document.getElementById('banner');
   const $alert = document.getElementById('alert');
+  const $footer = document.getElementById('footer');
   const params = new URLSearchParams(location.search);
   // `?transport=poll` skips Server-Sent Events (for checking the polling fallback by hand).
   const forcePolling = params.get('transport') === 'poll';
@@ -77,9 +78,10 @@
 
   const money = (n) => `${Number(n).toLocaleString('en-US')} credits`;
 
+  // Times are shown in the fan's own time zone, always with its name ("7:00 PM CEST").
   function fmtDate(iso) {
     const d = new Date(iso);
-    if (Number.isNaN(d.getTime())) return iso;
+    if (Number.isNaN(d.getTime())) return iso || '';
     return d.toLocaleString('en-US', {
       weekday: 'short',
       month: 'short',
@@ -87,7 +89,28 @@
       year: 'numeric',
       hour: 'numeric',
       minute: '2-digit',
+      timeZoneName: 'short',
     });
+  }
+
+  /** A clock time today-ish, with the zone: "6:05 PM UTC". Takes ms since the epoch. */
+  function fmtTime(ms) {
+    const d = new Date(ms);
+    if (Number.isNaN(d.getTime())) return '';
+    return d.toLocaleTimeString('en-US', { hour: 'numeric', minute: '2-digit', timeZoneName: 'short' });
+  }
+
+  /** The fan's time zone, e.g. "Europe/Berlin" (or its short name when the IANA name is unknown). */
+  function zoneName() {
+    try {
+      const tz = Intl.DateTimeFormat().resolvedOptions().timeZone;
+      if (tz) return tz.replace(/_/g, ' ');
+    } catch (_) {
+      /* fall through */
+    }
+    const part = new Intl.DateTimeFormat('en-US', { timeZoneName: 'short' }).formatToParts(new Date())
+      .find((p) => p.type === 'timeZoneName');
+    return part ? part.value : 'local time';
   }
 
   function fmtClock(ms) {
@@ -121,6 +144,7 @@
     closeStream();
     hideAlert();
     hideBanner();
+    showFooter(false);
     return epoch;
   }
 
@@ -179,6 +203,10 @@
     $alert.hidden = true;
     $alert.replaceChildren();
   }
+  /** The "keep this tab open" footer matters only while a place or a hold is kept. */
+  function showFooter(on) {
+    if ($footer) $footer.hidden = !on;
+  }
   function showBanner(text) {
     $banner.textContent = text;
     $banner.hidden = false;
@@ -191,12 +219,14 @@
   // ---------------------------------------------------------------- API
 
   class ApiError extends Error {
-    constructor(status, code, message, retryAfter, requestId) {
+    constructor(status, code, message, retryAfter, requestId, details) {
       super(message || code);
       this.status = status;
       this.code = code;
       this.retryAfter = retryAfter;
       this.requestId = requestId;
+      // Facts beside the message: `field` (422), `balance`/`due` (402), `reservation_id` (409).
+      this.details = details || {};
     }
     get transient() {
       return this.status === 0 || this.status === 429 || this.status === 502 ||
@@ -246,6 +276,7 @@
           err.message || res.statusText,
           Number.isFinite(ra) && ra > 0 ? ra : null,
           err.request_id,
+          err,
         );
       }
       return { status: res.status, data };
@@ -293,7 +324,7 @@
       case 'HOLD_LIMIT_REACHED':
         return 'You are already holding 4 seats for this date. Pay for or release one before holding another.';
       case 'INSUFFICIENT_BALANCE':
-        return 'Your wallet does not have enough for this seat. Add the missing amount, then pay.';
+        return 'Your wallet does not have enough for these seats. Add the missing amount, then pay.';
       case 'ALREADY_PAID':
         return 'This seat is already paid for — you are all set.';
       case 'TOKEN_REVOKED':
@@ -436,6 +467,7 @@
   /** Joins (or re-joins, with the kept queue token) this concert's line and shows the result. */
   async function joinQueue() {
     const e = newView();
+    showFooter(true);
     show(h('section', { class: 'panel waiting', testid: 'joining' },
       concertNameEl(),
       h('h1', {}, 'Getting your place in line…'),
@@ -480,9 +512,11 @@
       admitted(data);
       return;
     }
-    const kept = store.get(KEY.arrival(concert.id));
-    const arrival = status === 201 || !kept || kept < data.position ? data.position : kept;
-    store.set(KEY.arrival(concert.id), arrival);
+    if (typeof data.position === 'number') {
+      const kept = store.get(KEY.arrival(concert.id));
+      const arrival = status === 201 || !kept || kept < data.position ? data.position : kept;
+      store.set(KEY.arrival(concert.id), arrival);
+    }
     waitingRoom(data);
   }
 
@@ -504,6 +538,7 @@
 
   function joinFailed(err) {
     if (err instanceof ApiError && err.code === 'NOT_FOUND') {
+      showFooter(false);
       show(h('section', { class: 'panel', testid: 'not-found' },
         h('h1', {}, 'Concert not found'),
         h('p', {}, 'This concert is not on sale (any more).'),
@@ -523,7 +558,8 @@
     const e = epoch;
     const bar = h('div', { class: 'progress__bar' });
     ui = {
-      position: h('span', { class: 'position__number', testid: 'queue-position' }, String(first.position)),
+      heading: h('h1', {}, 'You’re in line'),
+      position: h('span', { class: 'position__number', testid: 'queue-position' }, String(first.position ?? '')),
       ahead: h('span', { class: 'position__ahead', testid: 'queue-ahead' }),
       eta: h('p', { class: 'eta', testid: 'queue-eta' }),
       bar,
@@ -532,15 +568,19 @@
         'aria-label': 'Your progress through the line', 'aria-valuemin': '0', 'aria-valuemax': '100',
       }, bar),
       conn: h('p', { class: 'conn', testid: 'connection-status' }),
+      pre: h('div', { class: 'prequeue', testid: 'pre-queue', 'aria-live': 'polite', hidden: true }),
+      startsAt: null,
     };
+    ui.live = h('div', { class: 'position', 'aria-live': 'polite', 'aria-atomic': 'true', testid: 'queue-live' },
+      h('p', { class: 'position__label' }, 'Your place in line'),
+      ui.position,
+      ui.ahead,
+      ui.eta);
     show(h('section', { class: 'panel waiting', testid: 'waiting-room' },
       concertNameEl(),
-      h('h1', {}, 'You’re in line'),
-      h('div', { class: 'position', 'aria-live': 'polite', 'aria-atomic': 'true', testid: 'queue-live' },
-        h('p', { class: 'position__label' }, 'Your place in line'),
-        ui.position,
-        ui.ahead,
-        ui.eta),
+      ui.heading,
+      ui.pre,
+      ui.live,
       ui.progress,
       ui.conn,
       h('ul', { class: 'tips' },
@@ -550,13 +590,54 @@
       h('div', { class: 'actions' },
         h('button', { type: 'button', class: 'btn btn--quiet', testid: 'leave-queue', onclick: leaveQueue },
           'Leave the line'))));
-    updatePosition(first.position, first.eta_seconds);
+    updateQueue(first);
     focusHeading();
     watchQueue(e, 0);
   }
 
+  /** A status (polled, streamed or from joining): before the sale starts, or a place in line. */
+  function updateQueue(d) {
+    if (!ui || !d) return;
+    if (d.status === 'pre_queue') updatePreQueue(d.sale_starts_at);
+    else updatePosition(d.position, d.eta_seconds);
+  }
+
+  /** Before the sale: when it opens (with the fan's zone), counting down; no position yet. */
+  function updatePreQueue(startsAtIso) {
+    const startsAt = Date.parse(startsAtIso);
+    const first = ui.startsAt === null;
+    ui.startsAt = Number.isNaN(startsAt) ? Date.now() : startsAt;
+    ui.live.hidden = true;
+    ui.progress.hidden = true;
+    ui.pre.hidden = false;
+    ui.heading.textContent = 'You’re in early';
+    if (!first) return;
+    const e = epoch;
+    const when = h('strong', { testid: 'sale-starts-at' }, fmtDate(ui.startsAt));
+    const left = h('strong', { class: 'prequeue__clock', testid: 'sale-countdown', role: 'timer' });
+    ui.pre.replaceChildren(
+      h('p', {}, 'The sale opens ', when, '.'),
+      h('p', { class: 'prequeue__left' }, 'Opens in ', left),
+      h('p', { class: 'muted' }, 'Everyone who is here before the start gets a place in a random draw, ' +
+        'so there is no need to rush. Your place shows here when the sale opens.'));
+    const tick = () => {
+      if (!alive(e) || ui.pre.hidden) return;
+      const ms = ui.startsAt - Date.now();
+      left.textContent = ms > 3600000 ? `${Math.floor(ms / 3600000)} h ${Math.floor((ms % 3600000) / 60000)} min` : fmtClock(ms);
+      later(tick, 1000);
+    };
+    tick();
+  }
+
   function updatePosition(position, etaSeconds) {
     if (!ui || typeof position !== 'number') return;
+    if (ui.live.hidden) {
+      // The sale opened: the draw gave this place a position.
+      ui.live.hidden = false;
+      ui.progress.hidden = false;
+      ui.pre.hidden = true;
+      ui.heading.textContent = 'You’re in line';
+    }
     let arrival = store.get(KEY.arrival(concert.id)) || position;
     if (position > arrival) {
       arrival = position;
@@ -584,8 +665,21 @@
       ...(action ? [action] : []));
   }
 
+  /**
+   * A single-use stream ticket for one EventSource connection. An EventSource cannot send an
+   * Authorization header, and the queue token must never travel in a URL (logs, history), so
+   * the page trades it for a short-lived ticket first — and for a new one on every reconnect.
+   */
+  async function streamTicket(token) {
+    const { data } = await request('POST', '/v1/queue/events/ticket', { token, timeoutMs: 8000 });
+    if (!data || typeof data.ticket !== 'string' || !data.ticket) {
+      throw new ApiError(0, 'BAD_TICKET', 'The server gave no stream ticket.');
+    }
+    return data.ticket;
+  }
+
   /** Live updates over SSE; on failure falls back to polling and tries the stream again later. */
-  function watchQueue(e, sseFailures) {
+  async function watchQueue(e, sseFailures) {
     if (!alive(e)) return;
     const token = store.get(KEY.queue(concert.id));
     if (forcePolling || !window.EventSource || sseFailures >= 3) {
@@ -594,7 +688,17 @@
     }
     setConn('connecting', 'Connecting for live updates…');
     closeStream();
-    const es = new EventSource(`/v1/queue/events?token=${encodeURIComponent(token)}`);
+    let ticket;
+    try {
+      ticket = await streamTicket(token);
+    } catch (_) {
+      // No ticket (the place is gone, the token is refused, the network dropped): polling
+      // finds out which and carries on; the stream is tried again later.
+      if (alive(e)) pollQueue(e, sseFailures + 1, Date.now() + 5000 * (sseFailures + 1));
+      return;
+    }
+    if (!alive(e)) return;
+    const es = new EventSource(`/v1/queue/events?ticket=${encodeURIComponent(ticket)}`);
     eventSource = es;
     const parse = (ev) => {
       try {
@@ -605,6 +709,13 @@
     };
     es.addEventListener('open', () => {
       if (alive(e)) setConn('live', 'Live — your place updates automatically');
+    });
+    es.addEventListener('pre_queue', (ev) => {
+      const d = parse(ev);
+      if (!alive(e) || !d) return;
+      sseFailures = 0;
+      setConn('live', 'Live — this page updates automatically');
+      updateQueue({ ...d, status: 'pre_queue' });
     });
     es.addEventListener('position', (ev) => {
       const d = parse(ev);
@@ -624,7 +735,8 @@
     });
     es.addEventListener('error', () => {
       // Closed by the server, refused (410/401) or the network dropped: ask /status, which
-      // tells us which, and keep going by polling.
+      // tells us which, and keep going by polling. EventSource's own reconnect would reuse the
+      // spent ticket, so the stream is closed here and reopened later with a fresh one.
       if (eventSource !== es) return;
       closeStream();
       if (!alive(e)) return;
@@ -645,7 +757,7 @@
           admitted(data);
           return;
         }
-        updatePosition(data.position, data.eta_seconds);
+        updateQueue(data);
         if (Date.now() >= retrySseAt) {
           watchQueue(e, sseFailures);
           return;
@@ -709,26 +821,75 @@
   }
 
   // ---------------------------------------------------------------- booking
+  // Admitted: pick a date, pick up to MAX_SEATS seats, hold them, pay for all of them at once.
+  // Holds are kept in localStorage so a reload picks them up again.
 
-  let booking = null; // { access, expiresAt, schedule, hold }
+  const MAX_SEATS = 4; // holds per date, and reservations per checkout
+
+  let booking = null; // { access, expiresAt, schedule, holds, payKey, step, steps, body, windowLine }
+
+  /** A token for the step on screen: timers of an older step (same screen) see it changed. */
+  function newStep() {
+    booking.step = {};
+    return booking.step;
+  }
+  const stepAlive = (e, step) => alive(e) && booking && booking.step === step;
+
+  function saveHolds() {
+    if (!booking.holds.length) {
+      store.del(KEY.hold(concert.id));
+      return;
+    }
+    store.set(KEY.hold(concert.id), { holds: booking.holds, pay_key: booking.payKey });
+  }
+
+  /** The set of holds changed: a new payment is a new request, so it gets a new key. */
+  function setHolds(holds) {
+    booking.holds = holds;
+    booking.payKey = null;
+    saveHolds();
+  }
+
+  const holdOf = (r, schedule) => ({
+    reservation_id: r.reservation_id,
+    schedule_id: r.schedule_id,
+    seat_no: r.seat_no,
+    price: r.price,
+    expires_at: r.expires_at,
+    starts_at: (schedule && schedule.starts_at) || r.starts_at || null,
+  });
+
+  const seatList = (nos) => {
+    const s = [...nos].sort((a, b) => a - b).map(String);
+    if (s.length <= 1) return s.join('');
+    return `${s.slice(0, -1).join(', ')} and ${s[s.length - 1]}`;
+  };
+  const seatsLabel = (nos) => `${nos.length === 1 ? 'Seat' : 'Seats'} ${seatList(nos)}`;
 
   function admitted(data) {
     if (gatewayReturn) return enterShop(data);
     const e = newView();
+    showFooter(true);
     booking = {
       access: data.access_token,
       expiresAt: Date.parse(data.access_expires_at) || Date.now() + 600000,
       schedule: null,
+      holds: [],
+      payKey: null,
+      step: null,
     };
     const left = h('strong', { testid: 'access-countdown' });
-    const windowLine = h('p', { class: 'window', role: 'timer', 'aria-live': 'off' }, 'Your booking window closes in ', left);
+    const until = h('span', { class: 'window__until', testid: 'access-until' });
+    booking.windowLine = h('p', { class: 'window', role: 'timer', 'aria-live': 'off', testid: 'booking-window' },
+      'Your booking window closes in ', left, ' ', until);
+    until.textContent = `(at ${fmtTime(booking.expiresAt)})`;
     booking.steps = h('ol', { class: 'steps', 'aria-label': 'Booking steps' },
-      h('li', {}, 'Date'), h('li', {}, 'Seat'), h('li', {}, 'Pay'));
+      h('li', {}, 'Date'), h('li', {}, 'Seats'), h('li', {}, 'Pay'));
     booking.body = h('div', { class: 'step-body' });
     show(h('section', { class: 'panel booking', testid: 'booking' },
       concertNameEl(),
       h('h1', {}, 'It’s your turn!'),
-      windowLine,
+      booking.windowLine,
       booking.steps,
       booking.body));
     focusHeading();
@@ -736,7 +897,7 @@
       if (!alive(e)) return;
       const ms = booking.expiresAt - Date.now();
       left.textContent = fmtClock(ms);
-      windowLine.classList.toggle('window--urgent', ms < 60000);
+      booking.windowLine.classList.toggle('window--urgent', ms < 60000);
       if (ms <= 0) {
         windowEnded();
         return;
@@ -753,6 +914,9 @@
       if (i === n) li.setAttribute('aria-current', 'step');
       else li.removeAttribute('aria-current');
     });
+    // At checkout the hold's own countdown is the one that matters (a hold never outlives the
+    // booking window), so the window line steps aside rather than show a second clock.
+    booking.windowLine.hidden = n === 2;
   }
 
   function bookingBody(...nodes) {
@@ -784,16 +948,39 @@
     focusHeading();
   }
 
-  /** After a reload during booking, a seat still held is picked up again. */
-  async function resumeOrPickDate(e) {
-    const kept = store.get(KEY.hold(concert.id));
-    if (kept && kept.reservation_id) {
+  /** The kept holds that are still held, asked of the server (dropped: paid, expired, released). */
+  async function liveHolds(holds) {
+    const kept = [];
+    for (const hold of holds) {
       try {
-        const { data } = await api('GET', `/v1/reservations/${encodeURIComponent(kept.reservation_id)}`, { token: booking.access });
-        if (!alive(e)) return;
+        const { data } = await api('GET', `/v1/reservations/${encodeURIComponent(hold.reservation_id)}`, { token: booking.access });
         if (data.status === 'held' && Date.parse(data.expires_at) > Date.now()) {
-          booking.schedule = kept.schedule || { schedule_id: data.schedule_id, starts_at: null };
-          holdStep(e, { ...data, pay_key: kept.pay_key });
+          kept.push({ ...hold, expires_at: data.expires_at });
+        }
+      } catch (err) {
+        if (isAuthError(err)) throw err;
+        if (!(err instanceof ApiError) || err.status === 0 || err.status >= 500) throw err;
+        // 403/404: not ours (any more); leave it out.
+      }
+    }
+    return kept;
+  }
+
+  /** After a reload during booking, seats still held are picked up again. */
+  async function resumeOrPickDate(e) {
+    let kept = store.get(KEY.hold(concert.id));
+    if (kept && kept.reservation_id) kept = { holds: [kept], pay_key: kept.pay_key }; // older pages kept one hold
+    if (kept && Array.isArray(kept.holds) && kept.holds.length) {
+      try {
+        const holds = await liveHolds(kept.holds);
+        if (!alive(e)) return;
+        if (holds.length) {
+          booking.holds = holds;
+          booking.payKey = holds.length === kept.holds.length ? kept.pay_key || null : null;
+          saveHolds();
+          const first = holds[0];
+          booking.schedule = { schedule_id: first.schedule_id, starts_at: first.starts_at };
+          checkout(e);
           return;
         }
       } catch (err) {
@@ -809,11 +996,14 @@
   }
 
   async function pickDate(e) {
+    newStep();
     setStep(0);
     hideAlert();
     const list = h('ul', { class: 'dates', testid: 'schedule-list', 'aria-busy': 'true' },
       h('li', { class: 'muted' }, 'Loading dates…'));
-    bookingBody(h('h2', {}, 'Choose a date'), list);
+    bookingBody(h('h2', {}, 'Choose a date'),
+      h('p', { class: 'muted tz-note' }, `Times are shown in your time zone (${zoneName()}).`),
+      list);
     let data;
     try {
       ({ data } = await api('GET', `/v1/concerts/${concert.id}/schedules`, { token: booking.access }));
@@ -846,28 +1036,39 @@
   }
 
   async function pickSeat(e, schedule, notice) {
+    const step = newStep();
     booking.schedule = schedule;
     setStep(1);
     if (notice) showAlert(notice);
     else hideAlert();
-    let selected = null;
+    const mine = () => new Map(booking.holds
+      .filter((x) => x.schedule_id === schedule.schedule_id)
+      .map((x) => [x.seat_no, x]));
+    const room = () => Math.max(0, MAX_SEATS - booking.holds.length);
+    let selected = []; // seats picked on the map, not held yet
     const grid = h('div', { class: 'seat-grid', role: 'group', 'aria-label': 'Seats, stage at the front', testid: 'seat-map', 'aria-busy': 'true' });
-    const summary = h('p', { class: 'selection', testid: 'seat-selection', 'aria-live': 'polite' }, 'Tap an available seat to select it.');
-    const holdBtn = h('button', { type: 'button', class: 'btn', testid: 'hold-seat', disabled: true }, 'Hold this seat');
+    const summary = h('p', { class: 'selection', testid: 'seat-selection', 'aria-live': 'polite' });
+    const holdBtn = h('button', { type: 'button', class: 'btn', testid: 'hold-seat', disabled: true }, 'Hold seats');
     const refreshBtn = h('button', { type: 'button', class: 'btn btn--quiet', testid: 'refresh-seats' }, 'Refresh seats');
+    const toCheckout = booking.holds.length
+      ? h('button', { type: 'button', class: 'btn btn--secondary', testid: 'back-to-checkout', onclick: () => checkout(e) },
+        `Go to checkout (${booking.holds.length} held)`)
+      : null;
     bookingBody(
       h('div', { class: 'step-head' },
-        h('h2', { tabindex: '-1' }, 'Pick a seat'),
+        h('h2', { tabindex: '-1' }, 'Pick your seats'),
         h('button', { type: 'button', class: 'btn btn--quiet btn--small', testid: 'change-date', onclick: () => pickDate(e) }, 'Change date')),
       h('p', { class: 'muted', testid: 'chosen-date' }, fmtDate(schedule.starts_at)),
+      h('p', { class: 'muted hint' }, `Pick up to ${MAX_SEATS} seats, hold them, then pay for them together.`),
       h('div', { class: 'stage', 'aria-hidden': 'true' }, 'Stage'),
       grid,
       h('ul', { class: 'legend', 'aria-label': 'Seat colours' },
         h('li', {}, h('span', { class: 'swatch swatch--available' }), 'Available'),
         h('li', {}, h('span', { class: 'swatch swatch--selected' }), 'Your pick'),
+        h('li', {}, h('span', { class: 'swatch swatch--mine' }), 'Held for you'),
         h('li', {}, h('span', { class: 'swatch swatch--held' }), 'Held by someone'),
         h('li', {}, h('span', { class: 'swatch swatch--sold' }), 'Sold')),
-      h('div', { class: 'selection-bar' }, summary, h('div', { class: 'actions' }, holdBtn, refreshBtn)),
+      h('div', { class: 'selection-bar' }, summary, h('div', { class: 'actions' }, holdBtn, toCheckout, refreshBtn)),
     );
 
     booking.body.querySelector('h2').focus();
@@ -878,132 +1079,225 @@
       try {
         ({ data } = await api('GET', `/v1/schedules/${schedule.schedule_id}/seats`, { token: booking.access }));
       } catch (err) {
-        if (!alive(e)) return;
+        if (!stepAlive(e, step)) return;
         bookingFailed(err, load);
         return;
       }
-      if (!alive(e) || booking.schedule !== schedule) return;
+      if (!stepAlive(e, step)) return;
       grid.removeAttribute('aria-busy');
       const seats = data.seats || [];
-      if (selected && !seats.some((s) => s.seat_no === selected.seat_no && s.status === 'available')) selected = null;
+      const own = mine();
+      const free = new Set(seats.filter((s) => s.status === 'available').map((s) => s.seat_no));
+      selected = selected.filter((s) => free.has(s.seat_no));
       grid.replaceChildren(...seats.map((s) => {
-        const free = s.status === 'available';
-        const isSel = selected && selected.seat_no === s.seat_no;
+        const isFree = s.status === 'available';
+        const isMine = own.has(s.seat_no);
+        const status = isMine ? 'mine' : s.status;
+        const label = isMine ? `Seat ${s.seat_no}, held for you` : `Seat ${s.seat_no}, ${s.status}${isFree ? `, ${money(s.price)}` : ''}`;
         return h('button', {
           type: 'button',
-          class: `seat seat--${s.status}${isSel ? ' seat--selected' : ''}`,
+          class: `seat seat--${status}`,
           testid: `seat-${s.seat_no}`,
-          'data-status': s.status,
-          'aria-label': `Seat ${s.seat_no}, ${s.status}${free ? `, ${money(s.price)}` : ''}`,
-          'aria-pressed': free ? String(Boolean(isSel)) : null,
-          disabled: !free,
-          onclick: free ? () => select(s) : null,
+          'data-status': status,
+          'aria-label': label,
+          'aria-pressed': isFree ? 'false' : null,
+          disabled: !isFree,
+          onclick: isFree ? () => toggle(s) : null,
         }, String(s.seat_no));
       }));
       updateSelection();
     };
 
     const updateSelection = () => {
+      const picked = new Set(selected.map((s) => s.seat_no));
       for (const b of grid.querySelectorAll('.seat--available')) {
-        const on = selected && b.dataset.testid === `seat-${selected.seat_no}`;
-        b.classList.toggle('seat--selected', Boolean(on));
-        b.setAttribute('aria-pressed', String(Boolean(on)));
+        const on = picked.has(Number(b.textContent));
+        b.classList.toggle('seat--selected', on);
+        b.setAttribute('aria-pressed', String(on));
       }
-      if (selected) {
-        summary.textContent = `Seat ${selected.seat_no} · ${money(selected.price)}`;
+      const total = selected.reduce((sum, s) => sum + Number(s.price), 0);
+      if (selected.length) {
+        summary.textContent = `${seatsLabel(selected.map((s) => s.seat_no))} · ${money(total)}`;
         holdBtn.disabled = false;
-        holdBtn.textContent = `Hold seat ${selected.seat_no}`;
+        holdBtn.textContent = selected.length === 1 ? `Hold seat ${selected[0].seat_no}` : `Hold ${selected.length} seats`;
       } else {
-        summary.textContent = 'Tap an available seat to select it.';
+        summary.textContent = room() > 0
+          ? `Tap available seats to select them (up to ${room()} more).`
+          : `You hold ${MAX_SEATS} seats, the most at once. Pay for them or release one first.`;
         holdBtn.disabled = true;
-        holdBtn.textContent = 'Hold this seat';
+        holdBtn.textContent = 'Hold seats';
       }
     };
 
-    const select = (s) => {
-      selected = s;
+    const toggle = (s) => {
       hideAlert();
+      if (selected.some((x) => x.seat_no === s.seat_no)) {
+        selected = selected.filter((x) => x.seat_no !== s.seat_no);
+      } else if (selected.length < room()) {
+        selected = [...selected, s];
+      } else {
+        showAlert(`You can hold up to ${MAX_SEATS} seats at once${booking.holds.length ? ` (you already hold ${booking.holds.length})` : ''}. Tap a picked seat to unpick it.`);
+        return;
+      }
       updateSelection();
     };
 
     holdBtn.addEventListener('click', async () => {
-      if (!selected) return;
-      const seat = selected;
+      if (!selected.length) return;
+      const wanted = selected;
       holdBtn.disabled = true;
       holdBtn.textContent = 'Holding…';
-      try {
-        const { data } = await api('POST', '/v1/reservations', {
-          token: booking.access,
-          body: { schedule_id: schedule.schedule_id, seat_no: seat.seat_no },
-        });
-        if (!alive(e)) return;
-        holdStep(e, data);
-      } catch (err) {
-        if (!alive(e)) return;
-        if (isAuthError(err)) {
-          windowEnded();
-          return;
+      const held = [];
+      const lost = [];
+      let stop = null;
+      for (const seat of wanted) {
+        try {
+          const { data } = await api('POST', '/v1/reservations', {
+            token: booking.access,
+            body: { schedule_id: schedule.schedule_id, seat_no: seat.seat_no },
+          });
+          held.push(holdOf(data, schedule));
+        } catch (err) {
+          if (!stepAlive(e, step)) return;
+          if (isAuthError(err)) {
+            windowEnded();
+            return;
+          }
+          const yours = err instanceof ApiError && err.code === 'SEAT_UNAVAILABLE' && err.details.reservation_id;
+          if (yours) {
+            // Already ours (an earlier try whose answer was lost): carry on with that hold.
+            try {
+              const { data } = await api('GET', `/v1/reservations/${encodeURIComponent(yours)}`, { token: booking.access });
+              held.push(holdOf(data, schedule));
+              continue;
+            } catch (_) {
+              /* counted as lost below */
+            }
+          }
+          if (err instanceof ApiError && err.code === 'SEAT_UNAVAILABLE') {
+            lost.push(seat.seat_no);
+            continue;
+          }
+          stop = err;
+          break;
         }
-        showAlert(friendly(err));
-        selected = null;
-        await load();
       }
+      if (!stepAlive(e, step)) return;
+      const known = new Set(booking.holds.map((x) => x.reservation_id));
+      setHolds([...booking.holds, ...held.filter((x) => !known.has(x.reservation_id))]);
+      const notes = [];
+      if (lost.length) notes.push(`Someone just took ${seatsLabel(lost).toLowerCase()} — ${held.length ? 'we held the others' : 'pick another'}.`);
+      if (stop) notes.push(friendly(stop));
+      if (held.length) {
+        checkout(e, notes.join(' ') || null);
+        return;
+      }
+      selected = [];
+      showAlert(notes.join(' ') || friendly(null));
+      await load();
     });
     refreshBtn.addEventListener('click', () => { hideAlert(); load(); });
+    updateSelection();
     await load();
   }
 
-  function holdStep(e, res) {
+  /** The held seats, one countdown, the wallet, and one payment for all of them. */
+  function checkout(e, notice) {
+    const step = newStep();
     setStep(2);
-    const hold = {
-      reservation_id: res.reservation_id,
-      schedule_id: res.schedule_id,
-      seat_no: res.seat_no,
-      price: res.price,
-      expires_at: res.expires_at,
-      schedule: booking.schedule,
-      pay_key: res.pay_key || `pay-${res.reservation_id}-${uuid()}`,
-    };
-    store.set(KEY.hold(concert.id), hold);
-    const expires = Date.parse(hold.expires_at);
+    if (notice) showAlert(notice);
+    else hideAlert();
+    const holds = [...booking.holds].sort((a, b) => a.seat_no - b.seat_no);
+    const total = holds.reduce((sum, x) => sum + Number(x.price), 0);
+    const nos = holds.map((x) => x.seat_no);
+    // The earliest hold decides; a hold never outlives the booking window, and says so.
+    const firstEnd = Math.min(...holds.map((x) => Date.parse(x.expires_at) || Date.now()));
+    const windowDecides = firstEnd >= booking.expiresAt - 2000;
     const clock = h('span', { class: 'countdown__clock', testid: 'hold-countdown' });
-    const countdown = h('div', { class: 'countdown', role: 'timer', 'aria-label': 'Time left to pay for your seat' },
+    const countdown = h('div', { class: 'countdown', role: 'timer', 'aria-label': 'Time left to pay for your seats' },
       h('span', { class: 'countdown__label' }, 'Time left to pay'), clock);
+    const until = h('p', { class: 'countdown__note', testid: 'hold-until' }, windowDecides
+      ? `Your ${holds.length === 1 ? 'seat is' : 'seats are'} held until your booking window closes at ${fmtTime(firstEnd)}.`
+      : `Held for you until ${fmtTime(firstEnd)}. Unpaid seats then go back on sale.`);
     const balanceEl = h('strong', { testid: 'wallet-balance' }, '…');
     const missingEl = h('p', { class: 'wallet__missing', testid: 'wallet-missing', hidden: true });
     const chargeBtn = h('button', { type: 'button', class: 'btn btn--secondary', testid: 'charge-button', hidden: true });
-    const payBtn = h('button', { type: 'button', class: 'btn btn--primary btn--wide', testid: 'pay-button', disabled: true }, `Pay ${money(hold.price)}`);
-    const cancelBtn = h('button', { type: 'button', class: 'btn btn--quiet', testid: 'cancel-hold' }, 'Release this seat');
-    const when = hold.schedule && hold.schedule.starts_at ? fmtDate(hold.schedule.starts_at) : '';
+    const payLabel = `Pay ${money(total)}`;
+    const payBtn = h('button', { type: 'button', class: 'btn btn--primary btn--wide', testid: 'pay-button', disabled: true }, payLabel);
+    const addBtn = holds.length < MAX_SEATS
+      ? h('button', { type: 'button', class: 'btn btn--quiet', testid: 'add-seat', onclick: () => pickSeat(e, booking.schedule || { schedule_id: holds[0].schedule_id, starts_at: holds[0].starts_at }) }, 'Add another seat')
+      : null;
+    const releaseBtns = [];
+    const rows = holds.map((x) => {
+      const releaseBtn = h('button', {
+        type: 'button', class: 'btn btn--quiet btn--small', testid: 'cancel-hold', 'data-seat': x.seat_no,
+        'aria-label': `Release seat ${x.seat_no}`, onclick: () => release(x),
+      }, 'Release');
+      releaseBtns.push(releaseBtn);
+      return h('li', { class: 'held-seat', testid: 'held-seat', 'data-seat': x.seat_no },
+        h('span', { class: 'held-seat__what' },
+          h('strong', {}, `Seat ${x.seat_no}`),
+          x.starts_at ? h('span', { class: 'muted' }, fmtDate(x.starts_at)) : null),
+        h('span', { class: 'held-seat__price' }, money(x.price)),
+        releaseBtn);
+    });
 
     bookingBody(
       h('div', { class: 'hold', testid: 'hold-panel' },
-        h('h2', { tabindex: '-1' }, `Seat ${hold.seat_no} is held for you`),
-        h('p', { class: 'muted' }, [when, money(hold.price)].filter(Boolean).join(' · ')),
+        h('h2', { tabindex: '-1' }, holds.length === 1 ? `Seat ${nos[0]} is held for you` : `${seatsLabel(nos)} are held for you`),
         countdown,
+        until,
+        h('ul', { class: 'held-seats', 'aria-label': 'Your held seats' }, rows),
+        h('p', { class: 'checkout-total' }, 'Total: ', h('strong', { testid: 'checkout-total' }, money(total))),
         h('div', { class: 'wallet', testid: 'wallet' },
           h('p', {}, 'Wallet balance: ', balanceEl),
           missingEl,
           chargeBtn),
-        h('div', { class: 'actions' }, payBtn, cancelBtn)));
+        h('div', { class: 'actions' }, payBtn, addBtn)));
     booking.body.querySelector('h2').focus();
+
+    const busy = (on) => {
+      for (const b of releaseBtns) b.disabled = on;
+      if (addBtn) addBtn.disabled = on;
+    };
 
     let warned = false;
     const tick = () => {
-      if (!alive(e)) return;
-      const ms = expires - Date.now();
+      if (!stepAlive(e, step)) return;
+      const ms = firstEnd - Date.now();
       clock.textContent = fmtClock(ms);
       countdown.classList.toggle('countdown--urgent', ms < 60000);
       if (ms < 60000 && !warned) {
         warned = true;
-        showBanner('Less than a minute left to pay for your seat.');
+        showBanner('Less than a minute left to pay for your seats.');
       }
       if (ms <= 0) {
-        store.del(KEY.hold(concert.id));
-        pickSeat(e, booking.schedule, 'Your hold ran out before payment, so the seat went back on sale. Please pick a seat again.');
+        expired();
         return;
       }
       later(tick, 1000);
+    };
+
+    /** A hold ran out: keep the ones still held, or back to the map when none is. */
+    const expired = async (why) => {
+      let still = [];
+      try {
+        still = await liveHolds(booking.holds);
+      } catch (err) {
+        if (!stepAlive(e, step)) return;
+        if (isAuthError(err)) {
+          windowEnded();
+          return;
+        }
+      }
+      if (!stepAlive(e, step)) return;
+      const gone = booking.holds.filter((x) => !still.some((y) => y.reservation_id === x.reservation_id)).map((x) => x.seat_no);
+      setHolds(still);
+      const text = why || (gone.length
+        ? `The hold on ${seatsLabel(gone).toLowerCase()} ran out before payment, so ${gone.length === 1 ? 'it went' : 'they went'} back on sale.`
+        : null);
+      if (still.length) checkout(e, text);
+      else pickSeat(e, booking.schedule || { schedule_id: holds[0].schedule_id, starts_at: holds[0].starts_at }, `${text || 'Your hold ran out.'} Please pick seats again.`);
     };
     tick();
 
@@ -1013,11 +1307,11 @@
 
     const renderWallet = () => {
       balanceEl.textContent = balance == null ? 'unknown' : money(balance);
-      const missing = balance == null ? 0 : Math.max(0, hold.price - balance);
+      const missing = balance == null ? 0 : Math.max(0, total - balance);
       missingEl.hidden = missing === 0;
       chargeBtn.hidden = missing === 0;
       if (missing > 0) {
-        missingEl.textContent = `You need ${money(missing)} more to pay for this seat.`;
+        missingEl.textContent = `You need ${money(missing)} more to pay for ${holds.length === 1 ? 'this seat' : 'these seats'}.`;
         chargeBtn.textContent = `Add ${money(missing)} to my wallet`;
         chargeBtn.dataset.amount = String(missing);
       }
@@ -1027,11 +1321,11 @@
     const loadBalance = async () => {
       try {
         const { data } = await api('GET', `/v1/users/${encodeURIComponent(user.user_id)}/balance`, { token: user.user_token });
-        if (!alive(e)) return;
+        if (!stepAlive(e, step)) return;
         balance = data.balance;
         renderWallet();
       } catch (err) {
-        if (!alive(e)) return;
+        if (!stepAlive(e, step)) return;
         showAlert(`We could not load your wallet. ${friendly(err)}`, retryButton('Try again', loadBalance));
       }
     };
@@ -1047,13 +1341,13 @@
         const { data } = await api('POST', `/v1/users/${encodeURIComponent(user.user_id)}/balance/charge`, {
           token: user.user_token, body: { amount }, idemKey: chargeKey,
         });
-        if (!alive(e)) return;
+        if (!stepAlive(e, step)) return;
         chargeKey = `charge-${uuid()}`;
         balance = data.balance;
         renderWallet();
         payBtn.focus();
       } catch (err) {
-        if (!alive(e)) return;
+        if (!stepAlive(e, step)) return;
         showAlert(`The top-up did not go through. ${friendly(err)}`);
         renderWallet();
       } finally {
@@ -1063,82 +1357,102 @@
 
     payBtn.addEventListener('click', async () => {
       payBtn.disabled = true;
-      cancelBtn.disabled = true;
+      busy(true);
       payBtn.textContent = 'Paying…';
       hideAlert();
+      if (!booking.payKey) {
+        // Kept until the set of holds changes, so a retry of a lost answer never pays twice.
+        booking.payKey = `pay-${uuid()}`;
+        saveHolds();
+      }
       try {
         const { data } = await api('POST', '/v1/payments', {
-          token: booking.access, body: { reservation_id: hold.reservation_id }, idemKey: hold.pay_key,
+          token: booking.access, body: { reservation_ids: holds.map((x) => x.reservation_id) }, idemKey: booking.payKey,
         });
         if (!alive(e)) return;
-        confirmation(data, hold);
+        confirmation(data, holds);
       } catch (err) {
-        if (!alive(e)) return;
-        payBtn.textContent = `Pay ${money(hold.price)}`;
-        cancelBtn.disabled = false;
-        if (err.code === 'HOLD_EXPIRED') {
-          store.del(KEY.hold(concert.id));
-          pickSeat(e, booking.schedule, friendly(err));
-          return;
-        }
+        if (!stepAlive(e, step)) return;
+        payBtn.textContent = payLabel;
+        busy(false);
         if (isAuthError(err)) {
           windowEnded();
           return;
         }
+        if (err.code === 'HOLD_EXPIRED') {
+          expired();
+          return;
+        }
         showAlert(friendly(err));
-        if (err.code === 'INSUFFICIENT_BALANCE') await loadBalance();
-        else payBtn.disabled = false;
+        if (err.code === 'INSUFFICIENT_BALANCE' && Number.isFinite(err.details.balance)) {
+          balance = err.details.balance;
+          renderWallet();
+        } else if (err.code === 'INSUFFICIENT_BALANCE') {
+          await loadBalance();
+        } else {
+          payBtn.disabled = false;
+        }
       }
     });
 
-    cancelBtn.addEventListener('click', async () => {
-      cancelBtn.disabled = true;
+    const release = async (x) => {
+      busy(true);
       payBtn.disabled = true;
       try {
-        await api('DELETE', `/v1/reservations/${encodeURIComponent(hold.reservation_id)}`, { token: booking.access });
+        await api('DELETE', `/v1/reservations/${encodeURIComponent(x.reservation_id)}`, { token: booking.access });
       } catch (err) {
-        if (!alive(e)) return;
+        if (!stepAlive(e, step)) return;
         if (isAuthError(err)) {
           windowEnded();
           return;
         }
         if (err.code !== 'HOLD_EXPIRED') {
-          cancelBtn.disabled = false;
+          busy(false);
           renderWallet();
-          showAlert(`We could not release the seat. ${friendly(err)}`);
+          showAlert(`We could not release seat ${x.seat_no}. ${friendly(err)}`);
           return;
         }
       }
-      if (!alive(e)) return;
-      store.del(KEY.hold(concert.id));
-      pickSeat(e, booking.schedule, `Seat ${hold.seat_no} was released. Pick another one whenever you like.`);
-    });
+      if (!stepAlive(e, step)) return;
+      setHolds(booking.holds.filter((y) => y.reservation_id !== x.reservation_id));
+      const text = `Seat ${x.seat_no} was released.`;
+      if (booking.holds.length) checkout(e, text);
+      else pickSeat(e, booking.schedule || { schedule_id: x.schedule_id, starts_at: x.starts_at }, `${text} Pick another one whenever you like.`);
+    };
 
     loadBalance();
   }
 
-  function confirmation(pay, hold) {
+  /** The receipt. `pay` is a checkout answer: {payments: [...], balance}. */
+  function confirmation(pay, holds) {
     newView();
     store.del(KEY.hold(concert.id));
     // Paying ends this admission and the place in line; a new booking needs a new place.
     store.del(KEY.queue(concert.id));
     store.del(KEY.arrival(concert.id));
-    if (pay.concert_name) setConcertName(pay.concert_name);
+    const payments = Array.isArray(pay.payments) ? pay.payments : [pay];
+    const first = payments[0] || {};
+    if (first.concert_name) setConcertName(first.concert_name);
+    const nos = payments.map((p) => p.seat_no).filter((n) => n != null);
+    const seatNos = nos.length ? nos : holds.map((x) => x.seat_no);
+    const paid = payments.reduce((sum, p) => sum + Number(p.amount || 0), 0);
+    const dates = [...new Set(payments.map((p) => p.starts_at).filter(Boolean))];
+    const fallbackDate = holds[0] && holds[0].starts_at;
     const row = (label, value, testid) => [h('dt', {}, label), h('dd', { testid }, value)];
     show(h('section', { class: 'panel confirmation', testid: 'confirmation' },
       h('div', { class: 'confirmation__icon', 'aria-hidden': 'true' }),
       h('h1', {}, 'You’re going!'),
-      h('p', { class: 'lead' }, 'Your payment went through and the seat is yours.'),
+      h('p', { class: 'lead' }, `Your payment went through and ${seatNos.length === 1 ? 'the seat is' : 'the seats are'} yours.`),
       h('dl', { class: 'receipt' },
-        row('Concert', pay.concert_name || concert.name || '', 'confirm-concert'),
-        row('Date', fmtDate(pay.starts_at || (hold.schedule && hold.schedule.starts_at)), 'confirm-date'),
-        row('Seat', `Seat ${pay.seat_no || hold.seat_no}`, 'confirm-seat'),
-        row('Paid', money(pay.amount), 'confirm-amount'),
+        row('Concert', first.concert_name || concert.name || '', 'confirm-concert'),
+        row(dates.length > 1 ? 'Dates' : 'Date', (dates.length ? dates : [fallbackDate]).filter(Boolean).map(fmtDate).join('; '), 'confirm-date'),
+        row(seatNos.length === 1 ? 'Seat' : 'Seats', seatsLabel(seatNos), 'confirm-seat'),
+        row('Paid', money(paid), 'confirm-amount'),
         row('Wallet balance left', money(pay.balance), 'confirm-balance'),
-        row('Booking reference', String(pay.payment_id), 'confirm-reference')),
+        row(payments.length === 1 ? 'Booking reference' : 'Booking references', payments.map((p) => String(p.payment_id)).join(', '), 'confirm-reference')),
       h('div', { class: 'actions' },
         h('a', { class: 'btn', href: '/' }, 'See all concerts'),
-        h('button', { type: 'button', class: 'btn btn--secondary', testid: 'book-another', onclick: joinQueue }, 'Book another seat'))));
+        h('button', { type: 'button', class: 'btn btn--secondary', testid: 'book-another', onclick: joinQueue }, 'Book more seats'))));
     focusHeading();
   }
 

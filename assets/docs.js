@@ -67,7 +67,7 @@ function operation(method, path, op, spec) {
     const content = r.content || {};
     const [type, media] = Object.entries(content)[0] || [];
     const dd = el('dd');
-    dd.append(el('span', '', (r.description || '') + (type ? ' (' + type + ')' : '')));
+    dd.append(el('span', '', (r.description || '') + (type ? ' (' + Object.keys(content).join(', ') + ')' : '')));
     if (media && media.schema && type === 'application/json') {
       const details = el('details');
       details.append(el('summary', '', 'shape'), el('pre', '', describe(media.schema, spec, 0)));

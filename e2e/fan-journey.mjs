@@ -1,4 +1,4 @@
-// End-to-end: a fan goes from the landing page to a paid seat in a real headless Chromium
+// End-to-end: a fan goes from the landing page to paid seats in a real headless Chromium
 // (Debian's /usr/bin/chromium driven by playwright-core; no browser is downloaded).
 //
 // Run through `bash scripts/e2e.sh`, which starts a gateway with its own database and prepares
@@ -14,7 +14,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
-import { BASE_URL, call, prepareConcert, queuedUser, setAdmission, waitAdmitted } from './lib.mjs';
+import { BASE_URL, admin, call, prepareConcert, queuedUser, setAdmission, waitAdmitted } from './lib.mjs';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const SHOTS = process.env.QG_E2E_SCREENSHOTS || join(ROOT, 'tests', 'artifacts', 'e2e');
@@ -75,10 +75,10 @@ async function browser(options = {}) {
   return { context, page, problems };
 }
 
-async function shot(page, name) {
+async function shot(page, name, { fullPage = true } = {}) {
   shotNo += 1;
   const file = join(SHOTS, `${String(shotNo).padStart(2, '0')}-${name}.png`);
-  await page.screenshot({ path: file, fullPage: true, timeout: STEP_MS });
+  await page.screenshot({ path: file, fullPage, timeout: STEP_MS });
   return file;
 }
 
@@ -114,7 +114,7 @@ async function noHorizontalScroll(page) {
   assert.ok(scroll <= width, `page is ${scroll}px wide in a ${width}px viewport`);
 }
 
-test('a fan goes from the landing page to a paid seat', { timeout: 150_000 }, async () => {
+test('a fan goes from the landing page to three seats paid at once', { timeout: 150_000 }, async () => {
   const { concert, price, ahead } = state;
   const { page, problems } = await browser();
 
@@ -171,10 +171,13 @@ test('a fan goes from the landing page to a paid seat', { timeout: 150_000 }, as
   assert.ok(seen.length >= 2, `position should have moved before admission, saw ${seen.join(' → ')}`);
   for (let i = 1; i < seen.length; i += 1) assert.ok(seen[i] < seen[i - 1], `positions only go down: ${seen.join(' → ')}`);
 
-  // 4. Admitted: booking opens by itself with the booking window countdown.
+  // 4. Admitted: booking opens by itself with the booking window countdown; times carry a zone.
   await page.getByTestId('schedule-list').locator('[data-testid="schedule-option"]').first().waitFor();
   assert.ok(seconds(await text(page.getByTestId('access-countdown'))) > 0);
+  assert.match(await text(page.getByTestId('access-until')), /\(at \d{1,2}:\d\d [AP]M UTC\)/);
   assert.equal(await page.getByTestId('schedule-option').count(), concert.schedules.length);
+  assert.match(await text(page.getByTestId('schedule-option').first()), /\d{1,2}:\d\d [AP]M UTC/);
+  assert.ok(await page.getByTestId('keep-tab-open').isVisible(), 'the keep-this-tab-open note shows while booking');
   await shot(page, 'admitted-pick-date');
 
   // Fans admitted before ours book too: two seats held, one sold, so the map shows every state.
@@ -202,55 +205,84 @@ test('a fan goes from the landing page to a paid seat', { timeout: 150_000 }, as
   assert.ok(await page.getByTestId('hold-seat').isDisabled(), 'nothing to hold before a seat is picked');
   await shot(page, 'seat-map');
 
-  // 6. Pick seat 12 and hold it.
-  await page.getByTestId('seat-12').click();
-  assert.equal(await page.getByTestId('seat-12').getAttribute('aria-pressed'), 'true');
-  assert.match(await text(page.getByTestId('seat-selection')), /Seat 12/);
-  await shot(page, 'seat-selected');
+  // 6. Pick three seats (12, 13, 14) and hold them together.
+  const credits = (n) => `${n.toLocaleString('en-US')} credits`;
+  for (const no of [12, 13, 14]) await page.getByTestId(`seat-${no}`).click();
+  for (const no of [12, 13, 14]) assert.equal(await page.getByTestId(`seat-${no}`).getAttribute('aria-pressed'), 'true');
+  assert.equal(await text(page.getByTestId('seat-selection')), `Seats 12, 13 and 14 · ${credits(3 * price)}`);
+  assert.equal(await text(page.getByTestId('hold-seat')), 'Hold 3 seats');
+  // Unpicking works too.
+  await page.getByTestId('seat-14').click();
+  assert.equal(await page.getByTestId('seat-14').getAttribute('aria-pressed'), 'false');
+  await page.getByTestId('seat-14').click();
+  await shot(page, 'seats-selected');
   await page.getByTestId('hold-seat').click();
 
-  // 7. The hold: a countdown that runs, the wallet (empty) and a top-up for exactly what's missing.
+  // 7. Checkout: the three held seats, ONE countdown (the hold's; the booking window line steps
+  //    aside), a note with the time and its zone, the wallet (empty) and a top-up for the total.
   await page.getByTestId('hold-panel').waitFor();
+  assert.equal(await page.getByTestId('held-seat').count(), 3);
+  assert.equal(await text(page.getByTestId('checkout-total')), credits(3 * price));
+  assert.ok(await page.getByTestId('booking-window').isHidden(), 'the booking window countdown steps aside at checkout');
+  const timers = await page.evaluate(() => [...document.querySelectorAll('[role="timer"]')].filter((el) => el.offsetParent !== null).length);
+  assert.equal(timers, 1, 'one countdown on the checkout screen');
   const c1 = seconds(await text(page.getByTestId('hold-countdown')));
   assert.ok(c1 > 60 && c1 <= 300, `hold countdown starts near the hold length, got ${c1}s`);
+  assert.match(await text(page.getByTestId('hold-until')), /until \d{1,2}:\d\d [AP]M UTC/);
   await page.getByTestId('charge-button').waitFor();
   assert.equal(await text(page.getByTestId('wallet-balance')), '0 credits');
-  assert.match(await text(page.getByTestId('charge-button')), new RegExp(`Add ${price.toLocaleString('en-US')} credits`));
+  assert.match(await text(page.getByTestId('charge-button')), new RegExp(`Add ${credits(3 * price)}`));
   assert.ok(await page.getByTestId('pay-button').isDisabled(), 'cannot pay before topping up');
+  assert.equal(await text(page.getByTestId('pay-button')), `Pay ${credits(3 * price)}`);
   await sleep(2100);
   const c2 = seconds(await text(page.getByTestId('hold-countdown')));
   assert.ok(c2 < c1, `countdown runs: ${c1}s then ${c2}s`);
-  await shot(page, 'seat-held');
+  await shot(page, 'seats-held');
+
+  // Back on the map, the fan's own holds show as theirs.
+  await page.getByTestId('add-seat').click();
+  await page.locator('[data-testid="seat-12"][data-status="mine"]').waitFor();
+  assert.equal(await page.getByTestId('seat-13').getAttribute('aria-label'), 'Seat 13, held for you');
+  assert.ok(await page.getByTestId('booking-window').isVisible(), 'the booking window countdown is back on the map');
+  await page.getByTestId('back-to-checkout').click();
+  await page.getByTestId('hold-panel').waitFor();
 
   // 8. Charge exactly what's missing.
   await page.getByTestId('charge-button').click();
-  await page.locator('[data-testid="wallet-balance"]', { hasText: `${price.toLocaleString('en-US')} credits` }).waitFor();
+  await page.locator('[data-testid="wallet-balance"]', { hasText: credits(3 * price) }).waitFor();
   assert.ok(await page.getByTestId('charge-button').isHidden(), 'nothing missing any more');
   assert.ok(await page.getByTestId('pay-button').isEnabled());
   await shot(page, 'wallet-charged');
 
-  // 9. Pay: the confirmation.
+  // 9. Pay once for all three: the confirmation, without the keep-this-tab-open footer.
+  const payment = page.waitForRequest((r) => r.method() === 'POST' && new URL(r.url()).pathname === '/v1/payments');
   await page.getByTestId('pay-button').click();
+  const paid = (await payment).postDataJSON();
+  assert.deepEqual(Object.keys(paid), ['reservation_ids']);
+  assert.equal(paid.reservation_ids.length, 3, 'one payment request for the three holds');
   const done = page.getByTestId('confirmation');
   await done.waitFor();
   const receipt = await text(done);
   assert.match(receipt, /You’re going!/);
   assert.equal(await text(page.getByTestId('confirm-concert')), concert.name);
-  assert.equal(await text(page.getByTestId('confirm-seat')), 'Seat 12');
-  assert.equal(await text(page.getByTestId('confirm-amount')), `${price.toLocaleString('en-US')} credits`);
+  assert.equal(await text(page.getByTestId('confirm-seat')), 'Seats 12, 13 and 14');
+  assert.equal(await text(page.getByTestId('confirm-amount')), credits(3 * price));
   assert.equal(await text(page.getByTestId('confirm-balance')), '0 credits');
+  assert.equal((await text(page.getByTestId('confirm-reference'))).split(', ').length, 3);
   const when = new Date(schedule.starts_at);
   assert.match(await text(page.getByTestId('confirm-date')), new RegExp(`${when.getUTCFullYear()}`));
   assert.match(await text(page.getByTestId('confirm-date')), new RegExp(when.toLocaleString('en-US', { month: 'short', timeZone: 'UTC' })));
+  assert.match(await text(page.getByTestId('confirm-date')), / UTC$/);
+  assert.ok(await page.getByTestId('keep-tab-open').isHidden(), 'no keep-this-tab-open footer after paying');
   await shot(page, 'confirmation');
 
-  // The API agrees: seat 12 is sold, the wallet is back to 0, the fan's pass is spent.
+  // The API agrees: seats 12-14 are sold, the wallet is back to 0, the fan's pass is spent.
   const seats = await call('GET', `/v1/schedules/${schedule.schedule_id}/seats`, { token: access1 });
   const byNo = Object.fromEntries(seats.seats.map((s) => [s.seat_no, s.status]));
-  assert.equal(byNo[12], 'sold');
+  for (const no of [12, 13, 14]) assert.equal(byNo[no], 'sold');
   assert.equal(byNo[7], 'sold');
   assert.equal(byNo[3], 'held');
-  assert.equal(byNo[13], 'available');
+  assert.equal(byNo[15], 'available');
   const balance = await call('GET', `/v1/users/${stored.user.user_id}/balance`, { token: stored.user.user_token });
   assert.equal(balance.balance, 0);
   await assert.rejects(call('GET', '/v1/queue/status', { token: stored.queue }), (e) => e.status === 410,
@@ -268,9 +300,26 @@ test('phone-sized waiting room and seat map are usable at 375 px', { timeout: 90
     deviceScaleFactor: 2,
     isMobile: true,
     hasTouch: true,
+    timezoneId: 'America/New_York', // the fan's own zone, named next to every time
+  });
+  // Hold the join back a moment to see the joining screen: its spinner is centred.
+  let letJoin;
+  const joinHeld = new Promise((r) => { letJoin = r; });
+  await page.route('**/v1/queue', async (route) => {
+    if (route.request().method() === 'POST') await joinHeld;
+    await route.continue().catch(() => {});
   });
   await page.goto(`${BASE_URL}/concerts/${concert.concert_id}`);
+  await page.getByTestId('joining').waitFor();
+  const centres = await page.evaluate(() => {
+    const mid = (el) => { const r = el.getBoundingClientRect(); return r.left + r.width / 2; };
+    return { spinner: mid(document.querySelector('.spinner')), panel: mid(document.querySelector('[data-testid="joining"]')) };
+  });
+  assert.ok(Math.abs(centres.spinner - centres.panel) < 2, `the joining spinner is centred: ${JSON.stringify(centres)}`);
+  await shot(page, 'phone-joining');
+  letJoin();
   await page.getByTestId('waiting-room').waitFor();
+  await page.unroute('**/v1/queue');
   const pos = Number(await text(page.getByTestId('queue-position')));
   assert.ok(pos >= 2, `position behind the early fan, got ${pos}`);
   assert.ok(other.position < pos);
@@ -280,6 +329,7 @@ test('phone-sized waiting room and seat map are usable at 375 px', { timeout: 90
 
   await setAdmission(concert.concert_id, { admit_per_tick: 1, tick_ms: 500 });
   await page.getByTestId('schedule-option').first().waitFor({ timeout: 30_000 });
+  assert.match(await text(page.getByTestId('schedule-option').first()), /\d{1,2}:\d\d [AP]M E[SD]T/);
   await page.getByTestId('schedule-option').first().tap();
   const map = page.getByTestId('seat-map');
   await map.locator('button').nth(49).waitFor();
@@ -288,9 +338,20 @@ test('phone-sized waiting room and seat map are usable at 375 px', { timeout: 90
   assert.ok(box && box.width >= 24 && box.height >= 24, `seat buttons are at least 24 px, got ${JSON.stringify(box)}`);
   const last = await page.getByTestId('seat-50').boundingBox();
   assert.ok(last && last.x + last.width <= 375, 'the whole row fits on screen');
-  await page.getByTestId('seat-13').tap();
-  assert.equal(await page.getByTestId('seat-13').getAttribute('aria-pressed'), 'true');
+  // Free seats of the first date, as the API sees them right now.
+  const freeNow = await page.evaluate(() => [...document.querySelectorAll('[data-testid="seat-map"] [data-status="available"]')].map((b) => Number(b.textContent)));
+  const [s1, s2] = freeNow;
+  await page.getByTestId(`seat-${s1}`).tap();
+  await page.getByTestId(`seat-${s2}`).tap();
+  assert.equal(await page.getByTestId(`seat-${s1}`).getAttribute('aria-pressed'), 'true');
   await shot(page, 'phone-seat-map');
+  await page.getByTestId('hold-seat').tap();
+  await page.getByTestId('hold-panel').waitFor();
+  assert.equal(await page.getByTestId('held-seat').count(), 2);
+  await page.getByTestId('charge-button').waitFor();
+  assert.match(await text(page.getByTestId('hold-until')), /\d{1,2}:\d\d [AP]M E[SD]T/);
+  await noHorizontalScroll(page);
+  await shot(page, 'phone-checkout');
   assert.deepEqual(problems, [], 'no script errors or CSP violations in the page');
 });
 
@@ -354,7 +415,7 @@ test('booking problems are explained in plain words', { timeout: 90_000 }, async
   await page.getByTestId('hold-seat').click();
   const alert = page.getByTestId('error-message');
   await alert.waitFor();
-  assert.equal(await text(alert), 'Someone just took that seat — pick another.');
+  assert.equal(await text(alert), 'Someone just took seat 20 — pick another.');
   await page.locator('[data-testid="seat-20"][data-status="held"]').waitFor();
   assert.ok(await page.getByTestId('hold-seat').isDisabled(), 'the lost pick is cleared');
   await shot(page, 'seat-taken');
@@ -377,7 +438,44 @@ test('booking problems are explained in plain words', { timeout: 90_000 }, async
   const ended = page.getByTestId('window-ended');
   await ended.waitFor();
   assert.match(await text(ended), /Your booking window ended/);
+  assert.ok(await page.getByTestId('keep-tab-open').isHidden(), 'no keep-this-tab-open footer once the window ended');
   await shot(page, 'booking-window-ended');
   await page.getByTestId('rejoin-button').click();
   await page.getByTestId('booking').waitFor({ timeout: 30_000 });
+});
+
+test('before the sale opens, the fan sees when (in their zone) and is let in after the start', { timeout: 90_000 }, async () => {
+  const day = 24 * 3600 * 1000;
+  const concert = await admin('POST', '/v1/admin/concerts', {
+    name: `Early Birds ${Math.random().toString(36).slice(2, 6).toUpperCase()}`,
+    sale_starts_at: new Date(Date.now() + 12_000).toISOString(),
+    schedules: [{ starts_at: new Date(Date.now() + 20 * day).toISOString(), price: 1000 }],
+  });
+  const { page, problems } = await browser({ timezoneId: 'Asia/Tokyo' });
+  await page.goto(`${BASE_URL}/concerts/${concert.concert_id}`);
+  await page.getByTestId('pre-queue').waitFor();
+  assert.match(await text(page.getByTestId('sale-starts-at')), /\d{1,2}:\d\d [AP]M GMT\+9$/);
+  assert.ok(seconds(await text(page.getByTestId('sale-countdown'))) > 0);
+  assert.ok(await page.getByTestId('queue-live').isHidden(), 'no position before the draw');
+  await page.locator('[data-testid="connection-status"][data-state="live"]').waitFor();
+  await shot(page, 'pre-queue');
+  // The sale opens: the draw places the fan, who is let in and can book.
+  await page.getByTestId('booking').waitFor({ timeout: 45_000 });
+  await page.getByTestId('schedule-option').first().waitFor();
+  assert.deepEqual(problems, [], 'no script errors or CSP violations in the page');
+});
+
+test('the API reference renders and links back to the site', { timeout: 60_000 }, async () => {
+  const { page, problems } = await browser();
+  await page.goto(`${BASE_URL}/docs`);
+  await page.locator('h1', { hasText: 'queuegate API' }).waitFor();
+  assert.ok((await page.locator('.op').count()) > 20, 'every route is rendered');
+  await page.getByText('/v1/queue/status').first().waitFor();
+  const back = page.getByTestId('docs-home-link');
+  assert.equal(await back.getAttribute('href'), '/');
+  await shot(page, 'api-docs', { fullPage: false });
+  await back.click();
+  await page.waitForURL(`${BASE_URL}/`);
+  await page.getByTestId('concert-list').waitFor();
+  assert.deepEqual(problems, [], 'no script errors or CSP violations in the docs page');
 });

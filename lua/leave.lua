@@ -5,6 +5,7 @@
 -- KEYS[3] admitted  ZSET user -> admission end (ms)
 -- KEYS[4] adm_seq   HASH user -> admission seq
 -- KEYS[5] stats     HASH concert figures
+-- KEYS[6] ended     HASH user -> "seq:reason" of the last admission that ended
 -- ARGV[1] user id
 -- ARGV[2] seq named by the queue token
 --
@@ -22,6 +23,8 @@ end
 if tonumber(redis.call('HGET', KEYS[4], user) or '-1') == seq then
   redis.call('ZREM', KEYS[3], user)
   redis.call('HDEL', KEYS[4], user)
+  redis.call('HSET', KEYS[6], user, ARGV[2] .. ':left')
+  redis.call('EXPIRE', KEYS[6], 172800)
   freed = 1
 end
 if freed == 1 then

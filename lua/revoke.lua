@@ -5,8 +5,10 @@
 -- KEYS[3] waiting   ZSET user -> seq
 -- KEYS[4] seen      key PREFIX of the last-seen buckets (see join.lua)
 -- KEYS[5] stats     HASH concert figures
+-- KEYS[6] ended     HASH user -> "seq:reason" of the last admission that ended
 -- ARGV[1] user id
 -- ARGV[2] seq of the place/admission to end, or '*' for whatever the user has
+-- ARGV[3] why it ends ('paid'), remembered so a refused token can say so
 --
 -- Invariant: only the named place is touched. A late retry of an old revocation finds a
 -- different seq (the user queued again) and leaves the new place alone.
@@ -17,6 +19,8 @@ local current = redis.call('HGET', KEYS[2], user)
 if current and (seq == '*' or current == seq) then
   ended = redis.call('ZREM', KEYS[1], user)
   redis.call('HDEL', KEYS[2], user)
+  redis.call('HSET', KEYS[6], user, current .. ':' .. ARGV[3])
+  redis.call('EXPIRE', KEYS[6], 172800)
   if ended == 1 then
     redis.call('HINCRBY', KEYS[5], 'revoked_total', 1)
   end

@@ -1,49 +1,78 @@
--- status: where is this place now? Also marks the user as still here.
+-- status: where are these places now? One call answers many places of one line (every poll of
+-- a concert that arrives on an instance while a call is in flight rides on the next call, and
+-- the events pump asks for all of an instance's streams at once).
 --
 -- KEYS[1] waiting   ZSET user -> seq
 -- KEYS[2] seen      key PREFIX of the last-seen buckets (see join.lua)
 -- KEYS[3] admitted  ZSET user -> admission end (ms)
 -- KEYS[4] adm_seq   HASH user -> admission seq
 -- KEYS[5] stats     HASH concert figures
--- ARGV[1] user id
--- ARGV[2] seq named by the queue token
--- ARGV[3] idle limit (s)
+-- KEYS[6] settings  HASH per-concert settings (sale_start_ms)
+-- ARGV[1] idle limit (s)
+-- ARGV[2..] triples: user id, seq named by the queue token, mark (1 or 0)
 --
--- Invariants: read-mostly; the only writes are the user's own last-seen time, and removing
--- the user's own place when it has been idle past the limit (the tick would remove it anyway).
--- A place answers only to the token that created it (same seq).
+-- mark = 1: check the user's last-seen time against the idle limit (an idle place is removed
+-- and answers gone, as the tick would do) and record "seen now". mark = 0: the caller marked
+-- this place less than half the idle limit ago, so it cannot be idle yet and its mark is
+-- fresh enough: no read, no write. Either way the answer is exact.
 --
--- Returns one of
---   { 'admitted', admission_end_ms }
---   { 'waiting', position }
--- (The line's pace for the ETA comes from each instance's tick results, not from here: the
--- hottest script stays as short as possible.)
---   { 'gone' }
+-- Invariants: a place answers only to the token that created it (same seq); the only writes
+-- are the caller's own last-seen marks and the removal of the caller's own idle place. The
+-- admitted set is consulted only for users no longer in the line, so a waiting fan's poll is
+-- two reads.
+--
+-- Before the sale starts (now < sale_start_ms) a waiting place is a pre-queue place: its
+-- position is not told (the order is hidden until the start), it is never idle, and it needs
+-- no mark. After the start the idle clock of a place starts at the later of its last mark and
+-- the start, so pre-queue fans are not dropped as idle for having waited for the opening.
+--
+-- Returns the sale start (ms, 0 when none), then one integer per triple: position (> 0) while
+-- waiting, -1 for a pre-queue place, -admission_end_ms (< -1) when admitted, 0 when gone.
 local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local user, seq, idle = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-
-local ends = redis.call('ZSCORE', KEYS[3], user)
-if ends then
-  if tonumber(ends) > now and tonumber(redis.call('HGET', KEYS[4], user)) == seq then
-    return { 'admitted', tonumber(ends) }
+local now_s = tonumber(t[1])
+local now = now_s * 1000 + math.floor(tonumber(t[2]) / 1000)
+local start = tonumber(redis.call('HGET', KEYS[6], 'sale_start_ms') or '0')
+local before_start = now < start
+local cutoff = now_s - tonumber(ARGV[1])
+local start_s = math.floor(start / 1000)
+local out = { start }
+local idle = 0
+for i = 2, #ARGV, 3 do
+  local user, seq = ARGV[i], tonumber(ARGV[i + 1])
+  local result = 0
+  local score = redis.call('ZSCORE', KEYS[1], user)
+  if score then
+    if tonumber(score) ~= seq then
+      result = 0
+    elseif before_start then
+      result = -1
+    else
+      local present = true
+      if ARGV[i + 2] == '1' then
+        local bucket = KEYS[2] .. string.format('%.0f', math.floor(seq / 128))
+        local field = string.format('%.0f', seq % 128)
+        if math.max(tonumber(redis.call('HGET', bucket, field) or '0'), start_s) < cutoff then
+          redis.call('ZREM', KEYS[1], user)
+          redis.call('HDEL', bucket, field)
+          idle = idle + 1
+          present = false
+        else
+          redis.call('HSET', bucket, field, now_s)
+        end
+      end
+      if present then
+        result = redis.call('ZRANK', KEYS[1], user) + 1
+      end
+    end
+  else
+    local ends = redis.call('ZSCORE', KEYS[3], user)
+    if ends and tonumber(ends) > now and tonumber(redis.call('HGET', KEYS[4], user)) == seq then
+      result = -tonumber(ends)
+    end
   end
-  return { 'gone' }
+  out[#out + 1] = result
 end
-
-local score = redis.call('ZSCORE', KEYS[1], user)
-if not score or tonumber(score) ~= seq then
-  return { 'gone' }
+if idle > 0 then
+  redis.call('HINCRBY', KEYS[5], 'idle_total', idle)
 end
-local bucket = KEYS[2] .. string.format('%.0f', math.floor(seq / 128))
-local field = string.format('%.0f', seq % 128)
-local last = tonumber(redis.call('HGET', bucket, field) or '0')
-if last < tonumber(t[1]) - idle then
-  redis.call('ZREM', KEYS[1], user)
-  redis.call('HDEL', bucket, field)
-  redis.call('HINCRBY', KEYS[5], 'idle_total', 1)
-  return { 'gone' }
-end
-redis.call('HSET', bucket, field, t[1])
-local rank = redis.call('ZRANK', KEYS[1], user)
-return { 'waiting', rank + 1 }
+return out

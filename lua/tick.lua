@@ -7,6 +7,12 @@
 -- KEYS[4] adm_seq   HASH user -> admission seq
 -- KEYS[5] stats     HASH concert figures
 -- KEYS[6] settings  HASH per-concert overrides (admit_per_tick, tick_ms, max_active, access_ttl_secs)
+-- KEYS[7] ended     HASH user -> "seq:reason" of the last admission that ended
+-- KEYS[8] seq       STRING arrival counter (read only)
+-- KEYS[9] clock     ZSET counter value -> when (ms): a sparse record of when each arrival
+--                   number was reached, so a wait can be measured without storing join times
+-- KEYS[10] waits    key PREFIX of per-minute wait histograms: HASH <prefix><minute>, field
+--                   bucket index -> admissions (kept 20 minutes)
 -- ARGV[1..4] defaults: admit_per_tick, tick_ms, max_active, access_ttl_secs
 -- ARGV[5] idle limit (s)
 --
@@ -19,31 +25,93 @@
 -- * idle users (not seen for the idle limit) never enter: they are dropped when they reach
 --   the front, and a rolling scan drops them from the rest of the line, covering the whole
 --   line about once per idle period.
+-- * before the sale starts (settings sale_start_ms) nobody enters and nobody is idle; the
+--   first tick of the sale records the draw (how many pre-queue places there are: their order
+--   was fixed, at random, when each was taken — see join.lua) exactly once, and admission
+--   starts from the front of that order;
 -- Work per call is bounded (batches of at most 10,000 / 20,000), so Redis never stalls.
 --
 -- Returns { ran, admitted_now, expired_now, idle_now, waiting, admitted, admitted_total,
 --           next_due_ms, tick_ms, max_active, measured rate in users per 1000 s (-1000 when
---           nothing is measured yet), admit_per_tick }
+--           nothing is measured yet), admit_per_tick, sale_start_ms (0: none), the draw (the
+--           pre-queue places drawn by this tick, -1 when it drew nothing, -2 before the
+--           start), then 17 counts of this tick's admissions by wait (s): <=1, <=5, <=10,
+--           <=30, <=60, <=120, <=300, <=600, <=900, <=1200, <=1800, <=2700, <=3600, <=5400,
+--           <=7200, <=10800, more }
 -- Instances that lose the claim still get the last four, which keep their ETA figures fresh.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 
-local s = redis.call('HMGET', KEYS[6], 'admit_per_tick', 'tick_ms', 'max_active', 'access_ttl_secs')
+local s = redis.call('HMGET', KEYS[6], 'admit_per_tick', 'tick_ms', 'max_active', 'access_ttl_secs', 'sale_start_ms')
 local per_tick = tonumber(s[1] or ARGV[1])
 local tick_ms = tonumber(s[2] or ARGV[2])
 local max_active = tonumber(s[3] or ARGV[3])
 local ttl_ms = tonumber(s[4] or ARGV[4]) * 1000
 local idle = tonumber(ARGV[5])
+local start = tonumber(s[5] or '0')
+-- Pre-queue places number below this (join.lua); everyone after the start above it.
+local PRE_QUEUE_END = 1125899906842624 -- 2^50
+local LIMITS = { 1, 5, 10, 30, 60, 120, 300, 600, 900, 1200, 1800, 2700, 3600, 5400, 7200, 10800 }
+local function no_waits(out)
+  for _ = 1, #LIMITS + 1 do
+    out[#out + 1] = 0
+  end
+  return out
+end
 
 local period = math.floor(now / tick_ms)
 local next_due = (period + 1) * tick_ms - now
+if now < start then
+  -- Before the sale: nobody enters, nobody is idle. Come back at the start at the latest.
+  return no_waits({ 0, 0, 0, 0, redis.call('ZCARD', KEYS[1]), 0, 0, math.min(next_due, start - now),
+                    tick_ms, max_active, -1000, per_tick, start, -2 })
+end
 local last = tonumber(redis.call('HGET', KEYS[5], 'last_tick_ms') or '-1')
 if last >= 0 and math.floor(last / tick_ms) >= period then
   local measured = tonumber(redis.call('HGET', KEYS[5], 'rate') or '-1')
-  return { 0, 0, 0, 0, 0, 0, 0, next_due, tick_ms, max_active, math.floor(measured * 1000), per_tick }
+  return no_waits({ 0, 0, 0, 0, 0, 0, 0, next_due, tick_ms, max_active, math.floor(measured * 1000),
+                    per_tick, start, -1 })
 end
 redis.call('HSET', KEYS[5], 'last_tick_ms', now)
 redis.call('HINCRBY', KEYS[5], 'ticks_total', 1)
+
+-- The draw: the first tick of the sale says how many pre-queue places there are, once.
+local drawn = -1
+if start > 0 and not redis.call('HGET', KEYS[5], 'drawn_ms') then
+  drawn = redis.call('ZCOUNT', KEYS[1], '-inf', '(' .. PRE_QUEUE_END)
+  redis.call('HSET', KEYS[5], 'drawn_ms', now, 'drawn_count', drawn)
+  redis.call('HINCRBY', KEYS[5], 'draws_total', 1)
+end
+
+-- The clock: when the arrival counter reached its current value (one entry per 5 s at most).
+local counter = tonumber(redis.call('GET', KEYS[8]) or '0')
+local latest = redis.call('ZRANGE', KEYS[9], -1, -1, 'WITHSCORES')
+if counter > 0 and (#latest == 0 or (tonumber(latest[2]) < counter and now - tonumber(latest[1]) >= 5000)) then
+  redis.call('ZADD', KEYS[9], counter, now)
+  redis.call('ZREMRANGEBYRANK', KEYS[9], 0, -40000)
+end
+-- How long an admitted place waited: from the start for pre-queue places, else from when the
+-- counter reached its number (first clock entry at or above it; a few seconds late at most).
+local waits = no_waits({})
+local start_s = math.floor(start / 1000)
+local function waited(seq)
+  local since
+  if seq < PRE_QUEUE_END then
+    since = start
+  else
+    local e = redis.call('ZRANGEBYSCORE', KEYS[9], seq, '+inf', 'LIMIT', 0, 1)
+    since = tonumber(e[1] or now)
+  end
+  local secs = math.max(0, now - since) / 1000
+  local b = #LIMITS + 1
+  for j, limit in ipairs(LIMITS) do
+    if secs <= limit then
+      b = j
+      break
+    end
+  end
+  waits[b] = waits[b] + 1
+end
 
 local cutoff = tonumber(t[1]) - idle
 local function bucket(seq)
@@ -52,7 +120,7 @@ end
 -- Forgets the user's last-seen entry; true if the user had gone idle.
 local function forget(seq)
   local b, f = bucket(seq)
-  local last_seen = tonumber(redis.call('HGET', b, f) or '0')
+  local last_seen = math.max(tonumber(redis.call('HGET', b, f) or '0'), start_s)
   redis.call('HDEL', b, f)
   return last_seen < cutoff
 end
@@ -61,7 +129,14 @@ end
 local expired = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0, 10000)
 for _, user in ipairs(expired) do
   redis.call('ZREM', KEYS[3], user)
+  local seq = redis.call('HGET', KEYS[4], user)
+  if seq then
+    redis.call('HSET', KEYS[7], user, seq .. ':expired')
+  end
   redis.call('HDEL', KEYS[4], user)
+end
+if #expired > 0 then
+  redis.call('EXPIRE', KEYS[7], 172800)
 end
 
 -- 2. Admit, in arrival order, within both limits; idle users at the front are dropped.
@@ -82,6 +157,7 @@ while admitted_now < want do
       redis.call('ZADD', KEYS[3], now + ttl_ms, user)
       redis.call('HSET', KEYS[4], user, popped[i + 1])
       admitted_now = admitted_now + 1
+      waited(seq)
     end
   end
 end
@@ -101,7 +177,7 @@ if waiting > 0 then
   for i = 1, #window, 2 do
     local seq = tonumber(window[i + 1])
     local b, f = bucket(seq)
-    if tonumber(redis.call('HGET', b, f) or '0') < cutoff then
+    if math.max(tonumber(redis.call('HGET', b, f) or '0'), start_s) < cutoff then
       redis.call('ZREM', KEYS[1], window[i])
       redis.call('HDEL', b, f)
       dropped = dropped + 1
@@ -133,5 +209,19 @@ if waiting > 0 and per_tick > 0 then
   redis.call('HSET', KEYS[5], 'rate', string.format('%.3f', rate))
 end
 
-return { 1, admitted_now, #expired, idle_count, waiting, active, total, next_due, tick_ms, max_active,
-         math.floor(rate * 1000), per_tick }
+if admitted_now > 0 then
+  local minute = KEYS[10] .. math.floor(now / 60000)
+  for j, n in ipairs(waits) do
+    if n > 0 then
+      redis.call('HINCRBY', minute, j, n)
+    end
+  end
+  redis.call('EXPIRE', minute, 1200)
+end
+
+local out = { 1, admitted_now, #expired, idle_count, waiting, active, total, next_due, tick_ms, max_active,
+              math.floor(rate * 1000), per_tick, start, drawn }
+for _, n in ipairs(waits) do
+  out[#out + 1] = n
+end
+return out

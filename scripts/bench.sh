@@ -1,10 +1,19 @@
 #!/usr/bin/env bash
 # Runs load scenarios against a fresh release gateway on 127.0.0.1:18080 and prints each
 # summary. Usage: scripts/bench.sh [scenario ...]   (default: baseline poll join rush-one
-# rush-many flow sse; add `scale` explicitly, it joins a million users).
-# Extra options for queuegate-load go in LOAD_ARGS, e.g. LOAD_ARGS="--connections 128".
-# `proxy` (gateway mode, explicit only) also starts an nginx origin on 127.0.0.1:18082 serving a
-# static page and a gateway-mode instance on 127.0.0.1:18081 in front of it, and compares the two.
+# rush-many flow sse; add `scale`, `eta`, `sale-open` explicitly: they take minutes).
+#
+# The gateway runs as a user runs it by default: request log on (written to a file, as a
+# service manager would), rate limits as shipped. Extra gateway settings go in the
+# environment as BENCH_ENV="KEY=value …" (e.g. BENCH_ENV="RUST_LOG=warn" to measure without
+# the request log); extra options for queuegate-load in LOAD_ARGS.
+#
+# BENCH_REDIS=cluster runs the queue store on a 3+3 Redis Cluster started on loopback by
+# scripts/redis-topology.sh (stopped afterwards), e.g. BENCH_REDIS=cluster scripts/bench.sh shards poll
+#
+# `proxy` (gateway mode, explicit only) also starts an nginx origin on port+2 serving a static
+# page and a gateway-mode instance on port+1 in front of it (same settings and BENCH_ENV as the
+# main gateway, its log beside the main one), and compares the two.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/queuegate-target}"
@@ -21,12 +30,24 @@ prefix="qgbench$$"
 export ADMIN_TOKEN="bench-admin-token-0123456789"
 export JWT_SECRET="bench-secret-bench-secret-bench-secret"
 export DATABASE_URL="mysql://root@127.0.0.1:3306/$db"
-export QG_ADDR="127.0.0.1:18080"
+port="${BENCH_PORT:-18080}"
+export QG_ADDR="127.0.0.1:$port"
+if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+  echo "bench: 127.0.0.1:$port is taken (set BENCH_PORT)" >&2
+  exit 1
+fi
 ulimit -n 20000 2>/dev/null || true
 
-LISTEN_ADDR="$QG_ADDR" REDIS_KEY_PREFIX="$prefix" QUEUE_IDLE_SECS=3600 RUST_LOG=warn \
-  RATE_JOIN_PER_MIN=0 RATE_CHARGE_PER_MIN=0 RATE_HOLD_PER_MIN=0 \
-  DATABASE_MAX_CONNECTIONS=40 "$bin/queuegate" serve &
+redis_args=()
+if [ "${BENCH_REDIS:-single}" = cluster ]; then
+  bash scripts/redis-topology.sh up cluster
+  eval "$(bash scripts/redis-topology.sh env cluster)"
+  export REDLOCK_URLS="redis://127.0.0.1:6379"
+  redis_args=(--redis-url "$REDIS_URL")
+fi
+log_file="${BENCH_LOG:-$(mktemp -t queuegate-bench-XXXX.log)}"
+# shellcheck disable=SC2086
+env LISTEN_ADDR="$QG_ADDR" REDIS_KEY_PREFIX="$prefix" ${BENCH_ENV:-} "$bin/queuegate" serve 2>"$log_file" &
 gw=$!
 proxy_pids=()
 cleanup() {
@@ -38,17 +59,26 @@ cleanup() {
   kill "$gw" 2>/dev/null || true
   wait "$gw" 2>/dev/null || true
   redis-cli --scan --pattern "$prefix*" | xargs -r -n 1000 redis-cli del >/dev/null || true
+  if [ "${BENCH_REDIS:-single}" = cluster ]; then bash scripts/redis-topology.sh down cluster || true; fi
+  echo "gateway log: $log_file ($(wc -l <"$log_file") lines)"
 }
 trap cleanup EXIT
 for _ in $(seq 1 100); do
-  (exec 3<>/dev/tcp/127.0.0.1/18080) 2>/dev/null && break
+  (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
   sleep 0.2
 done
 
-echo "# $(date -u +%Y-%m-%dT%H:%MZ) $(nproc) cores, gateway pid $gw, commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
+echo "# $(date -u +%Y-%m-%dT%H:%MZ) $(nproc) cores, gateway pid $gw, commit $(git rev-parse --short HEAD 2>/dev/null || echo '?'), queue Redis ${BENCH_REDIS:-single}, extra env: ${BENCH_ENV:-none}"
 # Gateway mode for `proxy`: a static origin, a concert whose line guards /shop, and a second
 # instance (same database and key prefix) with UPSTREAM_URL in front of the origin.
 start_proxy() {
+  local gw_port=$((port + 1)) origin_port=$((port + 2)) p concert
+  for p in "$gw_port" "$origin_port"; do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+      echo "bench: proxy needs 127.0.0.1:$p, which is taken (set BENCH_PORT)" >&2
+      return 1
+    fi
+  done
   proxy_tmp=$(mktemp -d)
   mkdir -p "$proxy_tmp/www/shop"
   {
@@ -56,37 +86,37 @@ start_proxy() {
     for i in $(seq 1 12); do echo "<p>Row $i of a small static shop page served by nginx.</p>"; done
     echo '</body></html>'
   } >"$proxy_tmp/www/shop/index.html"
-  bash scripts/origin-nginx.sh 18082 "$proxy_tmp/www" "$proxy_tmp/nginx" &
+  bash scripts/origin-nginx.sh "$origin_port" "$proxy_tmp/www" "$proxy_tmp/nginx" &
   proxy_pids+=($!)
-  local concert
   concert=$(curl -fsS -X POST "http://$QG_ADDR/v1/admin/concerts" \
     -H "Authorization: Bearer $ADMIN_TOKEN" -H 'Content-Type: application/json' \
     -d '{"name": "proxy bench", "schedules": [{"starts_at": "2031-06-01T19:30:00Z", "price": 100}]}' |
     sed -E 's/.*"concert_id":([0-9]+).*/\1/')
-  LISTEN_ADDR=127.0.0.1:18081 REDIS_KEY_PREFIX="$prefix" QUEUE_IDLE_SECS=3600 RUST_LOG=warn \
-    AUTO_MIGRATE=false DATABASE_MAX_CONNECTIONS=10 \
-    UPSTREAM_URL=http://127.0.0.1:18082 UPSTREAM_PATHS=/shop UPSTREAM_CONCERT_ID="$concert" \
-    UPSTREAM_IDENTITY_KEY="bench-identity-key-0123456789abcdef" "$bin/queuegate" serve &
+  # shellcheck disable=SC2086
+  env LISTEN_ADDR="127.0.0.1:$gw_port" REDIS_KEY_PREFIX="$prefix" AUTO_MIGRATE=false \
+    UPSTREAM_URL="http://127.0.0.1:$origin_port" UPSTREAM_PATHS=/shop UPSTREAM_CONCERT_ID="$concert" \
+    UPSTREAM_IDENTITY_KEY="bench-identity-key-0123456789abcdef" ${BENCH_ENV:-} \
+    "$bin/queuegate" serve 2>"$log_file.proxy" &
   proxy_pids+=($!)
   for _ in $(seq 1 100); do
-    (exec 3<>/dev/tcp/127.0.0.1/18081) 2>/dev/null && (exec 3<>/dev/tcp/127.0.0.1/18082) 2>/dev/null && break
+    (exec 3<>"/dev/tcp/127.0.0.1/$gw_port") 2>/dev/null && (exec 3<>"/dev/tcp/127.0.0.1/$origin_port") 2>/dev/null && break
     sleep 0.2
   done
-  PROXY_ARGS=(--addr 127.0.0.1:18081 --origin 127.0.0.1:18082 --concert "$concert" --path /shop/index.html)
-  echo "# proxy: nginx pid ${proxy_pids[0]} on 18082, gateway-mode pid ${proxy_pids[1]} on 18081, concert $concert"
+  PROXY_ARGS=(--addr "127.0.0.1:$gw_port" --origin "127.0.0.1:$origin_port" --concert "$concert" --path /shop/index.html)
+  echo "# proxy: nginx pid ${proxy_pids[0]} on $origin_port, gateway-mode pid ${proxy_pids[1]} on $gw_port (log $log_file.proxy), concert $concert"
 }
 
 status=0
 for s in "${scenarios[@]}"; do
   if [ "$s" = proxy ]; then
-    [ -n "${proxy_tmp:-}" ] || start_proxy
+    [ -n "${proxy_tmp:-}" ] || start_proxy || { status=1; continue; }
     # shellcheck disable=SC2086
-    "$bin/queuegate-load" proxy "${PROXY_ARGS[@]}" --gateway-pid "${proxy_pids[1]}" ${LOAD_ARGS:-} || status=1
+    "$bin/queuegate-load" proxy "${PROXY_ARGS[@]}" --gateway-pid "${proxy_pids[1]}" "${redis_args[@]}" ${LOAD_ARGS:-} || status=1
     echo
     continue
   fi
   # shellcheck disable=SC2086
-  "$bin/queuegate-load" "$s" --gateway-pid "$gw" ${LOAD_ARGS:-} || status=1
+  "$bin/queuegate-load" "$s" --gateway-pid "$gw" "${redis_args[@]}" ${LOAD_ARGS:-} || status=1
   echo
 done
 exit $status

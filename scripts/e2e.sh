@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# End-to-end browser test: a fan goes from the landing page to a paid seat in a real headless
+# End-to-end browser test: a fan goes from the landing page to paid seats in a real headless
 # Chromium (Debian's, driven by playwright-core from e2e/; no browser download).
 #
 # Starts MariaDB/Redis if needed, builds the gateway, runs one on a free loopback port with its

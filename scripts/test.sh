@@ -64,16 +64,30 @@ export QG_TEST_REDLOCK_URLS="redis://127.0.0.1:6379,redis://127.0.0.1:6380,redis
 owns_test_data=1
 drop_test_data
 
-echo "[test] cargo fmt --check"
-cargo fmt --all -- --check
-echo "[test] cargo clippy"
-cargo clippy --locked --all-targets -- -D warnings
-echo "[test] cargo test"
+# Each stage prints its name and how long it took; the summary at the end lists them all.
+timings=()
+run_started=$SECONDS
+stage() {
+  local name=$1 started=$SECONDS
+  shift
+  echo "[test] ── $name"
+  "$@"
+  timings+=("$(printf '%5d s  %s' $((SECONDS - started)) "$name")")
+  echo "[test] ── $name: $((SECONDS - started)) s"
+}
+
 ulimit -n 16384 2>/dev/null || true
-cargo test --locked -- --test-threads=4
+stage "cargo fmt --check" cargo fmt --all -- --check
+stage "cargo clippy" cargo clippy --locked --all-targets -- -D warnings
+stage "cargo test (unit + integration, real MariaDB and Redis)" cargo test --locked -- --test-threads=4
+stage "queue on Redis Cluster and Sentinel, failovers" bash scripts/topology-tests.sh
+stage "alert rules (promtool check + unit tests)" bash scripts/alerts-test.sh
+stage "shipped nginx logs carry no tokens" bash scripts/nginx-log-check.sh
+stage "contract fuzzing (schemathesis against /openapi.json)" bash scripts/contract.sh
+stage "the README's curl walk-through, pasted into a shell" bash scripts/readme-walkthrough.sh --serve
+echo "[test] e2e: CI=${CI:-unset}, QG_E2E_REQUIRED=${QG_E2E_REQUIRED:-unset} (with either set, a missing browser fails the run)"
+stage "end to end in headless Chromium" bash scripts/e2e.sh
+stage "the compose topology run natively (scripts/stack-test.sh)" env STACK_PROFILE=debug bash scripts/stack-test.sh
 
-echo "[test] contract fuzzing (schemathesis against /openapi.json)"
-bash scripts/contract.sh
-
-echo "[test] end to end in headless Chromium (CI=${CI:-unset}, QG_E2E_REQUIRED=${QG_E2E_REQUIRED:-unset}: with either set, a missing browser fails the run; without, it is skipped with a SKIPPED banner)"
-bash scripts/e2e.sh
+echo "[test] all stages passed in $((SECONDS - run_started)) s:"
+printf '[test] %s\n' "${timings[@]}"

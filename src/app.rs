@@ -21,6 +21,7 @@ use crate::lock::Redlock;
 use crate::queue::service::Queue;
 use crate::queue::store::QueueStore;
 use crate::ratelimit::RateLimiter;
+use crate::redis::watch::WatchedPool;
 use crate::tokens::TokenKeys;
 use crate::wallet::Wallet;
 use std::net::SocketAddr;
@@ -36,6 +37,8 @@ pub enum StartError {
     Database(#[from] DbSetupError),
     #[error("invalid Redis configuration: {0}")]
     Redis(#[from] fred::error::Error),
+    #[error("cannot reach the queue Redis ({topology}) at {url} within {} s", REDIS_START_LIMIT.as_secs())]
+    RedisUnreachable { topology: &'static str, url: String },
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -48,10 +51,24 @@ pub enum StartError {
     Gateway(String),
 }
 
+/// How long `serve` waits for the queue Redis at start before giving up (exit 2).
+const REDIS_START_LIMIT: Duration = Duration::from_secs(10);
+
+impl StartError {
+    /// Configuration the operator must fix (exit 2), as opposed to a failure at run time.
+    pub fn is_configuration(&self) -> bool {
+        matches!(
+            self,
+            StartError::Redis(_) | StartError::RedisUnreachable { .. }
+        )
+    }
+}
+
 /// The wired application. The handles beside `api` are for jobs, the CLI and tests.
 pub struct App {
     pub settings: Settings,
     pub db: Db,
+    pub redis: Arc<WatchedPool>,
     pub tokens: Arc<TokenKeys>,
     pub queue: Arc<Queue>,
     pub api: Arc<Api>,
@@ -79,10 +96,14 @@ impl App {
         if settings.auto_migrate {
             db.migrate().await?;
         }
-        let pool = crate::redis::pool(&settings.redis_url, 8)?;
-        if !crate::redis::wait_connected(&pool, Duration::from_secs(3)).await {
-            tracing::warn!(url = %settings.redis_url, "queue Redis is not reachable yet; queue routes answer 503 until it is");
+        let redis = Arc::new(WatchedPool::connect(&settings.redis_url, 8)?);
+        if !redis.wait_connected(REDIS_START_LIMIT).await {
+            return Err(StartError::RedisUnreachable {
+                topology: redis.topology().as_str(),
+                url: settings.redis_url.clone(),
+            });
         }
+        let pool = redis.pool().clone();
         let redlock = Arc::new(connect_redlock(&settings).await?);
         let tokens = Arc::new(TokenKeys::new(settings.jwt_secret.expose().as_bytes()));
 
@@ -93,7 +114,12 @@ impl App {
         if let Err(e) = store.load_scripts().await {
             tracing::warn!(error = %e, "could not preload Lua scripts; they load on first use");
         }
-        let queue = Arc::new(Queue::new(store.clone(), tokens.clone(), settings.queue));
+        let queue = Arc::new(Queue::new(
+            store.clone(),
+            tokens.clone(),
+            settings.queue,
+            settings.sse_max_streams,
+        ));
 
         let seat_keys = SeatKeys::new(settings.redis_key_prefix.clone());
         let board = Arc::new(SeatBoard::new(pool.clone(), seat_keys.clone()));
@@ -129,7 +155,7 @@ impl App {
             payments: Payments::new(db.clone(), board, catalogue, store),
             wallet: Wallet::new(db.clone()),
             limits: RateLimiter::new(settings.rate_limits.clone()),
-            probes: Probes::new(pool, db.clone(), redlock),
+            probes: Probes::new(redis.clone(), db.clone(), redlock),
             metrics,
             lifecycle: lifecycle.clone(),
             gateway,
@@ -137,6 +163,7 @@ impl App {
         Ok(Arc::new(App {
             settings,
             db,
+            redis,
             tokens,
             queue,
             api,
@@ -188,6 +215,7 @@ impl Background {
                 stop_rx.clone(),
             )),
             tokio::spawn(crate::queue::pump::run(app.queue.clone(), stop_rx.clone())),
+            tokio::spawn(app.redis.clone().watch(stop_rx.clone())),
         ];
         let scheduler =
             crate::booking::sweep::schedule(app.db.clone(), app.settings.sweep_interval_secs)

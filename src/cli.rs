@@ -99,7 +99,14 @@ pub fn main() -> ExitCode {
 }
 
 async fn serve(settings: Settings) -> Result<ExitCode, String> {
-    let app = App::build(settings).await.map_err(|e| e.to_string())?;
+    let app = match App::build(settings).await {
+        Ok(app) => app,
+        Err(e) if e.is_configuration() => {
+            eprintln!("queuegate: {e}");
+            return Ok(ExitCode::from(2));
+        }
+        Err(e) => return Err(e.to_string()),
+    };
     let listener = app.bind().await.map_err(|e| e.to_string())?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     tracing::info!(%addr, "queuegate listening");

@@ -157,6 +157,9 @@ pub struct Settings {
     pub rate_limits: RateLimits,
     /// Slow clients get this long to send their request headers.
     pub header_read_timeout: Duration,
+    /// Most event streams one instance keeps open (0 = no cap); past it a stream is refused
+    /// with 503 and the page polls instead.
+    pub sse_max_streams: usize,
     /// Gateway mode; `None` when `UPSTREAM_URL` is unset.
     pub upstream: Option<UpstreamSettings>,
 }
@@ -179,7 +182,16 @@ impl Settings {
         let redis_url = env.string("REDIS_URL", "redis://127.0.0.1:6379");
         check_redis_url("REDIS_URL", &redis_url)?;
         let redlock_urls = match env.raw("REDLOCK_URLS") {
-            None => vec![redis_url.clone()],
+            None => {
+                if Topology::of_url(&redis_url) != Some(Topology::Single) {
+                    return Err(env.error(
+                        "REDLOCK_URLS",
+                        String::new(),
+                        "must be set when REDIS_URL is a cluster or sentinel URL (it defaults to REDIS_URL): list independent plain Redis masters, redis://host:port,…",
+                    ));
+                }
+                vec![redis_url.clone()]
+            }
             Some(raw) => {
                 let urls: Vec<String> = raw
                     .split(',')
@@ -295,6 +307,7 @@ impl Settings {
                 1,
                 300,
             )?),
+            sse_max_streams: env.int("SSE_MAX_STREAMS", 20_000, 0, 10_000_000)? as usize,
             upstream: upstream(&env)?,
         })
     }
@@ -494,16 +507,60 @@ impl Env<'_> {
     }
 }
 
-fn check_redis_url(var: &'static str, url: &str) -> Result<(), ConfigError> {
-    if url.starts_with("redis://") || url.starts_with("rediss://") {
-        Ok(())
-    } else {
-        Err(ConfigError {
-            var,
-            value: url.to_owned(),
-            reason: "expected a redis:// URL".into(),
-        })
+/// Which kind of Redis a URL names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Topology {
+    /// `redis://` or `rediss://`: one server.
+    Single,
+    /// `redis-cluster://host:port?node=host:port&…`.
+    Cluster,
+    /// `redis-sentinel://host:port/db?node=…&sentinelServiceName=NAME`.
+    Sentinel,
+}
+
+impl Topology {
+    pub fn of_url(url: &str) -> Option<Topology> {
+        let scheme = url.split_once("://")?.0;
+        match scheme {
+            "redis" | "rediss" => Some(Topology::Single),
+            "redis-cluster" | "rediss-cluster" => Some(Topology::Cluster),
+            "redis-sentinel" | "rediss-sentinel" => Some(Topology::Sentinel),
+            _ => None,
+        }
     }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Topology::Single => "single",
+            Topology::Cluster => "cluster",
+            Topology::Sentinel => "sentinel",
+        }
+    }
+}
+
+/// Checks that `url` is one of the three forms and that fred can read it (hosts, ports, the
+/// sentinel service name); the reason in words otherwise.
+pub fn check_url(url: &str) -> Result<Topology, String> {
+    let topology = Topology::of_url(url).ok_or_else(|| {
+        "expected redis://, redis-cluster://host:port?node=host:port… or redis-sentinel://host:port/0?node=…&sentinelServiceName=NAME".to_owned()
+    })?;
+    fred::prelude::Config::from_url(url).map_err(|e| e.details().to_string())?;
+    Ok(topology)
+}
+
+fn check_redis_url(var: &'static str, url: &str) -> Result<(), ConfigError> {
+    let error = |reason: String| ConfigError {
+        var,
+        value: url.to_owned(),
+        reason,
+    };
+    let topology = check_url(url).map_err(error)?;
+    if var == "REDLOCK_URLS" && topology != Topology::Single {
+        return Err(error(
+            "each Redlock master must be an independent plain Redis (redis://host:port); a cluster or sentinel URL cannot be one".into(),
+        ));
+    }
+    Ok(())
 }
 
 fn check_mysql_url(var: &'static str, url: &str) -> Result<(), ConfigError> {
@@ -729,6 +786,51 @@ mod tests {
         for p in ["/shop", "/shop/v1", "/v1x", "/concertsx/1"] {
             assert!(!is_own_path(p), "{p}");
         }
+    }
+
+    #[test]
+    fn urls_name_their_topology() {
+        assert_eq!(check_url("redis://127.0.0.1:6379"), Ok(Topology::Single));
+        assert_eq!(
+            check_url("redis-cluster://127.0.0.1:7000?node=127.0.0.1:7001&node=127.0.0.1:7002"),
+            Ok(Topology::Cluster)
+        );
+        assert_eq!(
+            check_url(
+                "redis-sentinel://127.0.0.1:26379/0?node=127.0.0.1:26380&sentinelServiceName=qgmaster"
+            ),
+            Ok(Topology::Sentinel)
+        );
+        assert!(check_url("http://x").is_err());
+        assert!(
+            check_url("redis-sentinel://127.0.0.1:26379/0").is_err(),
+            "no service name"
+        );
+        assert!(check_url("memcached://x:1").is_err());
+    }
+
+    #[test]
+    fn redis_urls_take_three_forms_and_lock_masters_only_one() {
+        let cluster = "redis-cluster://127.0.0.1:7000?node=127.0.0.1:7001";
+        let sentinel =
+            "redis-sentinel://127.0.0.1:26379/0?node=127.0.0.1:26380&sentinelServiceName=qg";
+        assert!(
+            settings(&[("REDIS_URL", cluster)]).is_err(),
+            "the lock masters default to REDIS_URL"
+        );
+        let s = settings(&[
+            ("REDIS_URL", cluster),
+            ("REDLOCK_URLS", "redis://127.0.0.1:6379"),
+        ]);
+        assert_eq!(s.unwrap().redis_url, cluster);
+        assert!(settings(&[("REDIS_URL", sentinel), ("REDLOCK_URLS", "redis://a:1")]).is_ok());
+        let e = settings(&[("REDLOCK_URLS", cluster)]).unwrap_err();
+        assert_eq!(e.var, "REDLOCK_URLS");
+        assert!(e.to_string().contains("independent"), "{e}");
+        assert_eq!(
+            settings(&[("REDIS_URL", "http://x")]).unwrap_err().var,
+            "REDIS_URL"
+        );
     }
 
     #[test]

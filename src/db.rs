@@ -177,9 +177,11 @@ impl Db {
     }
 }
 
-/// `Seconds_Behind_Master` of a replica, or `None` when it is not replicating (or the account
-/// lacks the REPLICATION CLIENT / SLAVE MONITOR privilege to ask).
-pub async fn replica_lag_secs(pool: &MySqlPool) -> Option<u64> {
+/// How far a replica is behind its primary, in seconds: `Seconds_Behind_Master` (MariaDB) or
+/// `Seconds_Behind_Source` (MySQL 8). Infinite when replication is configured but stopped (the
+/// server reports NULL); `None` when the server is no replica or the account may not ask
+/// (REPLICATION CLIENT / SLAVE MONITOR).
+pub async fn replica_lag_secs(pool: &MySqlPool) -> Option<f64> {
     use sqlx::Row;
     let row = tokio::time::timeout(
         Duration::from_secs(1),
@@ -188,7 +190,8 @@ pub async fn replica_lag_secs(pool: &MySqlPool) -> Option<u64> {
     .await
     .ok()?
     .ok()??;
-    row.try_get::<Option<u64>, _>("Seconds_Behind_Master")
-        .ok()
-        .flatten()
+    let lag = ["Seconds_Behind_Master", "Seconds_Behind_Source"]
+        .into_iter()
+        .find_map(|column| row.try_get::<Option<u64>, _>(column).ok())?;
+    Some(lag.map_or(f64::INFINITY, |secs| secs as f64))
 }

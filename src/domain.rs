@@ -66,6 +66,47 @@ id_type!(ConcertId);
 id_type!(ScheduleId);
 id_type!(ReservationId);
 
+/// One concert's waiting line: the concert, and the random id its line was created with.
+///
+/// Queue state in Redis is keyed by both, so a line belongs to exactly the concert it was made
+/// for: a fresh database whose concert 1 is a different concert, or a second environment
+/// sharing the Redis, never picks up another's line or settings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LineId {
+    pub concert: ConcertId,
+    pub queue_id: u64,
+}
+
+impl LineId {
+    /// A new random queue id (below 2^53, so it survives JSON and JavaScript).
+    pub fn fresh_queue_id() -> u64 {
+        let bytes = uuid::Uuid::new_v4().into_bytes();
+        let n = u64::from_le_bytes([
+            bytes[0], bytes[1], bytes[2], bytes[3], bytes[4], bytes[5], bytes[6], bytes[7],
+        ]);
+        (n & MAX_ID).max(1)
+    }
+
+    /// The compact form used in the admission timer's set: `concert.queue_id`.
+    pub fn member(self) -> String {
+        format!("{}.{:x}", self.concert, self.queue_id)
+    }
+
+    pub fn from_member(s: &str) -> Option<LineId> {
+        let (c, q) = s.split_once('.')?;
+        Some(LineId {
+            concert: ConcertId::from_path(c)?,
+            queue_id: u64::from_str_radix(q, 16).ok().filter(|q| *q > 0)?,
+        })
+    }
+}
+
+impl fmt::Display for LineId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{:x}", self.concert, self.queue_id)
+    }
+}
+
 /// Seats of a schedule are numbered 1..=50.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, utoipa::ToSchema)]
 #[serde(transparent)]
@@ -296,6 +337,19 @@ mod tests {
         assert!(IdempotencyKey::parse(b"with space").is_err());
         assert!(IdempotencyKey::parse(&[0xff]).is_err());
         assert!(IdempotencyKey::parse(&[b'a'; 256]).is_err());
+    }
+
+    #[test]
+    fn line_ids_round_trip_through_the_timer_set() {
+        let line = LineId {
+            concert: ConcertId::new(42).unwrap(),
+            queue_id: LineId::fresh_queue_id(),
+        };
+        assert!(line.queue_id <= MAX_ID && line.queue_id > 0);
+        assert_eq!(LineId::from_member(&line.member()), Some(line));
+        for bad in ["42", "42.", ".1f", "0.1f", "42.zz", "42.0"] {
+            assert_eq!(LineId::from_member(bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -5,7 +5,7 @@
 
 use crate::db::Db;
 use crate::lock::Redlock;
-use fred::prelude::Pool;
+use crate::redis::watch::WatchedPool;
 use std::sync::Arc;
 
 /// What the probes found.
@@ -17,6 +17,10 @@ pub struct Readiness {
     pub replica: Option<bool>,
     pub redlock_up: usize,
     pub redlock_masters: usize,
+    /// `single`, `cluster` or `sentinel`.
+    pub redis_topology: &'static str,
+    /// Redis nodes (primaries) the queue store's clients are connected to.
+    pub redis_nodes: usize,
 }
 
 impl Readiness {
@@ -28,13 +32,13 @@ impl Readiness {
 }
 
 pub struct Probes {
-    redis: Pool,
+    redis: Arc<WatchedPool>,
     db: Db,
     redlock: Arc<Redlock>,
 }
 
 impl Probes {
-    pub fn new(redis: Pool, db: Db, redlock: Arc<Redlock>) -> Self {
+    pub fn new(redis: Arc<WatchedPool>, db: Db, redlock: Arc<Redlock>) -> Self {
         Probes { redis, db, redlock }
     }
 
@@ -46,7 +50,7 @@ impl Probes {
             }
         };
         let (redis, database, replica, redlock_up) = tokio::join!(
-            crate::redis::ping(self.redis.next_connected()),
+            crate::redis::ping(self.redis.pool().next_connected()),
             Db::ping(self.db.primary()),
             replica,
             self.redlock.masters_up(),
@@ -57,6 +61,8 @@ impl Probes {
             replica,
             redlock_up,
             redlock_masters: self.redlock.masters(),
+            redis_topology: self.redis.topology().as_str(),
+            redis_nodes: self.redis.nodes(),
         }
     }
 
@@ -69,7 +75,7 @@ impl Probes {
         if let Some(replica) = r.replica {
             metrics::gauge!("queuegate_dependency_up", "dependency" => "replica").set(up(replica));
             if let Some(lag) = self.replica_lag_secs().await {
-                metrics::gauge!("queuegate_db_replica_lag_seconds").set(lag as f64);
+                metrics::gauge!("queuegate_db_replica_lag_seconds").set(lag);
             }
         }
         metrics::gauge!("queuegate_redlock_masters_up").set(r.redlock_up as f64);
@@ -77,9 +83,9 @@ impl Probes {
         self.db.record_pool_metrics();
     }
 
-    /// Seconds the replica is behind its primary (`SHOW REPLICA STATUS`); `None` when there is
-    /// no replica, it does not replicate, or the account may not ask.
-    async fn replica_lag_secs(&self) -> Option<u64> {
+    /// Seconds the replica is behind its primary (infinite while replication is stopped);
+    /// `None` when there is no replica, it is no replica, or the account may not ask.
+    async fn replica_lag_secs(&self) -> Option<f64> {
         let replica = self.db.replica.as_ref()?;
         crate::db::replica_lag_secs(&replica.pool).await
     }

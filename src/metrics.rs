@@ -14,11 +14,29 @@ const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
 ];
 
+/// Wait-time buckets in seconds: the tick's own (see `queue::model::WAIT_LIMITS_SECS`).
+const WAIT_BUCKETS: [f64; 16] = [
+    1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1200.0, 1800.0, 2700.0, 3600.0, 5400.0,
+    7200.0, 10800.0,
+];
+
 pub fn handle() -> PrometheusHandle {
     HANDLE
         .get_or_init(|| {
             let recorder = PrometheusBuilder::new()
-                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
+                .set_buckets_for_metric(
+                    Matcher::Full("queuegate_queue_wait_seconds".into()),
+                    &WAIT_BUCKETS,
+                )
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full("queuegate_queue_batch_size".into()),
+                        &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0],
+                    )
+                })
+                .and_then(|b| {
+                    b.set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
+                })
                 .map(|b| b.build_recorder());
             match recorder {
                 Ok(recorder) => {
@@ -122,6 +140,54 @@ fn describe() {
         "queuegate_sse_events_total",
         "Events pushed to streams, by kind"
     );
+    describe_gauge!(
+        "queuegate_sse_streams_limit",
+        "Most event streams this instance keeps open (0 = no cap)"
+    );
+    describe_counter!(
+        "queuegate_sse_refused_total",
+        "Event streams refused at SSE_MAX_STREAMS"
+    );
+    describe_gauge!(
+        "queuegate_dependency_up",
+        "1 when a dependency answers its probe, by dependency"
+    );
+    describe_gauge!(
+        "queuegate_db_replica_lag_seconds",
+        "How far the read replica is behind (infinite while replication is stopped)"
+    );
+    describe_gauge!(
+        "queuegate_sweep_last_success_timestamp_seconds",
+        "When the hold-expiry sweep last succeeded (unix time)"
+    );
+    describe_gauge!(
+        "queuegate_queue_max_active",
+        "Effective cap on admitted users, per concert"
+    );
+    describe_gauge!(
+        "queuegate_queue_admit_per_tick",
+        "Effective admissions per tick, per concert (0 = paused)"
+    );
+    describe_histogram!(
+        "queuegate_queue_wait_seconds",
+        "How long admitted fans waited: from joining, or from the sale's start for pre-queue places"
+    );
+    describe_gauge!(
+        "queuegate_queue_pre_queue",
+        "Places in a sale's pre-queue before it starts, per concert"
+    );
+    describe_counter!(
+        "queuegate_queue_draws_total",
+        "Pre-queue draws (one per sale that had a start), per concert"
+    );
+    describe_histogram!(
+        "queuegate_queue_batch_size",
+        "Places carried by one coalesced script call, by call"
+    );
+    describe_counter!(
+        "queuegate_holds_released_total",
+        "Unpaid holds released because the access ended, by why"
+    );
     describe_counter!(
         "queuegate_gateway_requests_total",
         "Gateway mode: requests for protected paths by decision (forwarded, redirected to the line, refused as not admitted, bad_path)"
@@ -138,5 +204,10 @@ fn describe() {
     // dashboards and alerts see 0 rather than "no data".
     metrics::counter!("queuegate_lock_fallback_total").increment(0);
     metrics::counter!("queuegate_holds_expired_total").increment(0);
+    metrics::counter!("queuegate_holds_total", "result" => "error").increment(0);
+    metrics::counter!("queuegate_lock_acquire_total", "result" => "quorum_unreachable")
+        .increment(0);
     metrics::gauge!("queuegate_sse_streams").increment(0.0);
+    // 0 until the first sweep succeeds, so "no sweep for a minute" alerts from the start.
+    metrics::gauge!("queuegate_sweep_last_success_timestamp_seconds").set(0.0);
 }

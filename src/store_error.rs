@@ -20,7 +20,7 @@ impl Dependency {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("{} is unavailable", .0.as_str())]
     Unavailable(Dependency),

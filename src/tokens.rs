@@ -5,7 +5,7 @@
 //! who the bearer is and what they were granted at signing time; whether an access grant is
 //! *still* live is a separate question answered by the queue store (see `gate.rs`).
 
-use crate::domain::{ConcertId, UserId};
+use crate::domain::{ConcertId, LineId, UserId};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
@@ -21,6 +21,9 @@ pub enum Kind {
     User,
     Queue,
     Access,
+    /// A short-lived, single-use ticket that opens one event stream (an EventSource cannot
+    /// send headers, and a long-lived token must never sit in a URL).
+    Stream,
 }
 
 impl Kind {
@@ -29,6 +32,7 @@ impl Kind {
             Kind::User => "user",
             Kind::Queue => "queue",
             Kind::Access => "access",
+            Kind::Stream => "stream",
         }
     }
 }
@@ -59,11 +63,17 @@ struct Claims {
     sub: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     cid: Option<u64>,
+    /// The line's random id (see `LineId`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    qid: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     seq: Option<u64>,
     /// The queue store's epoch when the place was issued (detects a store that lost its data).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     ep: Option<String>,
+    /// A stream ticket's unique id (single use).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    jti: Option<String>,
     iat: u64,
     exp: u64,
 }
@@ -77,20 +87,52 @@ pub struct UserToken {
 pub struct QueueToken {
     pub user_id: UserId,
     pub concert_id: ConcertId,
+    pub queue_id: u64,
     pub seq: u64,
     pub epoch: String,
+}
+
+impl QueueToken {
+    pub fn line(&self) -> LineId {
+        LineId {
+            concert: self.concert_id,
+            queue_id: self.queue_id,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AccessToken {
     pub user_id: UserId,
     pub concert_id: ConcertId,
+    pub queue_id: u64,
     /// The arrival number of the admission this token belongs to: a later admission of the
     /// same user has another `seq`, so an old token cannot ride on a new admission.
     pub seq: u64,
     /// Admission end, seconds since the epoch.
     pub exp: u64,
 }
+
+impl AccessToken {
+    pub fn line(&self) -> LineId {
+        LineId {
+            concert: self.concert_id,
+            queue_id: self.queue_id,
+        }
+    }
+}
+
+/// A verified stream ticket: which place's events it opens, and its single-use id.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StreamTicket {
+    pub user_id: UserId,
+    pub line: LineId,
+    pub seq: u64,
+    pub jti: String,
+}
+
+/// How long a stream ticket may wait to be used.
+pub const STREAM_TICKET_TTL_SECS: u64 = 30;
 
 pub struct TokenKeys {
     encoding: EncodingKey,
@@ -153,8 +195,10 @@ impl TokenKeys {
             iss: ISSUER.into(),
             sub: user_id.to_string(),
             cid: None,
+            qid: None,
             seq: None,
             ep: None,
+            jti: None,
             iat: now,
             exp: now + USER_TOKEN_TTL_SECS,
         })
@@ -167,8 +211,10 @@ impl TokenKeys {
             iss: ISSUER.into(),
             sub: t.user_id.to_string(),
             cid: Some(t.concert_id.get()),
+            qid: Some(t.queue_id),
             seq: Some(t.seq),
             ep: Some(t.epoch.clone()),
+            jti: None,
             iat: now,
             exp: now + QUEUE_TOKEN_TTL_SECS,
         })
@@ -180,11 +226,43 @@ impl TokenKeys {
             iss: ISSUER.into(),
             sub: t.user_id.to_string(),
             cid: Some(t.concert_id.get()),
+            qid: Some(t.queue_id),
             seq: Some(t.seq),
             ep: None,
+            jti: None,
             iat: now_secs(),
             exp: t.exp,
         })
+    }
+
+    /// A single-use ticket for the event stream of `q`'s place, valid for a few seconds.
+    pub fn mint_stream_ticket(&self, q: &QueueToken) -> Result<String, TokenError> {
+        let now = now_secs();
+        self.sign(&Claims {
+            kind: Kind::Stream,
+            iss: ISSUER.into(),
+            sub: q.user_id.to_string(),
+            cid: Some(q.concert_id.get()),
+            qid: Some(q.queue_id),
+            seq: Some(q.seq),
+            ep: None,
+            jti: Some(uuid::Uuid::new_v4().simple().to_string()),
+            iat: now,
+            exp: now + STREAM_TICKET_TTL_SECS,
+        })
+    }
+
+    pub fn verify_stream_ticket(&self, token: &str) -> Result<StreamTicket, TokenError> {
+        let c = self.verify(token, Kind::Stream)?;
+        match (c.cid.and_then(ConcertId::new), c.qid, c.seq, c.jti) {
+            (Some(concert), Some(queue_id), Some(seq), Some(jti)) => Ok(StreamTicket {
+                user_id: user_id(c.sub, Kind::Stream)?,
+                line: LineId { concert, queue_id },
+                seq,
+                jti,
+            }),
+            _ => Err(TokenError::MissingClaims(Kind::Stream)),
+        }
     }
 
     pub fn verify_user(&self, token: &str) -> Result<UserToken, TokenError> {
@@ -196,10 +274,11 @@ impl TokenKeys {
 
     pub fn verify_queue(&self, token: &str) -> Result<QueueToken, TokenError> {
         let c = self.verify(token, Kind::Queue)?;
-        match (c.cid.and_then(ConcertId::new), c.seq, c.ep) {
-            (Some(concert_id), Some(seq), Some(epoch)) => Ok(QueueToken {
+        match (c.cid.and_then(ConcertId::new), c.qid, c.seq, c.ep) {
+            (Some(concert_id), Some(queue_id), Some(seq), Some(epoch)) => Ok(QueueToken {
                 user_id: user_id(c.sub, Kind::Queue)?,
                 concert_id,
+                queue_id,
                 seq,
                 epoch,
             }),
@@ -209,10 +288,11 @@ impl TokenKeys {
 
     pub fn verify_access(&self, token: &str) -> Result<AccessToken, TokenError> {
         let c = self.verify(token, Kind::Access)?;
-        match (c.cid.and_then(ConcertId::new), c.seq) {
-            (Some(concert_id), Some(seq)) => Ok(AccessToken {
+        match (c.cid.and_then(ConcertId::new), c.qid, c.seq) {
+            (Some(concert_id), Some(queue_id), Some(seq)) => Ok(AccessToken {
                 user_id: user_id(c.sub, Kind::Access)?,
                 concert_id,
+                queue_id,
                 seq,
                 exp: c.exp,
             }),
@@ -248,6 +328,7 @@ mod tests {
         let q = QueueToken {
             user_id: uid(7),
             concert_id: ConcertId::new(3).unwrap(),
+            queue_id: 77,
             seq: 42,
             epoch: "e1".into(),
         };
@@ -258,12 +339,25 @@ mod tests {
         let a = AccessToken {
             user_id: uid(7),
             concert_id: ConcertId::new(3).unwrap(),
+            queue_id: 77,
             seq: 42,
             exp: now_secs() + 60,
         };
         let at = k.mint_access(&a).unwrap();
         assert_eq!(k.verify_access(&at).unwrap(), a);
         assert!(k.verify_queue(&at).is_err());
+
+        let ticket = k.mint_stream_ticket(&q).unwrap();
+        let t = k.verify_stream_ticket(&ticket).unwrap();
+        assert_eq!((t.user_id, t.line, t.seq), (q.user_id, q.line(), q.seq));
+        assert_ne!(
+            t.jti,
+            k.verify_stream_ticket(&k.mint_stream_ticket(&q).unwrap())
+                .unwrap()
+                .jti,
+            "every ticket is unique"
+        );
+        assert!(k.verify_queue(&ticket).is_err());
     }
 
     #[test]
@@ -277,6 +371,7 @@ mod tests {
             .mint_access(&AccessToken {
                 user_id: uid(1),
                 concert_id: ConcertId::new(1).unwrap(),
+                queue_id: 5,
                 seq: 1,
                 exp: now_secs() - 60,
             })
@@ -301,6 +396,7 @@ mod tests {
             .mint_queue(&QueueToken {
                 user_id: uid(1),
                 concert_id: ConcertId::new(1).unwrap(),
+                queue_id: 5,
                 seq: 1,
                 epoch: "e".into(),
             })

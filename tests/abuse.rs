@@ -309,6 +309,7 @@ fn secrets_never_appear_in_the_logs() {
         .env("ADMIN_TOKEN", admin)
         .env("LOG_FORMAT", "json")
         .env("RUST_LOG", "debug")
+        .env("QUEUE_TICK_MS", "100")
         .stderr(std::process::Stdio::piped())
         .stdout(std::process::Stdio::null())
         .spawn()
@@ -346,6 +347,49 @@ fn secrets_never_appear_in_the_logs() {
         let mut sink = Vec::new();
         let _ = conn.read_to_end(&mut sink);
     }
+    // A fan's whole queue session, event stream included: none of its tokens may be logged.
+    let created = blocking_call(
+        &addr,
+        "POST",
+        "/v1/admin/concerts",
+        Some(admin),
+        r#"{"name":"Logs","schedules":[{"starts_at":"2031-01-01T19:00:00Z","price":5}]}"#,
+    );
+    let concert = created["concert_id"].as_u64().unwrap();
+    let user = blocking_call(&addr, "POST", "/v1/users", None, r#"{"name":"quiet"}"#);
+    let user_token = user["user_token"].as_str().unwrap().to_owned();
+    let joined = blocking_call(
+        &addr,
+        "POST",
+        "/v1/queue",
+        Some(&user_token),
+        &format!(r#"{{"concert_id":{concert}}}"#),
+    );
+    let queue_token = joined["queue_token"].as_str().unwrap().to_owned();
+    let access = wait_for_access(&addr, &queue_token);
+    let ticket = blocking_call(
+        &addr,
+        "POST",
+        "/v1/queue/events/ticket",
+        Some(&queue_token),
+        "",
+    )["ticket"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut conn = std::net::TcpStream::connect(&addr).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(
+        conn,
+        "GET /v1/queue/events?ticket={ticket} HTTP/1.1\r\nHost: x\r\n\r\n"
+    )
+    .unwrap();
+    let mut streamed = Vec::new();
+    let _ = conn.read_to_end(&mut streamed);
+    assert!(
+        String::from_utf8_lossy(&streamed).contains("event: admitted"),
+        "the stream ran"
+    );
     let _ = std::process::Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status();
@@ -357,6 +401,51 @@ fn secrets_never_appear_in_the_logs() {
     assert!(all.contains("served"), "the requests were logged:\n{all}");
     assert!(!all.contains(secret), "JWT_SECRET leaked into the logs");
     assert!(!all.contains(admin), "ADMIN_TOKEN leaked into the logs");
+    for (what, token) in [
+        ("user token", &user_token),
+        ("queue token", &queue_token),
+        ("access token", &access),
+        ("stream ticket", &ticket),
+    ] {
+        // A JWT's signature part is unique to it; no line may carry it.
+        let signature = token.rsplit('.').next().unwrap();
+        assert!(!all.contains(signature), "a {what} leaked into the logs");
+    }
+}
+
+/// One request on its own connection (blocking); the JSON answer.
+fn blocking_call(addr: &str, method: &str, path: &str, auth: Option<&str>, body: &str) -> Value {
+    let mut conn = std::net::TcpStream::connect(addr).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let auth = auth
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        conn,
+        "{method} {path} HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut answer = String::new();
+    let _ = conn.read_to_string(&mut answer);
+    let json = answer.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    serde_json::from_str(json).unwrap_or_default()
+}
+
+/// Polls the queue status (bounded) until admitted; the access token.
+fn wait_for_access(addr: &str, queue_token: &str) -> String {
+    let started = Instant::now();
+    loop {
+        let v = blocking_call(addr, "GET", "/v1/queue/status", Some(queue_token), "");
+        if let Some(t) = v["access_token"].as_str() {
+            return t.to_owned();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "never admitted: {v}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// Event streams are served on the raw socket when they open a connection, and by hyper when
@@ -374,6 +463,7 @@ async fn event_streams_answer_alike_on_fresh_and_reused_connections() {
         .as_str()
         .unwrap()
         .to_owned();
+    let ticket = app.stream_ticket(&qt).await;
     let addr = app.addr;
     let (fresh, reused, forged, slow) = tokio::task::spawn_blocking(move || {
         let first_event = |conn: &mut std::net::TcpStream| {
@@ -390,7 +480,7 @@ async fn event_streams_answer_alike_on_fresh_and_reused_connections() {
         // Fresh connection: the raw path.
         let mut conn = std::net::TcpStream::connect(addr).unwrap();
         conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        write!(conn, "GET /v1/queue/events?token={qt} HTTP/1.1\r\nHost: x\r\nX-Request-Id: raw-1\r\n\r\n").unwrap();
+        write!(conn, "GET /v1/queue/events?ticket={ticket} HTTP/1.1\r\nHost: x\r\nX-Request-Id: raw-1\r\n\r\n").unwrap();
         let fresh = first_event(&mut conn);
         // A keep-alive connection that asked something else first: hyper serves the stream.
         let mut conn = std::net::TcpStream::connect(addr).unwrap();
@@ -400,13 +490,13 @@ async fn event_streams_answer_alike_on_fresh_and_reused_connections() {
         // A forged token on the raw path: a complete JSON error.
         let mut conn = std::net::TcpStream::connect(addr).unwrap();
         conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        write!(conn, "GET /v1/queue/events?token=forged HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        write!(conn, "GET /v1/queue/events?ticket=forged HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
         let mut forged = Vec::new();
         let _ = conn.read_to_end(&mut forged);
         // A slow client on the raw path is cut off like on the hyper path.
         let mut conn = std::net::TcpStream::connect(addr).unwrap();
         conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        conn.write_all(b"GET /v1/queue/events?token=x HTTP/1.1\r\nHost: x\r\n").unwrap();
+        conn.write_all(b"GET /v1/queue/events?ticket=x HTTP/1.1\r\nHost: x\r\n").unwrap();
         let started = Instant::now();
         let mut sink = Vec::new();
         let _ = conn.read_to_end(&mut sink);

@@ -371,10 +371,12 @@ async fn every_contract_error_has_its_status_and_code() {
         assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{bad}");
         assert_eq!(error_code(r).await, "UNAUTHORIZED");
     }
+    let queue_id = app.line(concert.id).await.queue_id;
     let forged = queuegate::tokens::TokenKeys::new(b"not-the-secret-not-the-secret-!!")
         .mint_access(&queuegate::tokens::AccessToken {
             user_id: user.id,
             concert_id: concert.id,
+            queue_id,
             seq: 1,
             exp: queuegate::tokens::now_secs() + 600,
         })
@@ -389,6 +391,7 @@ async fn every_contract_error_has_its_status_and_code() {
         .mint_access(&queuegate::tokens::AccessToken {
             user_id: user.id,
             concert_id: concert.id,
+            queue_id,
             seq: 1,
             exp: queuegate::tokens::now_secs() - 60,
         })
@@ -404,6 +407,7 @@ async fn every_contract_error_has_its_status_and_code() {
         .mint_access(&queuegate::tokens::AccessToken {
             user_id: stranger.id,
             concert_id: concert.id,
+            queue_id,
             seq: 999,
             exp: queuegate::tokens::now_secs() + 600,
         })

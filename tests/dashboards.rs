@@ -20,7 +20,8 @@ async fn every_dashboard_metric_is_exported_after_a_short_run() {
     // Admission arrives over the event stream (counts SSE events too).
     let events = app
         .http
-        .get(app.url(&format!("/v1/queue/events?token={qt}")))
+        .get(app.url("/v1/queue/events"))
+        .bearer_auth(&qt)
         .send()
         .await
         .unwrap()
@@ -74,11 +75,13 @@ async fn every_dashboard_metric_is_exported_after_a_short_run() {
     let gateway = spawn_with(&[
         ("UPSTREAM_URL", app.base.as_str()),
         ("UPSTREAM_PATHS", "/shop"),
-        ("UPSTREAM_CONCERT_ID", &concert.id.to_string()),
+        ("UPSTREAM_CONCERT_ID", "1"),
     ])
     .await;
+    // Its own fresh database: the first concert there is 1.
+    let line = gateway.create_concert(1, 100).await;
     let visitor = gateway.create_user("visitor").await;
-    let pass = gateway.admit(&visitor, concert.id).await;
+    let pass = gateway.admit(&visitor, line.id).await;
     let r = gateway
         .http
         .get(gateway.url("/shop/page"))

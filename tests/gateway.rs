@@ -41,7 +41,10 @@ async fn gateway_app(origin: &str, extra: &[(&str, &str)]) -> TestApp {
         ("QUEUE_TICK_MS", "100"),
     ];
     env.extend_from_slice(extra);
-    spawn_with(&env).await
+    let app = spawn_with(&env).await;
+    let concert = app.create_concert(1, 100).await;
+    assert_eq!(concert.id, concert1(), "a fresh database's first concert");
+    app
 }
 
 fn concert1() -> ConcertId {
@@ -112,8 +115,6 @@ async fn a_browser_waits_in_line_then_reaches_the_origins_page() {
         ("shop/checkout.html", b"<h1>Checkout</h1>"),
     ]);
     let app = gateway_app(&nginx.base(), &[]).await;
-    let concert = app.create_concert(1, 100).await;
-    assert_eq!(concert.id, concert1(), "a fresh database's first concert");
     let http = client();
 
     // Unadmitted: the shop's page sends the browser to the line, with the way back.
@@ -140,7 +141,7 @@ async fn a_browser_waits_in_line_then_reaches_the_origins_page() {
 
     // What the page does: join, wait, get admitted, trade the token for the cookie.
     let fan = app.create_user("fan").await;
-    let joined = app.join_queue(&fan, concert.id).await;
+    let joined = app.join_queue(&fan, concert1()).await;
     let access = wait_admitted(&app, joined["queue_token"].as_str().unwrap()).await;
     let (cookie, answer, set_cookie) =
         session(&app, &access, Some("/shop/checkout.html?x=1")).await;
@@ -272,7 +273,8 @@ async fn api_clients_get_the_json_envelope_never_a_redirect() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     let user = app.create_user("other line").await;
-    let other = app.admit(&user, ConcertId::new(2).unwrap()).await;
+    let second = app.create_concert(1, 100).await;
+    let other = app.admit(&user, second.id).await;
     let r = http
         .post(app.url("/v1/gateway/session"))
         .bearer_auth(&other)
@@ -297,7 +299,6 @@ async fn api_clients_get_the_json_envelope_never_a_redirect() {
 async fn leaving_stops_forwarding_at_once() {
     let origin = EchoOrigin::start().await;
     let app = gateway_app(&origin.base(), &[]).await;
-    app.create_concert(1, 100).await;
     let http = client();
     let fan = app.create_user("fan").await;
     let joined = app.join_queue(&fan, concert1()).await;
@@ -358,7 +359,7 @@ async fn leaving_stops_forwarding_at_once() {
         v["error"]["message"]
             .as_str()
             .unwrap()
-            .contains("admission ended")
+            .contains("you left the queue")
     );
     let r = http
         .post(app.url("/v1/gateway/session"))
@@ -377,9 +378,11 @@ async fn forged_expired_and_foreign_grants_are_refused() {
     let app = gateway_app(&origin.base(), &[]).await;
     let http = client();
     let (user, _) = admitted_user(&app).await;
+    let queue_id = app.line(concert1()).await.queue_id;
     let claims = |concert: u64, exp: u64| AccessToken {
         user_id: user.id,
         concert_id: ConcertId::new(concert).unwrap(),
+        queue_id,
         seq: 1,
         exp,
     };
@@ -388,7 +391,8 @@ async fn forged_expired_and_foreign_grants_are_refused() {
         .mint_access(&claims(1, now_secs() + 600))
         .unwrap();
     let expired = ours.mint_access(&claims(1, now_secs() - 60)).unwrap();
-    let other_concert = app.admit(&user, ConcertId::new(2).unwrap()).await;
+    let second = app.create_concert(1, 100).await;
+    let other_concert = app.admit(&user, second.id).await;
     let user_token = ours.mint_user(user.id).unwrap();
     // Genuine claims, but no such admission in the store (seq 999).
     let never_admitted = ours
@@ -821,7 +825,6 @@ async fn the_origin_never_holds_more_admitted_visitors_than_max_active() {
         &[("QUEUE_MAX_ACTIVE", "2"), ("QUEUE_ADMIT_PER_TICK", "10")],
     )
     .await;
-    app.create_concert(1, 100).await;
     let http = client();
     let mut fans = Vec::new();
     for i in 0..FANS {
@@ -928,6 +931,7 @@ async fn fifty_megabytes_stream_up_and_down_in_flat_memory() {
     // The database, the key prefix and the admission live in this process's app; the gateway
     // measured is a separate `queuegate` process sharing them.
     let app = spawn_with(&[]).await;
+    assert_eq!(app.create_concert(1, 100).await.id, concert1());
     let prefix = app.app.settings.redis_key_prefix.clone();
     let redlock = common::test_redlock_urls();
     let db = app.database_url();

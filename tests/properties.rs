@@ -69,6 +69,7 @@ proptest! {
         let token = k.mint_access(&AccessToken {
             user_id: UserId::new(7).unwrap(),
             concert_id: ConcertId::new(3).unwrap(),
+            queue_id: 11,
             seq: 42,
             exp: queuegate::tokens::now_secs() + 600,
         }).unwrap();

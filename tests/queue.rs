@@ -69,7 +69,7 @@ async fn get_queue(app: &TestApp, concert: ConcertId) -> Value {
 
 /// (ticks_total, admitted_total) read in one command, so the pair is consistent.
 async fn tick_figures(app: &TestApp, concert: ConcertId) -> (u64, u64) {
-    let k = app.app.queue.store().keys(concert);
+    let k = app.app.queue.store().keys(app.line(concert).await);
     let v: Vec<Option<u64>> = app
         .app
         .queue
@@ -99,7 +99,7 @@ async fn wait_admitted(app: &TestApp, queue_token: &str) -> String {
 }
 
 async fn admitted_count(app: &TestApp, concert: ConcertId) -> u64 {
-    let k = app.app.queue.store().keys(concert);
+    let k = app.app.queue.store().keys(app.line(concert).await);
     app.app
         .queue
         .store()
@@ -209,11 +209,12 @@ async fn three_instances_admit_exactly_once_per_tick_and_never_above_max_active(
     let second = spawn_with(&shared).await;
     let third = spawn_with(&shared).await;
     let concert = first.create_concert(1, 10).await;
+    let line = first.line(concert.id).await;
     for i in 1..=3000u64 {
         first
             .app
             .queue
-            .join(concert.id, UserId::new(i).unwrap(), None)
+            .join(line, UserId::new(i).unwrap(), None)
             .await
             .unwrap();
     }
@@ -291,7 +292,7 @@ async fn a_kept_queue_token_restores_the_place_after_the_store_loses_its_data() 
     let seq2 = seq_of(&tokens[1]);
 
     // The store loses everything about this concert.
-    let k = app.app.queue.store().keys(concert.id);
+    let k = app.app.queue.store().keys(app.line(concert.id).await);
     let _: i64 = app
         .app
         .queue
@@ -509,10 +510,12 @@ async fn event_stream_sends_positions_then_admitted_then_ends() {
                 .to_owned(),
         );
     }
-    // Third in line opens a stream (token in the query string, as EventSource must).
+    // Third in line opens a stream with a single-use ticket, as EventSource must (it cannot
+    // send headers, and a queue token never goes in a URL).
+    let ticket = app.stream_ticket(&tokens[2]).await;
     let r = app
         .http
-        .get(app.url(&format!("/v1/queue/events?token={}", tokens[2])))
+        .get(app.url(&format!("/v1/queue/events?ticket={ticket}")))
         .send()
         .await
         .unwrap();
@@ -608,14 +611,20 @@ async fn queue_routes_refuse_bad_tokens_and_bad_input() {
     // An access token for another concert.
     let r = app.hold(&access, concert.schedules[0], 1).await;
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
-    // Forged and missing tokens on events.
-    let r = app
-        .http
-        .get(app.url("/v1/queue/events?token=forged.token.value"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    // Forged and missing tokens on events; a real queue token in the URL is refused too.
+    for query in [
+        "token=forged.token.value".to_owned(),
+        "ticket=forged.token.value".to_owned(),
+        format!("token={qt}"),
+    ] {
+        let r = app
+            .http
+            .get(app.url(&format!("/v1/queue/events?{query}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{query}");
+    }
     let r = app
         .http
         .get(app.url("/v1/queue/events"))
@@ -703,5 +712,77 @@ async fn queue_routes_refuse_bad_tokens_and_bad_input() {
         (Some(0), Some(250), Some(7), Some(60))
     );
     assert_eq!(v["waiting"], 1);
+    app.stop().await;
+}
+
+/// Concurrent joins and polls of one line share script calls (coalesced per instance), and
+/// every answer is still exact: distinct arrival numbers, positions 1..N, each poll its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_joins_and_polls_share_script_calls_with_exact_answers() {
+    let redis = common::servers::RedisServer::start();
+    let url = redis.url();
+    let app = spawn_with(&[("REDIS_URL", url.as_str()), ("QUEUE_ADMIT_PER_TICK", "0")]).await;
+    let concert = app.create_concert(1, 10).await;
+    let users = app.create_users(300).await;
+    let evalsha_calls = || async {
+        let client = fred::prelude::Builder::from_config(Config::from_url(&url).unwrap())
+            .build()
+            .unwrap();
+        client.init().await.unwrap();
+        let info: String = client
+            .info(Some(fred::types::InfoKind::CommandStats))
+            .await
+            .unwrap();
+        let calls = info
+            .lines()
+            .find(|l| l.starts_with("cmdstat_evalsha:"))
+            .and_then(|l| l.split("calls=").nth(1))
+            .and_then(|v| v.split(',').next())
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
+        client.quit().await.unwrap();
+        calls
+    };
+
+    let before = evalsha_calls().await;
+    let joined = futures::future::join_all(users.iter().map(|u| join(&app, u, concert.id))).await;
+    let join_calls = evalsha_calls().await - before;
+    let mut positions: Vec<u64> = joined
+        .iter()
+        .map(|(s, v)| {
+            assert_eq!(*s, StatusCode::CREATED, "{v}");
+            v["position"].as_u64().unwrap()
+        })
+        .collect();
+    positions.sort_unstable();
+    assert_eq!(
+        positions,
+        (1..=300).collect::<Vec<_>>(),
+        "positions 1..300, each once"
+    );
+
+    let tokens: Vec<String> = joined
+        .iter()
+        .map(|(_, v)| v["queue_token"].as_str().unwrap().to_owned())
+        .collect();
+    let expected: Vec<u64> = joined
+        .iter()
+        .map(|(_, v)| v["position"].as_u64().unwrap())
+        .collect();
+    let before = evalsha_calls().await;
+    let polled = futures::future::join_all(tokens.iter().map(|t| async {
+        status(&app, t).await.json::<Value>().await.unwrap()["position"]
+            .as_u64()
+            .unwrap()
+    }))
+    .await;
+    let poll_calls = evalsha_calls().await - before;
+    assert_eq!(polled, expected, "every poll answers its own place");
+    eprintln!("300 joins: {join_calls} script calls; 300 polls: {poll_calls}");
+    // (A tick per second adds a call or two to each figure.)
+    assert!(
+        join_calls < 200 && poll_calls < 200,
+        "300 joins took {join_calls} script calls and 300 polls {poll_calls}"
+    );
     app.stop().await;
 }

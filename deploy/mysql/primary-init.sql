@@ -12,6 +12,11 @@ CREATE DATABASE IF NOT EXISTS queuegate CHARACTER SET utf8mb4 COLLATE utf8mb4_un
 -- because the replica runs with read_only=ON.
 CREATE USER IF NOT EXISTS 'queuegate'@'%' IDENTIFIED BY 'queuegate';
 GRANT ALL PRIVILEGES ON queuegate.* TO 'queuegate'@'%';
+-- The gateway reads SHOW REPLICA STATUS on the replica (replica lag and health metrics), which
+-- needs REPLICATION CLIENT on MySQL and SLAVE MONITOR on MariaDB >= 10.5.9 (where REPLICATION
+-- CLIENT no longer covers it). The /*M! ... */ part is executed by MariaDB only; MySQL reads it
+-- as a comment. Neither privilege reads or changes data.
+GRANT REPLICATION CLIENT /*M!100509 , SLAVE MONITOR */ ON *.* TO 'queuegate'@'%';
 
 -- The replication user the replica connects with (caching_sha2_password; the replica asks
 -- for the source's RSA public key, see replica-init.sql).

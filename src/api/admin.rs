@@ -5,7 +5,7 @@ use super::json::JsonObject;
 use super::routes::param;
 use super::state::Api;
 use crate::booking::catalogue::NewConcert;
-use crate::domain::{ConcertId, ConcertName, FromJson, Price, StartsAt};
+use crate::domain::{ConcertId, ConcertName, FromJson, LineId, Price, StartsAt};
 use crate::http::response::json;
 use crate::http::{Req, Resp};
 use crate::queue::model::SettingsPatch;
@@ -20,7 +20,11 @@ const MAX_SCHEDULES: usize = 100;
 pub struct CreateConcert {
     pub name: ConcertName,
     /// 1..=100 dates; each gets seats 1..=50 at its price.
+    #[schema(min_items = 1, max_items = 100)]
     pub schedules: Vec<NewDate>,
+    /// When the sale opens (RFC 3339, in the future); fans who come earlier wait in a
+    /// pre-queue drawn in random order at the start. Absent or null: open at once.
+    pub sale_starts_at: Option<StartsAt>,
 }
 
 #[derive(utoipa::ToSchema)]
@@ -57,8 +61,29 @@ impl CreateConcert {
                 .map_err(|m| ApiError::validation(field("price"), m))?;
             schedules.push(NewDate { starts_at, price });
         }
-        Ok(CreateConcert { name, schedules })
+        let sale_starts_at = future_start(body, "sale_starts_at")?;
+        Ok(CreateConcert {
+            name,
+            schedules,
+            sale_starts_at,
+        })
     }
+}
+
+/// An optional RFC 3339 time that must lie in the future (422 otherwise).
+fn future_start(body: &JsonObject, field: &str) -> Result<Option<StartsAt>, ApiError> {
+    let start: Option<StartsAt> = body.optional(field)?;
+    match start {
+        Some(t) if t.0 <= chrono::Utc::now() => Err(ApiError::validation(
+            field,
+            "must be in the future (null opens the sale now)",
+        )),
+        other => Ok(other),
+    }
+}
+
+fn millis(t: StartsAt) -> u64 {
+    u64::try_from(t.0.timestamp_millis()).unwrap_or(0)
 }
 
 #[utoipa::path(post, path = "/v1/admin/concerts", tag = "admin", request_body = CreateConcert,
@@ -80,9 +105,27 @@ pub async fn create_concert(api: &Api, req: &mut Req) -> Result<Resp, ApiError> 
         .iter()
         .map(|d| (d.starts_at, d.price))
         .collect();
-    let created = api.catalogue.create(&body.name, &schedules).await?;
+    let store = api.queue.store();
+    let start = body.sale_starts_at;
+    // The line's sale start is written before the concert exists: no fan can ever find the
+    // line open early.
+    let created = api
+        .catalogue
+        .create(&body.name, &schedules, start, |line| async move {
+            if let Some(t) = start {
+                let patch = SettingsPatch {
+                    sale_start_ms: Some(Some(millis(t))),
+                    ..Default::default()
+                };
+                store.put_settings(line, &patch).await?;
+            }
+            Ok(())
+        })
+        .await?;
     // Known to the admission timer from the start (joins would register it too).
-    if let Err(e) = api.queue.store().register_concert(created.concert_id).await {
+    if let Some(line) = api.catalogue.line(created.concert_id).await?
+        && let Err(e) = store.register_line(line).await
+    {
         tracing::warn!(error = %e, "could not register the concert with the queue yet");
     }
     tracing::info!(concert_id = %created.concert_id, dates = created.schedules.len(), "concert created");
@@ -101,13 +144,23 @@ struct QueueView {
     max_active: u64,
     access_ttl_secs: u64,
     measured_rate_per_sec: f64,
+    /// When the sale opens (RFC 3339); null when it is open.
+    sale_starts_at: Option<String>,
+    /// Places in the pre-queue (before the start).
+    pre_queue: u64,
+    /// How often this sale's pre-queue was drawn: 0 before the start, then 1.
+    draws: u64,
+    /// Median and 90th percentile of how long admitted fans waited (from joining, or from the
+    /// start for pre-queue places), over the last 15 minutes; null when nobody was admitted.
+    wait_p50_secs: Option<f64>,
+    wait_p90_secs: Option<f64>,
 }
 
-async fn queue_view(api: &Api, concert: ConcertId) -> Result<QueueView, ApiError> {
-    let f = api.queue.store().figures(concert).await?;
+async fn queue_view(api: &Api, line: LineId) -> Result<QueueView, ApiError> {
+    let f = api.queue.store().figures(line).await?;
     let d = api.queue.defaults();
     Ok(QueueView {
-        concert_id: concert,
+        concert_id: line.concert,
         waiting: f.waiting,
         admitted: f.admitted,
         admitted_total: f.admitted_total,
@@ -116,15 +169,26 @@ async fn queue_view(api: &Api, concert: ConcertId) -> Result<QueueView, ApiError
         max_active: f.settings.max_active.unwrap_or(d.max_active),
         access_ttl_secs: f.settings.access_ttl_secs.unwrap_or(d.access_ttl_secs),
         measured_rate_per_sec: f.rate,
+        sale_starts_at: (f.sale_start_ms > 0)
+            .then(|| crate::queue::view::expires_at(f.sale_start_ms)),
+        pre_queue: f.pre_queue,
+        draws: f.draws_total,
+        wait_p50_secs: f.waits.quantile(0.5).map(round1),
+        wait_p90_secs: f.waits.quantile(0.9).map(round1),
     })
 }
 
-async fn existing_concert(api: &Api, req: &Req) -> Result<ConcertId, ApiError> {
+fn round1(x: f64) -> f64 {
+    (x * 10.0).round() / 10.0
+}
+
+/// The line of the concert the path names, or 404.
+async fn existing_line(api: &Api, req: &Req) -> Result<LineId, ApiError> {
     let concert = param(req, 0, ConcertId::from_path, "no such concert")?;
-    if !api.catalogue.exists(concert).await? {
-        return Err(ApiError::not_found("no such concert"));
-    }
-    Ok(concert)
+    api.catalogue
+        .line(concert)
+        .await?
+        .ok_or_else(|| ApiError::not_found("no such concert"))
 }
 
 #[utoipa::path(get, path = "/v1/admin/concerts/{concert_id}/queue", tag = "admin",
@@ -139,8 +203,8 @@ async fn existing_concert(api: &Api, req: &Req) -> Result<ConcertId, ApiError> {
     ))]
 pub async fn get_queue(api: &Api, req: &mut Req) -> Result<Resp, ApiError> {
     api.gate.admin(req)?;
-    let concert = existing_concert(api, req).await?;
-    Ok(json(StatusCode::OK, &queue_view(api, concert).await?))
+    let line = existing_line(api, req).await?;
+    Ok(json(StatusCode::OK, &queue_view(api, line).await?))
 }
 
 /// Body of `PUT /v1/admin/concerts/{concert_id}/queue`: any of the settings.
@@ -155,6 +219,10 @@ struct QueueSettingsBody {
     max_active: Option<u64>,
     #[schema(minimum = 10, maximum = 86400)]
     access_ttl_secs: Option<u64>,
+    /// A new sale start (RFC 3339, in the future), or null to open the sale now; only while
+    /// the sale has not started (409 SALE_STARTED after).
+    #[schema(value_type = Option<String>, format = DateTime)]
+    sale_starts_at: Option<String>,
 }
 
 /// Changes any of the settings; every value is checked before anything is stored, so a bad
@@ -170,22 +238,41 @@ struct QueueSettingsBody {
         (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody),
         (status = 413, body = ErrorBody),
+        (status = 409, description = "SALE_STARTED: the sale start can no longer move", body = ErrorBody),
         (status = 422, description = "A value out of range or mistyped; nothing changed", body = ErrorBody),
         (status = 503, body = ErrorBody),
     ))]
 pub async fn put_queue(api: &Api, req: &mut Req) -> Result<Resp, ApiError> {
     api.gate.admin(req)?;
-    let concert = existing_concert(api, req).await?;
+    let line = existing_line(api, req).await?;
     let body = JsonObject::read(req).await?;
+    let now = u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap_or(0);
+    // null opens the sale now: the start becomes this moment, so the pre-queue is drawn at
+    // the next tick like at any start.
+    let sale_start_ms = match body.get("sale_starts_at") {
+        None => None,
+        Some(serde_json::Value::Null) => Some(Some(now)),
+        Some(_) => Some(future_start(&body, "sale_starts_at")?.map(millis)),
+    };
     let patch = SettingsPatch {
         admit_per_tick: body.bounded("admit_per_tick", 0, 100_000)?,
         tick_ms: body.bounded("tick_ms", 100, 60_000)?,
         max_active: body.bounded("max_active", 0, 1_000_000)?,
         access_ttl_secs: body.bounded("access_ttl_secs", 10, 86_400)?,
+        sale_start_ms,
     };
     let store = api.queue.store();
-    store.put_settings(concert, &patch).await?;
-    store.add_to_timer(concert).await?;
-    tracing::info!(%concert, ?patch, "queue settings changed");
-    Ok(json(StatusCode::OK, &queue_view(api, concert).await?))
+    if let Some(start) = sale_start_ms {
+        // Only a sale that has not started may move (a started one would reorder its line).
+        let current = store.figures(line).await?.sale_start_ms;
+        if current == 0 || current <= now {
+            return Err(ApiError::SaleStarted);
+        }
+        let at = start.and_then(|ms| chrono::DateTime::from_timestamp_millis(ms as i64));
+        api.catalogue.set_sale_start(line.concert, at).await?;
+    }
+    store.put_settings(line, &patch).await?;
+    store.add_to_timer(line).await?;
+    tracing::info!(%line, ?patch, "queue settings changed");
+    Ok(json(StatusCode::OK, &queue_view(api, line).await?))
 }

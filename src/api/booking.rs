@@ -7,7 +7,7 @@ use super::json::{JsonObject, idempotency_key, stored_response};
 use super::routes::param;
 use super::state::Api;
 use crate::booking::catalogue::{OnSale, Schedules, Seats};
-use crate::booking::payments::{MAX_CHECKOUT, PayFor, Payment};
+use crate::booking::payments::{Checkout, MAX_CHECKOUT, PayFor, Payment};
 use crate::booking::reservations::Reservation;
 use crate::domain::{ConcertId, FromJson, ReservationId, ScheduleId, SeatNo};
 use crate::http::response::{empty, json};
@@ -76,6 +76,16 @@ impl Pay {
     }
 }
 
+/// What `POST /v1/payments` answers: one `Payment` for `reservation_id`, a `Checkout` for
+/// `reservation_ids`. Documents the answer only: the handler sends the stored JSON.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+enum PaymentAnswer {
+    One(Payment),
+    Checkout(Checkout),
+}
+
 #[utoipa::path(get, path = "/v1/concerts", tag = "booking",
     responses((status = 200, description = "Concerts with dates still to come", body = OnSale), (status = 503, body = ErrorBody)))]
 pub async fn list_concerts(api: &Api) -> Result<Resp, ApiError> {
@@ -86,7 +96,10 @@ pub async fn list_concerts(api: &Api) -> Result<Resp, ApiError> {
     params(("concert_id" = u64, Path)),
     security(("access_token" = [])),
     responses(
-        (status = 200, description = "Dates open for booking", body = Schedules),
+        (status = 200, description = "Dates open for booking", body = Schedules, links(
+            ("seats" = (operation_id = "seats", parameters(("schedule_id" = "$response.body#/schedules/0/schedule_id")),
+                description = "The seat map of the first date")),
+        )),
         (status = 401, description = "Missing, invalid or revoked access token", body = ErrorBody),
         (status = 403, description = "Access token for another concert", body = ErrorBody),
         (status = 404, body = ErrorBody),
@@ -122,7 +135,14 @@ pub async fn seats(api: &Api, req: &mut Req) -> Result<Resp, ApiError> {
 #[utoipa::path(post, path = "/v1/reservations", tag = "booking", request_body = HoldSeat,
     security(("access_token" = [])),
     responses(
-        (status = 201, description = "The seat is held until expires_at (never past the admission's end)", body = Reservation),
+        (status = 201, description = "The seat is held until expires_at (never past the admission's end)", body = Reservation, links(
+            ("get" = (operation_id = "get", parameters(("reservation_id" = "$response.body#/reservation_id")),
+                description = "The hold's current status")),
+            ("cancel" = (operation_id = "cancel", parameters(("reservation_id" = "$response.body#/reservation_id")),
+                description = "Release the seat")),
+            ("pay" = (operation_id = "pay", request_body = json!({"reservation_id": "$response.body#/reservation_id"}),
+                description = "Pay for the hold")),
+        )),
         (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody),
@@ -186,8 +206,8 @@ pub async fn cancel(api: &Api, req: &mut Req) -> Result<Resp, ApiError> {
     params(("Idempotency-Key" = Option<String>, Header, description = "Repeats return the first result, even with a newer or already revoked access token")),
     security(("access_token" = [])),
     responses(
-        (status = 201, description = "Paid: the seats are sold, the access token revoked and the caller's other holds in this concert released. One `Payment` for `reservation_id`; a `Checkout` for `reservation_ids`", body = Payment),
-        (status = 200, description = "A replay of an earlier result", body = Payment),
+        (status = 201, description = "Paid: the seats are sold, the access token revoked and the caller's other holds in this concert released. One `Payment` for `reservation_id`; a `Checkout` for `reservation_ids`", body = PaymentAnswer),
+        (status = 200, description = "A replay of an earlier result", body = PaymentAnswer),
         (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody),
         (status = 402, description = "INSUFFICIENT_BALANCE (with balance and due)", body = ErrorBody),

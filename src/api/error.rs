@@ -52,12 +52,20 @@ pub enum ApiError {
     InsufficientBalance { balance: i64, due: i64 },
     #[error("this queue place no longer exists")]
     QueueEntryGone,
+    #[error("the sale has started; its start can no longer be moved")]
+    SaleStarted,
     #[error("too many requests; retry in {retry_after_secs} s")]
     RateLimited { retry_after_secs: u64 },
     #[error("{} is unavailable", .0.as_str())]
     DependencyDown(Dependency),
     #[error("too much contention; try again")]
     Busy,
+    /// This instance is at a capacity limit; another try (or another route) will do.
+    #[error("{message}")]
+    Overloaded {
+        message: String,
+        retry_after_secs: u64,
+    },
     /// Gateway mode: no live admission for a protected path (API clients; browsers are
     /// redirected to the waiting page instead).
     #[error("{reason}: join the line at {queue_url} first")]
@@ -114,9 +122,11 @@ impl ApiError {
             AlreadyPaid(_) => (StatusCode::CONFLICT, "ALREADY_PAID"),
             InsufficientBalance { .. } => (StatusCode::PAYMENT_REQUIRED, "INSUFFICIENT_BALANCE"),
             QueueEntryGone => (StatusCode::GONE, "QUEUE_ENTRY_GONE"),
+            SaleStarted => (StatusCode::CONFLICT, "SALE_STARTED"),
             RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "RATE_LIMITED"),
             DependencyDown(_) => (StatusCode::SERVICE_UNAVAILABLE, "SERVICE_UNAVAILABLE"),
             Busy => (StatusCode::SERVICE_UNAVAILABLE, "BUSY"),
+            Overloaded { .. } => (StatusCode::SERVICE_UNAVAILABLE, "SERVICE_UNAVAILABLE"),
             NotAdmitted { .. } => (StatusCode::FORBIDDEN, "NOT_ADMITTED"),
             BadGateway(_) => (StatusCode::BAD_GATEWAY, "BAD_GATEWAY"),
             GatewayTimeout(_) => (StatusCode::GATEWAY_TIMEOUT, "GATEWAY_TIMEOUT"),
@@ -138,6 +148,9 @@ impl ApiError {
             ApiError::RateLimited { retry_after_secs } => Some(*retry_after_secs),
             ApiError::DependencyDown(_) => Some(2),
             ApiError::Busy => Some(1),
+            ApiError::Overloaded {
+                retry_after_secs, ..
+            } => Some(*retry_after_secs),
             ApiError::BadGateway(_) | ApiError::GatewayTimeout(_) => Some(5),
             _ => None,
         }
@@ -299,6 +312,11 @@ impl From<QueueError> for ApiError {
             QueueError::Gone => ApiError::QueueEntryGone,
             QueueError::Store(s) => s.into(),
             QueueError::Token(t) => t.into(),
+            QueueError::TicketUsed => ApiError::Unauthorized(e.to_string()),
+            QueueError::TooManyStreams => ApiError::Overloaded {
+                message: e.to_string(),
+                retry_after_secs: 5,
+            },
         }
     }
 }

@@ -9,8 +9,9 @@ use super::error::ApiError;
 use crate::config::Secret;
 use crate::domain::{ConcertId, UserId};
 use crate::http::Req;
+use crate::queue::model::{Access, Ended};
 use crate::queue::service::Queue;
-use crate::tokens::{AccessToken, QueueToken, TokenKeys, UserToken};
+use crate::tokens::{AccessToken, QueueToken, StreamTicket, TokenKeys, UserToken};
 use std::sync::Arc;
 
 /// Where a gateway grant came from.
@@ -65,15 +66,31 @@ impl Gate {
         Ok(t)
     }
 
-    /// A queue token from the `Authorization` header, or — for a browser's EventSource, which
-    /// cannot send headers — from `fallback` (the stream route's query).
-    pub fn queue(&self, req: &Req, fallback: Option<&str>) -> Result<QueueToken, ApiError> {
-        let token = match (req.bearer(), fallback) {
-            (Some(t), _) => t,
-            (None, Some(t)) if !t.is_empty() => t,
-            _ => return Err(ApiError::unauthorized("missing queue token")),
-        };
-        Ok(self.tokens.verify_queue(token)?)
+    /// A queue token from the `Authorization` header (never from a URL: queue tokens are
+    /// long-lived and redeem for the user's access).
+    pub fn queue(&self, req: &Req) -> Result<QueueToken, ApiError> {
+        Ok(self.tokens.verify_queue(bearer(req)?)?)
+    }
+
+    /// What opens an event stream: the queue token in `Authorization`, or — for a browser's
+    /// EventSource, which cannot send headers — a single-use stream ticket in `?ticket=`.
+    pub fn stream_opener(&self, req: &Req) -> Result<StreamOpener, ApiError> {
+        if let Some(t) = req.bearer() {
+            return Ok(StreamOpener::QueueToken(self.tokens.verify_queue(t)?));
+        }
+        if req.query_param("token").is_some() {
+            return Err(ApiError::unauthorized(
+                "queue tokens are not accepted in URLs; send it in Authorization, or ask POST /v1/queue/events/ticket for a stream ticket",
+            ));
+        }
+        match req.query_param("ticket") {
+            Some(t) if !t.is_empty() => {
+                Ok(StreamOpener::Ticket(self.tokens.verify_stream_ticket(t)?))
+            }
+            _ => Err(ApiError::unauthorized(
+                "missing queue token (Authorization: Bearer …) or stream ticket (?ticket=…)",
+            )),
+        }
     }
 
     /// A queue token a client kept and sends back in a body (to restore a lost place): it must
@@ -110,13 +127,9 @@ impl Gate {
     ) -> Result<(AccessToken, &'r str), ApiError> {
         let raw = bearer(req)?;
         let t = self.tokens.verify_access(raw)?;
-        if self.queue.check_access(&t).await? {
-            Ok((t, raw))
-        } else {
-            Err(ApiError::TokenRevoked(
-                "this access token no longer admits you: the admission ended (paid, left, or its time ran out)"
-                    .into(),
-            ))
+        match self.queue.check_access(&t).await? {
+            Access::Live => Ok((t, raw)),
+            Access::Ended(why) => Err(ApiError::TokenRevoked(revoked_because(why).into())),
         }
     }
 
@@ -157,13 +170,10 @@ impl Gate {
                 source,
             ));
         }
-        if !self.queue.check_access(&t).await? {
-            return Ok(GatewayGrant::Refused(
-                "this access grant no longer admits you: the admission ended (paid, left, or its time ran out)".into(),
-                source,
-            ));
+        match self.queue.check_access(&t).await? {
+            Access::Live => Ok(GatewayGrant::Live(t, source)),
+            Access::Ended(why) => Ok(GatewayGrant::Refused(revoked_because(why).into(), source)),
         }
-        Ok(GatewayGrant::Live(t, source))
     }
 
     /// A genuine access token, live or not (replays of a payment that revoked it).
@@ -194,6 +204,27 @@ impl Gate {
         } else {
             Err(ApiError::unauthorized("invalid admin token"))
         }
+    }
+}
+
+/// What opens an event stream.
+pub enum StreamOpener {
+    QueueToken(QueueToken),
+    Ticket(StreamTicket),
+}
+
+/// Says why an access token stopped working, and what the holder can do.
+fn revoked_because(why: Ended) -> &'static str {
+    match why {
+        Ended::Paid => {
+            "this access token was revoked because you paid; join the queue again to book more"
+        }
+        Ended::Left => "this access token was revoked because you left the queue",
+        Ended::Expired => "your booking window is over; join the queue again",
+        Ended::Superseded => {
+            "this access token belongs to an earlier admission; use the newest one"
+        }
+        Ended::Unknown => "this access token no longer admits you; join the queue again",
     }
 }
 

@@ -98,6 +98,7 @@ async fn dispatch(api: &Api, route: Route, req: &mut Req) -> Result<Resp, ApiErr
         JoinQueue => queue::join(api, req).await,
         QueueStatus => queue::status(api, req).await,
         QueueEvents => queue::events(api, req).await,
+        QueueEventsTicket => queue::stream_ticket(api, req).await,
         LeaveQueue => queue::leave(api, req).await,
         AdminGetQueue => admin::get_queue(api, req).await,
         AdminPutQueue => admin::put_queue(api, req).await,

@@ -24,6 +24,7 @@ use utoipa::{Modify, OpenApi};
         super::queue::join,
         super::queue::status,
         super::queue::events,
+        super::queue::stream_ticket,
         super::queue::leave,
         super::booking::list_concerts,
         super::booking::schedules,

@@ -19,6 +19,11 @@ struct Ready {
     replica: Option<&'static str>,
     /// Redlock masters answering, e.g. `3/3`.
     redlock: String,
+    /// The queue store's kind: `single`, `cluster` or `sentinel`.
+    #[schema(value_type = String, example = "cluster")]
+    redis_topology: &'static str,
+    /// Redis nodes (primaries) the queue store's clients are connected to.
+    redis_nodes: usize,
 }
 
 #[utoipa::path(get, path = "/healthz", tag = "operations",
@@ -50,6 +55,8 @@ pub async fn readyz(api: &Api) -> Result<Resp, ApiError> {
             database: up(r.database),
             replica: r.replica.map(up),
             redlock: format!("{}/{}", r.redlock_up, r.redlock_masters),
+            redis_topology: r.redis_topology,
+            redis_nodes: r.redis_nodes,
         },
     );
     if status == StatusCode::SERVICE_UNAVAILABLE {

@@ -71,7 +71,10 @@ fn shell() -> Result<Resp, ApiError> {
 #[utoipa::path(get, path = "/assets/{file}", tag = "pages",
     params(("file" = String, Path, description = "app.js, app.css, docs.js or docs.css")),
     responses(
-        (status = 200, description = "A static asset", content_type = "text/plain", body = String),
+        (status = 200, description = "A static asset", content(
+            (String = "text/javascript"),
+            (String = "text/css"),
+        )),
         (status = 404, body = super::error::ErrorBody),
     ))]
 pub fn asset(name: &str) -> Result<Resp, ApiError> {

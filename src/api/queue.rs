@@ -5,6 +5,7 @@
 //! never the database.
 
 use super::error::{ApiError, ErrorBody};
+use super::gate::StreamOpener;
 use super::json::JsonObject;
 use super::state::Api;
 use crate::domain::ConcertId;
@@ -41,6 +42,15 @@ impl JoinQueue {
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
+struct PreQueue<'a> {
+    #[schema(value_type = String, example = "pre_queue")]
+    status: &'static str,
+    /// When the sale opens (RFC 3339); positions are drawn at random then.
+    sale_starts_at: &'a str,
+    poll_after_ms: u64,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
 struct Waiting {
     #[schema(value_type = String, example = "waiting")]
     status: &'static str,
@@ -57,10 +67,11 @@ struct Admitted<'a> {
     access_expires_at: &'a str,
 }
 
-/// Either shape of `GET /v1/queue/status`.
+/// The shapes of `GET /v1/queue/status`.
 #[derive(Serialize, utoipa::ToSchema)]
 #[serde(untagged)]
 enum QueueStatus<'a> {
+    PreQueue(PreQueue<'a>),
     Waiting(Waiting),
     Admitted(Admitted<'a>),
 }
@@ -68,6 +79,14 @@ enum QueueStatus<'a> {
 impl<'a> From<&'a View> for QueueStatus<'a> {
     fn from(v: &'a View) -> Self {
         match v {
+            View::PreQueue {
+                sale_starts_at,
+                poll_after_ms,
+            } => QueueStatus::PreQueue(PreQueue {
+                status: "pre_queue",
+                sale_starts_at,
+                poll_after_ms: *poll_after_ms,
+            }),
             View::Waiting {
                 position,
                 eta_seconds,
@@ -93,11 +112,15 @@ impl<'a> From<&'a View> for QueueStatus<'a> {
 #[derive(Serialize, utoipa::ToSchema)]
 struct JoinedBody<'a> {
     queue_token: String,
+    /// `waiting`, `admitted`, or `pre_queue` before the sale starts.
     #[schema(value_type = String, example = "waiting")]
     status: &'static str,
-    position: u64,
+    /// Null in the pre-queue (positions are drawn at the start).
+    position: Option<u64>,
     eta_seconds: Option<u64>,
     poll_after_ms: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sale_starts_at: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     access_token: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -107,6 +130,19 @@ struct JoinedBody<'a> {
 impl<'a> JoinedBody<'a> {
     fn new(queue_token: String, v: &'a View) -> Self {
         match v {
+            View::PreQueue {
+                sale_starts_at,
+                poll_after_ms,
+            } => JoinedBody {
+                queue_token,
+                status: "pre_queue",
+                position: None,
+                eta_seconds: None,
+                poll_after_ms: *poll_after_ms,
+                sale_starts_at: Some(sale_starts_at),
+                access_token: None,
+                access_expires_at: None,
+            },
             View::Waiting {
                 position,
                 eta_seconds,
@@ -114,9 +150,10 @@ impl<'a> JoinedBody<'a> {
             } => JoinedBody {
                 queue_token,
                 status: "waiting",
-                position: *position,
+                position: Some(*position),
                 eta_seconds: *eta_seconds,
                 poll_after_ms: *poll_after_ms,
+                sale_starts_at: None,
                 access_token: None,
                 access_expires_at: None,
             },
@@ -126,9 +163,10 @@ impl<'a> JoinedBody<'a> {
             } => JoinedBody {
                 queue_token,
                 status: "admitted",
-                position: 0,
+                position: Some(0),
                 eta_seconds: Some(0),
                 poll_after_ms: 0,
+                sale_starts_at: None,
                 access_token: Some(access_token),
                 access_expires_at: Some(access_expires_at),
             },
@@ -149,6 +187,10 @@ fn sse(event: StreamEvent) -> Bytes {
         ),
         StreamEvent::Update(v @ View::Admitted { .. }) => (
             "admitted",
+            serde_json::to_value(QueueStatus::from(v)).unwrap_or_default(),
+        ),
+        StreamEvent::Update(v @ View::PreQueue { .. }) => (
+            "pre_queue",
             serde_json::to_value(QueueStatus::from(v)).unwrap_or_default(),
         ),
         StreamEvent::Gone => {
@@ -185,13 +227,12 @@ pub async fn join(api: &Api, req: &mut Req) -> Result<Resp, ApiError> {
         Some(t) => Some(api.gate.kept_queue_token(t, user.user_id, concert)?),
         None => None,
     };
-    if !api.catalogue.exists(concert).await? {
-        return Err(ApiError::not_found("no such concert"));
-    }
-    let joined = api
-        .queue
-        .join(concert, user.user_id, restore.as_ref())
-        .await?;
+    let line = api
+        .catalogue
+        .line(concert)
+        .await?
+        .ok_or_else(|| ApiError::not_found("no such concert"))?;
+    let joined = api.queue.join(line, user.user_id, restore.as_ref()).await?;
     let status = match joined.how {
         JoinKind::Existing => StatusCode::OK,
         JoinKind::New | JoinKind::Restored => StatusCode::CREATED,
@@ -205,29 +246,56 @@ pub async fn join(api: &Api, req: &mut Req) -> Result<Resp, ApiError> {
 #[utoipa::path(get, path = "/v1/queue/status", tag = "queue",
     security(("queue_token" = [])),
     responses(
-        (status = 200, description = "Waiting (position, ETA) or admitted (access token)", body = QueueStatus),
+        (status = 200, description = "Pre-queue (before the sale starts: no position), waiting (position, ETA) or admitted (access token)", body = QueueStatus),
         (status = 401, body = ErrorBody),
         (status = 410, description = "QUEUE_ENTRY_GONE: left, idle too long, admission over or paid", body = ErrorBody),
         (status = 503, body = ErrorBody),
     ))]
 pub async fn status(api: &Api, req: &mut Req) -> Result<Resp, ApiError> {
-    let q = api.gate.queue(req, None)?;
+    let q = api.gate.queue(req)?;
     let view = api.queue.status(&q).await?;
     Ok(json(StatusCode::OK, &QueueStatus::from(&view)))
 }
 
+/// A stream ticket.
+#[derive(Serialize, utoipa::ToSchema)]
+struct Ticket {
+    /// Single use; pass it as `?ticket=` to `GET /v1/queue/events`.
+    ticket: String,
+    expires_in_secs: u64,
+}
+
+#[utoipa::path(post, path = "/v1/queue/events/ticket", tag = "queue",
+    security(("queue_token" = [])),
+    responses(
+        (status = 201, description = "A single-use ticket that opens the event stream of this place within a few seconds (for EventSource, which cannot send headers; a queue token never goes in a URL)", body = Ticket),
+        (status = 401, body = ErrorBody),
+    ))]
+pub async fn stream_ticket(api: &Api, req: &mut Req) -> Result<Resp, ApiError> {
+    let q = api.gate.queue(req)?;
+    Ok(json(
+        StatusCode::CREATED,
+        &Ticket {
+            ticket: api.queue.stream_ticket(&q)?,
+            expires_in_secs: crate::tokens::STREAM_TICKET_TTL_SECS,
+        },
+    ))
+}
+
 #[utoipa::path(get, path = "/v1/queue/events", tag = "queue",
-    params(("token" = Option<String>, Query, description = "The queue token, when it cannot go in Authorization (EventSource)")),
+    params(("ticket" = Option<String>, Query, description = "A single-use stream ticket from POST /v1/queue/events/ticket, when the queue token cannot go in Authorization (EventSource)")),
     security(("queue_token" = []), ()),
     responses(
-        (status = 200, description = "Server-Sent Events: `position` {position, eta_seconds} as the place moves, then one `admitted` {status, access_token, access_expires_at}, then the end (`gone` if the place vanishes)", content_type = "text/event-stream", body = String),
-        (status = 401, body = ErrorBody),
+        (status = 200, description = "Server-Sent Events: `pre_queue` {status, sale_starts_at, poll_after_ms} before the sale starts, `position` {position, eta_seconds} as the place moves, then one `admitted` {status, access_token, access_expires_at}, then the end (`gone` if the place vanishes)", content_type = "text/event-stream", body = String),
+        (status = 401, description = "No queue token or ticket; a ticket expired or already used; a queue token in the URL", body = ErrorBody),
         (status = 410, body = ErrorBody),
         (status = 503, body = ErrorBody),
     ))]
 pub async fn events(api: &Api, req: &mut Req) -> Result<Resp, ApiError> {
-    let q = api.gate.queue(req, req.query_param("token"))?;
-    let (rx, guard) = api.queue.open_stream(&q).await?;
+    let (rx, guard) = match api.gate.stream_opener(req)? {
+        StreamOpener::QueueToken(q) => api.queue.open_stream(q.line(), q.user_id, q.seq).await?,
+        StreamOpener::Ticket(t) => api.queue.open_stream_with_ticket(&t).await?,
+    };
     Ok(event_stream(rx, sse, guard))
 }
 
@@ -239,7 +307,7 @@ pub async fn events(api: &Api, req: &mut Req) -> Result<Resp, ApiError> {
         (status = 503, body = ErrorBody),
     ))]
 pub async fn leave(api: &Api, req: &mut Req) -> Result<Resp, ApiError> {
-    let q = api.gate.queue(req, None)?;
+    let q = api.gate.queue(req)?;
     api.queue.leave(&q).await?;
     // Leaving ends the access: no seat stays blocked by someone who can no longer pay.
     api.reservations

@@ -49,7 +49,12 @@ impl Charge {
 
 #[utoipa::path(post, path = "/v1/users", tag = "users", request_body = CreateUser,
     responses(
-        (status = 201, description = "The user and a user token", body = UserCreated),
+        (status = 201, description = "The user and a user token", body = UserCreated, links(
+            ("balance" = (operation_id = "balance", parameters(("user_id" = "$response.body#/user_id")),
+                description = "The new user's wallet (send the user_token as bearer)")),
+            ("charge" = (operation_id = "charge", parameters(("user_id" = "$response.body#/user_id")),
+                description = "Top up the new user's wallet (send the user_token as bearer)")),
+        )),
         (status = 400, description = "Malformed JSON", body = ErrorBody),
         (status = 413, description = "Body over 64 KiB", body = ErrorBody),
         (status = 422, description = "Invalid name", body = ErrorBody),

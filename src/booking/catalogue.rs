@@ -5,11 +5,11 @@
 //! schedule?" on every seat request, and joining a queue needs "does this concert exist?".
 
 use crate::db::Db;
-use crate::domain::{ConcertId, ConcertName, Price, ScheduleId, SeatNo, StartsAt, rfc3339};
+use crate::domain::{ConcertId, ConcertName, LineId, Price, ScheduleId, SeatNo, StartsAt, rfc3339};
 use crate::store_error::StoreError;
 use chrono::NaiveDateTime;
 use serde::Serialize;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::RwLock;
 
 #[derive(Debug, thiserror::Error)]
@@ -28,8 +28,9 @@ pub struct Catalogue {
     db: Db,
     /// Schedule → concert; never changes once created.
     schedules: RwLock<HashMap<ScheduleId, ConcertId>>,
-    /// Concerts known to exist; concerts are never deleted.
-    concerts: RwLock<HashSet<ConcertId>>,
+    /// Concerts known to exist, with their line; concerts are never deleted and a concert's
+    /// line id never changes.
+    lines: RwLock<HashMap<ConcertId, LineId>>,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -43,6 +44,8 @@ pub struct NewSchedule {
 pub struct NewConcert {
     pub concert_id: ConcertId,
     pub name: String,
+    /// When the sale opens (RFC 3339), or null when it is open from creation.
+    pub sale_starts_at: Option<String>,
     pub schedules: Vec<NewSchedule>,
 }
 
@@ -51,37 +54,70 @@ impl Catalogue {
         Catalogue {
             db,
             schedules: Default::default(),
-            concerts: Default::default(),
+            lines: Default::default(),
         }
     }
 
-    pub async fn create(
+    /// Creates a concert. `before_commit` runs inside the transaction, once the line's id is
+    /// known (the API writes the line's settings there): if it fails nothing is created, and
+    /// if the commit fails afterwards what it wrote belongs to a line id nobody will use.
+    pub async fn create<F, Fut>(
         &self,
         name: &ConcertName,
         schedules: &[(StartsAt, Price)],
-    ) -> Result<NewConcert, CatalogueError> {
-        let created = create(&self.db, name, schedules).await?;
-        if let Ok(mut known) = self.concerts.write() {
-            known.insert(created.concert_id);
+        sale_starts_at: Option<StartsAt>,
+        before_commit: F,
+    ) -> Result<NewConcert, CatalogueError>
+    where
+        F: FnOnce(LineId) -> Fut,
+        Fut: std::future::Future<Output = Result<(), StoreError>>,
+    {
+        let (created, line) =
+            create_with_line(&self.db, name, schedules, sale_starts_at, before_commit).await?;
+        if let Ok(mut known) = self.lines.write() {
+            known.insert(line.concert, line);
         }
         Ok(created)
     }
 
-    /// Does the concert exist? Cached once seen (the primary answers the first time).
-    pub async fn exists(&self, concert: ConcertId) -> Result<bool, CatalogueError> {
-        if self.concerts.read().is_ok_and(|k| k.contains(&concert)) {
-            return Ok(true);
-        }
-        let found: Option<u64> = sqlx::query_scalar("SELECT id FROM concerts WHERE id = ?")
+    /// Records a concert's sale start for listings (the queue store holds the live copy).
+    pub async fn set_sale_start(
+        &self,
+        concert: ConcertId,
+        starts_at: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> Result<(), CatalogueError> {
+        sqlx::query("UPDATE concerts SET sale_starts_at = ? WHERE id = ?")
+            .bind(starts_at.map(|t| t.naive_utc()))
             .bind(concert.get())
-            .fetch_optional(self.db.primary())
+            .execute(self.db.primary())
             .await?;
-        if found.is_some()
-            && let Ok(mut k) = self.concerts.write()
+        Ok(())
+    }
+
+    /// The concert's waiting line, or `None` when there is no such concert. Cached once seen
+    /// (the primary answers the first time).
+    pub async fn line(&self, concert: ConcertId) -> Result<Option<LineId>, CatalogueError> {
+        if let Some(line) = self
+            .lines
+            .read()
+            .ok()
+            .and_then(|k| k.get(&concert).copied())
         {
-            k.insert(concert);
+            return Ok(Some(line));
         }
-        Ok(found.is_some())
+        let queue_id: Option<u64> =
+            sqlx::query_scalar("SELECT queue_id FROM concerts WHERE id = ?")
+                .bind(concert.get())
+                .fetch_optional(self.db.primary())
+                .await?;
+        let Some(queue_id) = queue_id else {
+            return Ok(None);
+        };
+        let line = LineId { concert, queue_id };
+        if let Ok(mut k) = self.lines.write() {
+            k.insert(concert, line);
+        }
+        Ok(Some(line))
     }
 
     /// The concert a schedule belongs to.
@@ -129,17 +165,45 @@ pub async fn create(
     name: &ConcertName,
     schedules: &[(StartsAt, Price)],
 ) -> Result<NewConcert, CatalogueError> {
+    Ok(
+        create_with_line(db, name, schedules, None, |_| async { Ok(()) })
+            .await?
+            .0,
+    )
+}
+
+async fn create_with_line<F, Fut>(
+    db: &Db,
+    name: &ConcertName,
+    schedules: &[(StartsAt, Price)],
+    sale_starts_at: Option<StartsAt>,
+    before_commit: F,
+) -> Result<(NewConcert, LineId), CatalogueError>
+where
+    F: FnOnce(LineId) -> Fut,
+    Fut: std::future::Future<Output = Result<(), StoreError>>,
+{
     let mut tx = db.primary().begin().await?;
-    let concert_id = sqlx::query("INSERT INTO concerts (name) VALUES (?)")
+    let concert_id = sqlx::query("INSERT INTO concerts (name, sale_starts_at) VALUES (?, ?)")
         .bind(name.as_str())
+        .bind(sale_starts_at.map(|t| t.0.naive_utc()))
         .execute(&mut *tx)
         .await?
         .last_insert_id();
+    let concert_id =
+        ConcertId::new(concert_id).ok_or_else(|| StoreError::bug("id out of range"))?;
+    // The line's id spreads lines over a cluster's shards (see `striped_queue_id`).
+    let queue_id = crate::queue::keys::striped_queue_id(concert_id);
+    sqlx::query("UPDATE concerts SET queue_id = ? WHERE id = ?")
+        .bind(queue_id)
+        .bind(concert_id.get())
+        .execute(&mut *tx)
+        .await?;
     let mut created = Vec::with_capacity(schedules.len());
     for (starts_at, price) in schedules {
         let schedule_id =
             sqlx::query("INSERT INTO schedules (concert_id, starts_at, price) VALUES (?, ?, ?)")
-                .bind(concert_id)
+                .bind(concert_id.get())
                 .bind(starts_at.0.naive_utc())
                 .bind(price.get())
                 .execute(&mut *tx)
@@ -162,12 +226,21 @@ pub async fn create(
             price: price.get(),
         });
     }
+    let line = LineId {
+        concert: concert_id,
+        queue_id,
+    };
+    before_commit(line).await?;
     tx.commit().await?;
-    Ok(NewConcert {
-        concert_id: ConcertId::new(concert_id).ok_or_else(|| StoreError::bug("id out of range"))?,
-        name: name.as_str().to_owned(),
-        schedules: created,
-    })
+    Ok((
+        NewConcert {
+            concert_id,
+            name: name.as_str().to_owned(),
+            sale_starts_at: sale_starts_at.map(|t| rfc3339(t.0)),
+            schedules: created,
+        },
+        line,
+    ))
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -293,6 +366,8 @@ pub struct ConcertOnSale {
     pub name: String,
     pub next_starts_at: String,
     pub dates: i64,
+    /// When the sale opens (RFC 3339); null when it is open.
+    pub sale_starts_at: Option<String>,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -303,11 +378,13 @@ pub struct OnSale {
 /// Concerts with at least one date still to come, soonest first (at most 100).
 async fn on_sale(db: &Db) -> Result<OnSale, CatalogueError> {
     let pool = db.reader();
-    let rows: Vec<(u64, String, NaiveDateTime, i64)> = sqlx::query_as(
-        "SELECT c.id, c.name, MIN(s.starts_at), COUNT(*)
+    type Row = (u64, String, NaiveDateTime, i64, Option<NaiveDateTime>);
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT c.id, c.name, MIN(s.starts_at), COUNT(*),
+                CASE WHEN c.sale_starts_at > NOW(6) THEN c.sale_starts_at END
            FROM concerts c JOIN schedules s ON s.concert_id = c.id
           WHERE s.starts_at > NOW(6)
-          GROUP BY c.id, c.name
+          GROUP BY c.id, c.name, c.sale_starts_at
           ORDER BY MIN(s.starts_at), c.id
           LIMIT 100",
     )
@@ -316,12 +393,13 @@ async fn on_sale(db: &Db) -> Result<OnSale, CatalogueError> {
     Ok(OnSale {
         concerts: rows
             .into_iter()
-            .filter_map(|(id, name, next, dates)| {
+            .filter_map(|(id, name, next, dates, sale)| {
                 Some(ConcertOnSale {
                     concert_id: ConcertId::new(id)?,
                     name,
                     next_starts_at: rfc3339(next.and_utc()),
                     dates,
+                    sale_starts_at: sale.map(|t| rfc3339(t.and_utc())),
                 })
             })
             .collect(),

@@ -15,7 +15,7 @@ use super::reservations::{self, ReservationStatus};
 use super::seat_board::SeatBoard;
 use crate::db::Db;
 use crate::domain::{
-    ConcertId, IdempotencyKey, ReservationId, ScheduleId, SeatNo, UserId, rfc3339,
+    ConcertId, IdempotencyKey, LineId, ReservationId, ScheduleId, SeatNo, UserId, rfc3339,
 };
 use crate::idempotency::{self, Claim, IdempotencyError, Scope, Stored};
 use crate::queue::store::QueueStore;
@@ -172,7 +172,7 @@ impl Payments {
                     metrics::counter!("queuegate_holds_released_total", "why" => "paid")
                         .increment(paid.released.len() as u64);
                 }
-                spawn_revocation(self.queue.clone(), who.concert_id, who.user_id, who.seq);
+                spawn_revocation(self.queue.clone(), who.line(), who.user_id, who.seq);
                 Ok((paid.stored, false))
             }
             Err(replay) => Ok((replay, true)),
@@ -325,24 +325,24 @@ impl Payments {
 
 /// Ends the user's admission after payment, retrying in the background: the payment is done
 /// whatever Redis says, and the admission also ends by itself at its TTL.
-fn spawn_revocation(queue: Arc<QueueStore>, concert: ConcertId, user: UserId, seq: u64) {
+fn spawn_revocation(queue: Arc<QueueStore>, line: LineId, user: UserId, seq: u64) {
     tokio::spawn(async move {
         let mut delay = Duration::from_millis(100);
         for attempt in 1..=6 {
-            match queue.revoke(concert, user, Some(seq)).await {
+            match queue.revoke(line, user, Some(seq)).await {
                 Ok(_) => {
                     metrics::counter!("queuegate_revocations_total", "result" => "ok").increment(1);
                     return;
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, attempt, %user, %concert, "revoking access after payment failed; retrying");
+                    tracing::warn!(error = %e, attempt, %user, %line, "revoking access after payment failed; retrying");
                     tokio::time::sleep(delay).await;
                     delay *= 2;
                 }
             }
         }
         metrics::counter!("queuegate_revocations_total", "result" => "gave_up").increment(1);
-        tracing::error!(%user, %concert, "could not revoke access after payment; it ends at its TTL");
+        tracing::error!(%user, %line, "could not revoke access after payment; it ends at its TTL");
     });
 }
 

@@ -125,11 +125,24 @@ async fn write_response(stream: &mut TcpStream, resp: Resp) {
         return;
     }
     drop(head);
-    while let Some(Ok(frame)) = body.frame().await {
-        if let Ok(data) = frame.into_data()
-            && stream.write_all(&data).await.is_err()
-        {
-            return;
+    // Stream the body until it ends — or until the client goes away: a closed event stream
+    // must free its slot at once, not at the next keep-alive write.
+    let mut probe = [0u8; 1];
+    loop {
+        tokio::select! {
+            frame = body.frame() => match frame {
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data()
+                        && stream.write_all(&data).await.is_err()
+                    {
+                        return;
+                    }
+                }
+                _ => return,
+            },
+            // The client sends nothing after its request: any read result means it hung up
+            // (or broke the protocol); either way the stream is over.
+            _ = stream.read(&mut probe) => return,
         }
     }
 }

@@ -7,9 +7,10 @@
 
 use super::model::Place;
 use super::view::View;
-use crate::domain::{ConcertId, UserId};
+use crate::domain::{LineId, UserId};
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 
 /// What a stream carries; the HTTP layer decides how each looks on the wire.
@@ -32,21 +33,25 @@ struct Subscriber {
 
 #[derive(Default)]
 pub struct EventHub {
-    streams: Mutex<HashMap<ConcertId, Vec<Subscriber>>>,
+    streams: Mutex<HashMap<LineId, Vec<Subscriber>>>,
+    /// Streams open right now (waiting ones and one-shot ones).
+    open: Arc<AtomicUsize>,
 }
 
 /// Lives as long as the stream's response body; counts open streams.
-pub struct StreamGuard;
+pub struct StreamGuard(Arc<AtomicUsize>);
 
 impl StreamGuard {
-    fn new() -> Self {
+    fn new(open: &Arc<AtomicUsize>) -> Self {
+        open.fetch_add(1, Ordering::Relaxed);
         metrics::gauge!("queuegate_sse_streams").increment(1.0);
-        StreamGuard
+        StreamGuard(open.clone())
     }
 }
 
 impl Drop for StreamGuard {
     fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
         metrics::gauge!("queuegate_sse_streams").decrement(1.0);
     }
 }
@@ -55,10 +60,15 @@ impl Drop for StreamGuard {
 pub type Stream = (mpsc::Receiver<StreamEvent>, StreamGuard);
 
 impl EventHub {
+    /// How many streams are open on this instance.
+    pub fn open_streams(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
+    }
+
     /// Opens a stream for a waiting place; `first` is sent before anything else.
     pub fn subscribe(
         &self,
-        concert: ConcertId,
+        line: LineId,
         user: UserId,
         seq: u64,
         position: u64,
@@ -67,21 +77,21 @@ impl EventHub {
         let (tx, rx) = mpsc::channel(16);
         let _ = tx.try_send(first);
         if let Ok(mut streams) = self.streams.lock() {
-            streams.entry(concert).or_default().push(Subscriber {
+            streams.entry(line).or_default().push(Subscriber {
                 user,
                 seq,
                 last_position: position,
                 tx,
             });
         }
-        (rx, StreamGuard::new())
+        (rx, StreamGuard::new(&self.open))
     }
 
     /// A one-shot stream (already admitted): the event, then the end.
-    pub fn single(event: StreamEvent) -> Stream {
+    pub fn single(&self, event: StreamEvent) -> Stream {
         let (tx, rx) = mpsc::channel(1);
         let _ = tx.try_send(event);
-        (rx, StreamGuard::new())
+        (rx, StreamGuard::new(&self.open))
     }
 
     /// Ends every stream (shutdown): bodies finish, connections can drain.
@@ -91,8 +101,8 @@ impl EventHub {
         }
     }
 
-    /// The places with an open stream, per concert (closed streams are dropped here).
-    pub fn snapshot(&self) -> Vec<(ConcertId, Vec<(UserId, u64)>)> {
+    /// The places with an open stream, per line (closed streams are dropped here).
+    pub fn snapshot(&self) -> Vec<(LineId, Vec<(UserId, u64)>)> {
         let Ok(mut streams) = self.streams.lock() else {
             return Vec::new();
         };
@@ -110,7 +120,7 @@ impl EventHub {
     /// or got in into its view; a stream that received its last event is dropped (its end).
     pub fn deliver<E>(
         &self,
-        concert: ConcertId,
+        line: LineId,
         asked: &[(UserId, u64)],
         places: &[Place],
         view: impl Fn(UserId, u64, Place) -> Result<View, E>,
@@ -118,7 +128,7 @@ impl EventHub {
         let Ok(mut streams) = self.streams.lock() else {
             return;
         };
-        let Some(subs) = streams.get_mut(&concert) else {
+        let Some(subs) = streams.get_mut(&line) else {
             return;
         };
         let answers: HashMap<(UserId, u64), Place> =
@@ -128,6 +138,8 @@ impl EventHub {
                 return true; // subscribed after the snapshot: next round
             };
             let (event, last) = match place {
+                // Still before the start: nothing new to tell.
+                Place::PreQueue { .. } => return true,
                 Place::Waiting { position } if position == s.last_position => return true,
                 Place::Waiting { position } => match view(s.user, s.seq, place) {
                     Ok(v) => (StreamEvent::Update(v), Some(position)),
@@ -185,7 +197,10 @@ mod tests {
     #[test]
     fn only_moved_places_get_events_and_final_events_end_streams() {
         let hub = EventHub::default();
-        let c = ConcertId::new(1).unwrap();
+        let c = LineId {
+            concert: crate::domain::ConcertId::new(1).unwrap(),
+            queue_id: 9,
+        };
         let (u1, u2, u3) = (
             UserId::new(1).unwrap(),
             UserId::new(2).unwrap(),

@@ -1,10 +1,11 @@
 //! Redis key names of one concert's waiting room.
 //!
-//! Every key of a concert carries the hash tag `{c:ID}`, so on Redis Cluster all of them land in
-//! one slot and a Lua script may touch them together. The prefix keeps tenants (and parallel
+//! Every key of a line carries the hash tag `{c:CONCERT.QUEUEID}`, so on Redis Cluster all of
+//! them land in one slot and a Lua script may touch them together; the random queue id ties the
+//! state to the concert it was made for (see `LineId`). The prefix keeps tenants (and parallel
 //! tests) apart on one server.
 
-use crate::domain::ConcertId;
+use crate::domain::LineId;
 
 #[derive(Clone, Debug)]
 pub struct ConcertKeys {
@@ -27,11 +28,20 @@ pub struct ConcertKeys {
     pub stats: String,
     /// HASH: per-concert admission settings set by the admin API.
     pub settings: String,
+    /// HASH user -> "seq:reason" of the user's last admission that ended (paid, left,
+    /// expired): lets a refused access token say why.
+    pub ended: String,
+    /// Key *prefix* of used stream tickets: STRING `<tickets><jti>`, set once, short TTL.
+    pub tickets: String,
+    /// ZSET counter value -> when (ms): when arrival numbers were reached (wait times).
+    pub clock: String,
+    /// Key *prefix* of per-minute wait histograms: HASH `<waits><minute>`.
+    pub waits: String,
 }
 
 impl ConcertKeys {
-    pub fn new(prefix: &str, concert: ConcertId) -> Self {
-        let base = format!("{prefix}:{{c:{concert}}}");
+    pub fn new(prefix: &str, line: LineId) -> Self {
+        let base = format!("{prefix}:{}", tag(line));
         ConcertKeys {
             seq: format!("{base}:seq"),
             epoch: format!("{base}:epoch"),
@@ -41,11 +51,41 @@ impl ConcertKeys {
             adm_seq: format!("{base}:adm"),
             stats: format!("{base}:stats"),
             settings: format!("{base}:settings"),
+            ended: format!("{base}:ended"),
+            tickets: format!("{base}:ticket:"),
+            clock: format!("{base}:clock"),
+            waits: format!("{base}:waits:"),
         }
     }
 }
 
-/// SET of concert ids that have a waiting room; the admission timer walks it.
+/// Slot ranges a cluster's 16384 slots are striped into for placing lines.
+const STRIPES: u64 = 16;
+
+/// A random queue id for a new line of `concert`, chosen so that the line's hash tag lands in
+/// slot stripe `concert % 16` of the 16384 cluster slots. Consecutive concerts then cycle
+/// through the slot space, so on a cluster (whose masters own contiguous slot ranges) the
+/// lines spread evenly over the shards instead of at random.
+pub fn striped_queue_id(concert: crate::domain::ConcertId) -> u64 {
+    let stripe = concert.get() % STRIPES;
+    let width = 16384 / STRIPES;
+    loop {
+        let queue_id = LineId::fresh_queue_id();
+        let line = LineId { concert, queue_id };
+        let slot = u64::from(fred::util::redis_keyslot(tag(line).as_bytes()));
+        if slot / width == stripe {
+            return queue_id;
+        }
+    }
+}
+
+/// The hash tag of a line's keys, braces included.
+fn tag(line: LineId) -> String {
+    format!("{{c:{line}}}")
+}
+
+/// SET of lines (`concert.queueid`) that have a waiting room; the admission timer walks it.
+/// The one global key per tick: read once per second per instance, never per poll.
 pub fn concerts_key(prefix: &str) -> String {
     format!("{prefix}:concerts")
 }
@@ -56,7 +96,11 @@ mod tests {
 
     #[test]
     fn keys_share_one_hash_tag_per_concert() {
-        let k = ConcertKeys::new("qg", ConcertId::new(42).unwrap());
+        let line = LineId {
+            concert: crate::domain::ConcertId::new(42).unwrap(),
+            queue_id: 0xabc,
+        };
+        let k = ConcertKeys::new("qg", line);
         for key in [
             &k.seq,
             &k.epoch,
@@ -66,9 +110,30 @@ mod tests {
             &k.adm_seq,
             &k.stats,
             &k.settings,
+            &k.ended,
+            &k.tickets,
+            &k.clock,
+            &k.waits,
         ] {
-            assert!(key.starts_with("qg:{c:42}:"), "{key}");
+            assert!(key.starts_with("qg:{c:42.abc}:"), "{key}");
         }
         assert_eq!(concerts_key("t1"), "t1:concerts");
+    }
+
+    #[test]
+    fn striped_lines_cycle_through_the_slot_space() {
+        let mut per_stripe = [0u32; 16];
+        for c in 1..=64u64 {
+            let concert = crate::domain::ConcertId::new(c).unwrap();
+            let line = LineId {
+                concert,
+                queue_id: striped_queue_id(concert),
+            };
+            let k = ConcertKeys::new("qg", line);
+            let slot = u64::from(fred::util::redis_keyslot(k.waiting.as_bytes()));
+            assert_eq!(slot / 1024, c % 16, "concert {c}");
+            per_stripe[(slot / 1024) as usize] += 1;
+        }
+        assert!(per_stripe.iter().all(|n| *n == 4), "{per_stripe:?}");
     }
 }

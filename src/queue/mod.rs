@@ -5,12 +5,16 @@
 //! - `store`: every read and write of queue state, one script call each (`scripts`, `keys`,
 //!   `model` hold the scripts, the key layout and the reply types);
 //! - `ticker`: the admission timer every instance runs (the script makes each tick happen once);
+//! - `batch` and `marks`: what keeps a poll cheap in Redis — concurrent polls (and joins) of a
+//!   line share one script call, and a fresh "still here" mark is not rewritten;
 //! - `hub` and `pump`: Server-Sent Event streams, refreshed in one call per concert;
 //! - `eta`: estimated waits and polling intervals.
 
+pub mod batch;
 pub mod eta;
 pub mod hub;
 pub mod keys;
+pub mod marks;
 pub mod model;
 pub mod pump;
 pub mod scripts;

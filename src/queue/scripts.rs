@@ -9,7 +9,6 @@ pub struct Scripts {
     pub grant: Script,
     pub join: Script,
     pub status: Script,
-    pub status_many: Script,
     pub leave: Script,
     pub tick: Script,
     pub figures: Script,
@@ -23,21 +22,19 @@ impl Scripts {
             grant: Script::new("grant", include_str!("../../lua/grant.lua")),
             join: Script::new("join", include_str!("../../lua/join.lua")),
             status: Script::new("status", include_str!("../../lua/status.lua")),
-            status_many: Script::new("status_many", include_str!("../../lua/status_many.lua")),
             leave: Script::new("leave", include_str!("../../lua/leave.lua")),
             tick: Script::new("tick", include_str!("../../lua/tick.lua")),
             figures: Script::new("figures", include_str!("../../lua/figures.lua")),
         }
     }
 
-    pub fn all(&self) -> [&Script; 9] {
+    pub fn all(&self) -> [&Script; 8] {
         [
             &self.check_access,
             &self.revoke,
             &self.grant,
             &self.join,
             &self.status,
-            &self.status_many,
             &self.leave,
             &self.tick,
             &self.figures,

@@ -4,7 +4,7 @@
 
 use queuegate::app::{self, App};
 use queuegate::config::Settings;
-use queuegate::domain::{ConcertId, UserId};
+use queuegate::domain::{ConcertId, LineId, UserId};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -48,6 +48,11 @@ pub async fn spawn_with(overrides: &[(&str, &str)]) -> TestApp {
     );
     env.insert("REDIS_KEY_PREFIX".into(), unique("qgt"));
     env.insert("REDLOCK_URLS".into(), test_redlock_urls());
+    // The queue store under test: one Redis by default; scripts/test.sh runs the queue tests
+    // again against a Redis Cluster and a Sentinel group through this variable.
+    if let Ok(url) = std::env::var("QG_TEST_REDIS_URL") {
+        env.insert("REDIS_URL".into(), url);
+    }
     env.insert("ADMIN_TOKEN".into(), ADMIN_TOKEN.into());
     env.insert(
         "JWT_SECRET".into(),
@@ -199,11 +204,39 @@ impl TestApp {
     /// Admits the user to the concert directly (the real admission record in Redis) and mints
     /// the matching access token.
     pub async fn admit(&self, user: &User, concert: ConcertId) -> String {
+        let line = self.line(concert).await;
         self.app
             .queue
-            .grant(concert, user.id, self.app.settings.queue.access_ttl_secs)
+            .grant(line, user.id, self.app.settings.queue.access_ttl_secs)
             .await
             .unwrap()
+    }
+
+    /// The concert's waiting line (its Redis keys carry the line's random id).
+    pub async fn line(&self, concert: ConcertId) -> LineId {
+        self.app
+            .api
+            .catalogue
+            .line(concert)
+            .await
+            .unwrap()
+            .expect("the concert exists")
+    }
+
+    /// A single-use stream ticket for a queue token's place.
+    pub async fn stream_ticket(&self, queue_token: &str) -> String {
+        let r = self
+            .http
+            .post(self.url("/v1/queue/events/ticket"))
+            .bearer_auth(queue_token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::CREATED);
+        r.json::<Value>().await.unwrap()["ticket"]
+            .as_str()
+            .unwrap()
+            .to_owned()
     }
 
     pub async fn hold(&self, access: &str, schedule: u64, seat: u64) -> reqwest::Response {

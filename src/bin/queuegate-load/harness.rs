@@ -330,3 +330,73 @@ pub(crate) async fn invariants_hold(db: &queuegate::db::Db) -> Result<bool, Erro
     }
     Ok(violations.is_empty())
 }
+
+/// A few keep-alive connections shared by many simulated fans (each fan borrows one for a
+/// request): thousands of fans that poll now and then need no connection each.
+pub(crate) struct Shared {
+    conns: tokio::sync::Mutex<Vec<Conn>>,
+    permits: tokio::sync::Semaphore,
+    addr: SocketAddr,
+}
+
+impl Shared {
+    pub(crate) async fn open(addr: SocketAddr, n: usize) -> Result<Arc<Shared>, Error> {
+        let mut conns = Vec::with_capacity(n);
+        for _ in 0..n {
+            conns.push(Conn::open(addr).await?);
+        }
+        Ok(Arc::new(Shared {
+            conns: tokio::sync::Mutex::new(conns),
+            permits: tokio::sync::Semaphore::new(n),
+            addr,
+        }))
+    }
+
+    /// One request on a borrowed connection; a broken connection is replaced.
+    pub(crate) async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Result<(StatusCode, Bytes), Error> {
+        let _permit = self.permits.acquire().await?;
+        let mut conn = match self.conns.lock().await.pop() {
+            Some(c) => c,
+            None => Conn::open(self.addr).await?,
+        };
+        let body = body.map(|b| Bytes::from(b.to_string()));
+        let result = conn.send(method, path, token, body).await;
+        match &result {
+            Ok(_) => self.conns.lock().await.push(conn),
+            Err(_) => {
+                if let Ok(fresh) = Conn::open(self.addr).await {
+                    self.conns.lock().await.push(fresh);
+                }
+            }
+        }
+        result
+    }
+}
+
+/// Milliseconds since the Unix epoch (the gateway's RFC 3339 times are compared to it).
+pub(crate) fn wall_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// An RFC 3339 time as milliseconds since the epoch.
+pub(crate) fn rfc3339_ms(s: &str) -> Option<i64> {
+    chrono::DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|t| t.timestamp_millis())
+}
+
+/// The `q`-quantile of unsorted values.
+pub(crate) fn quantile(values: &mut [f64], q: f64) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    values.sort_by(|a, b| a.total_cmp(b));
+    let i = ((values.len() - 1) as f64 * q).round() as usize;
+    Some(values[i])
+}

@@ -28,6 +28,9 @@ Scenarios:
   flow        the whole journey: join, admitted, dates, seats, hold, charge, pay
   sse         open event streams; reports the gateway's RSS and CPU
   scale       status latency with 1,000 vs --users waiting; Redis bytes per waiting user
+  eta         20,000 fans under a steady admission: how right were their ETAs?
+  sale-open   100,000 fans join in the minute before a sale opens (--duration = the lead)
+  shards      30 concerts × 10,000 fans on a Redis Cluster: per-shard keys and Redis CPU
   proxy       gateway mode: a static page straight from --origin vs through the gateway
               (--addr, running with UPSTREAM_CONCERT_ID=--concert), admitted visitors
 
@@ -93,6 +96,9 @@ async fn run(name: &str, o: &options::Options) -> Result<bool, client::Error> {
         "flow" => flow::flow(o).await,
         "sse" => sse::sse(o).await,
         "scale" => scale::scale(o).await,
+        "eta" => eta::eta(o).await,
+        "sale-open" => sale_open::sale_open(o).await,
+        "shards" => shards::shards(o).await,
         "proxy" => proxy::proxy(o).await,
         other => Err(format!("unknown scenario {other} (see --help)").into()),
     }

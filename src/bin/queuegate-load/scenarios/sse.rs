@@ -113,8 +113,9 @@ async fn stream_until_admitted(
     tokio::spawn(async move {
         let _ = conn.await;
     });
-    let req = hyper::Request::get(format!("/v1/queue/events?token={token}"))
+    let req = hyper::Request::get("/v1/queue/events")
         .header(hyper::header::HOST, addr.to_string())
+        .header(hyper::header::AUTHORIZATION, format!("Bearer {token}"))
         .body(http_body_util::Empty::new())?;
     let resp = sender.send_request(req).await?;
     if resp.status() != StatusCode::OK {

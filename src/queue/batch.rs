@@ -1,0 +1,191 @@
+//! Coalescing: concurrent calls for one line on one instance share one script call.
+//!
+//! A request that finds no call of its line in flight starts one at once (no added latency at
+//! low load); requests that arrive while a call is in flight wait for it to finish and then go
+//! together in the next call. Redis runs a line on one thread, so what a poll costs *there* is
+//! the ceiling of a whole sale: one EVALSHA for 50 polls costs far less than 50 EVALSHAs.
+
+use crate::domain::LineId;
+use crate::store_error::StoreError;
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use tokio::sync::oneshot;
+
+/// The most items one call carries.
+pub const MAX_BATCH: usize = 256;
+
+type Waiter<O> = oneshot::Sender<Result<O, StoreError>>;
+
+struct Slot<I, O> {
+    /// A driver task is sending this line's calls.
+    busy: bool,
+    pending: Vec<(I, Waiter<O>)>,
+}
+
+pub struct Coalescer<I, O> {
+    lines: Mutex<HashMap<LineId, Slot<I, O>>>,
+    /// Name for metrics ("status", "join").
+    name: &'static str,
+}
+
+impl<I: Send + 'static, O: Send + 'static> Coalescer<I, O> {
+    pub fn new(name: &'static str) -> Arc<Self> {
+        Arc::new(Coalescer {
+            lines: Mutex::new(HashMap::new()),
+            name,
+        })
+    }
+
+    /// Submits one item of `line` and waits for its answer. `call` sends a batch (its answers
+    /// in the same order); it runs on a driver task, so it must own what it uses.
+    pub async fn submit<F, Fut>(
+        self: &Arc<Self>,
+        line: LineId,
+        item: I,
+        call: F,
+    ) -> Result<O, StoreError>
+    where
+        F: Fn(LineId, Vec<I>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Vec<O>, StoreError>> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let start_driver = {
+            let mut lines = self
+                .lines
+                .lock()
+                .map_err(|_| StoreError::bug("coalescer lock poisoned"))?;
+            let slot = lines.entry(line).or_insert_with(|| Slot {
+                busy: false,
+                pending: Vec::new(),
+            });
+            slot.pending.push((item, tx));
+            !std::mem::replace(&mut slot.busy, true)
+        };
+        if start_driver {
+            tokio::spawn(self.clone().drive(line, call));
+        }
+        rx.await
+            .map_err(|_| StoreError::bug("coalesced call dropped its answer"))?
+    }
+
+    /// Sends the line's pending items, batch after batch, until none are left.
+    async fn drive<F, Fut>(self: Arc<Self>, line: LineId, call: F)
+    where
+        F: Fn(LineId, Vec<I>) -> Fut,
+        Fut: Future<Output = Result<Vec<O>, StoreError>>,
+    {
+        loop {
+            let batch: Vec<(I, Waiter<O>)> = {
+                let Ok(mut lines) = self.lines.lock() else {
+                    return;
+                };
+                let Some(slot) = lines.get_mut(&line) else {
+                    return;
+                };
+                if slot.pending.is_empty() {
+                    lines.remove(&line);
+                    return;
+                }
+                let n = slot.pending.len().min(MAX_BATCH);
+                slot.pending.drain(..n).collect()
+            };
+            metrics::histogram!("queuegate_queue_batch_size", "call" => self.name)
+                .record(batch.len() as f64);
+            let (items, waiters): (Vec<I>, Vec<Waiter<O>>) = batch.into_iter().unzip();
+            let expected = items.len();
+            match call(line, items).await {
+                Ok(answers) if answers.len() == expected => {
+                    for (waiter, answer) in waiters.into_iter().zip(answers) {
+                        let _ = waiter.send(Ok(answer));
+                    }
+                }
+                Ok(_) => {
+                    for waiter in waiters {
+                        let _ =
+                            waiter.send(Err(StoreError::bug("a batch answer of the wrong length")));
+                    }
+                }
+                Err(e) => {
+                    for waiter in waiters {
+                        let _ = waiter.send(Err(e.clone()));
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::ConcertId;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    fn line() -> LineId {
+        LineId {
+            concert: ConcertId::new(1).unwrap(),
+            queue_id: 1,
+        }
+    }
+
+    #[tokio::test]
+    async fn concurrent_items_share_calls_and_get_their_own_answers() {
+        let c: Arc<Coalescer<u64, u64>> = Coalescer::new("test");
+        let calls = Arc::new(AtomicUsize::new(0));
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let submit = |n: u64| {
+            let c = c.clone();
+            let calls = calls.clone();
+            let gate = gate.clone();
+            tokio::spawn(async move {
+                c.submit(line(), n, move |_, items: Vec<u64>| {
+                    let calls = calls.clone();
+                    let gate = gate.clone();
+                    async move {
+                        calls.fetch_add(1, Ordering::SeqCst);
+                        // Hold the first call open until the others have queued behind it.
+                        let _ = gate.acquire().await.map(|p| p.forget());
+                        Ok(items.iter().map(|i| i * 10).collect())
+                    }
+                })
+                .await
+            })
+        };
+        let first = submit(1);
+        // Let the first call start before the rest arrive.
+        while calls.load(Ordering::SeqCst) == 0 {
+            tokio::task::yield_now().await;
+        }
+        let rest: Vec<_> = (2..=50).map(submit).collect();
+        tokio::task::yield_now().await;
+        gate.add_permits(100);
+        assert_eq!(first.await.unwrap().unwrap(), 10);
+        for (i, h) in rest.into_iter().enumerate() {
+            assert_eq!(h.await.unwrap().unwrap(), (i as u64 + 2) * 10);
+        }
+        let n = calls.load(Ordering::SeqCst);
+        assert!(
+            n <= 3,
+            "49 items behind one call went in few calls, not {n}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_call_fails_each_of_its_items() {
+        let c: Arc<Coalescer<u64, u64>> = Coalescer::new("test");
+        let r = c
+            .submit(line(), 7, |_, _| async {
+                Err(StoreError::Unavailable(
+                    crate::store_error::Dependency::Redis,
+                ))
+            })
+            .await;
+        assert!(matches!(r, Err(StoreError::Unavailable(_))));
+        // And the line is usable again afterwards.
+        let ok = c
+            .submit(line(), 7, |_, items: Vec<u64>| async move { Ok(items) })
+            .await;
+        assert_eq!(ok.unwrap(), 7);
+    }
+}
