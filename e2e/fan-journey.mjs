@@ -444,7 +444,7 @@ test('booking problems are explained in plain words', { timeout: 90_000 }, async
   await page.getByTestId('booking').waitFor({ timeout: 30_000 });
 });
 
-test('before the sale opens, the fan sees when (in their zone) and is let in after the start', { timeout: 90_000 }, async () => {
+test('before the sale opens, the fan sees when (in their zone), is drawn a place at the start, gets in and pays', { timeout: 90_000 }, async () => {
   const day = 24 * 3600 * 1000;
   const concert = await admin('POST', '/v1/admin/concerts', {
     name: `Early Birds ${Math.random().toString(36).slice(2, 6).toUpperCase()}`,
@@ -462,6 +462,19 @@ test('before the sale opens, the fan sees when (in their zone) and is let in aft
   // The sale opens: the draw places the fan, who is let in and can book.
   await page.getByTestId('booking').waitFor({ timeout: 45_000 });
   await page.getByTestId('schedule-option').first().waitFor();
+  await shot(page, 'pre-queue-drawn-admitted');
+  // …and pays: a seat held, the wallet topped up, one payment, the confirmation.
+  await page.getByTestId('schedule-option').first().click();
+  await page.getByTestId('seat-map').locator('button').nth(49).waitFor();
+  await page.getByTestId('seat-5').click();
+  await page.getByTestId('hold-seat').click();
+  await page.getByTestId('hold-panel').waitFor();
+  await page.getByTestId('charge-button').click();
+  await page.locator('[data-testid="pay-button"]:enabled').waitFor();
+  await page.getByTestId('pay-button').click();
+  await page.getByTestId('confirmation').waitFor();
+  assert.equal(await text(page.getByTestId('confirm-seat')), 'Seat 5');
+  await shot(page, 'pre-queue-paid');
   assert.deepEqual(problems, [], 'no script errors or CSP violations in the page');
 });
 

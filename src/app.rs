@@ -216,6 +216,15 @@ impl Background {
             )),
             tokio::spawn(crate::queue::pump::run(app.queue.clone(), stop_rx.clone())),
             tokio::spawn(app.redis.clone().watch(stop_rx.clone())),
+            tokio::spawn(
+                crate::outbox::relay::Relay::new(
+                    app.db.clone(),
+                    app.queue.store().clone(),
+                    &app.settings.redis_key_prefix,
+                    app.settings.outbox,
+                )
+                .run(stop_rx.clone()),
+            ),
         ];
         let scheduler =
             crate::booking::sweep::schedule(app.db.clone(), app.settings.sweep_interval_secs)

@@ -1,10 +1,13 @@
-//! The command line: `serve` (default), `migrate`, `seed`, `check`, each with `--help`.
-//! Bad configuration exits non-zero with one line, never a backtrace.
+//! The command line: `serve` (default), `migrate`, `seed`, `check`, `events`, each with
+//! `--help`. Bad configuration exits non-zero with one line, never a backtrace.
 
 use crate::app::{self, App};
 use crate::config::Settings;
 use crate::db::Db;
+use crate::outbox::stream::EventStream;
+use std::io::Write;
 use std::process::ExitCode;
+use std::time::Duration;
 
 const USAGE: &str = "queuegate — a waiting-room gateway for concert ticket sales
 
@@ -14,7 +17,9 @@ Commands:
   serve     Run the HTTP gateway (default)
   migrate   Create the database if missing and apply migrations
   seed      Insert a demo concert with three dates (idempotent)
-  check     Verify the database invariants (exit 1 on any violation)
+  check     Verify the database invariants and the booking events stream (exit 1 on any
+            violation)
+  events    Print the booking events stream as JSON lines ([--from ID] [--follow])
 
 Configuration is read from environment variables and a .env file; see README.md.";
 
@@ -30,7 +35,10 @@ fn command_help(cmd: &str) -> &'static str {
             "Usage: queuegate seed\n\nCreates the demo concert (three dates, 50 seats each) unless it exists; prints its id."
         }
         "check" => {
-            "Usage: queuegate check\n\nChecks in the database that no seat has two live reservations, no balance is negative,\nevery balance equals its ledger, and payments match confirmed reservations."
+            "Usage: queuegate check\n\nChecks in the database that no seat has two live reservations, no balance is negative,\nevery balance equals its ledger, and payments match confirmed reservations.\n\nWhen the queue Redis (REDIS_URL) is reachable it also checks the booking events stream\n<REDIS_KEY_PREFIX>:events: one reservation.held per reservation, one payment.completed\nper payment, one wallet.charged per charge, each event once, none for a row that does not\nexist, each reservation's events in the order its status implies. Events still waiting in\nthe outbox count as coming. When Redis is not reachable this part is skipped and says so."
+        }
+        "events" => {
+            "Usage: queuegate events [--from ID] [--follow]\n\nPrints the booking events stream <REDIS_KEY_PREFIX>:events on REDIS_URL, one JSON object\nper line: {\"id\": stream id, \"event_id\", \"type\", \"data\": {...}}.\n\n  --from ID   start after this stream id (exclusive); 0 = from the start (default),\n              $ = only events added from now on\n  --follow    keep waiting for new events (XREAD BLOCK) until interrupted\n\nTo resume, pass the last printed id as --from."
         }
         _ => USAGE,
     }
@@ -44,13 +52,35 @@ pub fn main() -> ExitCode {
         .find(|a| !a.starts_with('-'))
         .map(String::as_str);
     let command = given.unwrap_or("serve");
-    if !matches!(command, "serve" | "migrate" | "seed" | "check" | "help") {
+    if !matches!(
+        command,
+        "serve" | "migrate" | "seed" | "check" | "events" | "help"
+    ) {
         eprintln!("queuegate: unknown command `{command}` (try --help)");
         return ExitCode::from(2);
     }
+    let events_options = if command == "events" && !wants_help {
+        // Everything but the command word itself.
+        let position = args.iter().position(|a| a == "events").unwrap_or(0);
+        let rest: Vec<String> = args
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != position)
+            .map(|(_, a)| a.clone())
+            .collect();
+        match EventsOptions::parse(&rest) {
+            Ok(o) => Some(o),
+            Err(e) => {
+                eprintln!("queuegate: {e} (try events --help)");
+                return ExitCode::from(2);
+            }
+        }
+    } else {
+        None
+    };
     if let Some(flag) = args
         .iter()
-        .find(|a| a.starts_with('-') && *a != "--help" && *a != "-h")
+        .find(|a| a.starts_with('-') && *a != "--help" && *a != "-h" && events_options.is_none())
     {
         eprintln!("queuegate: unknown option `{flag}` (try --help)");
         return ExitCode::from(2);
@@ -69,7 +99,7 @@ pub fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    crate::telemetry::init(settings.log_format);
+    let _log = crate::telemetry::init(settings.log_format);
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if let Some(n) = settings.worker_threads {
         builder.worker_threads(n);
@@ -86,6 +116,10 @@ pub fn main() -> ExitCode {
             "migrate" => migrate(&settings).await,
             "seed" => seed(&settings).await,
             "check" => check(&settings).await,
+            "events" => match &events_options {
+                Some(o) => events(&settings, o).await,
+                None => Err("events: no options".into()),
+            },
             _ => serve(settings).await,
         }
     });
@@ -155,9 +189,184 @@ async fn check(settings: &Settings) -> Result<ExitCode, String> {
             }
         }
     }
-    Ok(if violations.is_empty() {
+    let stream_clean = check_stream(settings, &db).await?;
+    Ok(if violations.is_empty() && stream_clean {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// The events stream part of `check`; true unless it found violations. An unreachable queue
+/// Redis is said plainly and does not fail the database checks.
+async fn check_stream(settings: &Settings, db: &Db) -> Result<bool, String> {
+    let Some(pool) = connect_redis(settings).await? else {
+        println!(
+            "skip  events stream: the queue Redis (REDIS_URL) is not reachable; the stream was NOT checked"
+        );
+        return Ok(true);
+    };
+    let stream = EventStream::new(pool, &settings.redis_key_prefix);
+    let report = crate::check::stream(db.primary(), &stream)
+        .await
+        .map_err(|e| e.to_string())?;
+    println!(
+        "info  events stream {}: {} entries, {} events still in the outbox{}",
+        stream.key(),
+        report.entries,
+        report.pending,
+        if report.trimmed {
+            " (trimmed by EVENTS_MAXLEN: older rows checked for duplicates only)"
+        } else {
+            ""
+        }
+    );
+    for name in crate::check::stream_invariants() {
+        let broken: Vec<_> = report
+            .violations
+            .iter()
+            .filter(|v| v.invariant == name)
+            .collect();
+        if broken.is_empty() {
+            println!("ok    {name}");
+        } else {
+            println!("FAIL  {name}");
+            for v in broken.iter().take(20) {
+                println!("      {}", v.detail);
+            }
+        }
+    }
+    Ok(report.violations.is_empty())
+}
+
+/// A one-connection pool to the queue Redis, or `None` if it does not answer within 2 s.
+async fn connect_redis(settings: &Settings) -> Result<Option<fred::clients::Pool>, String> {
+    let redis = crate::redis::watch::WatchedPool::connect(&settings.redis_url, 1)
+        .map_err(|e| e.to_string())?;
+    if redis.wait_connected(Duration::from_secs(2)).await {
+        Ok(Some(redis.pool().clone()))
+    } else {
+        Ok(None)
+    }
+}
+
+/// `queuegate events`'s options.
+#[derive(Debug, PartialEq, Eq)]
+struct EventsOptions {
+    from: String,
+    follow: bool,
+}
+
+impl EventsOptions {
+    fn parse(args: &[String]) -> Result<Self, String> {
+        let mut o = EventsOptions {
+            from: "0".into(),
+            follow: false,
+        };
+        let mut it = args.iter();
+        while let Some(a) = it.next() {
+            match a.as_str() {
+                "--follow" | "-f" => o.follow = true,
+                "--from" => {
+                    o.from = it.next().ok_or("--from needs a stream id")?.clone();
+                }
+                s if s.starts_with("--from=") => o.from = s["--from=".len()..].to_owned(),
+                s => return Err(format!("unexpected argument `{s}`")),
+            }
+        }
+        if !crate::outbox::stream::valid_start(&o.from) {
+            return Err(format!(
+                "--from `{}`: expected a stream id (like 1700000000000-0), 0 or $",
+                o.from
+            ));
+        }
+        Ok(o)
+    }
+}
+
+/// Prints the stream as JSON lines from `--from`; with `--follow`, then waits for more until
+/// SIGINT/SIGTERM (or until stdout is closed, e.g. piped into `head`).
+async fn events(settings: &Settings, o: &EventsOptions) -> Result<ExitCode, String> {
+    let Some(pool) = connect_redis(settings).await? else {
+        return Err("the queue Redis (REDIS_URL) is not reachable".into());
+    };
+    let stream = EventStream::new(pool, &settings.redis_key_prefix);
+    let mut out = std::io::stdout().lock();
+    let mut print = |entries: &[crate::outbox::stream::Entry]| -> bool {
+        for e in entries {
+            let line = serde_json::to_string(e).unwrap_or_default();
+            if writeln!(out, "{line}").is_err() {
+                return false;
+            }
+        }
+        out.flush().is_ok()
+    };
+    let mut from = o.from.clone();
+    if from != "$" {
+        loop {
+            let page = stream.after(&from, 1000).await.map_err(|e| e.to_string())?;
+            if !print(&page) {
+                return Ok(ExitCode::SUCCESS);
+            }
+            match page.last() {
+                Some(last) if page.len() == 1000 => from = last.id.clone(),
+                Some(last) => {
+                    from = last.id.clone();
+                    break;
+                }
+                None => break,
+            }
+        }
+    }
+    if !o.follow {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut stop = std::pin::pin!(crate::http::server::shutdown_signal());
+    loop {
+        let next = tokio::select! {
+            r = stream.wait_after(&from, Duration::from_secs(5), 1000) => r,
+            _ = &mut stop => return Ok(ExitCode::SUCCESS),
+        };
+        match next {
+            Ok(entries) => {
+                if !print(&entries) {
+                    return Ok(ExitCode::SUCCESS);
+                }
+                if let Some(last) = entries.last() {
+                    from = last.id.clone();
+                }
+            }
+            // Keep following through a Redis restart; say so once per failure.
+            Err(e) => {
+                eprintln!("queuegate: events: {e}; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<EventsOptions, String> {
+        EventsOptions::parse(&args.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn events_options() {
+        assert_eq!(
+            parse(&[]).unwrap(),
+            EventsOptions {
+                from: "0".into(),
+                follow: false
+            }
+        );
+        let o = parse(&["--from", "1700000000000-3", "--follow"]).unwrap();
+        assert_eq!((o.from.as_str(), o.follow), ("1700000000000-3", true));
+        assert_eq!(parse(&["--from=$", "-f"]).unwrap().from, "$");
+        assert!(parse(&["--from"]).is_err());
+        assert!(parse(&["--from", "yesterday"]).is_err());
+        assert!(parse(&["--tail"]).is_err());
+    }
 }

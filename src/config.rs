@@ -125,6 +125,23 @@ pub struct UpstreamSettings {
     pub identity_key: Option<Secret>,
 }
 
+/// The transactional outbox and its relay (see `outbox`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OutboxSettings {
+    /// Carry events out at all (`OUTBOX_RELAY`). Off only to measure the relay's cost: the
+    /// rows are written either way and wait, and paid access is then revoked only by the
+    /// request path.
+    pub relay: bool,
+    /// How often each instance's relay looks for events (`OUTBOX_RELAY_MS`, at most 1 s: it
+    /// bounds how long a crashed payment's access stays usable).
+    pub relay_interval: Duration,
+    /// Relayed rows are deleted after this many hours; each event's dedup key in Redis lives
+    /// as long (`OUTBOX_RETENTION_HOURS`).
+    pub retention_hours: u64,
+    /// Approximate cap on the events stream's length (`EVENTS_MAXLEN`, `XADD MAXLEN ~`).
+    pub events_maxlen: u64,
+}
+
 #[derive(Clone, Debug)]
 pub struct Settings {
     pub listen_addr: SocketAddr,
@@ -160,6 +177,7 @@ pub struct Settings {
     /// Most event streams one instance keeps open (0 = no cap); past it a stream is refused
     /// with 503 and the page polls instead.
     pub sse_max_streams: usize,
+    pub outbox: OutboxSettings,
     /// Gateway mode; `None` when `UPSTREAM_URL` is unset.
     pub upstream: Option<UpstreamSettings>,
 }
@@ -308,6 +326,12 @@ impl Settings {
                 300,
             )?),
             sse_max_streams: env.int("SSE_MAX_STREAMS", 20_000, 0, 10_000_000)? as usize,
+            outbox: OutboxSettings {
+                relay: env.bool("OUTBOX_RELAY", true)?,
+                relay_interval: Duration::from_millis(env.int("OUTBOX_RELAY_MS", 500, 50, 1000)?),
+                retention_hours: env.int("OUTBOX_RETENTION_HOURS", 24, 1, 24 * 90)?,
+                events_maxlen: env.int("EVENTS_MAXLEN", 1_000_000, 1000, 1_000_000_000)?,
+            },
             upstream: upstream(&env)?,
         })
     }
@@ -602,6 +626,39 @@ mod tests {
         assert!(s.auto_migrate);
         assert!(s.jwt_secret_is_default);
         assert!(s.admin_token.is_none());
+        assert_eq!(
+            s.outbox,
+            OutboxSettings {
+                relay: true,
+                relay_interval: Duration::from_millis(500),
+                retention_hours: 24,
+                events_maxlen: 1_000_000,
+            }
+        );
+    }
+
+    #[test]
+    fn outbox_settings_are_bounded() {
+        let s = settings(&[
+            ("OUTBOX_RELAY", "off"),
+            ("OUTBOX_RELAY_MS", "1000"),
+            ("OUTBOX_RETENTION_HOURS", "1"),
+            ("EVENTS_MAXLEN", "5000"),
+        ])
+        .unwrap();
+        assert!(!s.outbox.relay);
+        assert_eq!(s.outbox.relay_interval, Duration::from_millis(1000));
+        assert_eq!(s.outbox.retention_hours, 1);
+        assert_eq!(s.outbox.events_maxlen, 5000);
+        for (var, bad) in [
+            ("OUTBOX_RELAY_MS", "1001"),
+            ("OUTBOX_RELAY_MS", "10"),
+            ("OUTBOX_RETENTION_HOURS", "0"),
+            ("EVENTS_MAXLEN", "10"),
+            ("OUTBOX_RELAY", "sometimes"),
+        ] {
+            assert_eq!(settings(&[(var, bad)]).unwrap_err().var, var, "{var}={bad}");
+        }
     }
 
     #[test]

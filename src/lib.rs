@@ -7,10 +7,13 @@
 //!   the handler the server runs);
 //! - `http` — a generic HTTP/1.1 server: pipeline, requests, responses, raw-socket streams;
 //! - services: `queue` (the waiting room in Redis), `booking` (catalogue, holds, payments),
-//!   `wallet`, `health` (dependency probes) — each owns its dependencies and background jobs;
+//!   `wallet`, `health` (dependency probes), `outbox` (booking events: written in the
+//!   booking and wallet transactions, relayed to a Redis Stream) — each owns its dependencies
+//!   and background jobs;
 //! - stores and clients: `redis`, `db`, `lock` (Redlock), `tokens`, `idempotency`,
 //!   `ratelimit`, `store_error`;
-//! - `domain` (newtypes that parse), `config`, `metrics`, `telemetry`.
+//! - `domain` (newtypes that parse), `config`, `metrics`, `telemetry`, `failpoint` (test-only
+//!   crash points).
 #![forbid(unsafe_code)]
 
 pub mod api;
@@ -21,12 +24,14 @@ pub mod cli;
 pub mod config;
 pub mod db;
 pub mod domain;
+pub mod failpoint;
 pub mod gateway;
 pub mod health;
 pub mod http;
 pub mod idempotency;
 pub mod lock;
 pub mod metrics;
+pub mod outbox;
 pub mod queue;
 pub mod ratelimit;
 pub mod redis;

@@ -200,6 +200,34 @@ fn describe() {
         "queuegate_upstream_duration_seconds",
         "Gateway mode: time from forwarding a request until the origin's response head (or the failure)"
     );
+    describe_gauge!(
+        "queuegate_outbox_oldest_unrelayed_age_seconds",
+        "Age of the oldest booking event not yet relayed to the events stream (0 when none): the relay's lag"
+    );
+    describe_counter!(
+        "queuegate_outbox_published_total",
+        "Booking events appended to the events stream, by type"
+    );
+    describe_counter!(
+        "queuegate_outbox_duplicates_total",
+        "Relay retries of events already in the stream (skipped by the dedup key)"
+    );
+    describe_counter!(
+        "queuegate_outbox_failed_total",
+        "Relay attempts that failed and will be retried, by step (revoke, publish)"
+    );
+    describe_counter!(
+        "queuegate_outbox_revocations_total",
+        "Revocations by the relay after payment: ended (the request path had not) or already_ended"
+    );
+    describe_counter!(
+        "queuegate_outbox_pruned_total",
+        "Relayed outbox rows deleted after the retention period"
+    );
+    describe_gauge!(
+        "queuegate_outbox_relay_leader",
+        "1 on the instance whose relay held the lease at its last tick"
+    );
     // Counters that may stay at zero for a long time are published from the start, so
     // dashboards and alerts see 0 rather than "no data".
     metrics::counter!("queuegate_lock_fallback_total").increment(0);
@@ -210,4 +238,7 @@ fn describe() {
     metrics::gauge!("queuegate_sse_streams").increment(0.0);
     // 0 until the first sweep succeeds, so "no sweep for a minute" alerts from the start.
     metrics::gauge!("queuegate_sweep_last_success_timestamp_seconds").set(0.0);
+    metrics::gauge!("queuegate_outbox_oldest_unrelayed_age_seconds").increment(0.0);
+    metrics::counter!("queuegate_outbox_failed_total", "step" => "publish").increment(0);
+    metrics::counter!("queuegate_outbox_duplicates_total").increment(0);
 }

@@ -8,8 +8,13 @@
 use crate::domain::{ConcertId, LineId, UserId};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::Mutex;
 
 const ISSUER: &str = "queuegate";
+/// Clock slack between instances when checking `exp`.
+const LEEWAY_SECS: u64 = 5;
 /// User tokens identify a person across sales; long-lived like a session cookie.
 pub const USER_TOKEN_TTL_SECS: u64 = 30 * 24 * 3600;
 /// Queue tokens outlive a long sale so a user can recover their place after a data loss.
@@ -89,7 +94,7 @@ pub struct QueueToken {
     pub concert_id: ConcertId,
     pub queue_id: u64,
     pub seq: u64,
-    pub epoch: String,
+    pub epoch: std::sync::Arc<str>,
 }
 
 impl QueueToken {
@@ -138,7 +143,14 @@ pub struct TokenKeys {
     encoding: EncodingKey,
     decoding: DecodingKey,
     validation: Validation,
+    /// Queue tokens verified before: a fan polls with the same token for hours, so its
+    /// signature is checked once per instance, not per poll (see `verify_queue`).
+    verified_queue: Mutex<HashMap<u64, (QueueToken, u64)>>,
+    cache_keys: RandomState,
 }
+
+/// Verified queue tokens remembered at most; the memory is dropped wholesale past it.
+const VERIFIED_CACHE: usize = 200_000;
 
 pub fn now_secs() -> u64 {
     std::time::SystemTime::now()
@@ -154,11 +166,13 @@ impl TokenKeys {
         validation.set_issuer(&[ISSUER]);
         validation.validate_nbf = true;
         // Instances share a clock only roughly; a few seconds of slack is plenty.
-        validation.leeway = 5;
+        validation.leeway = LEEWAY_SECS;
         TokenKeys {
             encoding: EncodingKey::from_secret(secret),
             decoding: DecodingKey::from_secret(secret),
             validation,
+            verified_queue: Mutex::new(HashMap::new()),
+            cache_keys: RandomState::new(),
         }
     }
 
@@ -213,7 +227,7 @@ impl TokenKeys {
             cid: Some(t.concert_id.get()),
             qid: Some(t.queue_id),
             seq: Some(t.seq),
-            ep: Some(t.epoch.clone()),
+            ep: Some(t.epoch.to_string()),
             jti: None,
             iat: now,
             exp: now + QUEUE_TOKEN_TTL_SECS,
@@ -272,18 +286,37 @@ impl TokenKeys {
         })
     }
 
+    /// Verifies a queue token. A token verified before (and not expired) is recognised by a
+    /// keyed hash of its text — SipHash with a random key per process, so nobody can craft a
+    /// different token that matches a remembered one — and its claims are reused.
     pub fn verify_queue(&self, token: &str) -> Result<QueueToken, TokenError> {
+        let key = self.cache_keys.hash_one(token);
+        let now = now_secs();
+        if let Ok(cache) = self.verified_queue.lock()
+            && let Some((q, exp)) = cache.get(&key)
+            && *exp + LEEWAY_SECS > now
+        {
+            return Ok(q.clone());
+        }
         let c = self.verify(token, Kind::Queue)?;
-        match (c.cid.and_then(ConcertId::new), c.qid, c.seq, c.ep) {
-            (Some(concert_id), Some(queue_id), Some(seq), Some(epoch)) => Ok(QueueToken {
+        let exp = c.exp;
+        let q = match (c.cid.and_then(ConcertId::new), c.qid, c.seq, c.ep) {
+            (Some(concert_id), Some(queue_id), Some(seq), Some(epoch)) => QueueToken {
                 user_id: user_id(c.sub, Kind::Queue)?,
                 concert_id,
                 queue_id,
                 seq,
-                epoch,
-            }),
-            _ => Err(TokenError::MissingClaims(Kind::Queue)),
+                epoch: epoch.into(),
+            },
+            _ => return Err(TokenError::MissingClaims(Kind::Queue)),
+        };
+        if let Ok(mut cache) = self.verified_queue.lock() {
+            if cache.len() >= VERIFIED_CACHE {
+                cache.clear();
+            }
+            cache.insert(key, (q.clone(), exp));
         }
+        Ok(q)
     }
 
     pub fn verify_access(&self, token: &str) -> Result<AccessToken, TokenError> {
@@ -334,7 +367,12 @@ mod tests {
         };
         let qt = k.mint_queue(&q).unwrap();
         assert_eq!(k.verify_queue(&qt).unwrap(), q);
+        assert_eq!(k.verify_queue(&qt).unwrap(), q, "again, from the cache");
         assert!(k.verify_user(&qt).is_err());
+        // A remembered token does not make a tampered copy acceptable.
+        let mut tampered = qt.clone();
+        tampered.pop();
+        assert!(k.verify_queue(&tampered).is_err());
 
         let a = AccessToken {
             user_id: uid(7),

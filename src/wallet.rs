@@ -2,11 +2,13 @@
 //!
 //! A charge is one atomic `UPDATE … SET balance = balance + ?` plus a ledger row in the same
 //! transaction — never read-modify-write — so concurrent charges can never overwrite each other,
-//! and every balance always equals the sum of its ledger rows.
+//! and every balance always equals the sum of its ledger rows. The same transaction writes the
+//! `wallet.charged` event to the outbox.
 
 use crate::db::Db;
 use crate::domain::{ChargeAmount, IdempotencyKey, UserId, UserName};
 use crate::idempotency::{self, Claim, IdempotencyError, Scope, Stored};
+use crate::outbox::{self, Event};
 use crate::store_error::{StoreError, retry_busy};
 use serde::Serialize;
 
@@ -155,6 +157,7 @@ async fn charge_once(
         .bind(amount.get())
         .execute(&mut *tx)
         .await?;
+    outbox::record(&mut tx, &[Event::charged(user, amount.get())?]).await?;
     let balance = balance_in(&mut tx, user).await?;
     let stored = Stored {
         status: 200,

@@ -113,7 +113,7 @@ async fn line_survives_a_failover(url: String, kill: impl FnOnce(&str) -> String
     let concert = app.create_concert(1, 10).await;
     assert_eq!(concert.id.get(), 1, "a fresh database");
     let line = app.line(concert.id).await;
-    let waiting_key = app.app.queue.store().keys(line).waiting;
+    let waiting_key = app.app.queue.store().keys(line).waiting.clone();
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
         .build()

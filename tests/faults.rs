@@ -548,7 +548,8 @@ async fn queue_redis_down_answers_503_within_a_second() {
         started.elapsed() < Duration::from_secs(1),
         "/readyz is quick"
     );
-    f.app.assert_invariants().await;
+    // The queue Redis stays down: the events stream cannot be read, the database can.
+    f.app.assert_db_invariants().await;
     f.app.stop().await;
 }
 

@@ -299,9 +299,19 @@ async fn a_kept_queue_token_restores_the_place_after_the_store_loses_its_data() 
         .store()
         .pool()
         .next()
-        .del(vec![
-            k.seq, k.epoch, k.waiting, k.seen, k.admitted, k.adm_seq, k.stats,
-        ])
+        .del(
+            [
+                &k.seq,
+                &k.epoch,
+                &k.waiting,
+                &k.seen,
+                &k.admitted,
+                &k.adm_seq,
+                &k.stats,
+            ]
+            .map(|key| key.clone())
+            .to_vec(),
+        )
         .await
         .unwrap();
     let r = status(&app, &tokens[1]).await;

@@ -7,7 +7,9 @@
 //!    the first one's outcome instead of all knocking on the lock;
 //! 3. a Redlock per seat, so the few requests that get this far reach the database one at a
 //!    time (when the lock quorum is unreachable we skip this layer and say so in metrics);
-//! 4. one database transaction, where the unique index on live seats is the final arbiter.
+//! 4. one database transaction, where the unique index on live seats is the final arbiter;
+//!    it also writes the `reservation.held` event (and `reservation.expired` for a holder it
+//!    retires) to the outbox, so the events exist exactly when the hold does.
 //!
 //! A hold never outlives the admission it was taken under: it ends at the earlier of
 //! `HOLD_TTL_SECS` and the access token's end, so a fan whose window closes blocks no seat.
@@ -19,6 +21,7 @@ use super::seat_board::{Marker, SeatBoard};
 use crate::db::Db;
 use crate::domain::{ReservationId, ScheduleId, SeatNo, UserId, rfc3339};
 use crate::lock::{Acquire, Redlock};
+use crate::outbox::{self, Event, ReservationFacts};
 use crate::store_error::{StoreError, is_unique_violation, retry_busy};
 use crate::tokens::AccessToken;
 use chrono::NaiveDateTime;
@@ -215,8 +218,8 @@ impl Holds {
         // Who holds the seat now, through the unique index on live seats. A live holder means
         // 409 with no write at all; a hold past its end never blocks anyone: it is retired
         // here, by primary key (no range or gap locks that concurrent holds could deadlock on).
-        let holder: Option<(u64, u64, i64)> = sqlx::query_as(
-            "SELECT id, user_id, status = 'held' AND expires_at <= ? FROM reservations
+        let holder: Option<(u64, u64, i64, i64)> = sqlx::query_as(
+            "SELECT id, user_id, price, status = 'held' AND expires_at <= ? FROM reservations
               WHERE schedule_id = ? AND live_seat_no = ?",
         )
         .bind(now)
@@ -226,15 +229,30 @@ impl Holds {
         .await?;
         match holder {
             None => {}
-            Some((id, _, 1)) => {
-                sqlx::query(
+            Some((id, owner, price, 1)) => {
+                let retired = sqlx::query(
                     "UPDATE reservations SET status = 'expired' WHERE id = ? AND status = 'held'",
                 )
                 .bind(id)
                 .execute(&mut *tx)
-                .await?;
+                .await?
+                .rows_affected();
+                // Only if this transaction expired it (a sweep may just have): one event per
+                // change, in the transaction that made it.
+                if retired == 1 {
+                    let bad = || StoreError::bug("reservation row out of range");
+                    let facts = ReservationFacts {
+                        reservation_id: ReservationId::new(id).ok_or_else(bad)?,
+                        user_id: UserId::new(owner).ok_or_else(bad)?,
+                        concert_id: who.concert_id,
+                        schedule_id: schedule,
+                        seat_no: seat,
+                        amount: price,
+                    };
+                    outbox::record(&mut tx, &[Event::expired(&facts)?]).await?;
+                }
             }
-            Some((id, owner, _)) if owner == user.get() => {
+            Some((id, owner, _, _)) if owner == user.get() => {
                 return Err(ReservationId::new(id)
                     .map(HoldError::AlreadyYours)
                     .unwrap_or(HoldError::SeatUnavailable));
@@ -269,10 +287,20 @@ impl Holds {
             Err(e) if is_unique_violation(&e) => return Err(HoldError::SeatUnavailable),
             Err(e) => return Err(e.into()),
         };
+        let reservation_id =
+            ReservationId::new(id).ok_or_else(|| StoreError::bug("id out of range"))?;
+        let facts = ReservationFacts {
+            reservation_id,
+            user_id: user,
+            concert_id: who.concert_id,
+            schedule_id: schedule,
+            seat_no: seat,
+            amount: price,
+        };
+        outbox::record(&mut tx, &[Event::held(&facts)?]).await?;
         tx.commit().await?;
         Ok(Reservation {
-            reservation_id: ReservationId::new(id)
-                .ok_or_else(|| StoreError::bug("id out of range"))?,
+            reservation_id,
             schedule_id: schedule,
             seat_no: seat,
             price,

@@ -7,8 +7,11 @@
 //!
 //! Lock order is reservation rows first (by id), then the wallet row; holds never touch
 //! wallets, so no cycle with the hold path exists. After commit the user's admission is revoked
-//! in Redis; a failure there is retried in the background and never turns a completed payment
-//! into an error.
+//! in Redis at once (the fast path); a failure there is retried in the background and never
+//! turns a completed payment into an error. The guarantee behind it is the outbox: the same
+//! transaction writes one `payment.completed` event per payment row, and the outbox relay of
+//! any instance revokes that admission when it carries the event out — also when this process
+//! died between the commit and the revocation.
 
 use super::catalogue::{Catalogue, CatalogueError};
 use super::reservations::{self, ReservationStatus};
@@ -18,6 +21,7 @@ use crate::domain::{
     ConcertId, IdempotencyKey, LineId, ReservationId, ScheduleId, SeatNo, UserId, rfc3339,
 };
 use crate::idempotency::{self, Claim, IdempotencyError, Scope, Stored};
+use crate::outbox::{self, Event, ReservationFacts};
 use crate::queue::store::QueueStore;
 use crate::store_error::{StoreError, retry_busy};
 use crate::tokens::AccessToken;
@@ -162,6 +166,8 @@ impl Payments {
         metrics::counter!("queuegate_payments_total", "result" => label).increment(1);
         match outcome? {
             Ok(paid) => {
+                // Test-only crash point (QG_FAILPOINT): committed, nothing after it has run.
+                crate::failpoint::hit("after_payment_commit");
                 for (schedule, seat) in &paid.sold {
                     self.board.mark_sold(*schedule, *seat).await;
                 }
@@ -247,6 +253,7 @@ impl Payments {
             return Err(PayError::InsufficientBalance { balance, due });
         }
         let mut confirmed = Vec::with_capacity(holds.len());
+        let mut paid_events = Vec::with_capacity(holds.len());
         for r in &holds {
             let payment_id = sqlx::query(
                 "INSERT INTO payments (reservation_id, user_id, amount) VALUES (?, ?, ?)",
@@ -270,10 +277,24 @@ impl Payments {
                 .execute(&mut *tx)
                 .await?;
             confirmed.push(payment_id);
+            // One `payment.completed` per payment row; it carries the paying admission, which
+            // the outbox relay revokes even if this process dies right after the commit.
+            paid_events.push(Event::paid(
+                &ReservationFacts {
+                    reservation_id: r.reservation_id,
+                    user_id: user,
+                    concert_id: who.concert_id,
+                    schedule_id: r.schedule_id,
+                    seat_no: r.seat_no,
+                    amount: r.price,
+                },
+                who.seq,
+            )?);
         }
+        outbox::record(&mut tx, &paid_events).await?;
         // Paying ends the access: the caller's other holds in this concert are released now.
         let others = reservations::live_holds(&mut tx, user, who.concert_id).await?;
-        let released = reservations::cancel_holds(&mut tx, &others).await?;
+        let released = reservations::cancel_holds(&mut tx, user, who.concert_id, &others).await?;
         let balance = crate::wallet::balance_in(&mut tx, user).await?;
         let mut payments = Vec::with_capacity(holds.len());
         for (r, payment_id) in holds.iter().zip(confirmed) {

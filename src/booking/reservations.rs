@@ -1,11 +1,13 @@
 //! Reservations as their owners see them: the one way a reservation row is read (and its
 //! status derived), reading one, cancelling one, and releasing a user's unpaid holds when their
-//! access ends.
+//! access ends. Every cancellation writes its `reservation.cancelled` event to the outbox in
+//! the same transaction.
 
 use super::catalogue::Catalogue;
 use super::seat_board::SeatBoard;
 use crate::db::Db;
 use crate::domain::{ConcertId, ReservationId, ScheduleId, SeatNo, UserId, rfc3339};
+use crate::outbox::{self, Event, ReservationFacts};
 use crate::store_error::StoreError;
 use crate::tokens::AccessToken;
 use chrono::NaiveDateTime;
@@ -120,14 +122,23 @@ pub async fn check_owner(
     }
 }
 
-/// A user's live holds in one concert: (reservation, schedule, seat).
+/// One of a user's live holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LiveHold {
+    pub id: ReservationId,
+    pub schedule: ScheduleId,
+    pub seat: SeatNo,
+    pub price: i64,
+}
+
+/// A user's live holds in one concert.
 pub async fn live_holds(
     conn: &mut sqlx::MySqlConnection,
     user: UserId,
     concert: ConcertId,
-) -> Result<Vec<(ReservationId, ScheduleId, SeatNo)>, StoreError> {
-    let rows: Vec<(u64, u64, u8)> = sqlx::query_as(
-        "SELECT r.id, r.schedule_id, r.seat_no FROM reservations r
+) -> Result<Vec<LiveHold>, StoreError> {
+    let rows: Vec<(u64, u64, u8, i64)> = sqlx::query_as(
+        "SELECT r.id, r.schedule_id, r.seat_no, r.price FROM reservations r
            JOIN schedules s ON s.id = r.schedule_id
           WHERE r.user_id = ? AND s.concert_id = ? AND r.status = 'held' AND r.expires_at > NOW(6)",
     )
@@ -137,34 +148,48 @@ pub async fn live_holds(
     .await?;
     Ok(rows
         .into_iter()
-        .filter_map(|(id, s, n)| {
-            Some((
-                ReservationId::new(id)?,
-                ScheduleId::new(s)?,
-                SeatNo::new(u64::from(n))?,
-            ))
+        .filter_map(|(id, s, n, price)| {
+            Some(LiveHold {
+                id: ReservationId::new(id)?,
+                schedule: ScheduleId::new(s)?,
+                seat: SeatNo::new(u64::from(n))?,
+                price,
+            })
         })
         .collect())
 }
 
-/// Marks the given holds cancelled (only those still held); returns the ones it changed.
+/// Marks `user`'s given holds in `concert` cancelled (only those still held), with a
+/// `reservation.cancelled` event each, in the caller's transaction; returns the seats freed.
 pub async fn cancel_holds(
     conn: &mut sqlx::MySqlConnection,
-    holds: &[(ReservationId, ScheduleId, SeatNo)],
+    user: UserId,
+    concert: ConcertId,
+    holds: &[LiveHold],
 ) -> Result<Vec<(ScheduleId, SeatNo)>, StoreError> {
     let mut freed = Vec::with_capacity(holds.len());
-    for (id, schedule, seat) in holds {
+    let mut events = Vec::with_capacity(holds.len());
+    for h in holds {
         let changed = sqlx::query(
             "UPDATE reservations SET status = 'cancelled' WHERE id = ? AND status = 'held'",
         )
-        .bind(id.get())
+        .bind(h.id.get())
         .execute(&mut *conn)
         .await?
         .rows_affected();
         if changed == 1 {
-            freed.push((*schedule, *seat));
+            freed.push((h.schedule, h.seat));
+            events.push(Event::cancelled(&ReservationFacts {
+                reservation_id: h.id,
+                user_id: user,
+                concert_id: concert,
+                schedule_id: h.schedule,
+                seat_no: h.seat,
+                amount: h.price,
+            })?);
         }
     }
+    outbox::record(conn, &events).await?;
     Ok(freed)
 }
 
@@ -221,6 +246,15 @@ impl Reservations {
             .bind(id.get())
             .execute(&mut *tx)
             .await?;
+        let facts = ReservationFacts {
+            reservation_id: id,
+            user_id: r.user_id,
+            concert_id: who.concert_id,
+            schedule_id: r.schedule_id,
+            seat_no: r.seat_no,
+            amount: r.price,
+        };
+        outbox::record(&mut tx, &[Event::cancelled(&facts)?]).await?;
         tx.commit().await?;
         self.board.clear(r.schedule_id, r.seat_no).await;
         tracing::info!(reservation_id = %id, "hold cancelled");
@@ -236,7 +270,7 @@ impl Reservations {
     ) -> Result<usize, ReservationError> {
         let mut tx = self.db.primary().begin().await?;
         let holds = live_holds(&mut tx, user, concert).await?;
-        let freed = cancel_holds(&mut tx, &holds).await?;
+        let freed = cancel_holds(&mut tx, user, concert, &holds).await?;
         tx.commit().await?;
         for (schedule, seat) in &freed {
             self.board.clear(*schedule, *seat).await;

@@ -117,7 +117,7 @@ impl Queue {
     ) -> Result<JoinOutcome, QueueError> {
         let item = JoinItem {
             user,
-            restore: restore.map(|q| (q.seq, q.epoch.clone())),
+            restore: restore.map(|q| (q.seq, q.epoch.to_string())),
         };
         let store = self.store.clone();
         let joined = self
@@ -146,7 +146,7 @@ impl Queue {
             concert_id: line.concert,
             queue_id: line.queue_id,
             seq: joined.seq,
-            epoch: joined.epoch,
+            epoch: joined.epoch.into(),
         };
         Ok(JoinOutcome {
             how: joined.how,

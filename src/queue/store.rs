@@ -14,7 +14,7 @@ use crate::redis::{int, request_options, value_f64, value_str, value_u64};
 use crate::store_error::StoreError;
 use fred::prelude::*;
 use std::collections::HashMap;
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 /// How long a used stream ticket is remembered: well past its own expiry.
@@ -29,6 +29,8 @@ pub struct QueueStore {
     scripts: Scripts,
     /// Concerts this instance already added to the timer's set (saves a round trip per join).
     registered: Mutex<HashMap<LineId, Instant>>,
+    /// Each line's key names (immutable; see `keys`).
+    key_names: RwLock<HashMap<LineId, Arc<ConcertKeys>>>,
     /// Each concert's pace as of this instance's last tick call, for ETAs without a round trip.
     paces: RwLock<HashMap<LineId, Pace>>,
 }
@@ -61,6 +63,7 @@ impl QueueStore {
             prefix,
             scripts: Scripts::new(),
             registered: Default::default(),
+            key_names: Default::default(),
             paces: Default::default(),
         }
     }
@@ -69,8 +72,21 @@ impl QueueStore {
         &self.pool
     }
 
-    pub fn keys(&self, line: LineId) -> ConcertKeys {
-        ConcertKeys::new(&self.prefix, line)
+    /// The line's key names, built once per line and instance (polls ask for them a lot).
+    pub fn keys(&self, line: LineId) -> Arc<ConcertKeys> {
+        if let Some(k) = self
+            .key_names
+            .read()
+            .ok()
+            .and_then(|m| m.get(&line).cloned())
+        {
+            return k;
+        }
+        let k = Arc::new(ConcertKeys::new(&self.prefix, line));
+        if let Ok(mut m) = self.key_names.write() {
+            m.insert(line, k.clone());
+        }
+        k
     }
 
     fn client(&self) -> &Client {

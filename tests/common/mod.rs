@@ -72,7 +72,8 @@ pub async fn spawn_with(overrides: &[(&str, &str)]) -> TestApp {
     let settings = Settings::from_lookup(|k| env.get(k).cloned()).expect("test settings");
     // Logs only on request: TEST_LOG=1 cargo test …
     if std::env::var_os("TEST_LOG").is_some() {
-        queuegate::telemetry::init(settings.log_format);
+        // Kept for the life of the test process (the writer thread flushes at exit).
+        std::mem::forget(queuegate::telemetry::init(settings.log_format));
     }
     let app = App::build(settings).await.expect("app builds");
     let listener = app.bind().await.expect("bind");
@@ -266,13 +267,58 @@ impl TestApp {
         r.send().await.unwrap()
     }
 
-    /// Runs the invariant checker on this test's database and fails the test on any violation.
+    /// Runs the invariant checker on this test's database and fails the test on any violation;
+    /// then waits (bounded) for the outbox relay to carry every event out and checks the events
+    /// stream against the database (one `reservation.held` per reservation, one
+    /// `payment.completed` per payment, nothing for rolled-back transactions, …).
     pub async fn assert_invariants(&self) {
+        self.assert_db_invariants().await;
+        self.wait_outbox_drained(std::time::Duration::from_secs(15))
+            .await;
+        let report = queuegate::check::stream(self.app.db.primary(), &self.events())
+            .await
+            .expect("the stream check runs (the queue Redis is up)");
+        assert!(
+            report.violations.is_empty(),
+            "events stream invariants violated ({} entries): {:#?}",
+            report.entries,
+            report.violations
+        );
+    }
+
+    /// The database invariants only (for tests whose queue Redis is down at the end).
+    pub async fn assert_db_invariants(&self) {
         let violations = queuegate::check::run(self.app.db.primary()).await.unwrap();
         assert!(
             violations.is_empty(),
             "invariants violated: {violations:#?}"
         );
+    }
+
+    /// This app's booking events stream.
+    pub fn events(&self) -> queuegate::outbox::stream::EventStream {
+        queuegate::outbox::stream::EventStream::new(
+            self.app.queue.store().pool().clone(),
+            &self.app.settings.redis_key_prefix,
+        )
+    }
+
+    /// Polls until no event waits in the outbox; fails the test after `limit`.
+    pub async fn wait_outbox_drained(&self, limit: std::time::Duration) {
+        let started = std::time::Instant::now();
+        loop {
+            let pending = queuegate::outbox::pending(self.app.db.primary())
+                .await
+                .unwrap_or(u64::MAX);
+            if pending == 0 {
+                return;
+            }
+            assert!(
+                started.elapsed() < limit,
+                "the outbox relay did not drain within {limit:?}: {pending} events wait"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
     }
 
     pub async fn scalar_i64(&self, sql: &'static str, bind: u64) -> i64 {

@@ -23,11 +23,14 @@ fn kill_child(child: &mut Child) {
     let _ = child.wait();
 }
 
-/// A `redis-server` of our own on a free loopback port; nothing is ever saved to disk, so a
-/// restart comes back empty (a store that lost its data).
+/// A `redis-server` of our own on a free loopback port. By default nothing is ever saved to
+/// disk, so a restart comes back empty (a store that lost its data); `start_persistent` keeps
+/// an append-only file instead, so a restart comes back with everything it acknowledged.
 pub struct RedisServer {
     port: u16,
     child: Option<Child>,
+    /// The data directory of a persistent server (removed on drop).
+    dir: Option<PathBuf>,
 }
 
 impl RedisServer {
@@ -35,6 +38,21 @@ impl RedisServer {
         let mut server = RedisServer {
             port: free_port(),
             child: None,
+            dir: None,
+        };
+        server.spawn();
+        server
+    }
+
+    /// A server with an AOF fsynced on every write: SIGKILL and `restart` lose nothing.
+    pub fn start_persistent() -> RedisServer {
+        let dir =
+            std::env::temp_dir().join(format!("queuegate-redis-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).expect("redis data dir");
+        let mut server = RedisServer {
+            port: free_port(),
+            child: None,
+            dir: Some(dir),
         };
         server.spawn();
         server
@@ -43,10 +61,26 @@ impl RedisServer {
     fn spawn(&mut self) {
         assert!(self.child.is_none(), "redis on {} already runs", self.port);
         let port = self.port.to_string();
-        let child = Command::new("redis-server")
-            .args(["--port", &port, "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .current_dir(std::env::temp_dir())
+        let mut cmd = Command::new("redis-server");
+        cmd.args(["--port", &port, "--bind", "127.0.0.1"]);
+        match &self.dir {
+            None => cmd
+                .args(["--save", "", "--appendonly", "no"])
+                .current_dir(std::env::temp_dir()),
+            Some(dir) => cmd
+                .args([
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "yes",
+                    "--appendfsync",
+                    "always",
+                ])
+                .arg("--dir")
+                .arg(dir)
+                .current_dir(dir),
+        };
+        let child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -114,6 +148,9 @@ impl RedisServer {
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();
+        if let Some(dir) = &self.dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
 
