@@ -867,6 +867,7 @@
   const seatsLabel = (nos) => `${nos.length === 1 ? 'Seat' : 'Seats'} ${seatList(nos)}`;
 
   function admitted(data) {
+    if (gatewayReturn) return enterShop(data);
     const e = newView();
     showFooter(true);
     booking = {
@@ -1453,6 +1454,47 @@
         h('a', { class: 'btn', href: '/' }, 'See all concerts'),
         h('button', { type: 'button', class: 'btn btn--secondary', testid: 'book-another', onclick: joinQueue }, 'Book more seats'))));
     focusHeading();
+  }
+
+  // ---------------------------------------------------------------- gateway mode
+
+  /**
+   * A same-origin absolute path, or null: one leading '/' not followed by '/' or '\\' (another
+   * host to a browser), no backslash, space or control character anywhere, not absurdly long.
+   * The server applies the same rule (POST /v1/gateway/session answers 422 otherwise).
+   */
+  function safeReturnPath(p) {
+    if (typeof p !== 'string' || p.length === 0 || p.length > 2048) return null;
+    if (p[0] !== '/' || p[1] === '/' || p[1] === '\\') return null;
+    if (!/^[\x21-\x7e]+$/.test(p) || p.includes('\\')) return null;
+    try {
+      if (new URL(p, location.origin).origin !== location.origin) return null;
+    } catch (_) {
+      return null;
+    }
+    return p;
+  }
+
+  // `?return=/path` is set by the gateway's redirect when a visitor asked for a page of the
+  // organiser's shop: once admitted, the page trades the access token for the gateway's grant
+  // cookie and goes back there instead of showing the booking steps.
+  const gatewayReturn = safeReturnPath(params.get('return'));
+
+  async function enterShop(data) {
+    const e = newView();
+    show(h('section', { class: 'panel', testid: 'entering-shop' },
+      concertNameEl(),
+      h('h1', {}, 'It’s your turn!'),
+      h('p', {}, 'Taking you to the shop…')));
+    focusHeading();
+    try {
+      const r = await api('POST', '/v1/gateway/session', { token: data.access_token, body: { return: gatewayReturn } });
+      const to = safeReturnPath(r.data && r.data.return_to) || gatewayReturn;
+      if (alive(e)) location.replace(to);
+    } catch (err) {
+      if (!alive(e)) return;
+      showAlert(friendly(err), retryButton('Try again', () => enterShop(data)));
+    }
   }
 
   // ---------------------------------------------------------------- start

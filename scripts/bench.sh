@@ -10,6 +10,10 @@
 #
 # BENCH_REDIS=cluster runs the queue store on a 3+3 Redis Cluster started on loopback by
 # scripts/redis-topology.sh (stopped afterwards), e.g. BENCH_REDIS=cluster scripts/bench.sh shards poll
+#
+# `proxy` (gateway mode, explicit only) also starts an nginx origin on port+2 serving a static
+# page and a gateway-mode instance on port+1 in front of it (same settings and BENCH_ENV as the
+# main gateway, its log beside the main one), and compares the two.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/queuegate-target}"
@@ -45,7 +49,13 @@ log_file="${BENCH_LOG:-$(mktemp -t queuegate-bench-XXXX.log)}"
 # shellcheck disable=SC2086
 env LISTEN_ADDR="$QG_ADDR" REDIS_KEY_PREFIX="$prefix" ${BENCH_ENV:-} "$bin/queuegate" serve 2>"$log_file" &
 gw=$!
+proxy_pids=()
 cleanup() {
+  for p in "${proxy_pids[@]}"; do
+    kill "$p" 2>/dev/null || true
+    wait "$p" 2>/dev/null || true
+  done
+  [ -z "${proxy_tmp:-}" ] || rm -rf "$proxy_tmp"
   kill "$gw" 2>/dev/null || true
   wait "$gw" 2>/dev/null || true
   redis-cli --scan --pattern "$prefix*" | xargs -r -n 1000 redis-cli del >/dev/null || true
@@ -59,8 +69,52 @@ for _ in $(seq 1 100); do
 done
 
 echo "# $(date -u +%Y-%m-%dT%H:%MZ) $(nproc) cores, gateway pid $gw, commit $(git rev-parse --short HEAD 2>/dev/null || echo '?'), queue Redis ${BENCH_REDIS:-single}, extra env: ${BENCH_ENV:-none}"
+# Gateway mode for `proxy`: a static origin, a concert whose line guards /shop, and a second
+# instance (same database and key prefix) with UPSTREAM_URL in front of the origin.
+start_proxy() {
+  local gw_port=$((port + 1)) origin_port=$((port + 2)) p concert
+  for p in "$gw_port" "$origin_port"; do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+      echo "bench: proxy needs 127.0.0.1:$p, which is taken (set BENCH_PORT)" >&2
+      return 1
+    fi
+  done
+  proxy_tmp=$(mktemp -d)
+  mkdir -p "$proxy_tmp/www/shop"
+  {
+    echo '<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Shop</title></head><body>'
+    for i in $(seq 1 12); do echo "<p>Row $i of a small static shop page served by nginx.</p>"; done
+    echo '</body></html>'
+  } >"$proxy_tmp/www/shop/index.html"
+  bash scripts/origin-nginx.sh "$origin_port" "$proxy_tmp/www" "$proxy_tmp/nginx" &
+  proxy_pids+=($!)
+  concert=$(curl -fsS -X POST "http://$QG_ADDR/v1/admin/concerts" \
+    -H "Authorization: Bearer $ADMIN_TOKEN" -H 'Content-Type: application/json' \
+    -d '{"name": "proxy bench", "schedules": [{"starts_at": "2031-06-01T19:30:00Z", "price": 100}]}' |
+    sed -E 's/.*"concert_id":([0-9]+).*/\1/')
+  # shellcheck disable=SC2086
+  env LISTEN_ADDR="127.0.0.1:$gw_port" REDIS_KEY_PREFIX="$prefix" AUTO_MIGRATE=false \
+    UPSTREAM_URL="http://127.0.0.1:$origin_port" UPSTREAM_PATHS=/shop UPSTREAM_CONCERT_ID="$concert" \
+    UPSTREAM_IDENTITY_KEY="bench-identity-key-0123456789abcdef" ${BENCH_ENV:-} \
+    "$bin/queuegate" serve 2>"$log_file.proxy" &
+  proxy_pids+=($!)
+  for _ in $(seq 1 100); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$gw_port") 2>/dev/null && (exec 3<>"/dev/tcp/127.0.0.1/$origin_port") 2>/dev/null && break
+    sleep 0.2
+  done
+  PROXY_ARGS=(--addr "127.0.0.1:$gw_port" --origin "127.0.0.1:$origin_port" --concert "$concert" --path /shop/index.html)
+  echo "# proxy: nginx pid ${proxy_pids[0]} on $origin_port, gateway-mode pid ${proxy_pids[1]} on $gw_port (log $log_file.proxy), concert $concert"
+}
+
 status=0
 for s in "${scenarios[@]}"; do
+  if [ "$s" = proxy ]; then
+    [ -n "${proxy_tmp:-}" ] || start_proxy || { status=1; continue; }
+    # shellcheck disable=SC2086
+    "$bin/queuegate-load" proxy "${PROXY_ARGS[@]}" --gateway-pid "${proxy_pids[1]}" "${redis_args[@]}" ${LOAD_ARGS:-} || status=1
+    echo
+    continue
+  fi
   # shellcheck disable=SC2086
   "$bin/queuegate-load" "$s" --gateway-pid "$gw" "${redis_args[@]}" ${LOAD_ARGS:-} || status=1
   echo

@@ -6,6 +6,9 @@
 # own fresh database and Redis key prefix and a slow admission, creates a concert with a few
 # fans already in line, runs `node --test e2e/fan-journey.mjs`, and stops the gateway (by PID).
 # Screenshots: tests/artifacts/e2e/NN-step.png. Exit status: the test's.
+# Then gateway mode: an nginx origin (scripts/origin-nginx.sh serving e2e/origin-site/) behind a
+# second instance with UPSTREAM_URL, and `node --test e2e/gateway-journey.mjs` (screenshots in
+# tests/artifacts/e2e/gateway/). Exit status: the first failure of the two.
 #
 # Prerequisites: Chromium (QG_E2E_CHROMIUM, default /usr/bin/chromium; apt-get installs it when
 # missing), node + npm, and playwright-core (npm, from e2e/package-lock.json). When one of them
@@ -123,6 +126,33 @@ if port_open "$PORT"; then
   exit 1
 fi
 
+# Gateway mode (see the end): an nginx origin and a second instance with UPSTREAM_URL.
+NGINX_PID=""
+GW_MODE_PID=""
+stop_pid() {
+  local pid=$1
+  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 0
+  kill "$pid" 2>/dev/null || true
+  for _ in $(seq 1 50); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  kill -9 "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+}
+stop_gateway_mode() {
+  stop_pid "$GW_MODE_PID"
+  stop_pid "$NGINX_PID"
+}
+free_port_from() {
+  local p=$1
+  for _ in $(seq 1 50); do
+    port_open "$p" || { echo "$p"; return 0; }
+    p=$((p + 1))
+  done
+  return 1
+}
+
 RUN_ID="$(date +%s)_$$_${RANDOM}"
 DB="qge2e_${RUN_ID}"
 PREFIX="qge2e_${RUN_ID}"
@@ -131,6 +161,7 @@ GATEWAY_PID=""
 
 cleanup() {
   local status=$?
+  stop_gateway_mode
   if [ -n "$GATEWAY_PID" ] && kill -0 "$GATEWAY_PID" 2>/dev/null; then
     kill "$GATEWAY_PID" 2>/dev/null || true
     for _ in $(seq 1 50); do
@@ -194,4 +225,53 @@ set +e
 node --test --test-concurrency=1 e2e/fan-journey.mjs
 status=$?
 set -e
+
+# Gateway mode: the waiting room in front of a static shop. nginx serves e2e/origin-site/ as the
+# origin; a second instance (same database and key prefix) guards /shop with a new concert's line.
+log "gateway mode: starting an nginx origin and a gateway-mode instance"
+ORIGIN_PORT=$(free_port_from $((PORT + 1)))
+bash scripts/origin-nginx.sh "$ORIGIN_PORT" e2e/origin-site "$TMP/nginx" >"$TMP/nginx.out" 2>&1 &
+NGINX_PID=$!
+for _ in $(seq 1 100); do port_open "$ORIGIN_PORT" && break; sleep 0.1; done
+port_open "$ORIGIN_PORT" || { log "nginx did not start: $(cat "$TMP/nginx.out" "$TMP/nginx/error.log" 2>/dev/null)"; exit 1; }
+GW_CONCERT=$(curl -fsS -m 10 -X POST "$QG_E2E_BASE_URL/v1/admin/concerts" \
+  -H "Authorization: Bearer $ADMIN_TOKEN" -H 'Content-Type: application/json' \
+  -d '{"name": "Aurora Skies — Shop Day", "schedules": [{"starts_at": "2031-06-01T19:30:00Z", "price": 50000}]}' |
+  node -e 'let s = ""; process.stdin.on("data", (d) => (s += d)).on("end", () => console.log(JSON.parse(s).concert_id))')
+GW_PORT=$(free_port_from $((ORIGIN_PORT + 1)))
+log "gateway mode: origin 127.0.0.1:$ORIGIN_PORT, gateway 127.0.0.1:$GW_PORT guarding /shop with concert $GW_CONCERT"
+cd "$TMP"
+env ADMIN_TOKEN="$ADMIN_TOKEN" \
+  DATABASE_URL="mysql://root@127.0.0.1:3306/$DB" \
+  REDIS_URL="redis://127.0.0.1:6379" \
+  REDLOCK_URLS="redis://127.0.0.1:6379" \
+  LISTEN_ADDR="127.0.0.1:$GW_PORT" \
+  REDIS_KEY_PREFIX="$PREFIX" \
+  QUEUE_TICK_MS=500 \
+  QUEUE_ADMIT_PER_TICK=1 \
+  JWT_SECRET="e2e-jwt-secret-$RUN_ID-0123456789abcdef" \
+  UPSTREAM_URL="http://127.0.0.1:$ORIGIN_PORT" \
+  UPSTREAM_PATHS=/shop \
+  UPSTREAM_CONCERT_ID="$GW_CONCERT" \
+  UPSTREAM_IDENTITY_KEY="e2e-identity-key-$RUN_ID-0123456789abcdef" \
+  RUST_LOG="${RUST_LOG:-warn}" \
+  "$BIN" serve >"$TMP/gateway-mode.log" 2>&1 &
+GW_MODE_PID=$!
+cd "$ROOT"
+for _ in $(seq 1 300); do
+  curl -fsS -m 2 "http://127.0.0.1:$GW_PORT/readyz" >/dev/null 2>&1 && break
+  kill -0 "$GW_MODE_PID" 2>/dev/null || { log "gateway-mode instance exited: $(tail -n 20 "$TMP/gateway-mode.log")"; exit 1; }
+  sleep 0.2
+done
+log "running node --test e2e/gateway-journey.mjs (screenshots: tests/artifacts/e2e/gateway/)"
+set +e
+QG_E2E_BASE_URL="http://127.0.0.1:$GW_PORT" QG_E2E_GATEWAY_CONCERT="$GW_CONCERT" \
+  node --test --test-concurrency=1 e2e/gateway-journey.mjs
+gateway_status=$?
+set -e
+if [ "$gateway_status" -ne 0 ]; then
+  log "gateway-mode instance log (last 40 lines):"
+  tail -n 40 "$TMP/gateway-mode.log" >&2 || true
+  [ "$status" -ne 0 ] || status=$gateway_status
+fi
 exit "$status"

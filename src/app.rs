@@ -13,6 +13,7 @@ use crate::booking::reservations::Reservations;
 use crate::booking::seat_board::SeatBoard;
 use crate::config::Settings;
 use crate::db::{Db, DbSetupError};
+use crate::gateway::Gateway;
 use crate::health::Probes;
 use crate::http::lifecycle::Lifecycle;
 use crate::http::server::ServerConfig;
@@ -46,6 +47,8 @@ pub enum StartError {
     },
     #[error("cannot start background jobs: {0}")]
     Jobs(String),
+    #[error("cannot set up gateway mode: {0}")]
+    Gateway(String),
 }
 
 /// How long `serve` waits for the queue Redis at start before giving up (exit 2).
@@ -122,6 +125,20 @@ impl App {
         let board = Arc::new(SeatBoard::new(pool.clone(), seat_keys.clone()));
         let catalogue = Arc::new(Catalogue::new(db.clone()));
         let lifecycle = Arc::new(Lifecycle::default());
+        let gateway = match &settings.upstream {
+            None => None,
+            Some(u) => {
+                if u.identity_key.is_none() {
+                    tracing::warn!(
+                        "gateway mode without UPSTREAM_IDENTITY_KEY: the origin is not told who each admitted visitor is"
+                    );
+                }
+                tracing::info!(origin = %u.base, paths = ?u.paths, concert = %u.concert_id, "gateway mode");
+                let gw = Gateway::new(u.clone(), settings.rate_limits.trusted_proxies.clone())
+                    .map_err(StartError::Gateway)?;
+                Some(Arc::new(gw))
+            }
+        };
         let api = Arc::new(Api {
             gate: Gate::new(tokens.clone(), queue.clone(), settings.admin_token.clone()),
             tokens: tokens.clone(),
@@ -141,6 +158,7 @@ impl App {
             probes: Probes::new(redis.clone(), db.clone(), redlock),
             metrics,
             lifecycle: lifecycle.clone(),
+            gateway,
         });
         Ok(Arc::new(App {
             settings,

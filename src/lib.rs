@@ -25,6 +25,7 @@ pub mod config;
 pub mod db;
 pub mod domain;
 pub mod failpoint;
+pub mod gateway;
 pub mod health;
 pub mod http;
 pub mod idempotency;

@@ -188,6 +188,18 @@ fn describe() {
         "queuegate_holds_released_total",
         "Unpaid holds released because the access ended, by why"
     );
+    describe_counter!(
+        "queuegate_gateway_requests_total",
+        "Gateway mode: requests for protected paths by decision (forwarded, redirected to the line, refused as not admitted, bad_path)"
+    );
+    describe_counter!(
+        "queuegate_upstream_requests_total",
+        "Gateway mode: forwarded requests by the origin's status code, or timeout / unreachable / bad_answer / client_aborted"
+    );
+    describe_histogram!(
+        "queuegate_upstream_duration_seconds",
+        "Gateway mode: time from forwarding a request until the origin's response head (or the failure)"
+    );
     describe_gauge!(
         "queuegate_outbox_oldest_unrelayed_age_seconds",
         "Age of the oldest booking event not yet relayed to the events stream (0 when none): the relay's lag"

@@ -42,6 +42,7 @@ fn bad_configuration_exits_non_zero_with_one_line_naming_the_variable() {
         ("LISTEN_ADDR", "nowhere"),
         ("REDIS_URL", "http://x"),
         ("AUTO_MIGRATE", "perhaps"),
+        ("UPSTREAM_URL", "https://shop.example"),
     ] {
         let out = bin().arg("serve").env(var, value).output().unwrap();
         assert_eq!(out.status.code(), Some(2), "{var}");

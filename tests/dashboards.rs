@@ -69,6 +69,32 @@ async fn every_dashboard_metric_is_exported_after_a_short_run() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
+    // Gateway mode: a second instance guards /shop with this concert's line and forwards to the
+    // first (whose 404 for /shop/… is as good an origin answer as any), so the gateway and
+    // upstream metrics have samples.
+    let gateway = spawn_with(&[
+        ("UPSTREAM_URL", app.base.as_str()),
+        ("UPSTREAM_PATHS", "/shop"),
+        ("UPSTREAM_CONCERT_ID", "1"),
+    ])
+    .await;
+    // Its own fresh database: the first concert there is 1.
+    let line = gateway.create_concert(1, 100).await;
+    let visitor = gateway.create_user("visitor").await;
+    let pass = gateway.admit(&visitor, line.id).await;
+    let r = gateway
+        .http
+        .get(gateway.url("/shop/page"))
+        .bearer_auth(&pass)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::NOT_FOUND,
+        "forwarded, answered by the origin"
+    );
+    gateway.stop().await;
     // Wait for the revocation after payment to be counted.
     let started = Instant::now();
     let text = loop {

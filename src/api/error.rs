@@ -7,7 +7,8 @@ use crate::booking::catalogue::CatalogueError;
 use crate::booking::holds::HoldError;
 use crate::booking::payments::PayError;
 use crate::booking::reservations::ReservationError;
-use crate::domain::ReservationId;
+use crate::domain::{ConcertId, ReservationId};
+use crate::gateway::GatewayError;
 use crate::http::request::BodyError;
 use crate::http::response::{Resp, bytes};
 use crate::queue::service::QueueError;
@@ -65,6 +66,20 @@ pub enum ApiError {
         message: String,
         retry_after_secs: u64,
     },
+    /// Gateway mode: no live admission for a protected path (API clients; browsers are
+    /// redirected to the waiting page instead).
+    #[error("{reason}: join the line at {queue_url} first")]
+    NotAdmitted {
+        reason: String,
+        queue_url: String,
+        concert_id: ConcertId,
+    },
+    /// Gateway mode: the origin is down or answered with garbage.
+    #[error("{0}")]
+    BadGateway(String),
+    /// Gateway mode: the origin did not answer in time.
+    #[error("{0}")]
+    GatewayTimeout(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -112,6 +127,9 @@ impl ApiError {
             DependencyDown(_) => (StatusCode::SERVICE_UNAVAILABLE, "SERVICE_UNAVAILABLE"),
             Busy => (StatusCode::SERVICE_UNAVAILABLE, "BUSY"),
             Overloaded { .. } => (StatusCode::SERVICE_UNAVAILABLE, "SERVICE_UNAVAILABLE"),
+            NotAdmitted { .. } => (StatusCode::FORBIDDEN, "NOT_ADMITTED"),
+            BadGateway(_) => (StatusCode::BAD_GATEWAY, "BAD_GATEWAY"),
+            GatewayTimeout(_) => (StatusCode::GATEWAY_TIMEOUT, "GATEWAY_TIMEOUT"),
             Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL"),
         }
     }
@@ -133,6 +151,7 @@ impl ApiError {
             ApiError::Overloaded {
                 retry_after_secs, ..
             } => Some(*retry_after_secs),
+            ApiError::BadGateway(_) | ApiError::GatewayTimeout(_) => Some(5),
             _ => None,
         }
     }
@@ -159,6 +178,15 @@ impl ApiError {
             ApiError::InsufficientBalance { balance, due } => Details {
                 balance: Some(*balance),
                 due: Some(*due),
+                ..Default::default()
+            },
+            ApiError::NotAdmitted {
+                queue_url,
+                concert_id,
+                ..
+            } => Details {
+                queue_url: Some(queue_url),
+                concert_id: Some(*concert_id),
                 ..Default::default()
             },
             _ => Details::default(),
@@ -200,6 +228,14 @@ pub struct Details<'a> {
     /// The amount due, for `INSUFFICIENT_BALANCE`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub due: Option<i64>,
+    /// Gateway mode, `NOT_ADMITTED`: the waiting page to queue on (it brings the visitor back
+    /// to the requested path once admitted).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, example = "/concerts/7?return=/shop/checkout")]
+    pub queue_url: Option<&'a str>,
+    /// Gateway mode, `NOT_ADMITTED`: the concert to join (`POST /v1/queue`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub concert_id: Option<ConcertId>,
 }
 
 /// The error as an HTTP answer.
@@ -281,6 +317,20 @@ impl From<QueueError> for ApiError {
                 message: e.to_string(),
                 retry_after_secs: 5,
             },
+        }
+    }
+}
+
+impl From<GatewayError> for ApiError {
+    fn from(e: GatewayError) -> Self {
+        match e {
+            GatewayError::Unreachable | GatewayError::BadAnswer => {
+                ApiError::BadGateway(e.to_string())
+            }
+            GatewayError::TimedOut => ApiError::GatewayTimeout(e.to_string()),
+            GatewayError::ClientBody | GatewayError::BadPath(_) => {
+                ApiError::BadRequest(e.to_string())
+            }
         }
     }
 }
@@ -395,6 +445,20 @@ mod tests {
                 "SERVICE_UNAVAILABLE",
             ),
             (WalletError::BalanceCeiling.into(), 422, "VALIDATION_FAILED"),
+            (
+                ApiError::NotAdmitted {
+                    reason: "x".into(),
+                    queue_url: "/concerts/1".into(),
+                    concert_id: ConcertId::new(1).unwrap(),
+                },
+                403,
+                "NOT_ADMITTED",
+            ),
+            (GatewayError::Unreachable.into(), 502, "BAD_GATEWAY"),
+            (GatewayError::BadAnswer.into(), 502, "BAD_GATEWAY"),
+            (GatewayError::TimedOut.into(), 504, "GATEWAY_TIMEOUT"),
+            (GatewayError::ClientBody.into(), 400, "BAD_REQUEST"),
+            (GatewayError::BadPath("x").into(), 400, "BAD_REQUEST"),
         ];
         for (e, status, code) in cases {
             assert_eq!(e.status().as_u16(), status, "{e:?}");

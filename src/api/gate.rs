@@ -14,6 +14,24 @@ use crate::queue::service::Queue;
 use crate::tokens::{AccessToken, QueueToken, StreamTicket, TokenKeys, UserToken};
 use std::sync::Arc;
 
+/// Where a gateway grant came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GrantSource {
+    Bearer,
+    Cookie,
+}
+
+/// What a visitor to a protected path presented (see `Gate::gateway_grant`).
+#[derive(Debug)]
+pub enum GatewayGrant {
+    /// A live admission to the guarding line.
+    Live(AccessToken, GrantSource),
+    /// Nothing at all.
+    Missing,
+    /// Something that does not admit (forged, expired, another line, revoked), and why.
+    Refused(String, GrantSource),
+}
+
 pub struct Gate {
     tokens: Arc<TokenKeys>,
     queue: Arc<Queue>,
@@ -98,10 +116,63 @@ impl Gate {
 
     /// The booking gate: a genuine access token whose admission is live right now.
     pub async fn access(&self, req: &Req) -> Result<AccessToken, ApiError> {
-        let t = self.access_claims(req)?;
+        Ok(self.access_bearer(req).await?.0)
+    }
+
+    /// The booking gate's check, also returning the bearer token as sent (gateway mode stores
+    /// it in the grant cookie).
+    pub async fn access_bearer<'r>(
+        &self,
+        req: &'r Req,
+    ) -> Result<(AccessToken, &'r str), ApiError> {
+        let raw = bearer(req)?;
+        let t = self.tokens.verify_access(raw)?;
         match self.queue.check_access(&t).await? {
-            Access::Live => Ok(t),
+            Access::Live => Ok((t, raw)),
             Access::Ended(why) => Err(ApiError::TokenRevoked(revoked_because(why).into())),
+        }
+    }
+
+    /// Gateway mode: the grant a visitor presents for a protected path — an access token in
+    /// `Authorization: Bearer` (API clients) or in the grant cookie `cookie` (browsers) — and
+    /// whether it admits to `concert` right now. Same two questions as the booking gate, so
+    /// paying, leaving or the admission's end stops forwarding at once.
+    ///
+    /// A bearer token that is not one of our access tokens may be the origin's own credential:
+    /// it is then left alone and the cookie decides. `Err` only when the queue store cannot
+    /// answer (fail closed: nobody passes while we cannot tell).
+    pub async fn gateway_grant(
+        &self,
+        req: &Req,
+        cookie: &str,
+        concert: ConcertId,
+    ) -> Result<GatewayGrant, ApiError> {
+        let from_bearer = req
+            .bearer()
+            .map(|t| (self.tokens.verify_access(t), GrantSource::Bearer));
+        let presented = match from_bearer {
+            Some((Ok(t), source)) => Some((Ok(t), source)),
+            other => match req.cookie(cookie).filter(|c| !c.is_empty()) {
+                Some(c) => Some((self.tokens.verify_access(c), GrantSource::Cookie)),
+                None => other,
+            },
+        };
+        let Some((verified, source)) = presented else {
+            return Ok(GatewayGrant::Missing);
+        };
+        let t = match verified {
+            Ok(t) => t,
+            Err(e) => return Ok(GatewayGrant::Refused(e.to_string(), source)),
+        };
+        if t.concert_id != concert {
+            return Ok(GatewayGrant::Refused(
+                "this access grant is for another concert".into(),
+                source,
+            ));
+        }
+        match self.queue.check_access(&t).await? {
+            Access::Live => Ok(GatewayGrant::Live(t, source)),
+            Access::Ended(why) => Ok(GatewayGrant::Refused(revoked_because(why).into(), source)),
         }
     }
 

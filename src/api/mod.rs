@@ -9,6 +9,7 @@ pub mod admin;
 pub mod booking;
 pub mod error;
 pub mod gate;
+pub mod gateway;
 pub mod json;
 pub mod openapi;
 pub mod ops;
@@ -28,6 +29,18 @@ use crate::http::{Req, Resp};
 
 impl Handler for Api {
     async fn serve(&self, req: &mut Req) -> Served {
+        // Gateway mode, before routing: a protected path that is not one of our own routes
+        // goes to the origin (or to the waiting room), never to the route table.
+        if let Some(gw) = self.gateway.as_deref()
+            && gw.protects(&req.path)
+        {
+            let result = gateway::forward(self, gw, req).await;
+            return Served {
+                route: gateway::ROUTE,
+                resp: answer(result, req),
+                quiet: false,
+            };
+        }
         let (route, result) = match routes::resolve(&req.method, &req.path) {
             Ok(m) => {
                 req.params = m.params;
@@ -35,31 +48,34 @@ impl Handler for Api {
             }
             Err(e) => (None, Err(e)),
         };
-        let label = route.map_or(routes::UNMATCHED, Route::name);
-        let resp = match result {
-            Ok(resp) => resp,
-            Err(e) => {
-                if e.status().is_server_error() {
-                    tracing::error!(error = %e, code = e.code(), "request failed");
-                }
-                let mut r = error::respond(&e, &req.request_id);
-                if matches!(e, ApiError::MethodNotAllowed)
-                    && let Ok(v) = HeaderValue::from_str(&routes::allowed(&req.path).join(", "))
-                {
-                    r.headers_mut().insert(ALLOW, v);
-                }
-                r
-            }
-        };
         Served {
-            route: label,
-            resp,
+            route: route.map_or(routes::UNMATCHED, Route::name),
+            resp: answer(result, req),
             quiet: matches!(route, Some(Route::Metrics | Route::Healthz)),
         }
     }
 
     fn panicked(&self, request_id: &str) -> Resp {
         error::respond(&ApiError::Internal("handler panicked".into()), request_id)
+    }
+}
+
+/// A handler's result as the answer: errors become the contract's envelope (logged when 5xx).
+fn answer(result: Result<Resp, ApiError>, req: &Req) -> Resp {
+    match result {
+        Ok(resp) => resp,
+        Err(e) => {
+            if e.status().is_server_error() {
+                tracing::error!(error = %e, code = e.code(), "request failed");
+            }
+            let mut r = error::respond(&e, &req.request_id);
+            if matches!(e, ApiError::MethodNotAllowed)
+                && let Ok(v) = HeaderValue::from_str(&routes::allowed(&req.path).join(", "))
+            {
+                r.headers_mut().insert(ALLOW, v);
+            }
+            r
+        }
     }
 }
 
@@ -92,6 +108,8 @@ async fn dispatch(api: &Api, route: Route, req: &mut Req) -> Result<Resp, ApiErr
         PageAsset => pages::asset(first_param(req)),
         Docs => pages::docs(),
         OpenApiJson => openapi::serve(),
+        GatewaySession => gateway::create_session(api, req).await,
+        GatewaySessionEnd => gateway::end_session(api, req),
     }
 }
 

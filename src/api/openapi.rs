@@ -43,6 +43,8 @@ use utoipa::{Modify, OpenApi};
         super::pages::concert_page,
         super::pages::asset,
         super::pages::docs,
+        super::gateway::create_session,
+        super::gateway::end_session,
         serve,
     ),
     components(schemas(crate::booking::payments::Checkout)),
@@ -54,6 +56,7 @@ use utoipa::{Modify, OpenApi};
         (name = "admin", description = "Operators (ADMIN_TOKEN)"),
         (name = "operations", description = "Health, readiness, metrics"),
         (name = "pages", description = "Browser pages and documentation"),
+        (name = "gateway", description = "Gateway mode (UPSTREAM_URL set): requests for the protected path prefixes (UPSTREAM_PATHS) that are not queuegate's own routes are forwarded to the origin only with a live admission to the guarding line (UPSTREAM_CONCERT_ID): the grant cookie qg_grant, or an access token in Authorization: Bearer. Without one, a browser (GET/HEAD accepting text/html) gets 303 See Other to /concerts/{id}?return=<path>, and any other client 403 NOT_ADMITTED with `queue_url` and `concert_id` in the error body. Origin unreachable or answering garbage: 502 BAD_GATEWAY; no response head within UPSTREAM_FIRST_BYTE_TIMEOUT_MS: 504 GATEWAY_TIMEOUT; both with Retry-After. A path with . or .. segments, //, encoded slashes or backslashes: 400. Whatever the origin answers is passed on as it is (hop-by-hop headers removed)."),
     )
 )]
 pub struct ApiDoc;

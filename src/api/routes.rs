@@ -33,6 +33,8 @@ pub enum Route {
     PageAsset,
     Docs,
     OpenApiJson,
+    GatewaySession,
+    GatewaySessionEnd,
 }
 
 impl Route {
@@ -62,6 +64,7 @@ impl Route {
             PageAsset => "/assets/{file}",
             Docs => "/docs",
             OpenApiJson => "/openapi.json",
+            GatewaySession | GatewaySessionEnd => "/v1/gateway/session",
         }
     }
 }
@@ -95,6 +98,8 @@ impl Route {
         ("GET", Route::PageAsset),
         ("GET", Route::Docs),
         ("GET", Route::OpenApiJson),
+        ("POST", Route::GatewaySession),
+        ("DELETE", Route::GatewaySessionEnd),
     ];
 }
 
@@ -160,6 +165,10 @@ pub fn resolve(method: &Method, path: &str) -> Result<Matched, ApiError> {
             vec![id],
         ),
         ["v1", "payments"] => (vec![(post, CreatePayment)], vec![]),
+        ["v1", "gateway", "session"] => (
+            vec![(post, GatewaySession), (delete, GatewaySessionEnd)],
+            vec![],
+        ),
         ["v1", "admin", "concerts"] => (vec![(post, AdminCreateConcert)], vec![]),
         ["v1", "admin", "concerts", id, "queue"] => {
             (vec![(get, AdminGetQueue), (put, AdminPutQueue)], vec![id])
@@ -205,6 +214,19 @@ mod tests {
             resolve(&Method::GET, "/v1").err().map(|e| e.code()),
             Some("NOT_FOUND")
         );
+    }
+
+    /// Gateway mode never forwards a path under one of queuegate's own first segments; every
+    /// route must live under one of them, or a protected prefix could shadow it.
+    #[test]
+    fn every_route_is_inside_the_own_paths_gateway_mode_never_forwards() {
+        for (_, route) in Route::ALL {
+            assert!(
+                crate::config::is_own_path(route.name()),
+                "{} is outside config::OWN_PATH_SEGMENTS",
+                route.name()
+            );
+        }
     }
 
     #[test]

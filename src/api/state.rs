@@ -8,6 +8,7 @@ use crate::booking::holds::Holds;
 use crate::booking::payments::Payments;
 use crate::booking::reservations::Reservations;
 use crate::domain::UserId;
+use crate::gateway::Gateway;
 use crate::health::Probes;
 use crate::http::Req;
 use crate::http::lifecycle::Lifecycle;
@@ -31,6 +32,8 @@ pub struct Api {
     pub probes: Probes,
     pub metrics: PrometheusHandle,
     pub lifecycle: Arc<Lifecycle>,
+    /// Gateway mode (`UPSTREAM_URL` set): the origin behind the line.
+    pub gateway: Option<Arc<Gateway>>,
 }
 
 impl Api {

@@ -5,13 +5,16 @@
 //! let anyone mint access tokens. A bad value stops the program with one line naming the variable.
 
 mod env;
+mod upstream;
 mod values;
 
+pub use upstream::{OWN_PATH_SEGMENTS, UpstreamSettings, is_own_path};
 pub use values::*;
 
 use env::Env;
 use std::net::SocketAddr;
 use std::time::Duration;
+use upstream::upstream;
 use values::{check_mysql_url, check_redis_url};
 
 #[derive(Clone, Debug)]
@@ -50,6 +53,8 @@ pub struct Settings {
     /// with 503 and the page polls instead.
     pub sse_max_streams: usize,
     pub outbox: OutboxSettings,
+    /// Gateway mode; `None` when `UPSTREAM_URL` is unset.
+    pub upstream: Option<UpstreamSettings>,
 }
 
 impl Settings {
@@ -202,6 +207,7 @@ impl Settings {
                 retention_hours: env.int("OUTBOX_RETENTION_HOURS", 24, 1, 24 * 90)?,
                 events_maxlen: env.int("EVENTS_MAXLEN", 1_000_000, 1000, 1_000_000_000)?,
             },
+            upstream: upstream(&env)?,
         })
     }
 }
@@ -315,25 +321,141 @@ mod tests {
         assert!(!s.jwt_secret_is_default);
     }
 
+    const GATEWAY: &[(&str, &str)] = &[
+        ("UPSTREAM_URL", "http://127.0.0.1:8081"),
+        ("UPSTREAM_CONCERT_ID", "7"),
+    ];
+
+    fn gateway(extra: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        let mut pairs = GATEWAY.to_vec();
+        pairs.extend_from_slice(extra);
+        settings(&pairs)
+    }
+
     #[test]
-    fn urls_name_their_topology() {
-        assert_eq!(check_url("redis://127.0.0.1:6379"), Ok(Topology::Single));
-        assert_eq!(
-            check_url("redis-cluster://127.0.0.1:7000?node=127.0.0.1:7001&node=127.0.0.1:7002"),
-            Ok(Topology::Cluster)
-        );
-        assert_eq!(
-            check_url(
-                "redis-sentinel://127.0.0.1:26379/0?node=127.0.0.1:26380&sentinelServiceName=qgmaster"
-            ),
-            Ok(Topology::Sentinel)
-        );
-        assert!(check_url("http://x").is_err());
+    fn gateway_mode_is_off_by_default_and_reads_its_settings() {
+        assert!(settings(&[]).unwrap().upstream.is_none());
+        // Without UPSTREAM_URL the other UPSTREAM_* variables change nothing.
         assert!(
-            check_url("redis-sentinel://127.0.0.1:26379/0").is_err(),
-            "no service name"
+            settings(&[("UPSTREAM_PATHS", "/shop")])
+                .unwrap()
+                .upstream
+                .is_none()
         );
-        assert!(check_url("memcached://x:1").is_err());
+        let u = gateway(&[]).unwrap().upstream.unwrap();
+        assert_eq!(u.base, "http://127.0.0.1:8081");
+        assert_eq!(u.paths, vec!["/".to_string()]);
+        assert_eq!(u.concert_id.get(), 7);
+        assert_eq!(u.connect_timeout, Duration::from_millis(2000));
+        assert_eq!(u.first_byte_timeout, Duration::from_millis(30_000));
+        assert!(u.identity_key.is_none());
+        let u = gateway(&[
+            ("UPSTREAM_URL", "http://origin.internal/"),
+            ("UPSTREAM_PATHS", "/shop/, /tickets ,/shop"),
+            ("UPSTREAM_CONNECT_TIMEOUT_MS", "150"),
+            ("UPSTREAM_FIRST_BYTE_TIMEOUT_MS", "900"),
+            (
+                "UPSTREAM_IDENTITY_KEY",
+                "origin-shared-key-0123456789abcdef",
+            ),
+        ])
+        .unwrap()
+        .upstream
+        .unwrap();
+        assert_eq!(u.base, "http://origin.internal");
+        assert_eq!(u.paths, vec!["/shop".to_string(), "/tickets".to_string()]);
+        assert_eq!(u.connect_timeout, Duration::from_millis(150));
+        assert_eq!(u.first_byte_timeout, Duration::from_millis(900));
+        assert!(!format!("{u:?}").contains("origin-shared-key"));
+    }
+
+    #[test]
+    fn bad_gateway_values_name_the_variable() {
+        let e = gateway(&[("UPSTREAM_URL", "https://shop.example")]).unwrap_err();
+        assert_eq!(e.var, "UPSTREAM_URL");
+        assert!(
+            e.to_string().contains("https upstreams are not supported"),
+            "{e}"
+        );
+        for url in [
+            "shop.example:80",
+            "ftp://shop.example",
+            "http://",
+            "http://user:pw@shop.example",
+            "http://shop.example/base",
+            "http://shop.example/?x=1",
+        ] {
+            assert_eq!(
+                gateway(&[("UPSTREAM_URL", url)]).unwrap_err().var,
+                "UPSTREAM_URL",
+                "{url}"
+            );
+        }
+        let e = settings(&[("UPSTREAM_URL", "http://127.0.0.1:8081")]).unwrap_err();
+        assert_eq!(e.var, "UPSTREAM_CONCERT_ID");
+        for id in ["0", "abc", "-3", "1.5"] {
+            assert_eq!(
+                gateway(&[("UPSTREAM_CONCERT_ID", id)]).unwrap_err().var,
+                "UPSTREAM_CONCERT_ID"
+            );
+        }
+        for paths in [
+            "shop",
+            "/v1",
+            "/concerts/3",
+            "/assets",
+            "/docs/x",
+            "/shop/../v1",
+            "//shop",
+            "/shop//x",
+            "/sh op",
+            "/shop?x",
+            "/%2e%2e",
+            "/shop\\x",
+            " , ",
+        ] {
+            assert_eq!(
+                gateway(&[("UPSTREAM_PATHS", paths)]).unwrap_err().var,
+                "UPSTREAM_PATHS",
+                "{paths}"
+            );
+        }
+        assert_eq!(
+            gateway(&[("UPSTREAM_CONNECT_TIMEOUT_MS", "0")])
+                .unwrap_err()
+                .var,
+            "UPSTREAM_CONNECT_TIMEOUT_MS"
+        );
+        assert_eq!(
+            gateway(&[("UPSTREAM_FIRST_BYTE_TIMEOUT_MS", "soon")])
+                .unwrap_err()
+                .var,
+            "UPSTREAM_FIRST_BYTE_TIMEOUT_MS"
+        );
+        let e = gateway(&[("UPSTREAM_IDENTITY_KEY", "short-key")]).unwrap_err();
+        assert_eq!(e.var, "UPSTREAM_IDENTITY_KEY");
+        assert!(!e.to_string().contains("short-key"));
+    }
+
+    #[test]
+    fn own_paths_are_recognised() {
+        // `//…` counts as our own too: such a path is never forwarded (and never becomes a
+        // return path that a browser would read as another host).
+        for p in [
+            "/",
+            "",
+            "/v1",
+            "/v1/queue",
+            "/concerts/1",
+            "/assets/app.js",
+            "/metrics",
+            "//evil.example/shop",
+        ] {
+            assert!(is_own_path(p), "{p}");
+        }
+        for p in ["/shop", "/shop/v1", "/v1x", "/concertsx/1"] {
+            assert!(!is_own_path(p), "{p}");
+        }
     }
 
     #[test]

@@ -159,3 +159,29 @@ pub(super) fn check_mysql_url(var: &'static str, url: &str) -> Result<(), Config
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_name_their_topology() {
+        assert_eq!(check_url("redis://127.0.0.1:6379"), Ok(Topology::Single));
+        assert_eq!(
+            check_url("redis-cluster://127.0.0.1:7000?node=127.0.0.1:7001&node=127.0.0.1:7002"),
+            Ok(Topology::Cluster)
+        );
+        assert_eq!(
+            check_url(
+                "redis-sentinel://127.0.0.1:26379/0?node=127.0.0.1:26380&sentinelServiceName=qgmaster"
+            ),
+            Ok(Topology::Sentinel)
+        );
+        assert!(check_url("http://x").is_err());
+        assert!(
+            check_url("redis-sentinel://127.0.0.1:26379/0").is_err(),
+            "no service name"
+        );
+        assert!(check_url("memcached://x:1").is_err());
+    }
+}

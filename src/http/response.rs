@@ -1,4 +1,5 @@
-//! Building responses: bytes and JSON bodies, and streaming bodies fed by a channel.
+//! Building responses: bytes and JSON bodies, streaming bodies fed by a channel, and bodies
+//! streamed from elsewhere (a forwarded response).
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, combinators::UnsyncBoxBody};
@@ -7,11 +8,25 @@ use hyper::{Response, StatusCode};
 use serde::Serialize;
 use std::convert::Infallible;
 
-pub type Body = UnsyncBoxBody<Bytes, Infallible>;
+/// A body error: only a streamed body can fail mid-way. hyper then aborts the connection instead
+/// of ending the message, so a cut-off download never looks complete to the client.
+pub type StreamError = Box<dyn std::error::Error + Send + Sync>;
+pub type Body = UnsyncBoxBody<Bytes, StreamError>;
 pub type Resp = Response<Body>;
 
 pub fn full(bytes: impl Into<Bytes>) -> Body {
-    Full::new(bytes.into()).boxed_unsync()
+    Full::new(bytes.into())
+        .map_err(|never: Infallible| match never {})
+        .boxed_unsync()
+}
+
+/// A body passed through as it arrives (no buffering): its errors end the connection.
+pub fn streamed<B>(body: B) -> Body
+where
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<StreamError>,
+{
+    body.map_err(Into::into).boxed_unsync()
 }
 
 pub fn empty(status: StatusCode) -> Resp {
@@ -86,7 +101,10 @@ pub fn event_stream<T: Send + 'static, G: Send + Unpin + 'static>(
         encode,
         _guard: guard,
     };
-    let mut r = Response::new(body.boxed_unsync());
+    let mut r = Response::new(
+        body.map_err(|never: Infallible| match never {})
+            .boxed_unsync(),
+    );
     let h = r.headers_mut();
     h.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
     h.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));

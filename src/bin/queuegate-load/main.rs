@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo run --release --bin queuegate-load -- <scenario> [options]
-//! scenarios: baseline poll join rush-one rush-many flow sse scale
+//! scenarios: baseline poll join rush-one rush-many flow sse scale proxy
 //! ```
 //! See `--help` and BENCHMARKS.md (`scripts/bench.sh` runs them all against a fresh gateway).
 
@@ -31,6 +31,8 @@ Scenarios:
   eta         20,000 fans under a steady admission: how right were their ETAs?
   sale-open   100,000 fans join in the minute before a sale opens (--duration = the lead)
   shards      30 concerts × 10,000 fans on a Redis Cluster: per-shard keys and Redis CPU
+  proxy       gateway mode: a static page straight from --origin vs through the gateway
+              (--addr, running with UPSTREAM_CONCERT_ID=--concert), admitted visitors
 
 Options (environment fallback in brackets):
   --addr HOST:PORT        gateway address [QG_ADDR, 127.0.0.1:8080]
@@ -42,7 +44,10 @@ Options (environment fallback in brackets):
   --jwt-secret S          [JWT_SECRET] mints user tokens for queue-only scenarios
   --database-url URL      [DATABASE_URL] for database verdicts
   --redis-url URL         [REDIS_URL] for memory figures (scale)
-  --gateway-pid PID       for RSS/CPU figures (sse)";
+  --gateway-pid PID       for RSS/CPU figures (sse)
+  --origin HOST:PORT      the origin, reached directly (proxy) [QG_ORIGIN]
+  --concert ID            the gateway's UPSTREAM_CONCERT_ID (proxy) [QG_CONCERT]
+  --path PATH             the page fetched (proxy; default /shop/index.html)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -94,6 +99,7 @@ async fn run(name: &str, o: &options::Options) -> Result<bool, client::Error> {
         "eta" => eta::eta(o).await,
         "sale-open" => sale_open::sale_open(o).await,
         "shards" => shards::shards(o).await,
+        "proxy" => proxy::proxy(o).await,
         other => Err(format!("unknown scenario {other} (see --help)").into()),
     }
 }

@@ -14,6 +14,12 @@ pub struct Options {
     pub database_url: Option<String>,
     pub redis_url: String,
     pub gateway_pid: Option<u32>,
+    /// The origin behind a gateway-mode instance, reached directly (`proxy`).
+    pub origin: Option<SocketAddr>,
+    /// The gateway's `UPSTREAM_CONCERT_ID` (`proxy`).
+    pub concert: Option<u64>,
+    /// The page fetched (`proxy`).
+    pub path: Option<String>,
 }
 
 pub fn parse(args: &[String]) -> Result<(String, Options), String> {
@@ -33,6 +39,13 @@ pub fn parse(args: &[String]) -> Result<(String, Options), String> {
         database_url: env("DATABASE_URL"),
         redis_url: env("REDIS_URL").unwrap_or_else(|| "redis://127.0.0.1:6379".into()),
         gateway_pid: None,
+        origin: env("QG_ORIGIN")
+            .map(|v| v.parse().map_err(|_| "QG_ORIGIN must be host:port"))
+            .transpose()?,
+        concert: env("QG_CONCERT")
+            .map(|v| v.parse().map_err(|_| "QG_CONCERT must be a concert id"))
+            .transpose()?,
+        path: None,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -67,6 +80,23 @@ pub fn parse(args: &[String]) -> Result<(String, Options), String> {
                         .parse()
                         .map_err(|_| "bad --gateway-pid")?,
                 )
+            }
+            "--origin" => {
+                o.origin = Some(
+                    value("--origin")?
+                        .parse()
+                        .map_err(|_| "--origin must be host:port")?,
+                )
+            }
+            "--concert" => {
+                o.concert = Some(value("--concert")?.parse().map_err(|_| "bad --concert")?)
+            }
+            "--path" => {
+                let p = value("--path")?;
+                if !p.starts_with('/') {
+                    return Err("--path must start with /".into());
+                }
+                o.path = Some(p);
             }
             s if s.starts_with('-') => return Err(format!("unknown option {s}")),
             s if scenario.is_none() => scenario = Some(s.to_owned()),

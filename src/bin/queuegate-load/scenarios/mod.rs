@@ -3,6 +3,7 @@
 
 pub mod eta;
 pub mod flow;
+pub mod proxy;
 pub mod rush;
 pub mod sale_open;
 pub mod scale;

@@ -1,0 +1,152 @@
+// End-to-end, gateway mode: a visitor asks for a page of the organiser's shop (a static site
+// served by nginx) through a queuegate instance running with UPSTREAM_URL, waits in line, and
+// lands back on that page once admitted; leaving the line sends them back to it; a crafted
+// return link cannot lead anywhere else. Real headless Chromium (Debian's /usr/bin/chromium
+// driven by playwright-core; no browser is downloaded).
+//
+// Run through `bash scripts/e2e.sh`, which starts the nginx origin and the gateway-mode
+// instance. By hand, against ones you started (admin token required):
+//   QG_E2E_BASE_URL=http://127.0.0.1:18092 QG_E2E_ADMIN_TOKEN=… QG_E2E_GATEWAY_CONCERT=<id> \
+//     node --test e2e/gateway-journey.mjs
+// where the instance runs with UPSTREAM_PATHS=/shop and UPSTREAM_CONCERT_ID=<id>, in front of
+// an origin serving e2e/origin-site/ (scripts/origin-nginx.sh).
+//
+// Screenshots: tests/artifacts/e2e/gateway/NN-step.png.
+
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+import { BASE_URL, call, queuedUser, setAdmission, waitHealthy } from './lib.mjs';
+
+const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+const SHOTS = process.env.QG_E2E_GATEWAY_SCREENSHOTS || join(ROOT, 'tests', 'artifacts', 'e2e', 'gateway');
+const CHROMIUM = process.env.QG_E2E_CHROMIUM || '/usr/bin/chromium';
+const CONCERT = Number(process.env.QG_E2E_GATEWAY_CONCERT);
+const STEP_MS = 15_000;
+
+let shotNo = 0;
+const profiles = [];
+const contexts = [];
+
+before(async () => {
+  assert.ok(Number.isSafeInteger(CONCERT) && CONCERT > 0, 'QG_E2E_GATEWAY_CONCERT names the guarding concert');
+  rmSync(SHOTS, { recursive: true, force: true });
+  mkdirSync(SHOTS, { recursive: true });
+  await waitHealthy();
+});
+
+after(async () => {
+  for (const c of contexts) await c.close().catch(() => {});
+  for (const p of profiles) rmSync(p, { recursive: true, force: true });
+});
+
+/** A fresh Chromium with its own throw-away profile (no cookies, empty localStorage). */
+async function browser() {
+  const profile = mkdtempSync(join(tmpdir(), 'qg-e2e-gateway-'));
+  profiles.push(profile);
+  const context = await chromium.launchPersistentContext(profile, {
+    executablePath: CHROMIUM,
+    headless: true,
+    timeout: 30_000,
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+    viewport: { width: 1280, height: 800 },
+    locale: 'en-US',
+    reducedMotion: 'reduce',
+    timezoneId: 'UTC',
+  });
+  contexts.push(context);
+  context.setDefaultTimeout(STEP_MS);
+  context.setDefaultNavigationTimeout(STEP_MS);
+  const page = context.pages()[0] || (await context.newPage());
+  const problems = [];
+  page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
+  page.on('console', (m) => {
+    // The line's own 403/404 answers to probes are expected; script errors are not.
+    if (m.type() === 'error' && !/Failed to load resource/.test(m.text())) problems.push(`console error: ${m.text()}`);
+  });
+  return { context, page, problems };
+}
+
+async function shot(page, name) {
+  shotNo += 1;
+  await page.screenshot({ path: join(SHOTS, `${String(shotNo).padStart(2, '0')}-${name}.png`), fullPage: true });
+}
+
+const path = (page) => {
+  const u = new URL(page.url());
+  return u.pathname + u.search;
+};
+
+test('a visitor waits in front of the shop, shops, and is sent back to the line after leaving', { timeout: 150_000 }, async () => {
+  const origin = new URL(BASE_URL).origin;
+  await setAdmission(CONCERT, { admit_per_tick: 0 });
+  await queuedUser(CONCERT, 'Early fan'); // someone ahead, so the visitor sees a real position
+  const { context, page, problems } = await browser();
+
+  // 1. The shop's URL leads to the line, with the way back.
+  await page.goto(`${BASE_URL}/shop/index.html`);
+  await page.waitForURL((u) => u.pathname === `/concerts/${CONCERT}`);
+  assert.equal(new URL(page.url()).searchParams.get('return'), '/shop/index.html');
+  await page.getByTestId('waiting-room').waitFor();
+  assert.equal(Number(await page.getByTestId('queue-position').textContent()), 2);
+  await shot(page, 'shop-url-leads-to-the-line');
+
+  // An API client asking meanwhile gets the JSON envelope naming the line, not a page.
+  const api = await fetch(`${BASE_URL}/shop/index.html`, { headers: { accept: 'application/json' }, redirect: 'manual' });
+  assert.equal(api.status, 403);
+  const body = await api.json();
+  assert.equal(body.error.code, 'NOT_ADMITTED');
+  assert.equal(body.error.queue_url, `/concerts/${CONCERT}?return=/shop/index.html`);
+
+  // 2. Admission resumes: the page trades its access token for the cookie and goes back.
+  await setAdmission(CONCERT, { admit_per_tick: 5, tick_ms: 500 });
+  await page.waitForURL(`${origin}/shop/index.html`, { timeout: 30_000 });
+  await page.getByTestId('shop-heading').waitFor();
+  const grant = (await context.cookies(origin)).find((c) => c.name === 'qg_grant');
+  assert.ok(grant, 'the grant cookie is set');
+  assert.equal(grant.httpOnly, true);
+  assert.equal(grant.sameSite, 'Lax');
+  assert.equal(grant.secure, false, 'plain HTTP on loopback');
+  assert.equal(await page.evaluate(() => document.cookie.includes('qg_grant')), false, 'scripts cannot read it');
+  await shot(page, 'admitted-back-at-the-shop');
+
+  // 3. Inside, the visitor browses the origin freely.
+  await page.getByTestId('checkout-link').click();
+  await page.getByTestId('checkout-heading').waitFor();
+  assert.equal(path(page), '/shop/checkout.html?tier=gold');
+  await shot(page, 'shopping-on-the-origin');
+
+  // 4. Leaving the line ends the grant at once: the next page view goes back to the line.
+  await setAdmission(CONCERT, { admit_per_tick: 0 });
+  const queueToken = await page.evaluate((c) => JSON.parse(localStorage.getItem(`qg.queue.${c}`)), CONCERT);
+  assert.ok(queueToken, 'the waiting page kept the queue token');
+  await call('DELETE', '/v1/queue', { token: queueToken });
+  await page.reload();
+  await page.waitForURL((u) => u.pathname === `/concerts/${CONCERT}`);
+  assert.equal(new URL(page.url()).searchParams.get('return'), '/shop/checkout.html?tier=gold');
+  assert.equal((await context.cookies(origin)).some((c) => c.name === 'qg_grant'), false, 'the dead grant is cleared');
+  await page.getByTestId('waiting-room').waitFor();
+  await shot(page, 'left-the-line-back-in-it');
+
+  // 5. A crafted link cannot send an admitted visitor elsewhere: no return, the normal booking.
+  const other = await browser();
+  await other.page.goto(`${BASE_URL}/concerts/${CONCERT}?return=//evil.example/steal`);
+  await setAdmission(CONCERT, { admit_per_tick: 5, tick_ms: 500 });
+  await other.page.getByTestId('booking').waitFor({ timeout: 30_000 });
+  assert.equal(new URL(other.page.url()).origin, origin);
+  assert.equal(new URL(other.page.url()).pathname, `/concerts/${CONCERT}`);
+  await shot(other.page, 'crafted-return-link-ignored');
+
+  // …while the first visitor, admitted again, is taken back to the checkout.
+  await page.waitForURL(`${origin}/shop/checkout.html?tier=gold`, { timeout: 30_000 });
+  await page.getByTestId('checkout-heading').waitFor();
+  await shot(page, 'readmitted-back-at-checkout');
+
+  assert.deepEqual(problems, []);
+  assert.deepEqual(other.problems, []);
+});

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Runs Debian's nginx in the foreground as a static origin for gateway mode (e2e, benchmarks):
+# one process (no master, no privilege drop), listening on 127.0.0.1:PORT, serving ROOT, with a
+# generated configuration and every file it writes kept in STATE_DIR. The script execs nginx, so
+# `$!` of `bash scripts/origin-nginx.sh … &` is nginx's PID: stop it with `kill <pid>`.
+# Installs nginx with apt-get when it is missing.
+#
+# Usage: scripts/origin-nginx.sh PORT ROOT STATE_DIR
+set -euo pipefail
+if [ $# -ne 3 ]; then
+  echo "usage: $0 PORT ROOT STATE_DIR" >&2
+  exit 2
+fi
+port=$1
+root=$(cd "$2" && pwd)
+state=$(mkdir -p "$3" && cd "$3" && pwd)
+
+nginx_bin=$(command -v nginx || true)
+[ -n "$nginx_bin" ] || [ ! -x /usr/sbin/nginx ] || nginx_bin=/usr/sbin/nginx
+if [ -z "$nginx_bin" ]; then
+  echo "[origin-nginx] installing nginx with apt-get" >&2
+  as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo -n "$@"; fi; }
+  as_root apt-get update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq nginx >/dev/null
+  nginx_bin=$(command -v nginx || echo /usr/sbin/nginx)
+fi
+
+mkdir -p "$state/tmp"
+cat >"$state/nginx.conf" <<CONF
+daemon off;
+master_process off;
+worker_processes 1;
+pid $state/nginx.pid;
+error_log $state/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path $state/tmp/body;
+    proxy_temp_path $state/tmp/proxy;
+    fastcgi_temp_path $state/tmp/fastcgi;
+    uwsgi_temp_path $state/tmp/uwsgi;
+    scgi_temp_path $state/tmp/scgi;
+    types { text/html html; text/css css; application/javascript js; image/svg+xml svg; application/octet-stream bin; }
+    default_type application/octet-stream;
+    sendfile on;
+    tcp_nodelay on;
+    keepalive_timeout 75s;
+    keepalive_requests 1000000;
+    server {
+        listen 127.0.0.1:$port;
+        root $root;
+        location / { }
+    }
+}
+CONF
+exec "$nginx_bin" -p "$state" -c "$state/nginx.conf" -e "$state/error.log"

@@ -1,0 +1,222 @@
+//! Gateway mode over HTTP: the phase before routing that forwards protected paths, and the
+//! grant-cookie endpoints the waiting page uses.
+//!
+//! A request for a protected path (see `gateway::Gateway::protects`) is answered here, never by
+//! the route table:
+//! - a live grant (our access token in `Authorization: Bearer`, or the grant cookie) whose
+//!   admission is live right now → forwarded to the origin, its answer streamed back;
+//! - otherwise a browser (`GET`/`HEAD` accepting `text/html`) → `303` to the line's waiting page
+//!   with the path to come back to, and an API client → `403 NOT_ADMITTED` naming that page.
+//!
+//! The waiting page, once admitted, trades the access token for the grant cookie with
+//! `POST /v1/gateway/session` and goes back to the validated return path.
+
+use super::error::{ApiError, ErrorBody, respond};
+use super::gate::{Gate, GatewayGrant, GrantSource};
+use super::json::JsonObject;
+use super::state::Api;
+use crate::gateway::forward::Outgoing;
+use crate::gateway::grant::{self, Identity};
+use crate::gateway::{Gateway, check_path};
+use crate::http::response::{empty, json, streamed};
+use crate::http::{Req, Resp};
+use crate::queue::view::expires_at;
+use crate::tokens::now_secs;
+use hyper::header::{ACCEPT, CACHE_CONTROL, HeaderValue, LOCATION, SET_COOKIE};
+use hyper::{Method, StatusCode};
+use serde::Serialize;
+use serde_json::Value;
+
+/// The route label of every request answered by the gateway phase (metrics, logs).
+pub const ROUTE: &str = "gateway";
+
+/// Forwards a request for a protected path, or tells the visitor where to queue.
+pub async fn forward(api: &Api, gw: &Gateway, req: &mut Req) -> Result<Resp, ApiError> {
+    if let Err(e) = check_path(&req.path) {
+        decision("bad_path");
+        return Err(e.into());
+    }
+    let (token, source) = match api
+        .gate
+        .gateway_grant(req, grant::COOKIE, gw.concert())
+        .await?
+    {
+        GatewayGrant::Live(t, source) => (t, source),
+        GatewayGrant::Missing => {
+            return Ok(not_admitted(
+                gw,
+                req,
+                "you have not been admitted".into(),
+                false,
+            ));
+        }
+        GatewayGrant::Refused(reason, source) => {
+            return Ok(not_admitted(gw, req, reason, source == GrantSource::Cookie));
+        }
+    };
+    decision("forwarded");
+    let peer = req.peer.ip();
+    let tls = gw.over_tls(peer, &req.headers);
+    let body = req.take_body();
+    let out = Outgoing {
+        method: req.method.clone(),
+        path: &req.path,
+        query: req.query.as_deref(),
+        headers: std::mem::take(&mut req.headers),
+        peer,
+        peer_trusted: gw.trusted(peer),
+        tls,
+        request_id: &req.request_id,
+        identity: Identity {
+            user: token.user_id,
+            concert: token.concert_id,
+            exp: token.exp,
+        },
+        strip_authorization: source == GrantSource::Bearer,
+    };
+    let answer = gw.forward(out, body).await?;
+    Ok(answer.map(streamed))
+}
+
+/// No live grant: browsers go to the waiting page (with the way back), API clients get the
+/// contract's error envelope naming it. A refused cookie is cleared so the browser stops
+/// sending it.
+fn not_admitted(gw: &Gateway, req: &Req, reason: String, clear_cookie: bool) -> Resp {
+    let queue_url = grant::waiting_url(gw.concert(), &req.path, req.query.as_deref());
+    let mut r = if is_browser(req) {
+        decision("redirected");
+        let location =
+            HeaderValue::from_str(&queue_url).unwrap_or_else(|_| HeaderValue::from_static("/"));
+        let mut r = empty(StatusCode::SEE_OTHER);
+        r.headers_mut().insert(LOCATION, location);
+        r.headers_mut()
+            .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        r
+    } else {
+        decision("refused");
+        respond(
+            &ApiError::NotAdmitted {
+                reason,
+                queue_url,
+                concert_id: gw.concert(),
+            },
+            &req.request_id,
+        )
+    };
+    if clear_cookie {
+        let secure = gw.over_tls(req.peer.ip(), &req.headers);
+        if let Ok(v) = HeaderValue::from_str(&grant::clear_cookie(secure)) {
+            r.headers_mut().insert(SET_COOKIE, v);
+        }
+    }
+    r
+}
+
+/// A browser navigating: a `GET`/`HEAD` that accepts HTML. Everything else is an API client,
+/// which must never be handed a redirect or a page it cannot use.
+fn is_browser(req: &Req) -> bool {
+    matches!(req.method, Method::GET | Method::HEAD)
+        && req
+            .headers
+            .get_all(ACCEPT)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| v.to_ascii_lowercase().contains("text/html"))
+}
+
+fn decision(what: &'static str) {
+    metrics::counter!("queuegate_gateway_requests_total", "decision" => what).increment(1);
+}
+
+fn gateway_on(api: &Api) -> Result<&Gateway, ApiError> {
+    api.gateway
+        .as_deref()
+        .ok_or_else(|| ApiError::not_found("gateway mode is off (UPSTREAM_URL is not set)"))
+}
+
+/// Body of `POST /v1/gateway/session` (optional).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct SessionRequest {
+    /// Where to go once the cookie is set: a same-origin absolute path (`/shop/checkout?x=1`),
+    /// never `//host`, a scheme, a backslash or a control character.
+    #[schema(example = "/shop/checkout?x=1")]
+    r#return: Option<String>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct SessionBody {
+    /// The validated return path, or null when none was given.
+    #[schema(example = "/shop/checkout?x=1")]
+    return_to: Option<String>,
+    /// When the grant (and the admission) ends.
+    access_expires_at: String,
+}
+
+#[utoipa::path(post, path = "/v1/gateway/session", tag = "gateway",
+    request_body(content = Option<SessionRequest>, description = "Optional: the path to return to"),
+    security(("access_token" = [])),
+    responses(
+        (status = 200, description = "The grant cookie is set (`Set-Cookie: qg_grant=…; Path=/; Max-Age=…; HttpOnly; SameSite=Lax[; Secure]`)", body = SessionBody),
+        (status = 400, body = ErrorBody),
+        (status = 401, description = "Missing, forged or expired token; TOKEN_REVOKED once the admission ended", body = ErrorBody),
+        (status = 403, description = "The access token is for another concert than the gateway's line", body = ErrorBody),
+        (status = 404, description = "Gateway mode is off", body = ErrorBody),
+        (status = 422, description = "`return` is not a same-origin absolute path", body = ErrorBody),
+        (status = 503, body = ErrorBody),
+    ))]
+pub async fn create_session(api: &Api, req: &mut Req) -> Result<Resp, ApiError> {
+    let gw = gateway_on(api)?;
+    let (t, raw) = api.gate.access_bearer(req).await?;
+    Gate::same_concert(&t, gw.concert())?;
+    let cookie = grant::set_cookie(
+        raw,
+        t.exp.saturating_sub(now_secs()),
+        gw.over_tls(req.peer.ip(), &req.headers),
+    );
+    let body = req.body_bytes().await?;
+    let return_to = if body.iter().all(u8::is_ascii_whitespace) {
+        None
+    } else {
+        match JsonObject::parse(&body)?.get("return") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(p)) => Some(
+                grant::safe_return_path(p)
+                    .ok_or_else(|| {
+                        ApiError::validation(
+                            "return",
+                            "must be a same-origin absolute path such as /shop/checkout",
+                        )
+                    })?
+                    .to_owned(),
+            ),
+            Some(_) => return Err(ApiError::validation("return", "must be a string")),
+        }
+    };
+    let mut r = json(
+        StatusCode::OK,
+        &SessionBody {
+            return_to,
+            access_expires_at: expires_at(t.exp.saturating_mul(1000)),
+        },
+    );
+    let v = HeaderValue::from_str(&cookie)
+        .map_err(|_| ApiError::Internal("grant cookie is not a header value".into()))?;
+    r.headers_mut().insert(SET_COOKIE, v);
+    Ok(r)
+}
+
+#[utoipa::path(delete, path = "/v1/gateway/session", tag = "gateway",
+    responses(
+        (status = 204, description = "The grant cookie is removed (the admission itself is untouched; `DELETE /v1/queue` ends it)"),
+        (status = 404, description = "Gateway mode is off", body = ErrorBody),
+    ))]
+pub fn end_session(api: &Api, req: &Req) -> Result<Resp, ApiError> {
+    let gw = gateway_on(api)?;
+    let mut r = empty(StatusCode::NO_CONTENT);
+    let cookie = grant::clear_cookie(gw.over_tls(req.peer.ip(), &req.headers));
+    if let Ok(v) = HeaderValue::from_str(&cookie) {
+        r.headers_mut().insert(SET_COOKIE, v);
+    }
+    Ok(r)
+}

@@ -1,0 +1,249 @@
+//! `proxy`: gateway mode's cost. The same static page is fetched straight from the origin and
+//! through a gateway-mode instance (admitted visitors, access token as bearer: signature check,
+//! the live-admission script, then the pooled forward), in the same run, with the same number
+//! of connections.
+//!
+//! Two measurements, each alternating direct and gated phases (three rounds) so that the noise
+//! of a shared machine falls on both alike:
+//! - **closed loop** (every connection sends its next request as soon as the answer arrives):
+//!   the throughput each path can carry;
+//! - **paced** (every connection sends on a fixed schedule, together half of what the gateway
+//!   carried closed-loop, latency counted from the scheduled time so a stall is not hidden):
+//!   the latency the gateway adds when neither side is saturated. In a saturated closed loop,
+//!   latency is only connections ÷ throughput (Little's law) and says nothing of its own.
+//!
+//! Pass: every answer 200, gateway throughput at least half the direct one, and at most 2 ms
+//! added at p99 (paced).
+
+use crate::client::{Conn, Error};
+use crate::harness::*;
+use crate::options::Options;
+use crate::stats::{Recorder, Summary};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Throughput through the gateway relative to direct, at least.
+const MIN_RATIO: f64 = 0.5;
+/// p99 added by the gateway, at most (ms).
+const MAX_ADDED_P99_MS: f64 = 2.0;
+/// Alternating rounds per measurement.
+const ROUNDS: usize = 3;
+
+/// What one phase fetches: where, and with which token (none: direct).
+#[derive(Clone)]
+struct Target {
+    addr: SocketAddr,
+    path: Arc<str>,
+    tokens: Option<Arc<Vec<Arc<str>>>>,
+}
+
+impl Target {
+    fn spec(&self, i: usize) -> Spec {
+        let token = self.tokens.as_ref().map(|t| t[i % t.len()].clone());
+        Spec::get(self.path.to_string(), token)
+    }
+}
+
+pub async fn proxy(o: &Options) -> Result<bool, Error> {
+    let origin = o
+        .origin
+        .ok_or("proxy needs --origin HOST:PORT (the origin, reached directly)")?;
+    let concert = o
+        .concert
+        .ok_or("proxy needs --concert ID (the gateway's UPSTREAM_CONCERT_ID)")?;
+    let path: Arc<str> = Arc::from(o.path.as_deref().unwrap_or("/shop/index.html"));
+
+    // Admitted visitors, one per connection: joined through the API, let in by the ticker.
+    let n = o.users.unwrap_or(o.connections).max(1);
+    let t = Instant::now();
+    let users = minted_users(o, n)?;
+    let queue_tokens = join_all(o, concert, &users).await?;
+    let access = Arc::new(wait_admitted(o, &queue_tokens).await?);
+    println!(
+        "setup: {n} visitors admitted in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    let direct = Target {
+        addr: origin,
+        path: path.clone(),
+        tokens: None,
+    };
+    let gated = Target {
+        addr: o.addr,
+        path: path.clone(),
+        tokens: Some(access),
+    };
+
+    // Warm both paths (pools, caches) briefly.
+    for t in [&direct, &gated] {
+        let t = t.clone();
+        measure(
+            t.addr,
+            o.connections,
+            o.requests,
+            Duration::from_secs(2),
+            move |i| t.spec(i),
+        )
+        .await?;
+    }
+
+    // Closed loop, alternating.
+    let phase = (o.duration / ROUNDS as u32).max(Duration::from_secs(2));
+    let per_phase = (o.requests / ROUNDS).max(1);
+    let (mut d, mut g) = (Recorder::default(), Recorder::default());
+    let (mut d_time, mut g_time) = (Duration::ZERO, Duration::ZERO);
+    let mut gw_cpu = Duration::ZERO;
+    for _ in 0..ROUNDS {
+        let t = direct.clone();
+        let (rec, el) =
+            measure(t.addr, o.connections, per_phase, phase, move |i| t.spec(i)).await?;
+        d.merge(rec);
+        d_time += el;
+        let cpu0 = o.gateway_pid.and_then(cpu_time);
+        let t = gated.clone();
+        let (rec, el) =
+            measure(t.addr, o.connections, per_phase, phase, move |i| t.spec(i)).await?;
+        if let (Some(a), Some(b)) = (cpu0, o.gateway_pid.and_then(cpu_time)) {
+            gw_cpu += b.saturating_sub(a);
+        }
+        g.merge(rec);
+        g_time += el;
+    }
+    let (d_err, g_err) = (d.transport_errors, g.transport_errors);
+    let ds = d.summary(
+        &format!(
+            "proxy closed loop: GET {path} straight from the origin, {} connections",
+            o.connections
+        ),
+        d_time,
+    );
+    ds.print();
+    let gs = g.summary(
+        &format!(
+            "proxy closed loop: GET {path} through the gateway, {} connections",
+            o.connections
+        ),
+        g_time,
+    );
+    gs.print();
+    if o.gateway_pid.is_some() && gs.requests > 0 {
+        println!(
+            "gateway CPU {:.1} µs per forwarded request",
+            gw_cpu.as_secs_f64() * 1e6 / gs.requests as f64
+        );
+    }
+
+    // Paced, alternating, at half of what the gateway carried.
+    let rate = (gs.throughput / 2.0).max(100.0);
+    let (mut dp, mut gp) = (Recorder::default(), Recorder::default());
+    let (mut dp_time, mut gp_time) = (Duration::ZERO, Duration::ZERO);
+    for _ in 0..ROUNDS {
+        let (rec, el) = paced(&direct, o.connections, rate, phase).await?;
+        dp.merge(rec);
+        dp_time += el;
+        let (rec, el) = paced(&gated, o.connections, rate, phase).await?;
+        gp.merge(rec);
+        gp_time += el;
+    }
+    let (dp_err, gp_err) = (dp.transport_errors, gp.transport_errors);
+    let dps = dp.summary(
+        &format!(
+            "proxy paced at {rate:.0} req/s: straight from the origin, {} connections",
+            o.connections
+        ),
+        dp_time,
+    );
+    dps.print();
+    let gps = gp.summary(
+        &format!(
+            "proxy paced at {rate:.0} req/s: through the gateway, {} connections",
+            o.connections
+        ),
+        gp_time,
+    );
+    gps.print();
+
+    let ratio = gs.throughput / ds.throughput.max(1e-9);
+    let added = gps.p99_ms - dps.p99_ms;
+    let all_ok =
+        [&ds, &gs, &dps, &gps].iter().all(|s| all_200(s)) && d_err + g_err + dp_err + gp_err == 0;
+    let ok = all_ok && ratio >= MIN_RATIO && added <= MAX_ADDED_P99_MS;
+    println!(
+        "ratio       {ratio:.2} of direct throughput (need >= {MIN_RATIO}); closed-loop p99 {:.2} vs {:.2} ms",
+        gs.p99_ms, ds.p99_ms
+    );
+    println!(
+        "added       paced p50 +{:.2} ms, p99 +{added:.2} ms (need <= {MAX_ADDED_P99_MS})",
+        gps.p50_ms - dps.p50_ms
+    );
+    println!(
+        "verdict     {} (all 200: {all_ok})",
+        if ok { "PASS" } else { "FAIL" }
+    );
+    Ok(ok)
+}
+
+fn all_200(s: &Summary) -> bool {
+    s.requests > 0 && s.statuses.get(&200).copied() == Some(s.requests)
+}
+
+/// User + system CPU time of a process so far (Linux `/proc/PID/stat`, 100 ticks a second).
+fn cpu_time(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(Duration::from_millis(ticks * 10))
+}
+
+/// Open loop: `conns` connections together send `rate` requests a second on a fixed schedule
+/// for `limit`; each latency counts from the request's scheduled time.
+async fn paced(
+    t: &Target,
+    conns: usize,
+    rate: f64,
+    limit: Duration,
+) -> Result<(Recorder, Duration), Error> {
+    let interval = Duration::from_secs_f64(conns as f64 / rate);
+    let mut opened = Vec::with_capacity(conns);
+    for _ in 0..conns {
+        opened.push(Conn::open(t.addr).await?);
+    }
+    let started = Instant::now();
+    let workers = opened.into_iter().enumerate().map(|(w, mut conn)| {
+        let t = t.clone();
+        tokio::spawn(async move {
+            let mut rec = Recorder::default();
+            // Spread the connections' schedules over one interval.
+            let mut due = started + interval.mul_f64(w as f64 / conns as f64);
+            let mut i = w;
+            while due < started + limit {
+                tokio::time::sleep_until(due.into()).await;
+                let s = t.spec(i);
+                match conn
+                    .send(s.method, &s.path, s.token.as_deref(), s.body)
+                    .await
+                {
+                    Ok((status, body)) => rec.record(due.elapsed(), status, &body),
+                    Err(_) => {
+                        rec.transport_errors += 1;
+                        match Conn::open(t.addr).await {
+                            Ok(c) => conn = c,
+                            Err(_) => break,
+                        }
+                    }
+                }
+                due += interval;
+                i += conns;
+            }
+            rec
+        })
+    });
+    let mut all = Recorder::default();
+    for r in futures_util::future::join_all(workers).await {
+        all.merge(r?);
+    }
+    Ok((all, started.elapsed()))
+}

@@ -1,0 +1,316 @@
+//! What a forwarded request and its answer look like.
+//!
+//! The request keeps its method, path, query, end-to-end headers and body (streamed, never
+//! read here). Removed: hop-by-hop headers (RFC 9110 §7.6.1: `Connection` and every header it
+//! names, `Keep-Alive`, `Proxy-*`, `TE`, `Trailer`, `Transfer-Encoding`, `Upgrade`), `Expect`
+//! (our server already answered it), `Content-Length` when the client also sent
+//! `Transfer-Encoding` (which then framed the body, RFC 9112 §6.3), any client-sent identity
+//! header, our grant cookie, the `Authorization` header when it carried our access token, and —
+//! unless the peer is a trusted proxy — `Forwarded` and `X-Real-IP`, which a client could use to
+//! pose as someone else. Set: `Host` (the origin's),
+//! `X-Forwarded-For`, `X-Forwarded-Proto`, `X-Forwarded-Host`, `X-Request-Id`, and the signed
+//! identity header when a key is configured.
+//!
+//! The answer loses its hop-by-hop headers; everything else, body included, passes as it comes.
+
+use super::GatewayError;
+use super::grant::{self, COOKIE, IDENTITY_HEADER, Identity};
+use super::upstream::{Upload, Upstream};
+use crate::config::Secret;
+use hyper::body::Incoming;
+use hyper::header::{
+    AUTHORIZATION, CONNECTION, CONTENT_LENGTH, COOKIE as COOKIE_HEADER, EXPECT, FORWARDED, HOST,
+    HeaderName, HeaderValue, TRANSFER_ENCODING,
+};
+use hyper::{HeaderMap, Method, Request, Response};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+/// Headers that describe one connection, not the message; never passed on.
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// One request on its way to the origin, as the API hands it over.
+pub struct Outgoing<'a> {
+    pub method: Method,
+    pub path: &'a str,
+    pub query: Option<&'a str>,
+    pub headers: HeaderMap,
+    pub peer: IpAddr,
+    /// The peer is a trusted proxy: its `X-Forwarded-*` headers are kept and extended.
+    pub peer_trusted: bool,
+    /// The visitor reached us over TLS (as a trusted proxy said).
+    pub tls: bool,
+    pub request_id: &'a str,
+    /// The admitted visitor.
+    pub identity: Identity,
+    /// The grant came in `Authorization` (ours, so the origin does not get it).
+    pub strip_authorization: bool,
+}
+
+/// Removes hop-by-hop headers: those `Connection` names first, then the fixed list and every
+/// `Proxy-*`.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(*name);
+    }
+    let proxy: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| k.as_str().starts_with("proxy-"))
+        .cloned()
+        .collect();
+    for name in proxy {
+        headers.remove(name);
+    }
+}
+
+/// Drops our grant cookie from the `Cookie` headers, keeping every other cookie as it was.
+pub fn strip_grant_cookie(headers: &mut HeaderMap) {
+    let kept: Vec<String> = headers
+        .get_all(COOKIE_HEADER)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .map(str::trim)
+        .filter(|kv| !kv.is_empty())
+        .filter(|kv| kv.split_once('=').map_or(*kv, |(k, _)| k.trim()) != COOKIE)
+        .map(str::to_owned)
+        .collect();
+    headers.remove(COOKIE_HEADER);
+    if !kept.is_empty()
+        && let Ok(v) = HeaderValue::from_str(&kept.join("; "))
+    {
+        headers.insert(COOKIE_HEADER, v);
+    }
+}
+
+/// Builds the request to the origin. The returned flag turns true if the client's body fails
+/// while it is streamed (so that failure is blamed on the client, not the origin).
+pub fn request(
+    out: Outgoing<'_>,
+    body: Option<Incoming>,
+    upstream: &Upstream,
+    identity_key: Option<&Secret>,
+) -> Result<(Request<Upload>, Arc<AtomicBool>), GatewayError> {
+    let Outgoing {
+        method,
+        path,
+        query,
+        mut headers,
+        peer,
+        peer_trusted,
+        tls,
+        request_id,
+        identity,
+        strip_authorization,
+    } = out;
+    let original_host = headers.get(HOST).cloned();
+    // The body was framed by Transfer-Encoding (hyper decoded it so): a Content-Length beside
+    // it is a lie the origin must not see, or its framing could differ from ours.
+    if headers.contains_key(TRANSFER_ENCODING) {
+        headers.remove(CONTENT_LENGTH);
+    }
+    strip_hop_by_hop(&mut headers);
+    headers.remove(EXPECT);
+    if !peer_trusted {
+        headers.remove(FORWARDED);
+        headers.remove("x-real-ip");
+    }
+    headers.remove(IDENTITY_HEADER);
+    strip_grant_cookie(&mut headers);
+    if strip_authorization {
+        headers.remove(AUTHORIZATION);
+    }
+
+    // Who asked, as far as we can vouch: a trusted proxy's chain extended by its address, or
+    // else only the address that connected to us (a client's own claim is dropped).
+    let chain = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(prior) if peer_trusted && !prior.trim().is_empty() => format!("{prior}, {peer}"),
+        _ => peer.to_string(),
+    };
+    set(&mut headers, "x-forwarded-for", &chain);
+    set(
+        &mut headers,
+        "x-forwarded-proto",
+        if tls { "https" } else { "http" },
+    );
+    let forwarded_host = match headers.get("x-forwarded-host") {
+        Some(v) if peer_trusted => Some(v.clone()),
+        _ => original_host,
+    };
+    match forwarded_host {
+        Some(h) => {
+            headers.insert("x-forwarded-host", h);
+        }
+        None => {
+            headers.remove("x-forwarded-host");
+        }
+    }
+    set(&mut headers, "x-request-id", request_id);
+    if let Some(key) = identity_key {
+        set(
+            &mut headers,
+            IDENTITY_HEADER,
+            &grant::identity_header(key, identity, request_id),
+        );
+    }
+    headers.insert(HOST, upstream.host().clone());
+
+    let target = match query {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_owned(),
+    };
+    let uri = upstream.uri(&target)?;
+    let (upload, failed) = Upload::new(body);
+    let mut request = Request::new(upload);
+    *request.method_mut() = method;
+    *request.uri_mut() = uri;
+    *request.headers_mut() = headers;
+    Ok((request, failed))
+}
+
+/// The origin's answer as we pass it on: hop-by-hop headers removed, the body untouched.
+pub fn response(mut r: Response<Incoming>) -> Response<Incoming> {
+    strip_hop_by_hop(r.headers_mut());
+    r
+}
+
+fn set(headers: &mut HeaderMap, name: &'static str, value: &str) {
+    match HeaderValue::from_str(value) {
+        Ok(v) => {
+            headers.insert(name, v);
+        }
+        Err(_) => {
+            headers.remove(name);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_and_those_connection_names_go() {
+        let mut h = HeaderMap::new();
+        for (k, v) in [
+            ("connection", "keep-alive, x-secret-hop"),
+            ("keep-alive", "timeout=5"),
+            ("x-secret-hop", "1"),
+            ("proxy-authorization", "Basic x"),
+            ("proxy-foo", "1"),
+            ("te", "trailers"),
+            ("trailer", "x-t"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "websocket"),
+            ("accept", "text/html"),
+            ("x-end-to-end", "kept"),
+        ] {
+            h.append(k, HeaderValue::from_static(v));
+        }
+        strip_hop_by_hop(&mut h);
+        let left: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        assert_eq!(left, vec!["accept", "x-end-to-end"]);
+    }
+
+    fn outgoing(headers: HeaderMap, peer_trusted: bool) -> Request<Upload> {
+        let settings = crate::config::UpstreamSettings {
+            base: "http://127.0.0.1:9".into(),
+            paths: vec!["/shop".into()],
+            concert_id: crate::domain::ConcertId::new(7).unwrap(),
+            connect_timeout: std::time::Duration::from_secs(1),
+            first_byte_timeout: std::time::Duration::from_secs(1),
+            identity_key: None,
+        };
+        let upstream = Upstream::new(&settings).unwrap();
+        let out = Outgoing {
+            method: Method::POST,
+            path: "/shop/x",
+            query: Some("a=1"),
+            headers,
+            peer: IpAddr::from([10, 0, 0, 1]),
+            peer_trusted,
+            tls: false,
+            request_id: "rid-1",
+            identity: Identity {
+                user: crate::domain::UserId::new(1).unwrap(),
+                concert: crate::domain::ConcertId::new(7).unwrap(),
+                exp: 1,
+            },
+            strip_authorization: false,
+        };
+        request(out, None, &upstream, None).unwrap().0
+    }
+
+    #[test]
+    fn a_body_framed_by_transfer_encoding_loses_its_content_length() {
+        let mut h = HeaderMap::new();
+        h.insert(TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        h.insert(CONTENT_LENGTH, HeaderValue::from_static("5"));
+        let r = outgoing(h, false);
+        assert!(r.headers().get(CONTENT_LENGTH).is_none());
+        assert!(r.headers().get(TRANSFER_ENCODING).is_none());
+        assert_eq!(r.uri().to_string(), "http://127.0.0.1:9/shop/x?a=1");
+        assert_eq!(r.headers()[HOST], "127.0.0.1:9");
+        let mut h = HeaderMap::new();
+        h.insert(CONTENT_LENGTH, HeaderValue::from_static("5"));
+        assert_eq!(outgoing(h, false).headers()[CONTENT_LENGTH], "5");
+    }
+
+    #[test]
+    fn client_claims_about_who_it_is_go_unless_a_trusted_proxy_makes_them() {
+        let claims = || {
+            let mut h = HeaderMap::new();
+            h.insert(
+                FORWARDED,
+                HeaderValue::from_static("for=6.6.6.6;proto=https"),
+            );
+            h.insert("x-real-ip", HeaderValue::from_static("6.6.6.6"));
+            h.insert("x-forwarded-for", HeaderValue::from_static("6.6.6.6"));
+            h
+        };
+        let r = outgoing(claims(), false);
+        assert!(r.headers().get(FORWARDED).is_none());
+        assert!(r.headers().get("x-real-ip").is_none());
+        assert_eq!(r.headers()["x-forwarded-for"], "10.0.0.1");
+        let r = outgoing(claims(), true);
+        assert_eq!(r.headers()[FORWARDED], "for=6.6.6.6;proto=https");
+        assert_eq!(r.headers()["x-forwarded-for"], "6.6.6.6, 10.0.0.1");
+    }
+
+    #[test]
+    fn only_our_cookie_is_dropped() {
+        let mut h = HeaderMap::new();
+        h.append(COOKIE_HEADER, HeaderValue::from_static("a=1; qg_grant=tok"));
+        h.append(
+            COOKIE_HEADER,
+            HeaderValue::from_static("qg_grant_other=2;b=3"),
+        );
+        strip_grant_cookie(&mut h);
+        assert_eq!(h[COOKIE_HEADER], "a=1; qg_grant_other=2; b=3");
+        let mut h = HeaderMap::new();
+        h.append(COOKIE_HEADER, HeaderValue::from_static("qg_grant=tok"));
+        strip_grant_cookie(&mut h);
+        assert!(h.get(COOKIE_HEADER).is_none());
+    }
+}

@@ -1,0 +1,210 @@
+//! The visitor's side of a grant: the cookie a browser carries it in, the path it returns to
+//! after waiting, and the identity header the origin learns who it serves from.
+//!
+//! **The cookie** holds the access token itself. It is `HttpOnly` (page scripts cannot read or
+//! leak it), `SameSite=Lax` (other sites cannot make the browser send it with their form posts),
+//! `Path=/`, `Max-Age` = the admission's remaining time, and `Secure` when the visitor reached
+//! us over TLS. Its value is only ever *verified* — signature, kind, concert, and the live
+//! admission behind it on every request — so a forged, expired or revoked one is worth nothing.
+//!
+//! **Return paths** come back from a browser: only same-origin absolute paths are accepted, so
+//! the waiting page can never be turned into an open redirect.
+//!
+//! **The identity header** is `X-Queuegate-Identity: user=U;concert=C;exp=E;rid=R;sig=S` with
+//! `S` = lowercase hex HMAC-SHA256 over `U|C|E|R` under `UPSTREAM_IDENTITY_KEY`, a key only
+//! queuegate and the origin know (never `JWT_SECRET`: the origin must not be able to mint
+//! access tokens). `R` is the request's `X-Request-Id`, so a captured header vouches for that
+//! one request only; `E` is the admission's end (Unix seconds).
+
+use crate::config::Secret;
+use crate::domain::{ConcertId, UserId};
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+/// Name of the grant cookie. Never forwarded to the origin.
+pub const COOKIE: &str = "qg_grant";
+
+/// Name of the identity header. A copy sent by a client is always removed first.
+pub const IDENTITY_HEADER: &str = "x-queuegate-identity";
+
+/// Longest return path accepted (a URL a browser can hold comfortably).
+const MAX_RETURN: usize = 2048;
+
+/// `Set-Cookie` value that stores the grant for `max_age_secs`.
+pub fn set_cookie(token: &str, max_age_secs: u64, secure: bool) -> String {
+    format!(
+        "{COOKIE}={token}; Path=/; Max-Age={}; HttpOnly; SameSite=Lax{}",
+        max_age_secs.max(1),
+        if secure { "; Secure" } else { "" }
+    )
+}
+
+/// `Set-Cookie` value that removes the grant (same attributes, so the browser matches it).
+pub fn clear_cookie(secure: bool) -> String {
+    format!(
+        "{COOKIE}=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax{}",
+        if secure { "; Secure" } else { "" }
+    )
+}
+
+/// The return path if it is a same-origin absolute path: one leading `/` not followed by `/`
+/// or `\` (which browsers read as another host), no backslash anywhere (some browsers turn it
+/// into `/`), no control character, space or non-ASCII byte (which could hide any of these),
+/// and not absurdly long. A scheme (`https:`, `javascript:`) cannot come first, since the path
+/// must start with `/`.
+pub fn safe_return_path(p: &str) -> Option<&str> {
+    let b = p.as_bytes();
+    let ok = !b.is_empty()
+        && b.len() <= MAX_RETURN
+        && b[0] == b'/'
+        && !matches!(b.get(1), Some(b'/' | b'\\'))
+        && b.iter().all(|&c| c.is_ascii_graphic() && c != b'\\');
+    ok.then_some(p)
+}
+
+/// The waiting page of `concert`, with the path (and query) to come back to once admitted,
+/// percent-encoded as one query value. An unsafe return path is left out, never passed on.
+pub fn waiting_url(concert: ConcertId, path: &str, query: Option<&str>) -> String {
+    let mut back = path.to_owned();
+    if let Some(q) = query.filter(|q| !q.is_empty()) {
+        back.push('?');
+        back.push_str(q);
+    }
+    match safe_return_path(&back) {
+        Some(back) => format!("/concerts/{concert}?return={}", encode_component(back)),
+        None => format!("/concerts/{concert}"),
+    }
+}
+
+/// Percent-encodes everything but unreserved characters and `/` (readable, and safe inside one
+/// query value).
+fn encode_component(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 8);
+    for &b in s.as_bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'/') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Who the origin is serving: the admitted user, the line, and when the admission ends.
+#[derive(Clone, Copy, Debug)]
+pub struct Identity {
+    pub user: UserId,
+    pub concert: ConcertId,
+    /// Admission end, Unix seconds.
+    pub exp: u64,
+}
+
+/// The identity header's value, signed for the request `request_id`.
+pub fn identity_header(key: &Secret, id: Identity, request_id: &str) -> String {
+    let message = format!("{}|{}|{}|{request_id}", id.user, id.concert, id.exp);
+    let sig = match Hmac::<Sha256>::new_from_slice(key.expose().as_bytes()) {
+        Ok(mut mac) => {
+            mac.update(message.as_bytes());
+            hex(&mac.finalize().into_bytes())
+        }
+        // HMAC takes keys of any length; this arm cannot run.
+        Err(_) => String::new(),
+    };
+    format!(
+        "user={};concert={};exp={};rid={request_id};sig={sig}",
+        id.user, id.concert, id.exp
+    )
+}
+
+fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for &b in bytes {
+        out.push(DIGITS[usize::from(b >> 4)] as char);
+        out.push(DIGITS[usize::from(b & 0xf)] as char);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_same_origin_absolute_paths_return() {
+        for ok in ["/", "/shop", "/shop/checkout?x=1&y=%2F", "/a/b/"] {
+            assert_eq!(safe_return_path(ok), Some(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "shop",
+            "//evil.example",
+            "//evil.example/shop",
+            "/\\evil.example",
+            "/shop\\..\\x",
+            "https://evil.example/",
+            "javascript:alert(1)",
+            "/\t/evil.example",
+            "/\n/evil.example",
+            "/ /evil.example",
+            "/shop\u{0}",
+            "/caf\u{e9}",
+        ] {
+            assert_eq!(safe_return_path(bad), None, "{bad:?}");
+        }
+        assert_eq!(safe_return_path(&format!("/{}", "a".repeat(3000))), None);
+    }
+
+    #[test]
+    fn the_waiting_url_carries_the_encoded_return_path_or_none() {
+        let c = ConcertId::new(7).unwrap();
+        assert_eq!(
+            waiting_url(c, "/shop/checkout", Some("x=1&y=2")),
+            "/concerts/7?return=/shop/checkout%3Fx%3D1%26y%3D2"
+        );
+        assert_eq!(waiting_url(c, "/shop", None), "/concerts/7?return=/shop");
+        assert_eq!(waiting_url(c, "//evil.example", None), "/concerts/7");
+    }
+
+    #[test]
+    fn cookies_carry_the_safe_attributes() {
+        let c = set_cookie("abc.def.ghi", 120, false);
+        assert_eq!(
+            c,
+            "qg_grant=abc.def.ghi; Path=/; Max-Age=120; HttpOnly; SameSite=Lax"
+        );
+        assert!(set_cookie("t", 0, true).ends_with("Max-Age=1; HttpOnly; SameSite=Lax; Secure"));
+        assert!(clear_cookie(false).contains("Max-Age=0"));
+    }
+
+    #[test]
+    fn the_identity_header_is_an_hmac_over_user_concert_exp_and_request_id() {
+        let key = Secret::new("origin-shared-key-0123456789abcdef");
+        let id = Identity {
+            user: UserId::new(42).unwrap(),
+            concert: ConcertId::new(7).unwrap(),
+            exp: 1_700_000_000,
+        };
+        let v = identity_header(&key, id, "req-1");
+        let (fields, sig) = v.rsplit_once(";sig=").unwrap();
+        assert_eq!(fields, "user=42;concert=7;exp=1700000000;rid=req-1");
+        let mut mac = Hmac::<Sha256>::new_from_slice(key.expose().as_bytes()).unwrap();
+        mac.update(b"42|7|1700000000|req-1");
+        let want: String = mac
+            .finalize()
+            .into_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(sig, want);
+        assert_eq!(sig.len(), 64);
+        // Another request id, another signature.
+        assert_ne!(
+            identity_header(&key, id, "req-2")
+                .rsplit_once(";sig=")
+                .unwrap()
+                .1,
+            sig
+        );
+    }
+}

@@ -1,0 +1,191 @@
+//! Gateway mode: the waiting room in front of an existing shop (the *origin*).
+//!
+//! With `UPSTREAM_URL` set, requests for the protected path prefixes (`UPSTREAM_PATHS`) that are
+//! not queuegate's own routes are forwarded to the origin — but only for a visitor whose
+//! admission to the guarding line (`UPSTREAM_CONCERT_ID`) is live at that very moment. Because
+//! the line never admits more than `max_active` at once, the origin never serves more admitted
+//! visitors than that.
+//!
+//! This room owns the *how* of forwarding: the pooled client and its timeouts (`upstream`), what
+//! a forwarded request and response look like (`forward`), and the grant cookie, return paths
+//! and identity header (`grant`). *Whether* a request may pass is the API's gate
+//! (`api::gate::Gate::gateway_grant`); the API's hook (`api::gateway`) puts the two together.
+
+pub mod forward;
+pub mod grant;
+pub mod upstream;
+
+use crate::config::{UpstreamSettings, is_own_path};
+use crate::domain::ConcertId;
+use hyper::HeaderMap;
+use hyper::body::Incoming;
+use std::net::IpAddr;
+
+/// Why a request could not be forwarded. Each names a fact, never an HTTP status
+/// (`api::error` maps them).
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// Connection refused, reset, or no route to the origin.
+    #[error("the origin could not be reached")]
+    Unreachable,
+    /// No connection or no response head within the configured time.
+    #[error("the origin did not answer in time")]
+    TimedOut,
+    /// The origin answered with something that is not HTTP, or closed the connection mid-way.
+    #[error("the origin's answer was unusable")]
+    BadAnswer,
+    /// The client's own request body broke off or was malformed (its fault, not the origin's).
+    #[error("the request body could not be read")]
+    ClientBody,
+    /// A protected path that could mean something else to the origin than to us.
+    #[error("{0}")]
+    BadPath(&'static str),
+}
+
+/// The gateway-mode service: settings, the pooled client, and the proxies trusted to say how a
+/// request arrived.
+pub struct Gateway {
+    settings: UpstreamSettings,
+    upstream: upstream::Upstream,
+    trusted_proxies: Vec<IpAddr>,
+}
+
+impl Gateway {
+    pub fn new(settings: UpstreamSettings, trusted_proxies: Vec<IpAddr>) -> Result<Self, String> {
+        let upstream = upstream::Upstream::new(&settings)?;
+        Ok(Gateway {
+            settings,
+            upstream,
+            trusted_proxies,
+        })
+    }
+
+    /// The line that guards the protected paths.
+    pub fn concert(&self) -> ConcertId {
+        self.settings.concert_id
+    }
+
+    /// Is this a protected path that is not one of our own routes? Own routes always win, so
+    /// `UPSTREAM_PATHS=/` leaves `/`, `/v1/…`, `/concerts/…` and the rest to queuegate.
+    pub fn protects(&self, path: &str) -> bool {
+        !is_own_path(path)
+            && self
+                .settings
+                .paths
+                .iter()
+                .any(|prefix| prefix_matches(prefix, path))
+    }
+
+    /// Did the request reach us over TLS? Only a trusted proxy (`TRUSTED_PROXIES`) can say so,
+    /// with `X-Forwarded-Proto: https`; anyone else could claim it.
+    pub fn over_tls(&self, peer: IpAddr, headers: &HeaderMap) -> bool {
+        self.trusted(peer)
+            && headers
+                .get("x-forwarded-proto")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.split(',').next())
+                .is_some_and(|v| v.trim().eq_ignore_ascii_case("https"))
+    }
+
+    pub fn trusted(&self, peer: IpAddr) -> bool {
+        self.trusted_proxies.contains(&peer)
+    }
+
+    /// Forwards one request and returns the origin's answer, its head cleaned of hop-by-hop
+    /// headers and its body still streaming.
+    pub async fn forward(
+        &self,
+        out: forward::Outgoing<'_>,
+        body: Option<Incoming>,
+    ) -> Result<hyper::Response<Incoming>, GatewayError> {
+        let identity = self.settings.identity_key.as_ref();
+        let (request, client_failed) = forward::request(out, body, &self.upstream, identity)?;
+        let response = self.upstream.send(request, &client_failed).await?;
+        Ok(forward::response(response))
+    }
+}
+
+/// Segment-wise prefix match: `/shop` matches `/shop` and `/shop/x`, not `/shopping`.
+fn prefix_matches(prefix: &str, path: &str) -> bool {
+    if prefix == "/" {
+        return true;
+    }
+    match path.strip_prefix(prefix) {
+        Some(rest) => rest.is_empty() || rest.starts_with('/'),
+        None => false,
+    }
+}
+
+/// Refuses a protected path whose meaning could change on the way to the origin: empty
+/// segments, `.`/`..` segments (also percent-encoded), encoded slashes or backslashes, and raw
+/// backslashes. Such a path could climb out of a protected prefix once the origin normalises it.
+pub fn check_path(path: &str) -> Result<(), GatewayError> {
+    let Some(rest) = path.strip_prefix('/') else {
+        return Err(GatewayError::BadPath("the path must start with /"));
+    };
+    if path.bytes().any(|b| b == b'\\' || b.is_ascii_control()) {
+        return Err(GatewayError::BadPath(
+            "the path holds a backslash or a control character",
+        ));
+    }
+    let lower = path.to_ascii_lowercase();
+    if lower.contains("%2f") || lower.contains("%5c") || lower.contains("%00") {
+        return Err(GatewayError::BadPath(
+            "the path holds an encoded slash, backslash or NUL",
+        ));
+    }
+    let segments: Vec<&str> = rest.split('/').collect();
+    let last = segments.len().saturating_sub(1);
+    for (i, segment) in segments.iter().enumerate() {
+        // A trailing slash (`/shop/`) is an empty last segment and means what it says.
+        if segment.is_empty() && i != last {
+            return Err(GatewayError::BadPath(
+                "the path holds an empty segment (//)",
+            ));
+        }
+        let decoded = segment.to_ascii_lowercase().replace("%2e", ".");
+        if decoded == "." || decoded == ".." {
+            return Err(GatewayError::BadPath("the path holds a . or .. segment"));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefixes_match_whole_segments() {
+        assert!(prefix_matches("/shop", "/shop"));
+        assert!(prefix_matches("/shop", "/shop/"));
+        assert!(prefix_matches("/shop", "/shop/checkout"));
+        assert!(!prefix_matches("/shop", "/shopping"));
+        assert!(!prefix_matches("/shop", "/"));
+        assert!(prefix_matches("/", "/anything"));
+        assert!(prefix_matches("/a/b", "/a/b/c"));
+        assert!(!prefix_matches("/a/b", "/a/bc"));
+    }
+
+    #[test]
+    fn paths_that_could_climb_out_are_refused() {
+        for ok in ["/shop", "/shop/", "/shop/a.b/c", "/shop/..x", "/shop/%41"] {
+            assert!(check_path(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "/shop/../admin",
+            "/shop/./x",
+            "/shop/%2e%2e/admin",
+            "/shop/%2E./admin",
+            "/shop/..",
+            "/shop//x",
+            "/shop/%2fadmin",
+            "/shop/%5Cadmin",
+            "/shop\\admin",
+            "/shop/%00",
+            "shop",
+        ] {
+            assert!(check_path(bad).is_err(), "{bad}");
+        }
+    }
+}

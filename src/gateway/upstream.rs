@@ -1,0 +1,215 @@
+//! The origin's client: one pooled keep-alive hyper client (hyper-util's legacy client over
+//! plain TCP), bounded in time, counted in metrics.
+//!
+//! Connections are reused across visitors — opening one per request would add a round trip and
+//! a TIME_WAIT socket to every page view. Two limits keep a sick origin from holding visitors:
+//! `UPSTREAM_CONNECT_TIMEOUT_MS` for the TCP connect, and `UPSTREAM_FIRST_BYTE_TIMEOUT_MS` from
+//! sending the request until the response head arrives. Once the head is in, the body streams at
+//! the origin's pace (a slow download is not a dead origin).
+
+use super::GatewayError;
+use crate::config::UpstreamSettings;
+use bytes::Bytes;
+use hyper::body::{Frame, Incoming, SizeHint};
+use hyper::header::HeaderValue;
+use hyper::http::uri::Authority;
+use hyper::{Request, Response, Uri};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+/// Idle pooled connections are closed after this long — below nginx's default keep-alive
+/// timeout (75 s), so we rarely pick a connection the origin is about to close.
+const POOL_IDLE: Duration = Duration::from_secs(30);
+/// Idle connections kept per origin: enough for a busy instance's steady state.
+const POOL_MAX_IDLE: usize = 512;
+
+pub struct Upstream {
+    client: Client<HttpConnector, Upload>,
+    authority: Authority,
+    host: HeaderValue,
+    first_byte: Duration,
+}
+
+impl Upstream {
+    pub fn new(settings: &UpstreamSettings) -> Result<Self, String> {
+        let uri: Uri = settings
+            .base
+            .parse()
+            .map_err(|e| format!("UPSTREAM_URL: {e}"))?;
+        let authority = uri.authority().cloned().ok_or("UPSTREAM_URL has no host")?;
+        let host = HeaderValue::from_str(authority.as_str()).map_err(|e| e.to_string())?;
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(settings.connect_timeout));
+        connector.set_nodelay(true);
+        connector.enforce_http(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(POOL_IDLE)
+            .pool_max_idle_per_host(POOL_MAX_IDLE)
+            .build(connector);
+        Ok(Upstream {
+            client,
+            authority,
+            host,
+            first_byte: settings.first_byte_timeout,
+        })
+    }
+
+    /// The origin's `Host` header value.
+    pub fn host(&self) -> &HeaderValue {
+        &self.host
+    }
+
+    /// The absolute URI of `target` (path and query) at the origin.
+    pub fn uri(&self, target: &str) -> Result<Uri, GatewayError> {
+        Uri::builder()
+            .scheme("http")
+            .authority(self.authority.clone())
+            .path_and_query(target)
+            .build()
+            .map_err(|_| GatewayError::BadPath("the path cannot be forwarded"))
+    }
+
+    /// Sends the request and waits for the response head, within the first-byte timeout.
+    /// `client_failed` tells a failure of the visitor's own upload from one of the origin.
+    pub async fn send(
+        &self,
+        request: Request<Upload>,
+        client_failed: &AtomicBool,
+    ) -> Result<Response<Incoming>, GatewayError> {
+        let started = Instant::now();
+        let result = match tokio::time::timeout(self.first_byte, self.client.request(request)).await
+        {
+            Err(_) => Err(GatewayError::TimedOut),
+            Ok(Ok(r)) => Ok(r),
+            Ok(Err(e)) => {
+                let why = classify(&e, client_failed.load(Ordering::Relaxed));
+                tracing::warn!(error = %e, reason = %why, "forwarding to the origin failed");
+                Err(why)
+            }
+        };
+        let label = match &result {
+            Ok(r) => status_label(r.status().as_u16()),
+            Err(GatewayError::TimedOut) => "timeout",
+            Err(GatewayError::Unreachable) => "unreachable",
+            Err(GatewayError::ClientBody) => "client_aborted",
+            Err(GatewayError::BadAnswer | GatewayError::BadPath(_)) => "bad_answer",
+        };
+        metrics::counter!("queuegate_upstream_requests_total", "status" => label).increment(1);
+        metrics::histogram!("queuegate_upstream_duration_seconds")
+            .record(started.elapsed().as_secs_f64());
+        result
+    }
+}
+
+/// What went wrong, from hyper-util's error: our client's body first (its fault), then a timed
+/// out connect (too slow, like a late head), then any connect failure (nobody there), else a
+/// broken answer.
+fn classify(e: &hyper_util::client::legacy::Error, client_failed: bool) -> GatewayError {
+    if client_failed {
+        return GatewayError::ClientBody;
+    }
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if s.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+        {
+            return GatewayError::TimedOut;
+        }
+        source = s.source();
+    }
+    if e.is_connect() {
+        GatewayError::Unreachable
+    } else {
+        GatewayError::BadAnswer
+    }
+}
+
+/// The origin's status as a metrics label (bounded: common codes, else the class).
+fn status_label(s: u16) -> &'static str {
+    match s {
+        200 => "200",
+        201 => "201",
+        204 => "204",
+        206 => "206",
+        301 => "301",
+        302 => "302",
+        303 => "303",
+        304 => "304",
+        400 => "400",
+        401 => "401",
+        403 => "403",
+        404 => "404",
+        429 => "429",
+        500 => "500",
+        502 => "502",
+        503 => "503",
+        504 => "504",
+        s if s < 200 => "1xx",
+        s if s < 300 => "2xx",
+        s if s < 400 => "3xx",
+        s if s < 500 => "4xx",
+        _ => "5xx",
+    }
+}
+
+/// The visitor's request body on its way to the origin: hyper's `Incoming`, passed frame by
+/// frame (nothing is collected), with a flag raised if it fails — a client that breaks off an
+/// upload must not be reported as a broken origin.
+pub struct Upload {
+    body: Option<Incoming>,
+    failed: Arc<AtomicBool>,
+}
+
+impl Upload {
+    pub fn new(body: Option<Incoming>) -> (Self, Arc<AtomicBool>) {
+        let failed = Arc::new(AtomicBool::new(false));
+        (
+            Upload {
+                body,
+                failed: failed.clone(),
+            },
+            failed,
+        )
+    }
+}
+
+impl hyper::body::Body for Upload {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = &mut *self;
+        let Some(body) = this.body.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match Pin::new(body).poll_frame(cx) {
+            Poll::Ready(Some(Err(e))) => {
+                this.failed.store(true, Ordering::Relaxed);
+                Poll::Ready(Some(Err(e)))
+            }
+            other => other,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body
+            .as_ref()
+            .is_none_or(hyper::body::Body::is_end_stream)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), hyper::body::Body::size_hint)
+    }
+}

@@ -1,0 +1,1088 @@
+//! Gateway mode end to end: a real origin on loopback (Debian's nginx serving static files, or
+//! a small hyper origin in this process that echoes and streams) behind a real gateway with its
+//! own database and key prefix.
+
+mod common;
+#[path = "support/origins.rs"]
+mod origins;
+
+use bytes::Bytes;
+use common::servers::{Gateway, free_port};
+use common::{ADMIN_TOKEN, TestApp, User, error_code, metric_sum, spawn_with};
+use hmac::{Hmac, Mac};
+use http_body_util::{BodyExt, Empty, StreamBody};
+use hyper::body::Frame;
+use origins::{EchoOrigin, Nginx};
+use queuegate::domain::{ConcertId, UserId};
+use queuegate::tokens::{AccessToken, TokenKeys, now_secs};
+use reqwest::StatusCode;
+use reqwest::header::{ACCEPT, AUTHORIZATION, COOKIE, LOCATION, RETRY_AFTER, SET_COOKIE};
+use serde_json::{Value, json};
+use sha2::Sha256;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const IDENTITY_KEY: &str = "origin-shared-key-0123456789abcdef";
+const TEST_SECRET: &str = "test-secret-test-secret-test-secret!";
+const HTML: &str = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8";
+
+/// A gateway in front of `origin`, guarding `/shop` with the line of concert 1 (each test's
+/// database is fresh, so its first concert is 1).
+async fn gateway_app(origin: &str, extra: &[(&str, &str)]) -> TestApp {
+    let mut env = vec![
+        ("UPSTREAM_URL", origin),
+        ("UPSTREAM_CONCERT_ID", "1"),
+        ("UPSTREAM_PATHS", "/shop"),
+        ("UPSTREAM_IDENTITY_KEY", IDENTITY_KEY),
+        ("QUEUE_TICK_MS", "100"),
+    ];
+    env.extend_from_slice(extra);
+    let app = spawn_with(&env).await;
+    let concert = app.create_concert(1, 100).await;
+    assert_eq!(concert.id, concert1(), "a fresh database's first concert");
+    app
+}
+
+fn concert1() -> ConcertId {
+    ConcertId::new(1).unwrap()
+}
+
+/// A client that shows redirects instead of following them (and keeps no cookies).
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// A user admitted to concert 1 at once (the real admission record), with the access token.
+async fn admitted_user(app: &TestApp) -> (User, String) {
+    let user = app.create_user("visitor").await;
+    let access = app.admit(&user, concert1()).await;
+    (user, access)
+}
+
+/// Polls the queue status until admitted (the ticker admits every 100 ms); the access token.
+async fn wait_admitted(app: &TestApp, queue_token: &str) -> String {
+    let started = Instant::now();
+    loop {
+        let r = app
+            .http
+            .get(app.url("/v1/queue/status"))
+            .bearer_auth(queue_token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        let v: Value = r.json().await.unwrap();
+        if v["status"] == "admitted" {
+            return v["access_token"].as_str().unwrap().to_owned();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "not admitted: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Trades an access token for the grant cookie; returns the cookie pair and the answer.
+async fn session(app: &TestApp, access: &str, back: Option<&str>) -> (String, Value, String) {
+    let r = client()
+        .post(app.url("/v1/gateway/session"))
+        .bearer_auth(access)
+        .json(&json!({ "return": back }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let set = r.headers()[SET_COOKIE].to_str().unwrap().to_owned();
+    let pair = set.split(';').next().unwrap().to_owned();
+    (pair, r.json().await.unwrap(), set)
+}
+
+#[tokio::test]
+async fn a_browser_waits_in_line_then_reaches_the_origins_page() {
+    let nginx = Nginx::start(&[
+        (
+            "shop/index.html",
+            b"<!doctype html><title>Shop</title><h1>The Shop</h1>",
+        ),
+        ("shop/checkout.html", b"<h1>Checkout</h1>"),
+    ]);
+    let app = gateway_app(&nginx.base(), &[]).await;
+    let http = client();
+
+    // Unadmitted: the shop's page sends the browser to the line, with the way back.
+    let r = http
+        .get(app.url("/shop/checkout.html?x=1"))
+        .header(ACCEPT, HTML)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let location = r.headers()[LOCATION].to_str().unwrap().to_owned();
+    assert_eq!(location, "/concerts/1?return=/shop/checkout.html%3Fx%3D1");
+    assert_eq!(r.headers()["cache-control"], "no-store");
+
+    // The waiting page is queuegate's own.
+    let r = http
+        .get(app.url(&location))
+        .header(ACCEPT, HTML)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(r.text().await.unwrap().contains("app.js"));
+
+    // What the page does: join, wait, get admitted, trade the token for the cookie.
+    let fan = app.create_user("fan").await;
+    let joined = app.join_queue(&fan, concert1()).await;
+    let access = wait_admitted(&app, joined["queue_token"].as_str().unwrap()).await;
+    let (cookie, answer, set_cookie) =
+        session(&app, &access, Some("/shop/checkout.html?x=1")).await;
+    assert_eq!(answer["return_to"], "/shop/checkout.html?x=1");
+    assert!(answer["access_expires_at"].is_string());
+    assert!(set_cookie.starts_with("qg_grant="), "{set_cookie}");
+    for attr in ["Path=/", "HttpOnly", "SameSite=Lax", "Max-Age="] {
+        assert!(set_cookie.contains(attr), "{set_cookie}");
+    }
+    assert!(
+        !set_cookie.contains("Secure"),
+        "plain HTTP, no trusted proxy"
+    );
+
+    // Back at the return path, the origin's page comes through.
+    let r = http
+        .get(app.url("/shop/checkout.html?x=1"))
+        .header(ACCEPT, HTML)
+        .header(COOKIE, &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()["content-type"], "text/html");
+    assert!(r.headers().contains_key("x-request-id"));
+    assert_eq!(r.text().await.unwrap(), "<h1>Checkout</h1>");
+    // An API client with the access token passes too; an unknown page is the origin's 404.
+    let r = http
+        .get(app.url("/shop/index.html"))
+        .bearer_auth(&access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(r.text().await.unwrap().contains("The Shop"));
+    let r = http
+        .get(app.url("/shop/missing.html"))
+        .header(COOKIE, &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    assert!(r.text().await.unwrap().contains("nginx"));
+    // Paths outside the protected prefixes are not the origin's business.
+    let r = http
+        .get(app.url("/shopping"))
+        .header(COOKIE, &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(r).await, "NOT_FOUND");
+    let text = app.metrics_text().await;
+    assert!(
+        metric_sum(
+            &text,
+            "queuegate_upstream_requests_total",
+            Some(("status", "200"))
+        ) >= 2.0
+    );
+    assert!(metric_sum(&text, "queuegate_upstream_duration_seconds_count", None) >= 3.0);
+    assert!(
+        metric_sum(
+            &text,
+            "queuegate_gateway_requests_total",
+            Some(("decision", "redirected"))
+        ) >= 1.0
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn api_clients_get_the_json_envelope_never_a_redirect() {
+    let origin = EchoOrigin::start().await;
+    let app = gateway_app(&origin.base(), &[]).await;
+    let http = client();
+    let cases = [
+        ("GET", None),
+        ("GET", Some("application/json")),
+        ("POST", Some(HTML)),
+        ("DELETE", Some(HTML)),
+        ("PUT", None),
+    ];
+    for (method, accept) in cases {
+        let mut rb = http.request(method.parse().unwrap(), app.url("/shop/echo?a=1"));
+        if let Some(a) = accept {
+            rb = rb.header(ACCEPT, a);
+        }
+        let r = rb.send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::FORBIDDEN, "{method} {accept:?}");
+        assert!(r.headers().get(LOCATION).is_none());
+        assert_eq!(r.headers()["content-type"], "application/json");
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["error"]["code"], "NOT_ADMITTED");
+        assert_eq!(
+            v["error"]["queue_url"],
+            "/concerts/1?return=/shop/echo%3Fa%3D1"
+        );
+        assert_eq!(v["error"]["concert_id"], 1);
+        assert!(v["error"]["request_id"].is_string());
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("/concerts/1")
+        );
+    }
+    // A browser's HEAD is a navigation too.
+    let r = http
+        .head(app.url("/shop/echo"))
+        .header(ACCEPT, HTML)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    // A bearer that is not ours (the origin's own credential) admits nobody.
+    let r = http
+        .get(app.url("/shop/echo"))
+        .bearer_auth("origin-api-key")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(r).await, "NOT_ADMITTED");
+    assert_eq!(origin.requests(), 0, "nothing reached the origin");
+    // The session endpoint wants a live access token of this line.
+    let r = http
+        .post(app.url("/v1/gateway/session"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let user = app.create_user("other line").await;
+    let second = app.create_concert(1, 100).await;
+    let other = app.admit(&user, second.id).await;
+    let r = http
+        .post(app.url("/v1/gateway/session"))
+        .bearer_auth(&other)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(r).await, "FORBIDDEN");
+    // …and it exists only in gateway mode.
+    let plain = spawn_with(&[]).await;
+    let r = http
+        .post(plain.url("/v1/gateway/session"))
+        .bearer_auth(&other)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    plain.stop().await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn leaving_stops_forwarding_at_once() {
+    let origin = EchoOrigin::start().await;
+    let app = gateway_app(&origin.base(), &[]).await;
+    let http = client();
+    let fan = app.create_user("fan").await;
+    let joined = app.join_queue(&fan, concert1()).await;
+    let queue_token = joined["queue_token"].as_str().unwrap().to_owned();
+    let access = wait_admitted(&app, &queue_token).await;
+    let (cookie, _, _) = session(&app, &access, None).await;
+
+    let r = http
+        .get(app.url("/shop/echo"))
+        .header(COOKIE, &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = http
+        .get(app.url("/shop/echo"))
+        .bearer_auth(&access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let served = origin.requests();
+
+    let r = app
+        .http
+        .delete(app.url("/v1/queue"))
+        .bearer_auth(&queue_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+
+    // The very next requests: the browser goes back to the line and loses the cookie, the API
+    // client is refused; nothing more reaches the origin.
+    let r = http
+        .get(app.url("/shop/echo"))
+        .header(ACCEPT, HTML)
+        .header(COOKIE, &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let cleared = r.headers()[SET_COOKIE].to_str().unwrap();
+    assert!(
+        cleared.starts_with("qg_grant=;") && cleared.contains("Max-Age=0"),
+        "{cleared}"
+    );
+    let r = http
+        .post(app.url("/shop/echo"))
+        .bearer_auth(&access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "NOT_ADMITTED");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("you left the queue")
+    );
+    let r = http
+        .post(app.url("/v1/gateway/session"))
+        .bearer_auth(&access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(r).await, "TOKEN_REVOKED");
+    assert_eq!(origin.requests(), served);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn forged_expired_and_foreign_grants_are_refused() {
+    let origin = EchoOrigin::start().await;
+    let app = gateway_app(&origin.base(), &[]).await;
+    let http = client();
+    let (user, _) = admitted_user(&app).await;
+    let queue_id = app.line(concert1()).await.queue_id;
+    let claims = |concert: u64, exp: u64| AccessToken {
+        user_id: user.id,
+        concert_id: ConcertId::new(concert).unwrap(),
+        queue_id,
+        seq: 1,
+        exp,
+    };
+    let ours = TokenKeys::new(TEST_SECRET.as_bytes());
+    let forged = TokenKeys::new(b"another-secret-another-secret-xx")
+        .mint_access(&claims(1, now_secs() + 600))
+        .unwrap();
+    let expired = ours.mint_access(&claims(1, now_secs() - 60)).unwrap();
+    let second = app.create_concert(1, 100).await;
+    let other_concert = app.admit(&user, second.id).await;
+    let user_token = ours.mint_user(user.id).unwrap();
+    // Genuine claims, but no such admission in the store (seq 999).
+    let never_admitted = ours
+        .mint_access(&AccessToken {
+            seq: 999,
+            ..claims(1, now_secs() + 600)
+        })
+        .unwrap();
+    for (what, token) in [
+        ("forged", forged.as_str()),
+        ("expired", expired.as_str()),
+        ("another concert", other_concert.as_str()),
+        ("a user token", user_token.as_str()),
+        ("never admitted", never_admitted.as_str()),
+        ("garbage", "not-a-token"),
+    ] {
+        let r = http
+            .get(app.url("/shop/echo"))
+            .header(ACCEPT, HTML)
+            .header(COOKIE, format!("qg_grant={token}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::SEE_OTHER, "{what}");
+        assert!(
+            r.headers()[SET_COOKIE]
+                .to_str()
+                .unwrap()
+                .contains("Max-Age=0"),
+            "{what}: the refused cookie is cleared"
+        );
+        let r = http
+            .get(app.url("/shop/echo"))
+            .header(COOKIE, format!("qg_grant={token}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(error_code(r).await, "NOT_ADMITTED", "{what}");
+        let r = http
+            .get(app.url("/shop/echo"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(error_code(r).await, "NOT_ADMITTED", "{what} as bearer");
+    }
+    assert_eq!(origin.requests(), 0);
+    app.stop().await;
+}
+
+/// The identity header's fields, after checking its signature the way an origin would.
+fn verify_identity(header: &str, request_id: &str) -> (u64, u64, u64) {
+    let (fields, sig) = header.rsplit_once(";sig=").expect("sig");
+    let get = |name: &str| -> String {
+        fields
+            .split(';')
+            .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
+            .unwrap()
+            .to_owned()
+    };
+    let (user, concert, exp, rid) = (get("user"), get("concert"), get("exp"), get("rid"));
+    assert_eq!(rid, request_id);
+    let mut mac = Hmac::<Sha256>::new_from_slice(IDENTITY_KEY.as_bytes()).unwrap();
+    mac.update(format!("{user}|{concert}|{exp}|{rid}").as_bytes());
+    let want: String = mac
+        .finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(
+        sig, want,
+        "the identity header verifies with the shared key"
+    );
+    (
+        user.parse().unwrap(),
+        concert.parse().unwrap(),
+        exp.parse().unwrap(),
+    )
+}
+
+#[tokio::test]
+async fn forwarded_requests_carry_exactly_the_specified_headers() {
+    let origin = EchoOrigin::start().await;
+    let app = gateway_app(&origin.base(), &[]).await;
+    let (user, access) = admitted_user(&app).await;
+    let http = client();
+
+    // A grant in the cookie; an Authorization meant for the origin passes untouched.
+    let r = http
+        .get(app.url("/shop/echo?q=1&r=%2F"))
+        .header(COOKIE, format!("a=1; qg_grant={access}; b=2"))
+        .header(AUTHORIZATION, "Basic b3JpZ2luOmNyZWQ=")
+        .header("connection", "keep-alive, x-client-hop")
+        .header("x-client-hop", "1")
+        .header("keep-alive", "timeout=5")
+        .header("proxy-authorization", "Basic eA==")
+        .header("te", "trailers")
+        .header("upgrade", "websocket")
+        .header("x-forwarded-for", "6.6.6.6")
+        .header("x-forwarded-proto", "https")
+        .header("x-forwarded-host", "evil.example")
+        .header(
+            "x-queuegate-identity",
+            "user=1;concert=1;exp=9999999999;rid=x;sig=00",
+        )
+        .header("x-request-id", "client-req-1")
+        .header("x-end-to-end", "kept")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    // The origin's hop-by-hop headers do not come back; its own do.
+    for gone in ["keep-alive", "x-origin-hop", "proxy-authenticate"] {
+        assert!(r.headers().get(gone).is_none(), "{gone} came back");
+    }
+    assert_eq!(r.headers()["x-origin"], "echo");
+    assert_eq!(r.headers()["x-request-id"], "client-req-1");
+    let echo: Value = r.json().await.unwrap();
+    assert_eq!(echo["path"], "/shop/echo");
+    assert_eq!(echo["query"], "q=1&r=%2F");
+    let h = |name: &str| -> Vec<String> {
+        echo["headers"][name]
+            .as_array()
+            .map(|a| a.iter().map(|v| v.as_str().unwrap().to_owned()).collect())
+            .unwrap_or_default()
+    };
+    for gone in [
+        "x-client-hop",
+        "keep-alive",
+        "proxy-authorization",
+        "te",
+        "upgrade",
+        "transfer-encoding",
+    ] {
+        assert!(
+            h(gone).is_empty(),
+            "{gone} reached the origin: {:?}",
+            h(gone)
+        );
+    }
+    // `connection` is the origin connection's own (hyper's keep-alive), never the client's list.
+    assert!(h("connection").iter().all(|v| !v.contains("x-client-hop")));
+    assert_eq!(h("cookie"), vec!["a=1; b=2"], "our cookie stays with us");
+    assert_eq!(h("authorization"), vec!["Basic b3JpZ2luOmNyZWQ="]);
+    assert_eq!(h("x-end-to-end"), vec!["kept"]);
+    assert_eq!(
+        h("x-forwarded-for"),
+        vec!["127.0.0.1"],
+        "a client's own claim is dropped"
+    );
+    assert_eq!(
+        h("x-forwarded-proto"),
+        vec!["http"],
+        "only a trusted proxy may say https"
+    );
+    assert_eq!(h("x-forwarded-host"), vec![app.addr.to_string()]);
+    assert_eq!(h("host"), vec![origin.addr.to_string()]);
+    assert_eq!(h("x-request-id"), vec!["client-req-1"]);
+    let identity = h("x-queuegate-identity");
+    assert_eq!(identity.len(), 1, "the client's copy is replaced");
+    let (u, c, exp) = verify_identity(&identity[0], "client-req-1");
+    assert_eq!((u, c), (user.id.get(), 1));
+    assert!(exp > now_secs());
+
+    // A grant in Authorization is ours: it does not reach the origin.
+    let r = http
+        .post(app.url("/shop/echo"))
+        .bearer_auth(&access)
+        .body("hello")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let rid = r.headers()["x-request-id"].to_str().unwrap().to_owned();
+    let echo: Value = r.json().await.unwrap();
+    assert_eq!(echo["method"], "POST");
+    assert!(echo["headers"]["authorization"].is_null());
+    assert_eq!(echo["headers"]["content-length"][0], "5");
+    verify_identity(
+        echo["headers"]["x-queuegate-identity"][0].as_str().unwrap(),
+        &rid,
+    );
+    app.stop().await;
+
+    // Behind a trusted proxy: its chain is extended, its word on TLS taken, the cookie Secure.
+    let app = gateway_app(&origin.base(), &[("TRUSTED_PROXIES", "127.0.0.1")]).await;
+    let (_, access) = admitted_user(&app).await;
+    let r = http
+        .get(app.url("/shop/echo"))
+        .bearer_auth(&access)
+        .header("x-forwarded-for", "203.0.113.9")
+        .header("x-forwarded-proto", "https")
+        .header("x-forwarded-host", "tickets.example")
+        .send()
+        .await
+        .unwrap();
+    let echo: Value = r.json().await.unwrap();
+    assert_eq!(
+        echo["headers"]["x-forwarded-for"][0],
+        "203.0.113.9, 127.0.0.1"
+    );
+    assert_eq!(echo["headers"]["x-forwarded-proto"][0], "https");
+    assert_eq!(echo["headers"]["x-forwarded-host"][0], "tickets.example");
+    let r = http
+        .post(app.url("/v1/gateway/session"))
+        .bearer_auth(&access)
+        .header("x-forwarded-proto", "https")
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        r.headers()[SET_COOKIE]
+            .to_str()
+            .unwrap()
+            .ends_with("; Secure")
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn queuegates_own_routes_are_never_forwarded() {
+    let origin = EchoOrigin::start().await;
+    let app = gateway_app(&origin.base(), &[("UPSTREAM_PATHS", "/")]).await;
+    let (_, access) = admitted_user(&app).await;
+    let http = client();
+    for path in [
+        "/",
+        "/concerts/1",
+        "/assets/app.js",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/openapi.json",
+        "/docs",
+    ] {
+        let r = http
+            .get(app.url(path))
+            .bearer_auth(&access)
+            .header(ACCEPT, HTML)
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            r.headers().get("x-origin").is_none(),
+            "{path} was forwarded"
+        );
+        assert!(
+            r.status() == StatusCode::OK || path == "/readyz",
+            "{path}: {}",
+            r.status()
+        );
+    }
+    let r = http
+        .get(app.url("/v1/nope"))
+        .bearer_auth(&access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(r).await, "NOT_FOUND");
+    assert_eq!(origin.requests(), 0);
+    // Everything else is the origin's.
+    let r = http
+        .get(app.url("/index.html"))
+        .bearer_auth(&access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["x-origin"], "echo");
+    assert_eq!(origin.requests(), 1);
+    app.stop().await;
+}
+
+/// Sends one raw request line and returns the status code and the `Location`, if any.
+async fn raw_get(addr: SocketAddr, target: &str) -> (u16, Option<String>) {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!(
+        "GET {target} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/html\r\nConnection: close\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8_lossy(&buf);
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let location = text.lines().find_map(|l| {
+        let (name, value) = l.split_once(':')?;
+        name.eq_ignore_ascii_case("location")
+            .then(|| value.trim().to_owned())
+    });
+    (status, location)
+}
+
+#[tokio::test]
+async fn the_return_path_cannot_become_an_open_redirect() {
+    let origin = EchoOrigin::start().await;
+    let app = gateway_app(&origin.base(), &[("UPSTREAM_PATHS", "/")]).await;
+    let (_, access) = admitted_user(&app).await;
+    let http = client();
+    for bad in [
+        "//evil.example",
+        "//evil.example/shop",
+        "/\\evil.example",
+        "\\\\evil.example",
+        "https://evil.example/",
+        "javascript:alert(1)",
+        "/\t/evil.example",
+        "/\r\n/evil.example",
+        "evil.example",
+        "",
+    ] {
+        let r = http
+            .post(app.url("/v1/gateway/session"))
+            .bearer_auth(&access)
+            .json(&json!({ "return": bad }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY, "{bad:?}");
+        assert!(r.headers().get(SET_COOKIE).is_none(), "{bad:?}");
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["error"]["field"], "return");
+    }
+    // Paths a browser would read as another host never produce a redirect to themselves.
+    for target in [
+        "//evil.example/shop",
+        "//evil.example",
+        "/\\evil.example/x",
+        "/shop/..%2f..%2fevil",
+        "/x/%2e%2e/v1/queue",
+    ] {
+        let (status, location) = raw_get(app.addr, target).await;
+        assert!(
+            status == 400 || status == 404,
+            "{target}: {status} {location:?}"
+        );
+        assert!(location.is_none(), "{target}: {location:?}");
+    }
+    // A redirect's return path is always one same-origin path, even with a hostile query.
+    let (status, location) = raw_get(app.addr, "/shop?next=//evil.example").await;
+    assert_eq!(status, 303);
+    let location = location.unwrap();
+    // The whole path and query is one encoded value, starting with a single `/`.
+    assert_eq!(location, "/concerts/1?return=/shop%3Fnext%3D//evil.example");
+    assert_eq!(origin.requests(), 0);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn origin_down_is_502_and_origin_stalled_is_504_within_the_timeout() {
+    // Nothing listens on this port: connection refused.
+    let down = format!("http://127.0.0.1:{}", free_port());
+    let app = gateway_app(&down, &[]).await;
+    let (_, access) = admitted_user(&app).await;
+    let http = client();
+    let started = Instant::now();
+    let r = http
+        .get(app.url("/shop/anything"))
+        .bearer_auth(&access)
+        .header(ACCEPT, HTML)
+        .send()
+        .await
+        .unwrap();
+    let took = started.elapsed();
+    assert_eq!(r.status(), StatusCode::BAD_GATEWAY);
+    assert!(r.headers().contains_key(RETRY_AFTER));
+    assert_eq!(error_code(r).await, "BAD_GATEWAY");
+    assert!(took < Duration::from_secs(2), "502 took {took:?}");
+    println!("origin down: 502 in {took:?}");
+    app.stop().await;
+
+    let origin = EchoOrigin::start().await;
+    let app = gateway_app(&origin.base(), &[("UPSTREAM_FIRST_BYTE_TIMEOUT_MS", "400")]).await;
+    let (_, access) = admitted_user(&app).await;
+    let started = Instant::now();
+    let r = http
+        .get(app.url("/shop/stall"))
+        .bearer_auth(&access)
+        .send()
+        .await
+        .unwrap();
+    let took = started.elapsed();
+    assert_eq!(r.status(), StatusCode::GATEWAY_TIMEOUT);
+    assert!(r.headers().contains_key(RETRY_AFTER));
+    assert_eq!(error_code(r).await, "GATEWAY_TIMEOUT");
+    assert!(
+        took >= Duration::from_millis(390) && took < Duration::from_millis(1500),
+        "504 took {took:?}"
+    );
+    println!("origin stalled: 504 in {took:?} (timeout 400 ms)");
+    // The pool is not poisoned: the next request is served.
+    let r = http
+        .get(app.url("/shop/echo"))
+        .bearer_auth(&access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let text = app.metrics_text().await;
+    assert!(
+        metric_sum(
+            &text,
+            "queuegate_upstream_requests_total",
+            Some(("status", "timeout"))
+        ) >= 1.0
+    );
+    assert!(
+        metric_sum(
+            &text,
+            "queuegate_upstream_requests_total",
+            Some(("status", "unreachable"))
+        ) >= 1.0
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_origin_never_holds_more_admitted_visitors_than_max_active() {
+    const MAX_ACTIVE: usize = 2;
+    const FANS: usize = 5;
+    let origin = Arc::new(EchoOrigin::start().await);
+    let app = gateway_app(
+        &origin.base(),
+        &[("QUEUE_MAX_ACTIVE", "2"), ("QUEUE_ADMIT_PER_TICK", "10")],
+    )
+    .await;
+    let http = client();
+    let mut fans = Vec::new();
+    for i in 0..FANS {
+        let user = app.create_user(&format!("fan {i}")).await;
+        let joined = app.join_queue(&user, concert1()).await;
+        fans.push((user.id, joined["queue_token"].as_str().unwrap().to_owned()));
+    }
+    let mut inside: Vec<(UserId, String, String, tokio::task::JoinHandle<StatusCode>)> = Vec::new();
+    let mut done = 0;
+    let started = Instant::now();
+    while done < FANS {
+        assert!(started.elapsed() < Duration::from_secs(30), "line stuck");
+        // Every waiting fan asks: the admitted ones go in (and stay inside the origin until
+        // released); nobody else gets through.
+        let mut i = 0;
+        while i < fans.len() {
+            let (id, queue_token) = fans[i].clone();
+            let r = app
+                .http
+                .get(app.url("/v1/queue/status"))
+                .bearer_auth(&queue_token)
+                .send()
+                .await
+                .unwrap();
+            let v: Value = r.json().await.unwrap();
+            if v["status"] == "admitted" {
+                let access = v["access_token"].as_str().unwrap().to_owned();
+                let (h, url, a) = (http.clone(), app.url("/shop/hold"), access.clone());
+                let visit = tokio::spawn(async move {
+                    h.get(url).bearer_auth(a).send().await.unwrap().status()
+                });
+                assert_eq!(origin.next_entered().await, id.get());
+                inside.push((id, queue_token, access, visit));
+                fans.remove(i);
+            } else {
+                i += 1;
+            }
+        }
+        let (now, max) = origin.inside();
+        assert!(
+            now <= MAX_ACTIVE && max <= MAX_ACTIVE,
+            "{now} inside, {max} at most"
+        );
+        if inside.len() == MAX_ACTIVE || (fans.is_empty() && !inside.is_empty()) {
+            // One visitor finishes and leaves the line: their grant stops, a place opens.
+            let (id, queue_token, access, visit) = inside.remove(0);
+            origin.release(id.get());
+            assert_eq!(visit.await.unwrap(), StatusCode::OK);
+            let r = app
+                .http
+                .delete(app.url("/v1/queue"))
+                .bearer_auth(&queue_token)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), StatusCode::NO_CONTENT);
+            let r = http
+                .get(app.url("/shop/hold"))
+                .bearer_auth(&access)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), StatusCode::FORBIDDEN);
+            done += 1;
+        } else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let (_, max) = origin.inside();
+    assert_eq!(max, MAX_ACTIVE, "the origin was full, never over-full");
+    app.stop().await;
+}
+
+/// VmRSS of a process, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// Samples a process's RSS every 10 ms until stopped; the highest value seen.
+fn watch_rss(pid: u32) -> (Arc<AtomicBool>, tokio::task::JoinHandle<u64>) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let s = stop.clone();
+    let task = tokio::spawn(async move {
+        let mut max = 0;
+        while !s.load(Ordering::Relaxed) {
+            max = max.max(rss_kib(pid));
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        max.max(rss_kib(pid))
+    });
+    (stop, task)
+}
+
+const BIG: u64 = 50 * 1024 * 1024;
+
+#[tokio::test]
+async fn fifty_megabytes_stream_up_and_down_in_flat_memory() {
+    let origin = EchoOrigin::start().await;
+    // The database, the key prefix and the admission live in this process's app; the gateway
+    // measured is a separate `queuegate` process sharing them.
+    let app = spawn_with(&[]).await;
+    assert_eq!(app.create_concert(1, 100).await.id, concert1());
+    let prefix = app.app.settings.redis_key_prefix.clone();
+    let redlock = common::test_redlock_urls();
+    let db = app.database_url();
+    let base = origin.base();
+    let gw = Gateway::start(&[
+        ("DATABASE_URL", db.as_str()),
+        ("REDIS_KEY_PREFIX", prefix.as_str()),
+        ("REDLOCK_URLS", redlock.as_str()),
+        ("JWT_SECRET", TEST_SECRET),
+        ("ADMIN_TOKEN", ADMIN_TOKEN),
+        ("AUTO_MIGRATE", "false"),
+        ("SHUTDOWN_DRAIN_MS", "0"),
+        ("SWEEP_INTERVAL_SECS", "3600"),
+        ("UPSTREAM_URL", base.as_str()),
+        ("UPSTREAM_CONCERT_ID", "1"),
+        ("UPSTREAM_PATHS", "/shop"),
+    ])
+    .await;
+    let (_, access) = admitted_user(&app).await;
+    let auth = format!("Bearer {access}");
+
+    // Warm up (pools, buffers, allocator arenas), then take the baseline.
+    for _ in 0..20 {
+        let r = client()
+            .get(gw.url("/shop/big?bytes=1048576"))
+            .header(AUTHORIZATION, &auth)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.bytes().await.unwrap().len(), 1 << 20);
+    }
+    let baseline = rss_kib(gw.pid());
+
+    // Download: the origin sends as fast as it can, the client reads slowly — if the gateway
+    // buffered, the whole 50 MiB would pile up in it.
+    let (stop, peak) = watch_rss(gw.pid());
+    let started = Instant::now();
+    let stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let (mut send, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let req = hyper::Request::get(format!("/shop/big?bytes={BIG}"))
+        .header("host", gw.addr.to_string())
+        .header("authorization", &auth)
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let resp = send.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.into_body();
+    let (mut got, mut frames) = (0u64, 0u64);
+    while let Some(frame) = body.frame().await {
+        if let Some(d) = frame.unwrap().data_ref() {
+            got += d.len() as u64;
+        }
+        frames += 1;
+        if frames % 2 == 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let down_peak = peak.await.unwrap();
+    assert_eq!(got, BIG);
+    let down_secs = started.elapsed().as_secs_f64();
+
+    // Upload: the client sends as fast as it can, the origin reads slowly.
+    let (stop, peak) = watch_rss(gw.pid());
+    let started = Instant::now();
+    static BLOCK: [u8; 64 * 1024] = [b'u'; 64 * 1024];
+    let chunks = (BIG / BLOCK.len() as u64) as usize;
+    let frames = futures::stream::iter(
+        (0..chunks).map(|_| Ok::<_, Infallible>(Frame::data(Bytes::from_static(&BLOCK)))),
+    );
+    let stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let (mut send, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let req = hyper::Request::post("/shop/upload?pause_us=300")
+        .header("host", gw.addr.to_string())
+        .header("authorization", &auth)
+        .header("content-length", BIG.to_string())
+        .body(StreamBody::new(frames))
+        .unwrap();
+    let resp = send.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let answer = resp.into_body().collect().await.unwrap().to_bytes();
+    stop.store(true, Ordering::Relaxed);
+    let up_peak = peak.await.unwrap();
+    let v: Value = serde_json::from_slice(&answer).unwrap();
+    assert_eq!(v["received"], BIG);
+    let up_secs = started.elapsed().as_secs_f64();
+
+    let down_growth = down_peak.saturating_sub(baseline);
+    let up_growth = up_peak.saturating_sub(baseline);
+    println!(
+        "gateway RSS: baseline {baseline} KiB; 50 MiB download peak {down_peak} KiB (+{down_growth} KiB, {down_secs:.1} s); 50 MiB upload peak {up_peak} KiB (+{up_growth} KiB, {up_secs:.1} s)"
+    );
+    assert!(
+        down_growth < 10 * 1024,
+        "download grew RSS by {down_growth} KiB"
+    );
+    assert!(up_growth < 10 * 1024, "upload grew RSS by {up_growth} KiB");
+    drop(gw);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_body_framed_twice_reaches_the_origin_framed_once_and_client_faults_are_not_5xx() {
+    let origin = EchoOrigin::start().await;
+    let app = gateway_app(&origin.base(), &[]).await;
+    let (_, access) = admitted_user(&app).await;
+    let send = |raw: String| async move {
+        let mut s = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+        s.write_all(raw.as_bytes()).await.unwrap();
+        let mut buf = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf)).await;
+        String::from_utf8_lossy(&buf).into_owned()
+    };
+    // Transfer-Encoding and a contradicting Content-Length: chunked framing wins, the origin
+    // gets the five bytes with no Content-Length of 3 beside them (or hyper refuses it: 400).
+    let answer = send(format!(
+        "POST /shop/upload HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {access}\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\nConnection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+    ))
+    .await;
+    let status = answer.split(' ').nth(1).unwrap_or("");
+    assert!(status == "200" || status == "400", "{answer}");
+    if status == "200" {
+        assert!(answer.contains(r#"{"received":5}"#), "{answer}");
+    }
+    // A body that breaks off (announced 1000 bytes, sends 10, then half-closes): the client's
+    // fault, never a 502.
+    let mut s = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    s.write_all(
+        format!(
+            "POST /shop/upload HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {access}\r\nContent-Length: 1000\r\n\r\n0123456789"
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    s.shutdown().await.unwrap();
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf)).await;
+    let answer = String::from_utf8_lossy(&buf);
+    println!(
+        "TE + CL: {status}; a body that broke off: {:?}",
+        answer.lines().next()
+    );
+    assert!(!answer.starts_with("HTTP/1.1 5"), "{answer}");
+    app.stop().await;
+}
