@@ -32,23 +32,32 @@ db="qgcontract_$$"
 prefix="qgcontract$$"
 admin="contract-admin-token-0123456789"
 tmp=$(mktemp -d)
-LISTEN_ADDR="127.0.0.1:$port" DATABASE_URL="mysql://root@127.0.0.1:3306/$db" ADMIN_TOKEN="$admin" \
-  REDIS_KEY_PREFIX="$prefix" RUST_LOG=error \
-  QUEUE_TICK_MS=100 QUEUE_ADMIT_PER_TICK=100000 QUEUE_MAX_ACTIVE=1000000 \
-  RATE_JOIN_PER_MIN=0 RATE_CHARGE_PER_MIN=0 RATE_HOLD_PER_MIN=0 RATE_ADDRESS_PER_MIN=0 \
-  "$target/debug/queuegate" serve >"$tmp/gateway.log" 2>&1 &
-gw=$!
-cleanup() {
+start_gateway() { # extra KEY=value settings…
+  env LISTEN_ADDR="127.0.0.1:$port" DATABASE_URL="mysql://root@127.0.0.1:3306/$db" ADMIN_TOKEN="$admin" \
+    REDIS_KEY_PREFIX="$prefix" RUST_LOG=error \
+    QUEUE_TICK_MS=100 QUEUE_ADMIT_PER_TICK=100000 QUEUE_MAX_ACTIVE=1000000 \
+    RATE_JOIN_PER_MIN=0 RATE_CHARGE_PER_MIN=0 RATE_HOLD_PER_MIN=0 RATE_ADDRESS_PER_MIN=0 \
+    "$@" "$target/debug/queuegate" serve >>"$tmp/gateway.log" 2>&1 &
+  gw=$!
+  for _ in $(seq 1 100); do curl -fs "$base/readyz" >/dev/null && return 0; sleep 0.2; done
+  echo "[contract] the gateway did not start" >&2
+  tail -20 "$tmp/gateway.log" >&2
+  exit 1
+}
+stop_gateway() {
   kill "$gw" 2>/dev/null || true
   wait "$gw" 2>/dev/null || true
+}
+cleanup() {
+  stop_gateway
   redis-cli --scan --pattern "${prefix}*" | xargs -r -n 500 redis-cli del >/dev/null || true
   mariadb -h127.0.0.1 -uroot -e "DROP DATABASE IF EXISTS $db" || true
   rm -rf "$tmp"
 }
 trap cleanup EXIT
 base="http://127.0.0.1:$port"
-for _ in $(seq 1 100); do curl -fs "$base/readyz" >/dev/null && break; sleep 0.2; done
-curl -fs "$base/readyz" >/dev/null || { echo "[contract] the gateway did not start" >&2; tail -20 "$tmp/gateway.log" >&2; exit 1; }
+gw=
+start_gateway
 
 # Fixtures: the concert the fuzzer books (20 dates, 1,000 seats), and one whose queue settings
 # it may change (so a generated "admit_per_tick: 0" cannot stall the first).
@@ -58,6 +67,15 @@ concert=$(curl -fsS -X POST "$base/v1/admin/concerts" -H "Authorization: Bearer 
   -d "{\"name\":\"Contract Night\",\"schedules\":$dates}" | json "['concert_id']")
 admin_concert=$(curl -fsS -X POST "$base/v1/admin/concerts" -H "Authorization: Bearer $admin" -H 'content-type: application/json' \
   -d '{"name":"Contract Admin Night","schedules":[{"starts_at":"2031-02-01T19:00:00Z","price":100}]}' | json "['concert_id']")
+
+# Gateway mode on, in front of the contract concert's line, so that the gateway-session
+# endpoints are live too: the same database and key prefix, restarted with UPSTREAM_* set.
+# Only /shop is guarded (nothing the fuzzer calls) and the origin's port is closed: the
+# forwarding itself is covered by tests/gateway.rs against real origins.
+stop_gateway
+origin_port=$((port + 1))
+while port_open "$origin_port"; do origin_port=$((origin_port + 1)); done
+start_gateway UPSTREAM_URL="http://127.0.0.1:$origin_port" UPSTREAM_PATHS=/shop UPSTREAM_CONCERT_ID="$concert"
 
 checks="not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,response_headers_conformance"
 calls="$tmp/calls.txt"
