@@ -5,10 +5,10 @@
   compose-command SERVICE [--sub ...] [--path ...]  its command, one argument per line
   render SRC DST [REGEX REPLACEMENT COUNT]...        copy a config file, replacing only the given
                                                      patterns, each exactly COUNT times
-  dashboards --prom URL [--pending NAMES] [--range D] [--rate-interval D] [--dashboards DIR]
+  dashboards --prom URL [--mode-off NAMES] [--range D] [--rate-interval D] [--dashboards DIR]
                                                      every PromQL expression of grafana/dashboards
                                                      sent to Prometheus; a table; exit 1 when any
-                                                     is empty (pending metrics are listed apart)
+                                                     is empty (panels of a mode the stack does not run are listed apart)
   listings --addr HOST:PORT --concert ID [--requests N] [--connections N]
                                                      a listings-only load: one admitted fan, then
                                                      N seat-map reads
@@ -206,7 +206,7 @@ def cmd_dashboards(args):
     prom = option(args, "--prom", "http://127.0.0.1:9090")
     rng = option(args, "--range", "10m")
     rate_interval = option(args, "--rate-interval", "1m")
-    pending = set(filter(None, option(args, "--pending", "").split(",")))
+    mode_off = set(filter(None, option(args, "--mode-off", "").split(",")))
     directory = option(args, "--dashboards", str(ROOT / "grafana" / "dashboards"))
     exported = {r["metric"]["__name__"] for r in
                 prom_query(prom, 'group by (__name__) ({__name__=~"queuegate_.+"})')["result"]}
@@ -230,11 +230,11 @@ def cmd_dashboards(args):
         if err:
             state = "ERROR"
         elif n == 0:
-            state = "PENDING METRIC" if missing and missing <= pending else "EMPTY"
+            state = "MODE OFF" if missing and missing <= mode_off else "EMPTY"
         rows.append((dash, panel, q, n, state, err, missing))
         if state in ("EMPTY", "ERROR"):
             empty.append(rows[-1])
-        elif state == "PENDING METRIC":
+        elif state == "MODE OFF":
             waiting.append(rows[-1])
     width = max(len(r[1]) for r in rows)
     print(f"{'dashboard':<13} {'panel':<{width}} {'series':>6}  {'state':<14}  expression")
@@ -242,9 +242,9 @@ def cmd_dashboards(args):
         short = q if len(q) <= 110 else q[:107] + "..."
         print(f"{dash:<13} {panel:<{width}} {n:>6}  {state:<14}  {short}")
     print(f"\n{len(rows)} queries: {len(rows) - len(empty) - len(waiting)} with data, "
-          f"{len(empty)} empty or failing, {len(waiting)} waiting for a pending metric")
+          f"{len(empty)} empty or failing, {len(waiting)} for a mode this stack does not run")
     for dash, panel, q, _, state, err, missing in waiting:
-        print(f"  pending metric: {dash} / {panel}: {', '.join(sorted(missing))}")
+        print(f"  mode off: {dash} / {panel}: {', '.join(sorted(missing))}")
     for dash, panel, q, _, state, err, missing in empty:
         why = err or (f"missing metrics: {', '.join(sorted(missing))}" if missing else "no series")
         print(f"  {state}: {dash} / {panel}: {q}  ({why})")
