@@ -2,11 +2,18 @@
 # CPU share per process during one load scenario: gateway, Redis, MariaDB, load tool.
 # Usage: scripts/cpu-split.sh <scenario> [queuegate-load options], e.g.
 #   scripts/cpu-split.sh poll --requests 400000
+# The measured phase must outlast the 4 s sample plus a second (e.g. join --users 200000).
 # Samples /proc/<pid>/stat over 4 s in the middle of the run (needs a release build:
 # scripts/bench.sh builds one).
+#
+# `scripts/cpu-split.sh wrk-poll` measures the status poll with a second, independent client:
+# the load tool's `waiting` scenario makes WRK_USERS (default 1,000) waiting users, then
+# `wrk -t1 -c64` polls /v1/queue/status for 12 s rotating through their queue tokens.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin="${CARGO_TARGET_DIR:-$HOME/.cache/queuegate-target}/release"
+# GATEWAY_BIN measures another build of the gateway (e.g. an older commit's) with this load tool.
+gateway_bin="${GATEWAY_BIN:-$bin/queuegate}"
 export ADMIN_TOKEN="bench-admin-token-0123456789" JWT_SECRET="bench-secret-bench-secret-bench-secret" QG_ADDR=127.0.0.1:${BENCH_PORT:-18090}
 db=queuegate_cpu
 mariadb -h127.0.0.1 -uroot -e "DROP DATABASE IF EXISTS $db"
@@ -14,7 +21,7 @@ mariadb -h127.0.0.1 -uroot -e "DROP DATABASE IF EXISTS $db"
 log_file=$(mktemp -t queuegate-cpu-XXXX.log)
 # shellcheck disable=SC2086
 env DATABASE_URL="mysql://root@127.0.0.1:3306/$db" LISTEN_ADDR=$QG_ADDR REDIS_KEY_PREFIX="qgcpu$$" \
-  ${BENCH_ENV:-} "$bin/queuegate" serve 2>"$log_file" &
+  ${BENCH_ENV:-} "$gateway_bin" serve 2>"$log_file" &
 gw=$!
 trap 'kill $gw; wait $gw 2>/dev/null; redis-cli --scan --pattern "qgcpu$$*" | xargs -r -n 1000 redis-cli del >/dev/null' EXIT
 for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/${BENCH_PORT:-18090}") 2>/dev/null && break; sleep 0.2; done
@@ -23,13 +30,41 @@ ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
 redis=$(redis-cli -p 6379 info server | tr -d '\r' | awk -F: '/^process_id:/ {print $2}')
 maria=$(mariadb -h127.0.0.1 -uroot -N -e "SELECT @@pid_file" 2>/dev/null | xargs -r cat 2>/dev/null || pgrep -xo mariadbd)
 out=$(mktemp)
-"$bin/queuegate-load" "$@" > "$out" &
-lt=$!
-sleep 2.5
+if [ "${1:-}" = wrk-poll ]; then
+  command -v wrk >/dev/null || { echo "wrk-poll needs wrk (apt-get install wrk)" >&2; exit 2; }
+  tokens=$(mktemp) lua=$(mktemp --suffix .lua)
+  "$bin/queuegate-load" waiting --users "${WRK_USERS:-1000}" --out "$tokens" | grep -E "^waiting|verdict"
+  cat >"$lua" <<LUA
+local tokens, i = {}, 0
+for line in io.lines("$tokens") do tokens[#tokens + 1] = line end
+request = function()
+  i = i % #tokens + 1
+  return wrk.format("GET", "/v1/queue/status", { ["Authorization"] = "Bearer " .. tokens[i] })
+end
+LUA
+  wrk -t1 -c64 -d12s --latency -s "$lua" "http://$QG_ADDR" > "$out" &
+  lt=$!
+else
+  "$bin/queuegate-load" "$@" > "$out" &
+  lt=$!
+fi
+# Sample only the measured phase, not the scenario's setup: the load tool prints "measuring"
+# when it starts (wrk starts measuring at once); skip its first second (connections opening).
+for _ in $(seq 1 3000); do
+  { [ "${1:-}" = wrk-poll ] || grep -q "^measuring" "$out"; } && break
+  kill -0 $lt 2>/dev/null || break
+  sleep 0.1
+done
+sleep 1
 g0=$(ticks $gw); r0=$(ticks "$redis"); m0=$(ticks "$maria"); l0=$(ticks $lt)
 sleep 4
+if ! kill -0 $lt 2>/dev/null; then
+  cat "$out" >&2
+  echo "cpu-split: the load ended before the 4 s sample did; give it more --requests or --users" >&2
+  exit 1
+fi
 g1=$(ticks $gw); r1=$(ticks "$redis"); m1=$(ticks "$maria"); l1=$(ticks $lt)
 wait $lt || true
 echo "cpu % of one core over 4 s: gateway $(( (g1-g0)/4 ))  redis $(( (r1-r0)/4 ))  mariadb $(( (m1-m0)/4 ))  load $(( (l1-l0)/4 ))"
-grep -E "req/s|latency" "$out"
+grep -E "req/s|Requests/sec|latency|Latency|99%|Non-2xx" "$out"
 rm -f "$out"

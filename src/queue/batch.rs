@@ -38,7 +38,9 @@ impl<I: Send + 'static, O: Send + 'static> Coalescer<I, O> {
     }
 
     /// Submits one item of `line` and waits for its answer. `call` sends a batch (its answers
-    /// in the same order); it runs on a driver task, so it must own what it uses.
+    /// in the same order); it runs on a driver task, so it must own what it uses. The driver
+    /// started by one submit sends the items of later ones too, with its own `call`: every
+    /// submit of a coalescer must pass an equivalent call.
     pub async fn submit<F, Fut>(
         self: &Arc<Self>,
         line: LineId,
@@ -76,6 +78,13 @@ impl<I: Send + 'static, O: Send + 'static> Coalescer<I, O> {
         Fut: Future<Output = Result<Vec<O>, StoreError>>,
     {
         loop {
+            // Let the tasks that are ready right now run first: on a busy instance they are
+            // requests of this line about to be submitted, and they join this batch instead of
+            // the next. When nothing else is ready this returns at once (no added latency at
+            // low load). Without it a freshly spawned driver runs straight after its spawner
+            // (tokio's LIFO slot) and carries fewer items (measured: 30 polls per status call
+            // with this yield, 18.6 without, `poll` at 64 connections).
+            tokio::task::yield_now().await;
             let batch: Vec<(I, Waiter<O>)> = {
                 let Ok(mut lines) = self.lines.lock() else {
                     return;
@@ -174,18 +183,25 @@ mod tests {
     #[tokio::test]
     async fn a_failed_call_fails_each_of_its_items() {
         let c: Arc<Coalescer<u64, u64>> = Coalescer::new("test");
-        let r = c
-            .submit(line(), 7, |_, _| async {
-                Err(StoreError::Unavailable(
-                    crate::store_error::Dependency::Redis,
-                ))
-            })
-            .await;
+        // One call as in production (every submit of a line passes the same call): it fails
+        // the first time it is made and answers afterwards.
+        let made = Arc::new(AtomicUsize::new(0));
+        let call = move |_: LineId, items: Vec<u64>| {
+            let first = made.fetch_add(1, Ordering::SeqCst) == 0;
+            async move {
+                if first {
+                    Err(StoreError::Unavailable(
+                        crate::store_error::Dependency::Redis,
+                    ))
+                } else {
+                    Ok(items)
+                }
+            }
+        };
+        let r = c.submit(line(), 7, call.clone()).await;
         assert!(matches!(r, Err(StoreError::Unavailable(_))));
         // And the line is usable again afterwards.
-        let ok = c
-            .submit(line(), 7, |_, items: Vec<u64>| async move { Ok(items) })
-            .await;
+        let ok = c.submit(line(), 7, call).await;
         assert_eq!(ok.unwrap(), 7);
     }
 }

@@ -52,6 +52,8 @@ where
     for _ in 0..conns {
         opened.push(Conn::open(addr).await?);
     }
+    // scripts/cpu-split.sh waits for this line so that its CPU samples cover only this phase.
+    println!("measuring: {conns} connections");
     let started = Instant::now();
     let deadline = started + limit;
     let workers = opened.into_iter().map(|mut conn| {

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo run --release --bin queuegate-load -- <scenario> [options]
-//! scenarios: baseline poll join rush-one rush-many flow sse scale proxy
+//! scenarios: baseline poll join rush-one rush-many flow sse scale eta sale-open shards proxy waiting
 //! ```
 //! See `--help` and BENCHMARKS.md (`scripts/bench.sh` runs them all against a fresh gateway).
 
@@ -31,6 +31,8 @@ Scenarios:
   eta         20,000 fans under a steady admission: how right were their ETAs?
   sale-open   100,000 fans join in the minute before a sale opens (--duration = the lead)
   shards      30 concerts × 10,000 fans on a Redis Cluster: per-shard keys and Redis CPU
+  waiting     --users (default 1,000) join a paused line; their queue tokens go to --out, one
+              per line, for an outside client (scripts/cpu-split.sh wrk-poll drives wrk with them)
   proxy       gateway mode: a static page straight from --origin vs through the gateway
               (--addr, running with UPSTREAM_CONCERT_ID=--concert), admitted visitors
 
@@ -47,7 +49,8 @@ Options (environment fallback in brackets):
   --gateway-pid PID       for RSS/CPU figures (sse)
   --origin HOST:PORT      the origin, reached directly (proxy) [QG_ORIGIN]
   --concert ID            the gateway's UPSTREAM_CONCERT_ID (proxy) [QG_CONCERT]
-  --path PATH             the page fetched (proxy; default /shop/index.html)";
+  --path PATH             the page fetched (proxy; default /shop/index.html)
+  --out FILE              where waiting writes its queue tokens";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -90,6 +93,7 @@ async fn run(name: &str, o: &options::Options) -> Result<bool, client::Error> {
     match name {
         "baseline" => throughput::baseline(o).await,
         "poll" => throughput::poll(o).await,
+        "waiting" => throughput::waiting(o).await,
         "join" => throughput::join(o).await,
         "rush-one" => rush::rush(o, true).await,
         "rush-many" => rush::rush(o, false).await,

@@ -20,6 +20,8 @@ pub struct Options {
     pub concert: Option<u64>,
     /// The page fetched (`proxy`).
     pub path: Option<String>,
+    /// Where `waiting` writes its queue tokens, one per line.
+    pub out: Option<String>,
 }
 
 pub fn parse(args: &[String]) -> Result<(String, Options), String> {
@@ -46,6 +48,7 @@ pub fn parse(args: &[String]) -> Result<(String, Options), String> {
             .map(|v| v.parse().map_err(|_| "QG_CONCERT must be a concert id"))
             .transpose()?,
         path: None,
+        out: None,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -98,6 +101,7 @@ pub fn parse(args: &[String]) -> Result<(String, Options), String> {
                 }
                 o.path = Some(p);
             }
+            "--out" => o.out = Some(value("--out")?),
             s if s.starts_with('-') => return Err(format!("unknown option {s}")),
             s if scenario.is_none() => scenario = Some(s.to_owned()),
             s => return Err(format!("unexpected argument {s}")),

@@ -57,6 +57,27 @@ pub async fn poll(o: &Options) -> Result<bool, Error> {
     Ok(ok)
 }
 
+/// Sets up `poll`'s line for an outside client: the users join a paused concert and their
+/// queue tokens are written to `--out`. The verdict is that every one of them is waiting.
+pub async fn waiting(o: &Options) -> Result<bool, Error> {
+    let n = o.users.unwrap_or(1_000);
+    let out = o.out.as_deref().ok_or("waiting needs --out FILE")?;
+    let concert = create_concert(o, 1, 100).await?;
+    set_queue(o, concert.id, json!({"admit_per_tick": 0})).await?;
+    let users = minted_users(o, n)?;
+    let tokens = join_all(o, concert.id, &users).await?;
+    let lines: Vec<&str> = tokens.iter().map(|t| &**t).collect();
+    std::fs::write(out, lines.join("\n") + "\n").map_err(|e| format!("{out}: {e}"))?;
+    let view = set_queue(o, concert.id, json!({})).await?;
+    let ok = view["waiting"] == n as u64;
+    println!(
+        "waiting: concert {} with {} waiting; {n} queue tokens in {out}",
+        concert.id, view["waiting"]
+    );
+    println!("verdict     {}", if ok { "PASS" } else { "FAIL" });
+    Ok(ok)
+}
+
 pub async fn join(o: &Options) -> Result<bool, Error> {
     let n = o.users.unwrap_or(100_000);
     let concert = create_concert(o, 1, 100).await?;
