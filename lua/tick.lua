@@ -23,13 +23,14 @@
 -- * after a tick, admitted <= max_active: expired admissions leave first, then at most
 --   min(admit_per_tick, max_active - admitted) users enter, in arrival (seq) order;
 -- * idle users (not seen for the idle limit) never enter: they are dropped when they reach
---   the front, and a rolling scan drops them from the rest of the line, covering the whole
---   line about once per idle period.
+--   the front, and a rolling scan (scan.lua, sent in chunks after each tick that ran) drops
+--   them from the rest of the line, covering the whole line about once per idle period.
 -- * before the sale starts (settings sale_start_ms) nobody enters and nobody is idle; the
 --   first tick of the sale records the draw (how many pre-queue places there are: their order
 --   was fixed, at random, when each was taken — see join.lua) exactly once, and admission
 --   starts from the front of that order;
--- Work per call is bounded (batches of at most 10,000 / 20,000), so Redis never stalls.
+-- Work per call is bounded (at most 10,000 expiries and admit_per_tick admissions; nothing here
+-- walks the line), so Redis never stalls.
 --
 -- Returns { ran, admitted_now, expired_now, idle_now, waiting, admitted, admitted_total,
 --           next_due_ms, tick_ms, max_active, measured rate in users per 1000 s (-1000 when
@@ -37,8 +38,9 @@
 --           pre-queue places drawn by this tick, -1 when it drew nothing, -2 before the
 --           start), then 17 counts of this tick's admissions by wait (s): <=1, <=5, <=10,
 --           <=30, <=60, <=120, <=300, <=600, <=900, <=1200, <=1800, <=2700, <=3600, <=5400,
---           <=7200, <=10800, more }
--- Instances that lose the claim still get the last four, which keep their ETA figures fresh.
+--           <=7200, <=10800, more, then how many places the idle scan should cover now (0 when
+--           none) }
+-- Instances that lose the claim still get the pace figures, which keep their ETAs fresh.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 
@@ -58,19 +60,25 @@ local function no_waits(out)
   end
   return out
 end
+-- The answer of a tick that did not run: no admissions by wait, no scan due.
+local function not_run(out)
+  out = no_waits(out)
+  out[#out + 1] = 0
+  return out
+end
 
 local period = math.floor(now / tick_ms)
 local next_due = (period + 1) * tick_ms - now
 if now < start then
   -- Before the sale: nobody enters, nobody is idle. Come back at the start at the latest.
-  return no_waits({ 0, 0, 0, 0, redis.call('ZCARD', KEYS[1]), 0, 0, math.min(next_due, start - now),
-                    tick_ms, max_active, -1000, per_tick, start, -2 })
+  return not_run({ 0, 0, 0, 0, redis.call('ZCARD', KEYS[1]), 0, 0, math.min(next_due, start - now),
+                   tick_ms, max_active, -1000, per_tick, start, -2 })
 end
 local last = tonumber(redis.call('HGET', KEYS[5], 'last_tick_ms') or '-1')
 if last >= 0 and math.floor(last / tick_ms) >= period then
   local measured = tonumber(redis.call('HGET', KEYS[5], 'rate') or '-1')
-  return no_waits({ 0, 0, 0, 0, 0, 0, 0, next_due, tick_ms, max_active, math.floor(measured * 1000),
-                    per_tick, start, -1 })
+  return not_run({ 0, 0, 0, 0, 0, 0, 0, next_due, tick_ms, max_active, math.floor(measured * 1000),
+                   per_tick, start, -1 })
 end
 redis.call('HSET', KEYS[5], 'last_tick_ms', now)
 redis.call('HINCRBY', KEYS[5], 'ticks_total', 1)
@@ -162,30 +170,14 @@ while admitted_now < want do
   end
 end
 
--- 3. The rolling idle scan: a window of the line per tick, sized to cover the whole line
--- about once per idle period.
+-- 3. The rolling idle scan is not done here: its window grows with the line (up to 20,000
+-- places at 2.4 million), and one such call blocked Redis for ~100 ms with 1,000,000 waiting.
+-- This tick only says how much of the line is due this period (the last value returned); the
+-- instance that ran it sends scan.lua in chunks of at most 2,000 places.
 local waiting = redis.call('ZCARD', KEYS[1])
+local scan_due = 0
 if waiting > 0 then
-  local cursor = tonumber(redis.call('HGET', KEYS[5], 'scan_rank') or '0')
-  if cursor >= waiting then
-    cursor = 0
-  end
-  local budget = math.ceil(waiting * tick_ms / (idle * 1000))
-  budget = math.max(200, math.min(20000, budget))
-  local window = redis.call('ZRANGE', KEYS[1], cursor, cursor + budget - 1, 'WITHSCORES')
-  local dropped = 0
-  for i = 1, #window, 2 do
-    local seq = tonumber(window[i + 1])
-    local b, f = bucket(seq)
-    if math.max(tonumber(redis.call('HGET', b, f) or '0'), start_s) < cutoff then
-      redis.call('ZREM', KEYS[1], window[i])
-      redis.call('HDEL', b, f)
-      dropped = dropped + 1
-    end
-  end
-  idle_count = idle_count + dropped
-  redis.call('HSET', KEYS[5], 'scan_rank', cursor + #window / 2 - dropped)
-  waiting = waiting - dropped
+  scan_due = math.max(200, math.min(20000, math.ceil(waiting * tick_ms / (idle * 1000))))
 end
 
 local active = redis.call('ZCARD', KEYS[3])
@@ -224,4 +216,5 @@ local out = { 1, admitted_now, #expired, idle_count, waiting, active, total, nex
 for _, n in ipairs(waits) do
   out[#out + 1] = n
 end
+out[#out + 1] = scan_due
 return out

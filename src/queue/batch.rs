@@ -1,8 +1,8 @@
 //! Coalescing: concurrent calls for one line on one instance share one script call.
 //!
-//! A request that finds no call of its line in flight starts one at once (no added latency at
-//! low load); requests that arrive while a call is in flight wait for it to finish and then go
-//! together in the next call. Redis runs a line on one thread, so what a poll costs *there* is
+//! A request that finds no call of its line in flight sends its own at once, from its own task
+//! (no added latency at low load); requests that arrive while a call is in flight wait for it
+//! to finish and then go together in the next call, sent by a driver task. Redis runs a line on one thread, so what a poll costs *there* is
 //! the ceiling of a whole sale: one EVALSHA for 50 polls costs far less than 50 EVALSHAs.
 
 use crate::domain::LineId;
@@ -18,7 +18,7 @@ pub const MAX_BATCH: usize = 256;
 type Waiter<O> = oneshot::Sender<Result<O, StoreError>>;
 
 struct Slot<I, O> {
-    /// A driver task is sending this line's calls.
+    /// A call of this line is in flight (sent by a lead request or a driver task).
     busy: bool,
     pending: Vec<(I, Waiter<O>)>,
 }
@@ -38,9 +38,9 @@ impl<I: Send + 'static, O: Send + 'static> Coalescer<I, O> {
     }
 
     /// Submits one item of `line` and waits for its answer. `call` sends a batch (its answers
-    /// in the same order); it runs on a driver task, so it must own what it uses. The driver
-    /// started by one submit sends the items of later ones too, with its own `call`: every
-    /// submit of a coalescer must pass an equivalent call.
+    /// in the same order). The task that started a line's calls sends the items of later
+    /// submits too, with its own `call`: every submit of a coalescer must pass an equivalent
+    /// call.
     pub async fn submit<F, Fut>(
         self: &Arc<Self>,
         line: LineId,
@@ -52,7 +52,7 @@ impl<I: Send + 'static, O: Send + 'static> Coalescer<I, O> {
         Fut: Future<Output = Result<Vec<O>, StoreError>> + Send + 'static,
     {
         let (tx, rx) = oneshot::channel();
-        let start_driver = {
+        let lead = {
             let mut lines = self
                 .lines
                 .lock()
@@ -61,14 +61,46 @@ impl<I: Send + 'static, O: Send + 'static> Coalescer<I, O> {
                 busy: false,
                 pending: Vec::new(),
             });
-            slot.pending.push((item, tx));
-            !std::mem::replace(&mut slot.busy, true)
+            if slot.busy {
+                slot.pending.push((item, tx));
+                None
+            } else {
+                slot.busy = true;
+                Some(item)
+            }
         };
-        if start_driver {
-            tokio::spawn(self.clone().drive(line, call));
+        match lead {
+            Some(item) => self.lead(line, item, call).await,
+            None => rx
+                .await
+                .map_err(|_| StoreError::bug("coalesced call dropped its answer"))?,
         }
-        rx.await
-            .map_err(|_| StoreError::bug("coalesced call dropped its answer"))?
+    }
+
+    /// The line was idle: this item goes at once, from the caller's own task, alone — no
+    /// hand-off to another task, so at low load coalescing costs nothing. Items that arrive
+    /// while it is in flight are handed to a driver task when it ends (`Handoff`), also when
+    /// the caller stops waiting, so a dropped request never strands them.
+    async fn lead<F, Fut>(self: &Arc<Self>, line: LineId, item: I, call: F) -> Result<O, StoreError>
+    where
+        F: Fn(LineId, Vec<I>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Vec<O>, StoreError>> + Send + 'static,
+    {
+        metrics::histogram!("queuegate_queue_batch_size", "call" => self.name).record(1.0);
+        let sent = call(line, vec![item]);
+        let handoff = Handoff {
+            coalescer: self.clone(),
+            line,
+            call: Some(call),
+            _sent: std::marker::PhantomData,
+        };
+        let answer = sent.await;
+        drop(handoff);
+        let mut answers = answer?;
+        match (answers.pop(), answers.is_empty()) {
+            (Some(one), true) => Ok(one),
+            _ => Err(StoreError::bug("a batch answer of the wrong length")),
+        }
     }
 
     /// Sends the line's pending items, batch after batch, until none are left.
@@ -121,6 +153,48 @@ impl<I: Send + 'static, O: Send + 'static> Coalescer<I, O> {
                     }
                 }
             }
+        }
+    }
+}
+
+/// Ends a lead call: releases the idle line, or hands the items that queued behind the call
+/// to a driver task. Runs on drop, so it also happens when the leading request is cancelled.
+struct Handoff<I, O, F, Fut>
+where
+    I: Send + 'static,
+    O: Send + 'static,
+    F: Fn(LineId, Vec<I>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Vec<O>, StoreError>> + Send + 'static,
+{
+    coalescer: Arc<Coalescer<I, O>>,
+    line: LineId,
+    call: Option<F>,
+    _sent: std::marker::PhantomData<fn() -> Fut>,
+}
+
+impl<I, O, F, Fut> Drop for Handoff<I, O, F, Fut>
+where
+    I: Send + 'static,
+    O: Send + 'static,
+    F: Fn(LineId, Vec<I>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Vec<O>, StoreError>> + Send + 'static,
+{
+    fn drop(&mut self) {
+        let Some(call) = self.call.take() else {
+            return;
+        };
+        let queued = match self.coalescer.lines.lock() {
+            Ok(mut lines) => match lines.get(&self.line) {
+                Some(slot) if !slot.pending.is_empty() => true,
+                _ => {
+                    lines.remove(&self.line);
+                    false
+                }
+            },
+            Err(_) => false,
+        };
+        if queued && let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(self.coalescer.clone().drive(self.line, call));
         }
     }
 }
@@ -203,5 +277,44 @@ mod tests {
         // And the line is usable again afterwards.
         let ok = c.submit(line(), 7, call).await;
         assert_eq!(ok.unwrap(), 7);
+    }
+
+    #[tokio::test]
+    async fn items_queued_behind_a_cancelled_lead_are_still_answered() {
+        let c: Arc<Coalescer<u64, u64>> = Coalescer::new("test");
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let calls = Arc::new(AtomicUsize::new(0));
+        let call = {
+            let (gate, calls) = (gate.clone(), calls.clone());
+            move |_: LineId, items: Vec<u64>| {
+                let (gate, calls) = (gate.clone(), calls.clone());
+                async move {
+                    calls.fetch_add(1, Ordering::SeqCst);
+                    let _ = gate.acquire().await.map(|p| p.forget());
+                    Ok(items.iter().map(|i| i + 1).collect())
+                }
+            }
+        };
+        let lead = {
+            let (c, call) = (c.clone(), call.clone());
+            tokio::spawn(async move { c.submit(line(), 1, call).await })
+        };
+        while calls.load(Ordering::SeqCst) == 0 {
+            tokio::task::yield_now().await;
+        }
+        let queued = {
+            let (c, call) = (c.clone(), call.clone());
+            tokio::spawn(async move { c.submit(line(), 2, call).await })
+        };
+        // Let the second item queue behind the lead's call, then drop the lead mid-call.
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        lead.abort();
+        assert!(lead.await.unwrap_err().is_cancelled());
+        gate.add_permits(10);
+        assert_eq!(queued.await.unwrap().unwrap(), 3);
+        // And the line is free again: a new item leads a call of its own.
+        assert_eq!(c.submit(line(), 5, call).await.unwrap(), 6);
     }
 }

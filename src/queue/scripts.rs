@@ -11,6 +11,7 @@ pub struct Scripts {
     pub status: Script,
     pub leave: Script,
     pub tick: Script,
+    pub scan: Script,
     pub figures: Script,
 }
 
@@ -24,11 +25,12 @@ impl Scripts {
             status: Script::new("status", include_str!("../../lua/status.lua")),
             leave: Script::new("leave", include_str!("../../lua/leave.lua")),
             tick: Script::new("tick", include_str!("../../lua/tick.lua")),
+            scan: Script::new("scan", include_str!("../../lua/scan.lua")),
             figures: Script::new("figures", include_str!("../../lua/figures.lua")),
         }
     }
 
-    pub fn all(&self) -> [&Script; 8] {
+    pub fn all(&self) -> [&Script; 9] {
         [
             &self.check_access,
             &self.revoke,
@@ -37,6 +39,7 @@ impl Scripts {
             &self.status,
             &self.leave,
             &self.tick,
+            &self.scan,
             &self.figures,
         ]
     }

@@ -47,9 +47,10 @@ pub struct Queue {
     max_streams: usize,
     /// Marks this instance wrote recently (a fresh one needs no rewrite).
     marks: Marks,
-    /// Concurrent polls of a line share one script call; so do joins.
+    /// Concurrent polls of a line share one script call; so do joins and access checks.
     statuses: Arc<Coalescer<(UserId, u64, bool), Place>>,
     joins: Arc<Coalescer<JoinItem, Joined>>,
+    accesses: Arc<Coalescer<(UserId, u64), Access>>,
 }
 
 impl Queue {
@@ -68,6 +69,7 @@ impl Queue {
             marks: Marks::new(defaults.idle_secs),
             statuses: Coalescer::new("status"),
             joins: Coalescer::new("join"),
+            accesses: Coalescer::new("access"),
             defaults,
         }
     }
@@ -223,7 +225,15 @@ impl Queue {
 
     /// Does the admission an access token names still admit (and if not, why not)?
     pub async fn check_access(&self, t: &AccessToken) -> Result<Access, QueueError> {
-        Ok(self.store.check_access(t.line(), t.user_id, t.seq).await?)
+        let store = self.store.clone();
+        let access = self
+            .accesses
+            .submit(t.line(), (t.user_id, t.seq), move |line, items| {
+                let store = store.clone();
+                async move { store.check_access_batch(line, &items).await }
+            })
+            .await?;
+        Ok(access)
     }
 
     /// Admits `user` at once, outside the line (operators and tests); returns the access token.

@@ -86,27 +86,38 @@ impl QueueStore {
         Ok(())
     }
 
-    /// Is the admission (user, seq) of `line` still live? If not, why not.
-    pub async fn check_access(
+    /// Are these admissions (user, seq) of `line` still live? If not, why not. One answer per
+    /// item, in order.
+    pub async fn check_access_batch(
         &self,
         line: LineId,
-        user: UserId,
-        seq: u64,
-    ) -> Result<Access, StoreError> {
+        items: &[(UserId, u64)],
+    ) -> Result<Vec<Access>, StoreError> {
         let k = self.keys(line);
-        let reply: Value = self
+        let mut argv = Vec::with_capacity(items.len() * 2);
+        for (user, seq) in items {
+            argv.push(int(user.get()));
+            argv.push(int(*seq));
+        }
+        let reply: Vec<Value> = self
             .scripts
             .check_access
             .run(
                 self.client(),
                 keys([&k.admitted, &k.adm_seq, &k.ended]),
-                vec![int(user.get()), int(seq)],
+                argv,
             )
             .await?;
-        Ok(match reply.as_i64() {
-            Some(1) => Access::Live,
-            _ => Access::Ended(Ended::from_reason(value_str(&reply))),
-        })
+        if reply.len() != items.len() {
+            return Err(StoreError::bug("check_access reply of the wrong shape"));
+        }
+        Ok(reply
+            .iter()
+            .map(|v| match v.as_i64() {
+                Some(1) => Access::Live,
+                _ => Access::Ended(Ended::from_reason(value_str(v))),
+            })
+            .collect())
     }
 
     /// Ends the user's admission because they paid (only the admission with `seq`, if given)
