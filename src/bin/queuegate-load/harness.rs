@@ -354,7 +354,11 @@ impl Shared {
         }))
     }
 
-    /// One request on a borrowed connection; a broken connection is replaced.
+    /// One request on a borrowed connection; a broken connection is replaced. A request that
+    /// fails on a kept-alive connection is sent once more on a fresh one, as HTTP clients do:
+    /// the server may have closed the connection while it sat idle (its header-read timeout),
+    /// which the client only learns by using it. Only requests that may be repeated go
+    /// through here (status polls, and joins, which are idempotent).
     pub(crate) async fn send(
         &self,
         method: Method,
@@ -363,21 +367,20 @@ impl Shared {
         body: Option<Value>,
     ) -> Result<(StatusCode, Bytes), Error> {
         let _permit = self.permits.acquire().await?;
-        let mut conn = match self.conns.lock().await.pop() {
-            Some(c) => c,
-            None => Conn::open(self.addr).await?,
-        };
+        let pooled = self.conns.lock().await.pop();
         let body = body.map(|b| Bytes::from(b.to_string()));
-        let result = conn.send(method, path, token, body).await;
-        match &result {
-            Ok(_) => self.conns.lock().await.push(conn),
-            Err(_) => {
-                if let Ok(fresh) = Conn::open(self.addr).await {
-                    self.conns.lock().await.push(fresh);
-                }
-            }
+        if let Some(mut conn) = pooled
+            && let Ok(answer) = conn.send(method.clone(), path, token, body.clone()).await
+        {
+            self.conns.lock().await.push(conn);
+            return Ok(answer);
         }
-        result
+        let mut fresh = Conn::open(self.addr).await?;
+        let answer = fresh.send(method, path, token, body).await;
+        if answer.is_ok() {
+            self.conns.lock().await.push(fresh);
+        }
+        answer
     }
 }
 
