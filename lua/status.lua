@@ -9,11 +9,13 @@
 -- KEYS[5] stats     HASH concert figures
 -- KEYS[6] settings  HASH per-concert settings (sale_start_ms)
 -- ARGV[1] idle limit (s)
--- ARGV[2..] triples: user id, seq named by the queue token, mark (1 or 0)
+-- ARGV[2..] pairs: user id, seq named by the queue token — negative (-seq) when the place is
+--           to be marked (two arguments per poll rather than three: each is a Lua string Redis
+--           makes for the call)
 --
--- mark = 1: check the user's last-seen time against the idle limit (an idle place is removed
--- and answers gone, as the tick would do) and record "seen now". mark = 0: the caller marked
--- this place less than half the idle limit ago, so it cannot be idle yet and its mark is
+-- marked (-seq): check the user's last-seen time against the idle limit (an idle place is
+-- removed and answers gone, as the tick would do) and record "seen now". Not marked: the caller
+-- marked this place less than half the idle limit ago, so it cannot be idle yet and its mark is
 -- fresh enough: no read, no write. Either way the answer is exact.
 --
 -- Invariants: a place answers only to the token that created it (same seq); the only writes
@@ -26,7 +28,7 @@
 -- no mark. After the start the idle clock of a place starts at the later of its last mark and
 -- the start, so pre-queue fans are not dropped as idle for having waited for the opening.
 --
--- Returns the sale start (ms, 0 when none), then one integer per triple: position (> 0) while
+-- Returns the sale start (ms, 0 when none), then one integer per pair: position (> 0) while
 -- waiting, -1 for a pre-queue place, -admission_end_ms (< -1) when admitted, 0 when gone.
 local t = redis.call('TIME')
 local now_s = tonumber(t[1])
@@ -36,9 +38,14 @@ local before_start = now < start
 local cutoff = now_s - tonumber(ARGV[1])
 local start_s = math.floor(start / 1000)
 local out = { start }
+local n = 1
 local idle = 0
-for i = 2, #ARGV, 3 do
+for i = 2, #ARGV, 2 do
   local user, seq = ARGV[i], tonumber(ARGV[i + 1])
+  local mark = seq < 0
+  if mark then
+    seq = -seq
+  end
   local result = 0
   local score = redis.call('ZSCORE', KEYS[1], user)
   if score then
@@ -48,7 +55,7 @@ for i = 2, #ARGV, 3 do
       result = -1
     else
       local present = true
-      if ARGV[i + 2] == '1' then
+      if mark then
         local bucket = KEYS[2] .. string.format('%.0f', math.floor(seq / 128))
         local field = string.format('%.0f', seq % 128)
         if math.max(tonumber(redis.call('HGET', bucket, field) or '0'), start_s) < cutoff then
@@ -70,7 +77,8 @@ for i = 2, #ARGV, 3 do
       result = -tonumber(ends)
     end
   end
-  out[#out + 1] = result
+  n = n + 1
+  out[n] = result
 end
 if idle > 0 then
   redis.call('HINCRBY', KEYS[5], 'idle_total', idle)

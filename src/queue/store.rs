@@ -259,12 +259,14 @@ impl QueueStore {
         items: &[(UserId, u64, bool)],
     ) -> Result<Vec<Place>, StoreError> {
         let k = self.keys(line);
-        let mut argv = Vec::with_capacity(1 + items.len() * 3);
+        let mut argv = Vec::with_capacity(1 + items.len() * 2);
         argv.push(int(idle_secs));
         for (user, seq, mark) in items {
             argv.push(int(user.get()));
-            argv.push(int(*seq));
-            argv.push(int(u64::from(*mark)));
+            // status.lua reads a negative seq as "mark this place".
+            let seq = i64::try_from(*seq)
+                .map_err(|_| StoreError::bug("a seq beyond i64 in a queue token"))?;
+            argv.push(Value::Integer(if *mark { -seq } else { seq }));
         }
         let reply: Vec<Value> = self
             .scripts
