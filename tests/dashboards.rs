@@ -55,12 +55,7 @@ async fn every_dashboard_metric_is_exported_after_a_short_run() {
     // A second user leaves, so leave counters exist.
     let other = app.create_user("leaver").await;
     let j: Value = app.join_queue(&other, concert.id).await;
-    app.http
-        .delete(app.url("/v1/queue"))
-        .bearer_auth(j["queue_token"].as_str().unwrap())
-        .send()
-        .await
-        .unwrap();
+    app.leave(j["queue_token"].as_str().unwrap()).await;
     let r = app
         .http
         .get(app.url(&format!("/v1/admin/concerts/{}/queue", concert.id)))

@@ -606,17 +606,12 @@ fn shared_env(app: &TestApp, redis: &RedisServer) -> Vec<(&'static str, String)>
     ]
 }
 
-async fn start_child(env: &[(&'static str, String)]) -> Gateway {
-    let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    Gateway::start(&pairs).await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn gateway_killed_mid_payment_leaves_no_half_payment_and_retries_complete_cleanly() {
     let _serial = SERIAL.lock().await;
     let redis = RedisServer::start();
     let app = spawn_with(&[("REDIS_URL", &redis.url()), ("REDLOCK_URLS", &redis.url())]).await;
-    let mut child = start_child(&shared_env(&app, &redis)).await;
+    let mut child = Gateway::start(&shared_env(&app, &redis)).await;
 
     const N: usize = 30;
     const PRICE: i64 = 2_500;
@@ -829,7 +824,7 @@ async fn sigterm_under_load_finishes_in_flight_requests_without_5xx() {
     let mut env = shared_env(&app, &redis);
     env.push(("SHUTDOWN_GRACE_SECS", "3".to_owned()));
     env.push(("QUEUE_ADMIT_PER_TICK", "0".to_owned()));
-    let mut child = start_child(&env).await;
+    let mut child = Gateway::start(&env).await;
 
     const WORKERS: usize = 32;
     // Workers use the first four dates; the fifth is the slow request's.

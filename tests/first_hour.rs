@@ -204,13 +204,7 @@ async fn leaving_releases_unpaid_holds() {
     };
     let a = held(&app, &access, concert.schedules[0], 1).await;
     let b = held(&app, &access, concert.schedules[0], 2).await;
-    let r = app
-        .http
-        .delete(app.url("/v1/queue"))
-        .bearer_auth(&qt)
-        .send()
-        .await
-        .unwrap();
+    let r = app.leave(&qt).await;
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
     assert_eq!(reservation_status(&app, a).await, "cancelled");
     assert_eq!(reservation_status(&app, b).await, "cancelled");

@@ -322,13 +322,7 @@ async fn leaving_stops_forwarding_at_once() {
     assert_eq!(r.status(), StatusCode::OK);
     let served = origin.requests();
 
-    let r = app
-        .http
-        .delete(app.url("/v1/queue"))
-        .bearer_auth(&queue_token)
-        .send()
-        .await
-        .unwrap();
+    let r = app.leave(&queue_token).await;
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
 
     // The very next requests: the browser goes back to the line and loses the cookie, the API
@@ -873,13 +867,7 @@ async fn the_origin_never_holds_more_admitted_visitors_than_max_active() {
             let (id, queue_token, access, visit) = inside.remove(0);
             origin.release(id.get());
             assert_eq!(visit.await.unwrap(), StatusCode::OK);
-            let r = app
-                .http
-                .delete(app.url("/v1/queue"))
-                .bearer_auth(&queue_token)
-                .send()
-                .await
-                .unwrap();
+            let r = app.leave(&queue_token).await;
             assert_eq!(r.status(), StatusCode::NO_CONTENT);
             let r = http
                 .get(app.url("/shop/hold"))

@@ -152,13 +152,7 @@ async fn every_booking_change_is_one_event_written_in_its_own_transaction() {
     );
     // Held, then cancelled by its owner.
     let r1 = hold_id(&app, &au, s, 1).await;
-    let r = app
-        .http
-        .delete(app.url(&format!("/v1/reservations/{r1}")))
-        .bearer_auth(&au)
-        .send()
-        .await
-        .unwrap();
+    let r = app.cancel(&au, r1).await;
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
     // Held; someone else's attempt on the same seat rolls back and leaves no event.
     let r2 = hold_id(&app, &au, s, 2).await;
@@ -504,13 +498,7 @@ async fn three_instances_relay_each_event_once_in_commit_order() {
             let seat = (i / 2) as u64 * 2 + 1;
             let keep = hold_id(app, &access, s, seat).await;
             let drop = hold_id(app, &access, s, seat + 1).await;
-            let r = app
-                .http
-                .delete(app.url(&format!("/v1/reservations/{drop}")))
-                .bearer_auth(&access)
-                .send()
-                .await
-                .unwrap();
+            let r = app.cancel(&access, drop).await;
             assert_eq!(r.status(), StatusCode::NO_CONTENT);
             created(app.pay(&access, keep, None).await, "pay").await;
         }
@@ -553,11 +541,6 @@ fn child_env(app: &TestApp, redis_url: &str) -> Vec<(&'static str, String)> {
     ]
 }
 
-async fn start_child(env: &[(&'static str, String)]) -> Gateway {
-    let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    Gateway::start(&pairs).await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_gateway_killed_between_payment_commit_and_revocation_loses_the_access_within_2s() {
     let _serial = SERIAL.lock().await;
@@ -575,7 +558,7 @@ async fn a_gateway_killed_between_payment_commit_and_revocation_loses_the_access
     const ROUNDS: usize = 3;
     let mut times = Vec::new();
     for round in 0..ROUNDS {
-        let mut child = start_child(&env).await;
+        let mut child = Gateway::start(&env).await;
         let user: User = app.create_user(&format!("buyer {round}")).await;
         app.charge(&user, 1000).await;
         let access = app.admit(&user, concert.id).await;
@@ -836,7 +819,7 @@ async fn with_the_queue_redis_down_for_30s_during_a_flow_every_event_arrives_aft
         ("QUEUE_TICK_MS", "100"),
     ])
     .await;
-    let child = start_child(&child_env(&app, &redis.url())).await;
+    let child = Gateway::start(&child_env(&app, &redis.url())).await;
     let concert = app.create_concert(4, 100).await;
     const WORKERS: usize = 12;
     let flow = Arc::new(Flow {

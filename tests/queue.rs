@@ -111,13 +111,7 @@ async fn users_are_admitted_in_join_order_and_positions_count_from_one() {
         }
     }
     // An admitted user leaves: the next in line takes the slot at the next tick.
-    let r = app
-        .http
-        .delete(app.url("/v1/queue"))
-        .bearer_auth(&tokens[0])
-        .send()
-        .await
-        .unwrap();
+    let r = app.leave(&tokens[0]).await;
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
     let r = app.queue_status(&tokens[0]).await;
     assert_eq!(
@@ -299,13 +293,7 @@ async fn a_kept_queue_token_restores_the_place_after_the_store_loses_its_data() 
     assert!(seq_of(&late_token) > seq2);
 
     // A token from the *current* epoch whose place is gone does not restore: back of the line.
-    let r = app
-        .http
-        .delete(app.url("/v1/queue"))
-        .bearer_auth(restored_token)
-        .send()
-        .await
-        .unwrap();
+    let r = app.leave(restored_token).await;
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
     let r = app
         .http
@@ -496,13 +484,7 @@ async fn event_stream_sends_positions_then_admitted_then_ends() {
     assert!(data["eta_seconds"].is_u64() || data["eta_seconds"].is_null());
 
     // The first ahead leaves: the stream reports position 2.
-    let r = app
-        .http
-        .delete(app.url("/v1/queue"))
-        .bearer_auth(&tokens[0])
-        .send()
-        .await
-        .unwrap();
+    let r = app.leave(&tokens[0]).await;
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
     let (kind, data) = events.recv().await.unwrap();
     assert_eq!(

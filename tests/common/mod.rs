@@ -250,6 +250,16 @@ impl TestApp {
             .unwrap()
     }
 
+    /// `DELETE /v1/reservations/{id}`: the holder cancels a hold.
+    pub async fn cancel(&self, access: &str, reservation: u64) -> reqwest::Response {
+        self.http
+            .delete(self.url(&format!("/v1/reservations/{reservation}")))
+            .bearer_auth(access)
+            .send()
+            .await
+            .unwrap()
+    }
+
     pub async fn pay(
         &self,
         access: &str,
@@ -346,16 +356,9 @@ impl TestApp {
 
     /// Joins the concert's queue over HTTP; returns the response body.
     pub async fn join_queue(&self, user: &User, concert: ConcertId) -> Value {
-        let r = self
-            .http
-            .post(self.url("/v1/queue"))
-            .bearer_auth(&user.token)
-            .json(&json!({ "concert_id": concert.get() }))
-            .send()
-            .await
-            .unwrap();
-        assert!(r.status().is_success(), "join: {}", r.status());
-        r.json().await.unwrap()
+        let (status, body) = self.join(user, concert).await;
+        assert!(status.is_success(), "join: {status}");
+        body
     }
 
     /// Joins the concert's queue over HTTP; the status and the body, whatever they are.
@@ -369,6 +372,16 @@ impl TestApp {
             .await
             .unwrap();
         (r.status(), r.json().await.unwrap())
+    }
+
+    /// `DELETE /v1/queue`: leaves the line (or ends the admission) of this queue token.
+    pub async fn leave(&self, queue_token: &str) -> reqwest::Response {
+        self.http
+            .delete(self.url("/v1/queue"))
+            .bearer_auth(queue_token)
+            .send()
+            .await
+            .unwrap()
     }
 
     /// `GET /v1/queue/status` with a queue token.

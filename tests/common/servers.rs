@@ -166,8 +166,11 @@ pub struct Gateway {
 impl Gateway {
     /// Starts `queuegate serve` on a free loopback port with exactly this environment (plus
     /// `PATH`, `LISTEN_ADDR`, `LOG_FORMAT=json`); the working directory is the temp dir so no
-    /// developer `.env` leaks in. Returns once `/healthz` answers (bounded).
-    pub async fn start(env: &[(&str, &str)]) -> Gateway {
+    /// developer `.env` leaks in. Returns once `/healthz` answers (bounded). Pairs of `&str` or
+    /// `String`, as the test has them.
+    pub async fn start<K: AsRef<std::ffi::OsStr>, V: AsRef<std::ffi::OsStr>>(
+        env: &[(K, V)],
+    ) -> Gateway {
         let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let log = std::env::temp_dir().join(format!(
             "queuegate-fault-{}.log",
@@ -190,7 +193,7 @@ impl Gateway {
             .stdout(out)
             .stderr(err);
         for (k, v) in env {
-            cmd.env(k, v);
+            cmd.env(k.as_ref(), v.as_ref());
         }
         let child = cmd.spawn().expect("spawn queuegate");
         let mut gw = Gateway {
