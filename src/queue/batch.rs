@@ -51,7 +51,6 @@ impl<I: Send + 'static, O: Send + 'static> Coalescer<I, O> {
         F: Fn(LineId, Vec<I>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Vec<O>, StoreError>> + Send + 'static,
     {
-        let (tx, rx) = oneshot::channel();
         let lead = {
             let mut lines = self
                 .lines
@@ -62,16 +61,18 @@ impl<I: Send + 'static, O: Send + 'static> Coalescer<I, O> {
                 pending: Vec::new(),
             });
             if slot.busy {
+                // Only a request that waits for another's call needs a channel for its answer.
+                let (tx, rx) = oneshot::channel();
                 slot.pending.push((item, tx));
-                None
+                Err(rx)
             } else {
                 slot.busy = true;
-                Some(item)
+                Ok(item)
             }
         };
         match lead {
-            Some(item) => self.lead(line, item, call).await,
-            None => rx
+            Ok(item) => self.lead(line, item, call).await,
+            Err(rx) => rx
                 .await
                 .map_err(|_| StoreError::bug("coalesced call dropped its answer"))?,
         }
