@@ -34,6 +34,11 @@
 --   clients (the gateway draws it from the OS's randomness and never tells a position before
 --   the start), and ahead of everyone who joins after the start.
 --
+-- Cost: the call reads every user's admission and place with one ZMSCORE each, numbers all
+-- its new places with one INCRBY, adds them with one ZADD and marks them with one HSET per
+-- bucket, so a new fan costs about no command of its own (a command from Lua costs about as
+-- much as a join's own work); a fan who already waits costs one ZRANK.
+--
 -- Returns, per quadruple, five values: state (1 waiting, 2 admitted, 3 pre-queue), seq,
 -- position (1 = next in; 0 when admitted or in the pre-queue), how (0 existing place, 1 new
 -- place, 2 restored place), admission end ms (0 unless admitted); then the sale start (ms, 0
@@ -53,64 +58,153 @@ end
 local start = tonumber(redis.call('HGET', KEYS[9], 'sale_start_ms') or '0')
 local before_start = now < start
 
-local out = {}
-local joins, restored, expired = 0, 0, 0
-for i = 2, #ARGV, 4 do
-  local user = ARGV[i]
-  local state, seq, position, how, ends_out = 1, 0, 0, 0, 0
-  local ends = redis.call('ZSCORE', KEYS[5], user)
-  if ends and tonumber(ends) <= now then
-    -- An admission that ran out: the place is over.
-    redis.call('ZREM', KEYS[5], user)
-    local old = redis.call('HGET', KEYS[6], user)
-    if old then
-      redis.call('HSET', KEYS[8], user, old .. ':expired')
-      redis.call('EXPIRE', KEYS[8], 172800)
+-- Reads `key`'s score of every user in one ZMSCORE per (at most) 1,000 users (unpack's stack
+-- limit is a few thousand values).
+local function scores_of(key, users)
+  local all = {}
+  for from = 1, #users, 1000 do
+    local got = redis.call('ZMSCORE', key, unpack(users, from, math.min(from + 999, #users)))
+    for j = 1, #got do
+      all[from + j - 1] = got[j]
     end
-    redis.call('HDEL', KEYS[6], user)
-    expired = expired + 1
-    ends = nil
   end
-  if ends then
-    state = 2
-    seq = tonumber(redis.call('HGET', KEYS[6], user))
-    ends_out = tonumber(ends)
-  else
-    local score = redis.call('ZSCORE', KEYS[3], user)
-    if score then
-      seq = tonumber(score)
+  return all
+end
+
+local users = {}
+for i = 2, #ARGV, 4 do
+  users[#users + 1] = ARGV[i]
+end
+local admitted = scores_of(KEYS[5], users)
+local waiting = scores_of(KEYS[3], users)
+
+-- First pass: what each item is, in call order. A user listed again in the same call gets the
+-- first listing's place (`first`), as if the first had already run.
+local first = {}
+local state, seq, how, ends_out, fresh = {}, {}, {}, {}, {}
+local restored_max = 0
+local counted = 0
+local joins, restored, expired = 0, 0, 0
+for k = 1, #users do
+  local user = users[k]
+  local i = 2 + (k - 1) * 4
+  state[k], seq[k], how[k], ends_out[k] = 1, 0, 0, 0
+  if not first[user] then
+    first[user] = k
+    local ends = admitted[k]
+    if ends and tonumber(ends) <= now then
+      -- An admission that ran out: the place is over.
+      redis.call('ZREM', KEYS[5], user)
+      local old = redis.call('HGET', KEYS[6], user)
+      if old then
+        redis.call('HSET', KEYS[8], user, old .. ':expired')
+        redis.call('EXPIRE', KEYS[8], 172800)
+      end
+      redis.call('HDEL', KEYS[6], user)
+      expired = expired + 1
+      ends = nil
+    end
+    if ends then
+      state[k] = 2
+      seq[k] = tonumber(redis.call('HGET', KEYS[6], user))
+      ends_out[k] = tonumber(ends)
+    elseif waiting[k] then
+      seq[k] = tonumber(waiting[k])
     else
       local token_seq = tonumber(ARGV[i + 1])
       if token_seq > 0 and ARGV[i + 2] ~= epoch then
-        seq = token_seq
-        how = 2
-        if tonumber(redis.call('GET', KEYS[1])) < seq then
-          redis.call('SET', KEYS[1], seq)
-        end
+        seq[k] = token_seq
+        how[k] = 2
+        restored_max = math.max(restored_max, token_seq)
         restored = restored + 1
       elseif before_start then
-        seq = tonumber(ARGV[i + 3])
-        how = 1
+        seq[k] = tonumber(ARGV[i + 3])
+        how[k] = 1
       else
-        seq = redis.call('INCR', KEYS[1])
-        how = 1
+        -- numbered below, after every restored place has moved the counter past itself, so
+        -- a numbered place is behind every other place in the line
+        counted = counted + 1
+        fresh[counted] = k
+        how[k] = 1
       end
-      redis.call('ZADD', KEYS[3], seq, user)
       joins = joins + 1
     end
-    local bucket = KEYS[4] .. string.format('%.0f', math.floor(seq / 128))
-    redis.call('HSET', bucket, string.format('%.0f', seq % 128), now_s)
+  end
+end
+
+if restored_max > 0 and tonumber(redis.call('GET', KEYS[1])) < restored_max then
+  redis.call('SET', KEYS[1], restored_max)
+end
+if counted > 0 then
+  local last = redis.call('INCRBY', KEYS[1], counted)
+  for j = 1, counted do
+    seq[fresh[j]] = last - counted + j
+  end
+end
+
+-- Add the new places (one ZADD per 500) and mark every place seen now (one HSET per bucket).
+local adds = {}
+local marks = {}
+local buckets = {}
+for k = 1, #users do
+  if first[users[k]] == k and state[k] == 1 then
+    if how[k] ~= 0 then
+      adds[#adds + 1] = seq[k]
+      adds[#adds + 1] = users[k]
+    end
+    local bucket = KEYS[4] .. string.format('%.0f', math.floor(seq[k] / 128))
+    local fields = marks[bucket]
+    if not fields then
+      fields = {}
+      marks[bucket] = fields
+      buckets[#buckets + 1] = bucket
+    end
+    fields[#fields + 1] = string.format('%.0f', seq[k] % 128)
+    fields[#fields + 1] = now_s
+  end
+end
+for from = 1, #adds, 1000 do
+  redis.call('ZADD', KEYS[3], unpack(adds, from, math.min(from + 999, #adds)))
+end
+for _, bucket in ipairs(buckets) do
+  local fields = marks[bucket]
+  for from = 1, #fields, 1000 do
+    redis.call('HSET', bucket, unpack(fields, from, math.min(from + 999, #fields)))
+  end
+end
+
+-- Positions, now that every place of the call is in the line. The numbered places are its
+-- last `counted` entries, in numbering order.
+local card = 0
+if counted > 0 then
+  card = redis.call('ZCARD', KEYS[3])
+end
+local position = {}
+for j = 1, counted do
+  position[fresh[j]] = card - counted + j
+end
+local out = {}
+for k = 1, #users do
+  local f = first[users[k]]
+  local p = 0
+  if state[f] == 1 then
     if before_start then
-      state = 3
+      p = 0
+    elseif position[f] then
+      p = position[f]
     else
-      position = redis.call('ZRANK', KEYS[3], user) + 1
+      p = redis.call('ZRANK', KEYS[3], users[k]) + 1
     end
   end
-  out[#out + 1] = state
-  out[#out + 1] = seq
-  out[#out + 1] = position
-  out[#out + 1] = how
-  out[#out + 1] = ends_out
+  local st = state[f]
+  if st == 1 and before_start then
+    st = 3
+  end
+  out[#out + 1] = st
+  out[#out + 1] = seq[f]
+  out[#out + 1] = p
+  out[#out + 1] = (f == k) and how[k] or 0
+  out[#out + 1] = ends_out[f]
 end
 if joins > 0 then
   redis.call('HINCRBY', KEYS[7], 'joins_total', joins)

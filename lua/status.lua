@@ -20,8 +20,9 @@
 --
 -- Invariants: a place answers only to the token that created it (same seq); the only writes
 -- are the caller's own last-seen marks and the removal of the caller's own idle place. The
--- admitted set is consulted only for users no longer in the line, so a waiting fan's poll is
--- two reads.
+-- admitted set is consulted only for users no longer in the line. Every place's score comes
+-- from one ZMSCORE for the whole call (a command from Lua costs about as much as a poll's
+-- own work), so a waiting fan's poll is one command of its own: its ZRANK.
 --
 -- Before the sale starts (now < sale_start_ms) a waiting place is a pre-queue place: its
 -- position is not told (the order is hidden until the start), it is never idle, and it needs
@@ -37,6 +38,18 @@ local start = tonumber(redis.call('HGET', KEYS[6], 'sale_start_ms') or '0')
 local before_start = now < start
 local cutoff = now_s - tonumber(ARGV[1])
 local start_s = math.floor(start / 1000)
+-- One ZMSCORE per (at most) 1,000 places: unpack's stack limit is a few thousand values.
+local scores = {}
+local users = {}
+for i = 2, #ARGV, 2 do
+  users[#users + 1] = ARGV[i]
+end
+for from = 1, #users, 1000 do
+  local got = redis.call('ZMSCORE', KEYS[1], unpack(users, from, math.min(from + 999, #users)))
+  for j = 1, #got do
+    scores[from + j - 1] = got[j]
+  end
+end
 local out = { start }
 local n = 1
 local idle = 0
@@ -47,7 +60,7 @@ for i = 2, #ARGV, 2 do
     seq = -seq
   end
   local result = 0
-  local score = redis.call('ZSCORE', KEYS[1], user)
+  local score = scores[n]
   if score then
     if tonumber(score) ~= seq then
       result = 0

@@ -735,3 +735,89 @@ async fn concurrent_joins_and_polls_share_script_calls_with_exact_answers() {
     );
     app.stop().await;
 }
+
+/// One `join.lua` call carries new users, a user listed twice, a restored token and (in a
+/// second call) a user who already waits: each gets the place the rules give it, numbered in
+/// call order, and the positions it answers are the ones `status.lua` then reports.
+#[tokio::test]
+async fn one_join_call_numbers_new_places_in_order_and_answers_repeats_and_restores() {
+    use queuegate::queue::model::{JoinItem, JoinKind, Place};
+    let app = spawn_with(&[("QUEUE_ADMIT_PER_TICK", "0")]).await;
+    let concert = app.create_concert(1, 10).await;
+    let line = app.line(concert.id).await;
+    let store = app.app.queue.store();
+    let user = |n| UserId::new(n).unwrap();
+    let item = |n, restore: Option<(u64, &str)>| JoinItem {
+        user: user(n),
+        restore: restore.map(|(s, e)| (s, e.to_owned())),
+    };
+
+    let first = store
+        .join_batch(
+            line,
+            &[
+                item(1, None),
+                item(2, None),
+                item(1, None),
+                item(3, Some((5, "an-epoch-the-store-lost"))),
+            ],
+        )
+        .await
+        .unwrap();
+    let how: Vec<JoinKind> = first.iter().map(|j| j.how).collect();
+    assert_eq!(
+        how,
+        [
+            JoinKind::New,
+            JoinKind::New,
+            JoinKind::Existing,
+            JoinKind::Restored
+        ]
+    );
+    assert_eq!(first[1].seq, first[0].seq + 1, "new places in call order");
+    assert_eq!(first[2].seq, first[0].seq, "a repeat gets the same place");
+    assert_eq!(first[3].seq, 5, "a restored place keeps its token's seq");
+    assert!(first[0].seq > 5, "numbering moved past the restored seq");
+    let positions: Vec<Place> = first.iter().map(|j| j.place).collect();
+    assert_eq!(
+        positions,
+        [2, 3, 2, 1].map(|position| Place::Waiting { position })
+    );
+
+    let second = store
+        .join_batch(line, &[item(2, None), item(4, None)])
+        .await
+        .unwrap();
+    assert_eq!(
+        (second[0].how, second[0].seq),
+        (JoinKind::Existing, first[1].seq)
+    );
+    assert_eq!(second[0].place, Place::Waiting { position: 3 });
+    assert_eq!(
+        (second[1].how, second[1].seq),
+        (JoinKind::New, first[1].seq + 1)
+    );
+    assert_eq!(second[1].place, Place::Waiting { position: 4 });
+
+    let asked = [
+        (user(3), 5, true),
+        (user(1), first[0].seq, false),
+        (user(2), first[1].seq, true),
+        (user(4), second[1].seq, false),
+        (user(1), first[0].seq + 100, false),
+        (user(9), 6, true),
+    ];
+    let places = store.status_batch(line, 60, &asked).await.unwrap();
+    assert_eq!(
+        places,
+        [
+            Place::Waiting { position: 1 },
+            Place::Waiting { position: 2 },
+            Place::Waiting { position: 3 },
+            Place::Waiting { position: 4 },
+            Place::Gone,
+            Place::Gone,
+        ]
+    );
+    app.stop().await;
+}

@@ -11,6 +11,7 @@ use super::handler::{Handler, Served};
 use super::lifecycle::Lifecycle;
 use super::request::Req;
 use super::response::Resp;
+use crate::telemetry::Millis;
 use futures_util::FutureExt;
 use hyper::body::Incoming;
 use hyper::header::{CONNECTION, HeaderValue};
@@ -67,7 +68,7 @@ pub async fn handle<H: Handler>(
         metrics::counter!("queuegate_http_requests_total", "route" => route, "method" => method, "status" => status_label).increment(1);
         metrics::histogram!("queuegate_http_request_duration_seconds", "route" => route, "method" => method, "status" => status_label).record(elapsed.as_secs_f64());
         if !quiet {
-            tracing::info!(status, route, elapsed_ms = %format_args!("{:.3}", elapsed.as_secs_f64() * 1000.0), "served");
+            tracing::info!(status, route, elapsed_ms = %Millis(elapsed), "served");
         }
         resp
     }

@@ -9,15 +9,43 @@
 
 use crate::domain::LineId;
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Mutex;
 use std::time::Instant;
+
+/// Hashes a seq with one multiplication. Every poll looks its place up here, and SipHash's
+/// resistance to chosen keys buys nothing: seqs are numbered by Redis or drawn by the gateway,
+/// and reach us only inside tokens we signed.
+#[derive(Default)]
+struct SeqHasher(u64);
+
+impl Hasher for SeqHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.write_u64(u64::from(*b));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        // Fibonacci hashing; the swap puts the well-mixed high half where the table looks.
+        self.0 = (self.0 ^ n)
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            .rotate_left(32);
+    }
+}
+
+type SeqMap = HashMap<u64, u32, BuildHasherDefault<SeqHasher>>;
 
 pub struct Marks {
     started: Instant,
     /// A mark this young (s) needs no refresh; 0 = always mark.
     fresh_for: u32,
     /// line -> seq -> when this instance last marked it (s since `started`).
-    lines: Mutex<HashMap<LineId, HashMap<u64, u32>>>,
+    lines: Mutex<HashMap<LineId, SeqMap>>,
 }
 
 impl Marks {

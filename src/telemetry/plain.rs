@@ -1,0 +1,183 @@
+//! The human log line without colour — what a service manager or a file gets — written with
+//! as little formatting machinery as possible, because every request writes one.
+//!
+//! The line is the same as `tracing_subscriber`'s default (`Full`) format without ANSI codes:
+//! `2026-11-29T14:59:02.077924Z  INFO request{request_id=… method=GET path=/x}: served status=200`.
+//! What it does not do per line: format a date (the part up to the second is kept per thread
+//! and rebuilt when the second changes), or wrap each part in a colour style that paints
+//! nothing. Measured in BENCHMARKS.md (the access log's cost per request).
+
+use std::cell::RefCell;
+use std::fmt;
+use std::time::{SystemTime, UNIX_EPOCH};
+use tracing::{Event, Level, Subscriber};
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields};
+use tracing_subscriber::registry::LookupSpan;
+
+pub struct PlainLines;
+
+impl<S, N> FormatEvent<S, N> for PlainLines
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        write_timestamp(&mut writer, SystemTime::now())?;
+        writer.write_str(level_label(event.metadata().level()))?;
+        if let Some(scope) = ctx.event_scope() {
+            for span in scope.from_root() {
+                writer.write_str(span.name())?;
+                let ext = span.extensions();
+                if let Some(fields) = ext.get::<FormattedFields<N>>()
+                    && !fields.is_empty()
+                {
+                    writer.write_char('{')?;
+                    writer.write_str(fields)?;
+                    writer.write_char('}')?;
+                }
+                writer.write_char(':')?;
+            }
+            writer.write_char(' ')?;
+        }
+        ctx.format_fields(writer.by_ref(), event)?;
+        writer.write_char('\n')
+    }
+}
+
+/// The level between the timestamp and the spans, padded as the default format pads it.
+fn level_label(level: &Level) -> &'static str {
+    match *level {
+        Level::ERROR => " ERROR ",
+        Level::WARN => "  WARN ",
+        Level::INFO => "  INFO ",
+        Level::DEBUG => " DEBUG ",
+        Level::TRACE => " TRACE ",
+    }
+}
+
+/// RFC 3339 in UTC with microseconds, e.g. `2026-11-29T14:59:02.077924Z`.
+fn write_timestamp(w: &mut impl fmt::Write, now: SystemTime) -> fmt::Result {
+    thread_local! {
+        /// The second last formatted on this thread and its text up to the '.'.
+        static SECOND: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
+    }
+    let since = now.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs();
+    SECOND.with(|cached| {
+        let mut cached = cached.borrow_mut();
+        if cached.0 != secs {
+            let text = chrono::DateTime::from_timestamp(secs as i64, 0)
+                .map(|t| t.format("%Y-%m-%dT%H:%M:%S").to_string())
+                .unwrap_or_default();
+            *cached = (secs, text);
+        }
+        w.write_str(&cached.1)
+    })?;
+    let micros = since.subsec_micros();
+    let mut digits = [b'.', b'0', b'0', b'0', b'0', b'0', b'0', b'Z'];
+    let mut rest = micros;
+    for d in digits[1..7].iter_mut().rev() {
+        *d = b'0' + (rest % 10) as u8;
+        rest /= 10;
+    }
+    // ASCII by construction.
+    w.write_str(std::str::from_utf8(&digits).unwrap_or(".000000Z"))
+}
+
+/// A duration in milliseconds with three decimals (`0.271`), written with integer arithmetic
+/// (float formatting was a measurable share of each access-log line).
+pub struct Millis(pub std::time::Duration);
+
+impl fmt::Display for Millis {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let micros = self.0.as_micros();
+        write!(f, "{}.{:03}", micros / 1000, micros % 1000)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn timestamps_are_rfc3339_with_microseconds() {
+        let mut s = String::new();
+        let t = UNIX_EPOCH + Duration::from_micros(1_795_963_742_077_924);
+        write_timestamp(&mut s, t).unwrap();
+        assert_eq!(s, "2026-11-29T14:49:02.077924Z");
+        // The cached second is reused, and replaced when the second changes.
+        s.clear();
+        write_timestamp(&mut s, t + Duration::from_micros(5)).unwrap();
+        assert_eq!(s, "2026-11-29T14:49:02.077929Z");
+        s.clear();
+        write_timestamp(&mut s, t + Duration::from_secs(61)).unwrap();
+        assert_eq!(s, "2026-11-29T14:50:03.077924Z");
+        s.clear();
+        write_timestamp(&mut s, UNIX_EPOCH + Duration::from_micros(7)).unwrap();
+        assert_eq!(s, "1970-01-01T00:00:00.000007Z");
+    }
+
+    #[test]
+    fn millis_have_three_decimals() {
+        assert_eq!(Millis(Duration::from_micros(271)).to_string(), "0.271");
+        assert_eq!(Millis(Duration::from_micros(1_911)).to_string(), "1.911");
+        assert_eq!(
+            Millis(Duration::from_micros(12_000_005)).to_string(),
+            "12000.005"
+        );
+        assert_eq!(Millis(Duration::ZERO).to_string(), "0.000");
+    }
+
+    #[test]
+    fn lines_match_the_default_format_without_colour() {
+        use std::sync::{Arc, Mutex};
+        #[derive(Clone, Default)]
+        struct Sink(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Sink {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let run = |plain: bool| {
+            let sink = Sink::default();
+            let out = sink.clone();
+            let builder = tracing_subscriber::fmt()
+                .with_target(false)
+                .with_ansi(false)
+                .with_writer(move || sink.clone());
+            let emit = || {
+                let span = tracing::info_span!("request", request_id = %"abc", method = %"GET");
+                let _e = span.enter();
+                let inner = tracing::info_span!("inner");
+                let _i = inner.enter();
+                tracing::warn!(status = 200u16, route = "status", elapsed_ms = %Millis(std::time::Duration::from_micros(1500)), "served");
+            };
+            if plain {
+                tracing::subscriber::with_default(builder.event_format(PlainLines).finish(), emit);
+            } else {
+                tracing::subscriber::with_default(builder.finish(), emit);
+            }
+            let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+            // Drop the timestamp (it differs); check its shape separately.
+            let (ts, rest) = text.split_at(27);
+            assert!(ts.ends_with('Z') && ts.as_bytes()[10] == b'T', "{text}");
+            rest.to_owned()
+        };
+        assert_eq!(run(true), run(false));
+        assert_eq!(
+            run(true),
+            "  WARN request{request_id=abc method=GET}:inner: served status=200 route=\"status\" elapsed_ms=1.500\n"
+        );
+    }
+}
