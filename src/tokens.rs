@@ -144,12 +144,57 @@ pub struct TokenKeys {
     decoding: DecodingKey,
     validation: Validation,
     /// Queue tokens verified before: a fan polls with the same token for hours, so its
-    /// signature is checked once per instance, not per poll (see `verify_queue`).
-    verified_queue: Mutex<HashMap<u64, (QueueToken, u64)>>,
-    cache_keys: RandomState,
+    /// signature is checked once per instance, not per poll (see `Verified`).
+    verified_queue: Verified<QueueToken>,
+    /// Access tokens verified before: in gateway mode every page, image and API call of an
+    /// admitted visitor carries the same grant.
+    verified_access: Verified<AccessToken>,
 }
 
-/// Verified queue tokens remembered at most; the memory is dropped wholesale past it.
+/// Tokens whose signature and claims this instance has checked, until they expire. A token
+/// is recognised by a keyed hash of its text — SipHash with a random key per process, so
+/// nobody can craft a different token that matches a remembered one — and its claims are
+/// reused. What a token grants is still checked where it can change (a revoked admission is
+/// refused by Redis, not here).
+struct Verified<T> {
+    tokens: Mutex<HashMap<u64, (T, u64)>>,
+    keys: RandomState,
+}
+
+impl<T: Clone> Verified<T> {
+    fn new() -> Self {
+        Verified {
+            tokens: Mutex::new(HashMap::new()),
+            keys: RandomState::new(),
+        }
+    }
+
+    /// The claims of `token`, from the cache or from `verify` (which also says when the
+    /// token expires).
+    fn get_or_verify(
+        &self,
+        token: &str,
+        verify: impl FnOnce() -> Result<(T, u64), TokenError>,
+    ) -> Result<T, TokenError> {
+        let key = self.keys.hash_one(token);
+        if let Ok(cache) = self.tokens.lock()
+            && let Some((t, exp)) = cache.get(&key)
+            && *exp + LEEWAY_SECS > now_secs()
+        {
+            return Ok(t.clone());
+        }
+        let (t, exp) = verify()?;
+        if let Ok(mut cache) = self.tokens.lock() {
+            if cache.len() >= VERIFIED_CACHE {
+                cache.clear();
+            }
+            cache.insert(key, (t.clone(), exp));
+        }
+        Ok(t)
+    }
+}
+
+/// Verified tokens remembered at most, per kind; the memory is dropped wholesale past it.
 const VERIFIED_CACHE: usize = 200_000;
 
 pub fn now_secs() -> u64 {
@@ -171,8 +216,8 @@ impl TokenKeys {
             encoding: EncodingKey::from_secret(secret),
             decoding: DecodingKey::from_secret(secret),
             validation,
-            verified_queue: Mutex::new(HashMap::new()),
-            cache_keys: RandomState::new(),
+            verified_queue: Verified::new(),
+            verified_access: Verified::new(),
         }
     }
 
@@ -286,51 +331,45 @@ impl TokenKeys {
         })
     }
 
-    /// Verifies a queue token. A token verified before (and not expired) is recognised by a
-    /// keyed hash of its text — SipHash with a random key per process, so nobody can craft a
-    /// different token that matches a remembered one — and its claims are reused.
+    /// Verifies a queue token (once per instance and token: see `Verified`).
     pub fn verify_queue(&self, token: &str) -> Result<QueueToken, TokenError> {
-        let key = self.cache_keys.hash_one(token);
-        let now = now_secs();
-        if let Ok(cache) = self.verified_queue.lock()
-            && let Some((q, exp)) = cache.get(&key)
-            && *exp + LEEWAY_SECS > now
-        {
-            return Ok(q.clone());
-        }
-        let c = self.verify(token, Kind::Queue)?;
-        let exp = c.exp;
-        let q = match (c.cid.and_then(ConcertId::new), c.qid, c.seq, c.ep) {
-            (Some(concert_id), Some(queue_id), Some(seq), Some(epoch)) => QueueToken {
-                user_id: user_id(c.sub, Kind::Queue)?,
-                concert_id,
-                queue_id,
-                seq,
-                epoch: epoch.into(),
-            },
-            _ => return Err(TokenError::MissingClaims(Kind::Queue)),
-        };
-        if let Ok(mut cache) = self.verified_queue.lock() {
-            if cache.len() >= VERIFIED_CACHE {
-                cache.clear();
+        self.verified_queue.get_or_verify(token, || {
+            let c = self.verify(token, Kind::Queue)?;
+            let exp = c.exp;
+            match (c.cid.and_then(ConcertId::new), c.qid, c.seq, c.ep) {
+                (Some(concert_id), Some(queue_id), Some(seq), Some(epoch)) => Ok((
+                    QueueToken {
+                        user_id: user_id(c.sub, Kind::Queue)?,
+                        concert_id,
+                        queue_id,
+                        seq,
+                        epoch: epoch.into(),
+                    },
+                    exp,
+                )),
+                _ => Err(TokenError::MissingClaims(Kind::Queue)),
             }
-            cache.insert(key, (q.clone(), exp));
-        }
-        Ok(q)
+        })
     }
 
+    /// Verifies an access token (once per instance and token: see `Verified`).
     pub fn verify_access(&self, token: &str) -> Result<AccessToken, TokenError> {
-        let c = self.verify(token, Kind::Access)?;
-        match (c.cid.and_then(ConcertId::new), c.qid, c.seq) {
-            (Some(concert_id), Some(queue_id), Some(seq)) => Ok(AccessToken {
-                user_id: user_id(c.sub, Kind::Access)?,
-                concert_id,
-                queue_id,
-                seq,
-                exp: c.exp,
-            }),
-            _ => Err(TokenError::MissingClaims(Kind::Access)),
-        }
+        self.verified_access.get_or_verify(token, || {
+            let c = self.verify(token, Kind::Access)?;
+            match (c.cid.and_then(ConcertId::new), c.qid, c.seq) {
+                (Some(concert_id), Some(queue_id), Some(seq)) => Ok((
+                    AccessToken {
+                        user_id: user_id(c.sub, Kind::Access)?,
+                        concert_id,
+                        queue_id,
+                        seq,
+                        exp: c.exp,
+                    },
+                    c.exp,
+                )),
+                _ => Err(TokenError::MissingClaims(Kind::Access)),
+            }
+        })
     }
 }
 
@@ -383,6 +422,10 @@ mod tests {
         };
         let at = k.mint_access(&a).unwrap();
         assert_eq!(k.verify_access(&at).unwrap(), a);
+        assert_eq!(k.verify_access(&at).unwrap(), a, "again, from the cache");
+        let mut tampered = at.clone();
+        tampered.pop();
+        assert!(k.verify_access(&tampered).is_err());
         assert!(k.verify_queue(&at).is_err());
 
         let ticket = k.mint_stream_ticket(&q).unwrap();

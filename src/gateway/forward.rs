@@ -58,34 +58,49 @@ pub struct Outgoing<'a> {
     pub strip_authorization: bool,
 }
 
-/// Removes hop-by-hop headers: those `Connection` names first, then the fixed list and every
-/// `Proxy-*`.
+/// Removes hop-by-hop headers: the fixed list, every `Proxy-*` and those `Connection` names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect();
-    for name in named {
-        headers.remove(name);
-    }
-    for name in HOP_BY_HOP {
-        headers.remove(*name);
-    }
-    let proxy: Vec<HeaderName> = headers
+    strip(headers, |_| false);
+}
+
+/// Removes the hop-by-hop headers and those `also` names, looking at each header name once
+/// (a forward used to make some fifteen removals by name, each a hash lookup, mostly of
+/// headers that were not there).
+fn strip(headers: &mut HeaderMap, also: impl Fn(&str) -> bool) {
+    let mut gone: Vec<HeaderName> = headers
         .keys()
-        .filter(|k| k.as_str().starts_with("proxy-"))
+        .filter(|k| {
+            let n = k.as_str();
+            HOP_BY_HOP.contains(&n) || n.starts_with("proxy-") || also(n)
+        })
         .cloned()
         .collect();
-    for name in proxy {
+    if gone.contains(&CONNECTION) {
+        gone.extend(
+            headers
+                .get_all(CONNECTION)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok()),
+        );
+    }
+    for name in gone {
         headers.remove(name);
     }
 }
 
 /// Drops our grant cookie from the `Cookie` headers, keeping every other cookie as it was.
 pub fn strip_grant_cookie(headers: &mut HeaderMap) {
+    let ours = |kv: &str| kv.split_once('=').map_or(kv, |(k, _)| k.trim()) == COOKIE;
+    let present = headers
+        .get_all(COOKIE_HEADER)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.split(';').any(|kv| ours(kv.trim())));
+    if !present {
+        return;
+    }
     let kept: Vec<String> = headers
         .get_all(COOKIE_HEADER)
         .iter()
@@ -93,7 +108,7 @@ pub fn strip_grant_cookie(headers: &mut HeaderMap) {
         .flat_map(|v| v.split(';'))
         .map(str::trim)
         .filter(|kv| !kv.is_empty())
-        .filter(|kv| kv.split_once('=').map_or(*kv, |(k, _)| k.trim()) != COOKIE)
+        .filter(|kv| !ours(kv))
         .map(str::to_owned)
         .collect();
     headers.remove(COOKIE_HEADER);
@@ -127,20 +142,15 @@ pub fn request(
     let original_host = headers.get(HOST).cloned();
     // The body was framed by Transfer-Encoding (hyper decoded it so): a Content-Length beside
     // it is a lie the origin must not see, or its framing could differ from ours.
-    if headers.contains_key(TRANSFER_ENCODING) {
-        headers.remove(CONTENT_LENGTH);
-    }
-    strip_hop_by_hop(&mut headers);
-    headers.remove(EXPECT);
-    if !peer_trusted {
-        headers.remove(FORWARDED);
-        headers.remove("x-real-ip");
-    }
-    headers.remove(IDENTITY_HEADER);
+    let chunked = headers.contains_key(TRANSFER_ENCODING);
+    strip(&mut headers, |n| {
+        n == EXPECT
+            || n == IDENTITY_HEADER
+            || (chunked && n == CONTENT_LENGTH)
+            || (!peer_trusted && (n == FORWARDED || n == "x-real-ip"))
+            || (strip_authorization && n == AUTHORIZATION)
+    });
     strip_grant_cookie(&mut headers);
-    if strip_authorization {
-        headers.remove(AUTHORIZATION);
-    }
 
     // Who asked, as far as we can vouch: a trusted proxy's chain extended by its address, or
     // else only the address that connected to us (a client's own claim is dropped).
@@ -229,7 +239,9 @@ mod tests {
             h.append(k, HeaderValue::from_static(v));
         }
         strip_hop_by_hop(&mut h);
-        let left: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        // (The order of differently named headers carries no meaning, RFC 9110 §5.3.)
+        let mut left: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        left.sort_unstable();
         assert_eq!(left, vec!["accept", "x-end-to-end"]);
     }
 
