@@ -17,7 +17,7 @@ mod plain;
 pub use plain::Millis;
 
 use crate::config::LogFormat;
-use plain::PlainLines;
+use plain::{PlainFields, PlainLines};
 use std::io::{IsTerminal, Write};
 use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
 use tracing_subscriber::EnvFilter;
@@ -200,7 +200,10 @@ fn install(format: LogFormat) {
             .with_span_list(false)
             .try_init(),
         LogFormat::Human if colour => builder.try_init(),
-        LogFormat::Human => builder.event_format(PlainLines).try_init(),
+        LogFormat::Human => builder
+            .fmt_fields(PlainFields)
+            .event_format(PlainLines)
+            .try_init(),
     };
 }
 

@@ -10,7 +10,9 @@
 use std::cell::RefCell;
 use std::fmt;
 use std::time::{SystemTime, UNIX_EPOCH};
+use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
+use tracing_subscriber::field::RecordFields;
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields};
 use tracing_subscriber::registry::LookupSpan;
@@ -47,6 +49,99 @@ where
         }
         ctx.format_fields(writer.by_ref(), event)?;
         writer.write_char('\n')
+    }
+}
+
+/// Fields as `tracing_subscriber`'s default writes them without colour — `message` bare, others
+/// `name=value`, strings quoted and escaped as `{:?}` does, separated by spaces — without its
+/// per-field styling and padding machinery, and plain strings copied as they are.
+pub struct PlainFields;
+
+impl<'writer> FormatFields<'writer> for PlainFields {
+    fn format_fields<R: RecordFields>(&self, writer: Writer<'writer>, fields: R) -> fmt::Result {
+        let mut v = FieldWriter {
+            writer,
+            first: true,
+            result: Ok(()),
+        };
+        fields.record(&mut v);
+        v.result
+    }
+}
+
+struct FieldWriter<'a> {
+    writer: Writer<'a>,
+    first: bool,
+    result: fmt::Result,
+}
+
+impl FieldWriter<'_> {
+    /// Writes the separator and `name=` (nothing for the message); false for a field the
+    /// default format leaves out (`log.*`, the `log` crate's metadata).
+    fn start(&mut self, field: &Field) -> bool {
+        let name = field.name();
+        if name.starts_with("log.") {
+            return false;
+        }
+        if self.result.is_ok() && !self.first {
+            self.result = self.writer.write_char(' ');
+        }
+        self.first = false;
+        if self.result.is_ok() && name != "message" {
+            let name = name.strip_prefix("r#").unwrap_or(name);
+            self.result = self
+                .writer
+                .write_str(name)
+                .and_then(|()| self.writer.write_char('='));
+        }
+        self.result.is_ok()
+    }
+}
+
+impl Visit for FieldWriter<'_> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if !self.start(field) {
+            return;
+        }
+        if field.name() == "message" {
+            self.result = self.writer.write_str(value);
+        } else if value
+            .bytes()
+            .all(|b| (b' '..=b'~').contains(&b) && b != b'"' && b != b'\\')
+        {
+            // Nothing `{:?}` would escape.
+            self.result = self
+                .writer
+                .write_char('"')
+                .and_then(|()| self.writer.write_str(value))
+                .and_then(|()| self.writer.write_char('"'));
+        } else {
+            self.result = write!(self.writer, "{value:?}");
+        }
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        if self.start(field) {
+            self.result = write!(self.writer, "{value}");
+        }
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        if self.start(field) {
+            self.result = write!(self.writer, "{value}");
+        }
+    }
+
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        if self.start(field) {
+            self.result = self.writer.write_str(if value { "true" } else { "false" });
+        }
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        if self.start(field) {
+            self.result = write!(self.writer, "{value:?}");
+        }
     }
 }
 
@@ -156,28 +251,43 @@ mod tests {
                 .with_target(false)
                 .with_ansi(false)
                 .with_writer(move || sink.clone());
+            let odd = "tab\there \"quoted\" \\ é";
             let emit = || {
                 let span = tracing::info_span!("request", request_id = %"abc", method = %"GET");
                 let _e = span.enter();
                 let inner = tracing::info_span!("inner");
                 let _i = inner.enter();
                 tracing::warn!(status = 200u16, route = "status", elapsed_ms = %Millis(std::time::Duration::from_micros(1500)), "served");
+                tracing::info!(odd, negative = -3i64, yes = true, list = ?[1, 2], r#type = "t", "a \"message\" {}", 7);
+                tracing::error!("only a message");
             };
             if plain {
-                tracing::subscriber::with_default(builder.event_format(PlainLines).finish(), emit);
+                tracing::subscriber::with_default(
+                    builder
+                        .fmt_fields(PlainFields)
+                        .event_format(PlainLines)
+                        .finish(),
+                    emit,
+                );
             } else {
                 tracing::subscriber::with_default(builder.finish(), emit);
             }
             let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
-            // Drop the timestamp (it differs); check its shape separately.
-            let (ts, rest) = text.split_at(27);
-            assert!(ts.ends_with('Z') && ts.as_bytes()[10] == b'T', "{text}");
-            rest.to_owned()
+            // Drop the timestamps (they differ); check their shape separately.
+            text.lines()
+                .map(|line| {
+                    let (ts, rest) = line.split_at(27);
+                    assert!(ts.ends_with('Z') && ts.as_bytes()[10] == b'T', "{line}");
+                    rest.to_owned()
+                })
+                .collect::<Vec<_>>()
         };
-        assert_eq!(run(true), run(false));
+        let plain = run(true);
+        assert_eq!(plain, run(false));
         assert_eq!(
-            run(true),
-            "  WARN request{request_id=abc method=GET}:inner: served status=200 route=\"status\" elapsed_ms=1.500\n"
+            plain[0],
+            "  WARN request{request_id=abc method=GET}:inner: served status=200 route=\"status\" elapsed_ms=1.500"
         );
+        assert_eq!(plain.len(), 3);
     }
 }
