@@ -19,7 +19,7 @@ pub use plain::Millis;
 use crate::config::LogFormat;
 use plain::{PlainFields, PlainLines};
 use std::io::{IsTerminal, Write};
-use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
+use std::sync::{Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 use tracing_subscriber::EnvFilter;
 
 /// Bytes that may wait for the writer thread before loggers have to.
@@ -39,6 +39,8 @@ struct Pending {
     writer_waiting: bool,
     /// `LogGuard` asked the writer to write what is left and stop.
     closing: bool,
+    /// The writer thread has ended (or never started): loggers write to stderr themselves.
+    writer_gone: bool,
 }
 
 struct Log {
@@ -57,10 +59,11 @@ pub struct LogGuard;
 
 impl Drop for LogGuard {
     fn drop(&mut self) {
-        if let Some(log) = LOG.get()
-            && let Ok(mut p) = log.pending.lock()
-        {
-            p.closing = true;
+        if let Some(log) = LOG.get() {
+            log.pending
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .closing = true;
             log.ready.notify_one();
         }
         if let Ok(mut w) = WRITER.lock()
@@ -77,33 +80,30 @@ pub struct LineWriter(Option<MutexGuard<'static, Pending>>);
 
 impl Write for LineWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        match LOG.get() {
-            Some(log) => {
-                if self.0.is_none() {
-                    let mut p = log
-                        .pending
-                        .lock()
-                        .map_err(|_| std::io::Error::other("log buffer poisoned"))?;
-                    // Full: wait for the writer rather than lose a line.
-                    while p.bytes.len() >= BUFFERED_BYTES && !p.closing {
-                        p = log
-                            .drained
-                            .wait(p)
-                            .map_err(|_| std::io::Error::other("log buffer poisoned"))?;
-                    }
-                    self.0 = Some(p);
+        let Some(log) = LOG.get() else {
+            return std::io::stderr().write(buf);
+        };
+        let p = match self.0.as_mut() {
+            Some(p) => p,
+            None => {
+                // A poisoned buffer is still a buffer of whole lines: keep using it.
+                let mut p = log.pending.lock().unwrap_or_else(PoisonError::into_inner);
+                // Full: wait for the writer rather than lose a line.
+                while p.bytes.len() >= BUFFERED_BYTES && !p.closing && !p.writer_gone {
+                    p = log.drained.wait(p).unwrap_or_else(PoisonError::into_inner);
                 }
-                if let Some(p) = self.0.as_mut() {
-                    p.bytes.extend_from_slice(buf);
-                    if p.writer_waiting {
-                        p.writer_waiting = false;
-                        log.ready.notify_one();
-                    }
-                }
-                Ok(buf.len())
+                self.0.insert(p)
             }
-            None => std::io::stderr().write(buf),
+        };
+        if p.writer_gone {
+            return std::io::stderr().write(buf);
         }
+        p.bytes.extend_from_slice(buf);
+        if p.writer_waiting {
+            p.writer_waiting = false;
+            log.ready.notify_one();
+        }
+        Ok(buf.len())
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
@@ -118,19 +118,15 @@ fn make_line_writer() -> LineWriter {
 /// Writes buffered lines to stderr in batches: it sleeps on `ready` while the log is quiet,
 /// and while lines keep coming it takes and writes what has gathered every `GATHER`.
 fn write_lines(log: &'static Log) {
+    let _gone = WriterGone(log);
     let mut out = std::io::stderr();
     let mut spare: Vec<u8> = Vec::with_capacity(64 * 1024);
     loop {
         let (batch, closing) = {
-            let Ok(mut p) = log.pending.lock() else {
-                return;
-            };
+            let mut p = log.pending.lock().unwrap_or_else(PoisonError::into_inner);
             while p.bytes.is_empty() && !p.closing {
                 p.writer_waiting = true;
-                p = match log.ready.wait(p) {
-                    Ok(p) => p,
-                    Err(_) => return,
-                };
+                p = log.ready.wait(p).unwrap_or_else(PoisonError::into_inner);
             }
             p.writer_waiting = false;
             (std::mem::replace(&mut p.bytes, spare), p.closing)
@@ -140,15 +136,31 @@ fn write_lines(log: &'static Log) {
         spare = batch;
         spare.clear();
         if closing {
-            // Lines appended after the take (a logger that waited for space) still go out.
-            if let Ok(mut p) = log.pending.lock() {
-                let _ = out.write_all(&p.bytes);
-                p.bytes.clear();
-            }
-            let _ = out.flush();
             return;
         }
         std::thread::sleep(GATHER);
+    }
+}
+
+/// However the writer ends (asked to, or by a panic), what is still buffered goes out and
+/// loggers — including any waiting for space — write to stderr themselves from then on, so
+/// a request never waits for a writer that is gone.
+struct WriterGone(&'static Log);
+
+impl Drop for WriterGone {
+    fn drop(&mut self) {
+        let mut p = self
+            .0
+            .pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        p.writer_gone = true;
+        let mut err = std::io::stderr();
+        let _ = err.write_all(&p.bytes);
+        let _ = err.flush();
+        p.bytes.clear();
+        drop(p);
+        self.0.drained.notify_all();
     }
 }
 
@@ -161,18 +173,33 @@ pub fn init(format: LogFormat) -> LogGuard {
                 bytes: Vec::with_capacity(64 * 1024),
                 writer_waiting: false,
                 closing: false,
+                writer_gone: true,
             }),
             ready: Condvar::new(),
             drained: Condvar::new(),
         };
         if LOG.set(log).is_ok()
             && let Some(log) = LOG.get()
-            && let Ok(handle) = std::thread::Builder::new()
+        {
+            // Until the writer runs (and if it cannot be started) loggers write to stderr.
+            let set_gone = |gone: bool| {
+                log.pending
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .writer_gone = gone;
+            };
+            set_gone(false);
+            match std::thread::Builder::new()
                 .name("queuegate-log".into())
                 .spawn(move || write_lines(log))
-            && let Ok(mut w) = WRITER.lock()
-        {
-            *w = Some(handle);
+            {
+                Ok(handle) => {
+                    if let Ok(mut w) = WRITER.lock() {
+                        *w = Some(handle);
+                    }
+                }
+                Err(_) => set_gone(true),
+            }
         }
     }
     install(format);
