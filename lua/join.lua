@@ -186,23 +186,18 @@ end
 local out = {}
 for k = 1, #users do
   local f = first[users[k]]
-  local p = 0
-  if state[f] == 1 then
-    if before_start then
-      p = 0
-    elseif position[f] then
-      p = position[f]
-    else
-      p = redis.call('ZRANK', KEYS[3], users[k]) + 1
-    end
-  end
   local st = state[f]
-  if st == 1 and before_start then
-    st = 3
+  if st == 1 then
+    if before_start then
+      st = 3
+    elseif not position[f] then
+      -- (a user listed again reuses the first listing's position)
+      position[f] = redis.call('ZRANK', KEYS[3], users[f]) + 1
+    end
   end
   out[#out + 1] = st
   out[#out + 1] = seq[f]
-  out[#out + 1] = p
+  out[#out + 1] = position[f] or 0
   out[#out + 1] = (f == k) and how[k] or 0
   out[#out + 1] = ends_out[f]
 end
