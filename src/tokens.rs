@@ -5,12 +5,12 @@
 //! who the bearer is and what they were granted at signing time; whether an access grant is
 //! *still* live is a separate question answered by the queue store (see `gate.rs`).
 
+mod verified;
+
 use crate::domain::{ConcertId, LineId, UserId};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
-use std::hash::{BuildHasher, RandomState};
-use std::sync::Mutex;
+use verified::Verified;
 
 const ISSUER: &str = "queuegate";
 /// Clock slack between instances when checking `exp`.
@@ -150,52 +150,6 @@ pub struct TokenKeys {
     /// admitted visitor carries the same grant.
     verified_access: Verified<AccessToken>,
 }
-
-/// Tokens whose signature and claims this instance has checked, until they expire. A token
-/// is recognised by a keyed hash of its text — SipHash with a random key per process, so
-/// nobody can craft a different token that matches a remembered one — and its claims are
-/// reused. What a token grants is still checked where it can change (a revoked admission is
-/// refused by Redis, not here).
-struct Verified<T> {
-    tokens: Mutex<HashMap<u64, (T, u64)>>,
-    keys: RandomState,
-}
-
-impl<T: Clone> Verified<T> {
-    fn new() -> Self {
-        Verified {
-            tokens: Mutex::new(HashMap::new()),
-            keys: RandomState::new(),
-        }
-    }
-
-    /// The claims of `token`, from the cache or from `verify` (which also says when the
-    /// token expires).
-    fn get_or_verify(
-        &self,
-        token: &str,
-        verify: impl FnOnce() -> Result<(T, u64), TokenError>,
-    ) -> Result<T, TokenError> {
-        let key = self.keys.hash_one(token);
-        if let Ok(cache) = self.tokens.lock()
-            && let Some((t, exp)) = cache.get(&key)
-            && *exp + LEEWAY_SECS > now_secs()
-        {
-            return Ok(t.clone());
-        }
-        let (t, exp) = verify()?;
-        if let Ok(mut cache) = self.tokens.lock() {
-            if cache.len() >= VERIFIED_CACHE {
-                cache.clear();
-            }
-            cache.insert(key, (t.clone(), exp));
-        }
-        Ok(t)
-    }
-}
-
-/// Verified tokens remembered at most, per kind; the memory is dropped wholesale past it.
-const VERIFIED_CACHE: usize = 200_000;
 
 pub fn now_secs() -> u64 {
     std::time::SystemTime::now()
