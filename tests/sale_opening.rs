@@ -36,15 +36,7 @@ async fn create_sale(app: &TestApp, starts_in_secs: f64) -> (ConcertId, u64) {
 }
 
 async fn status(app: &TestApp, token: &str) -> Value {
-    app.http
-        .get(app.url("/v1/queue/status"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    app.queue_status(token).await.json().await.unwrap()
 }
 
 /// Waits (bounded) until the sale has opened, as the admin API sees it.
