@@ -215,10 +215,13 @@ mariadb_user() { if [ "$(id -u)" -eq 0 ]; then echo --user=root; fi; }
 init_datadir() {
   local name=$1 dir="$STACK_DIR/$1" user
   user=$(mariadb_user)
-  mkdir -p "$dir"
+  # Its own temporary directory: two bootstraps run at once, and a temporary file another
+  # process removes from a shared /tmp aborts one (seen once in CI: "Error on delete of
+  # '/tmp/#sql-temptable-…'").
+  mkdir -p "$dir/tmp"
   [ ! -d "$dir/data/mysql" ] || return 0
   # shellcheck disable=SC2086 # $user is one option or nothing
-  mariadb-install-db --no-defaults --datadir="$dir/data" $user \
+  mariadb-install-db --no-defaults --datadir="$dir/data" --tmpdir="$dir/tmp" $user \
     --auth-root-authentication-method=socket --skip-test-db >>"$LOGS/$name.log" 2>&1
 }
 
@@ -228,7 +231,7 @@ start_mariadb() {
   local flags
   lines flags mariadb_flags "$name"
   start "$name" /usr/sbin/mariadbd /usr/sbin/mariadbd --no-defaults "${user[@]}" --datadir="$dir/data" \
-    --bind-address="$HOST" --port="$port" --socket="$dir/mysqld.sock" --pid-file="$dir/mysqld.pid" \
+    --tmpdir="$dir/tmp" --bind-address="$HOST" --port="$port" --socket="$dir/mysqld.sock" --pid-file="$dir/mysqld.pid" \
     "${flags[@]}"
 }
 
