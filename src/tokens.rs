@@ -5,10 +5,12 @@
 //! who the bearer is and what they were granted at signing time; whether an access grant is
 //! *still* live is a separate question answered by the queue store (see `gate.rs`).
 
+mod hs256;
 mod verified;
 
 use crate::domain::{ConcertId, LineId, UserId};
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use hs256::Hs256;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::{Deserialize, Serialize};
 use verified::Verified;
 
@@ -81,6 +83,27 @@ struct Claims {
     jti: Option<String>,
     iat: u64,
     exp: u64,
+    /// Whether `nbf` / `aud` are present (even as `null`). Never in our tokens; read only so
+    /// that the fast path (see `fast_claims`) leaves such a token to the general decoder,
+    /// which checks them.
+    #[serde(
+        default,
+        skip_serializing,
+        rename = "nbf",
+        deserialize_with = "present"
+    )]
+    has_nbf: bool,
+    #[serde(
+        default,
+        skip_serializing,
+        rename = "aud",
+        deserialize_with = "present"
+    )]
+    has_aud: bool,
+}
+
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    serde::de::IgnoredAny::deserialize(d).map(|_| true)
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -140,7 +163,10 @@ pub struct StreamTicket {
 pub const STREAM_TICKET_TTL_SECS: u64 = 30;
 
 pub struct TokenKeys {
-    encoding: EncodingKey,
+    /// Signs every token and verifies our own canonical ones (see `hs256`).
+    hs256: Hs256,
+    /// The general decoder, for every token the fast path does not vouch for: it refuses
+    /// them with the precise reason (or accepts a valid token in another form).
     decoding: DecodingKey,
     validation: Validation,
     /// Queue tokens verified before: a fan polls with the same token for hours, so its
@@ -167,7 +193,7 @@ impl TokenKeys {
         // Instances share a clock only roughly; a few seconds of slack is plenty.
         validation.leeway = LEEWAY_SECS;
         TokenKeys {
-            encoding: EncodingKey::from_secret(secret),
+            hs256: Hs256::new(secret),
             decoding: DecodingKey::from_secret(secret),
             validation,
             verified_queue: Verified::new(),
@@ -176,11 +202,37 @@ impl TokenKeys {
     }
 
     fn sign(&self, claims: &Claims) -> Result<String, TokenError> {
-        jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &self.encoding)
+        self.hs256
+            .sign(claims)
             .map_err(|e| TokenError::Signing(e.to_string()))
     }
 
     fn verify(&self, token: &str, kind: Kind) -> Result<Claims, TokenError> {
+        let claims = match self.fast_claims(token) {
+            Some(c) => c,
+            None => self.general_claims(token, kind)?,
+        };
+        if claims.kind != kind {
+            return Err(TokenError::WrongKind {
+                expected: kind,
+                found: claims.kind,
+            });
+        }
+        Ok(claims)
+    }
+
+    /// The claims of a token we signed in our canonical form and that passes every check the
+    /// general decoder makes (`validation`); `None` leaves the token to the general decoder.
+    /// Accepts nothing the general decoder would refuse: the same MAC, the same header, `exp`
+    /// and `iss` checked alike, and tokens with `nbf` or `aud` (never ours) left to it.
+    fn fast_claims(&self, token: &str) -> Option<Claims> {
+        let payload = self.hs256.verified_payload(token)?;
+        let c: Claims = serde_json::from_slice(&payload).ok()?;
+        let live = c.exp >= now_secs().saturating_sub(LEEWAY_SECS);
+        (live && c.iss == ISSUER && !c.has_nbf && !c.has_aud).then_some(c)
+    }
+
+    fn general_claims(&self, token: &str, kind: Kind) -> Result<Claims, TokenError> {
         use jsonwebtoken::errors::ErrorKind as E;
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .map_err(|e| match e.kind() {
@@ -192,12 +244,6 @@ impl TokenKeys {
                 }
                 _ => TokenError::Malformed,
             })?;
-        if data.claims.kind != kind {
-            return Err(TokenError::WrongKind {
-                expected: kind,
-                found: data.claims.kind,
-            });
-        }
         Ok(data.claims)
     }
 
@@ -214,6 +260,8 @@ impl TokenKeys {
             jti: None,
             iat: now,
             exp: now + USER_TOKEN_TTL_SECS,
+            has_nbf: false,
+            has_aud: false,
         })
     }
 
@@ -230,6 +278,8 @@ impl TokenKeys {
             jti: None,
             iat: now,
             exp: now + QUEUE_TOKEN_TTL_SECS,
+            has_nbf: false,
+            has_aud: false,
         })
     }
 
@@ -245,6 +295,8 @@ impl TokenKeys {
             jti: None,
             iat: now_secs(),
             exp: t.exp,
+            has_nbf: false,
+            has_aud: false,
         })
     }
 
@@ -262,6 +314,8 @@ impl TokenKeys {
             jti: Some(uuid::Uuid::new_v4().simple().to_string()),
             iat: now,
             exp: now + STREAM_TICKET_TTL_SECS,
+            has_nbf: false,
+            has_aud: false,
         })
     }
 
@@ -332,137 +386,4 @@ fn user_id(sub: String, kind: Kind) -> Result<UserId, TokenError> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn keys() -> TokenKeys {
-        TokenKeys::new(b"0123456789abcdef0123456789abcdef")
-    }
-
-    fn uid(n: u64) -> UserId {
-        UserId::new(n).unwrap()
-    }
-
-    #[test]
-    fn each_kind_round_trips_and_only_verifies_as_itself() {
-        let k = keys();
-        let user = k.mint_user(uid(7)).unwrap();
-        assert_eq!(k.verify_user(&user).unwrap().user_id, uid(7));
-        assert!(k.verify_queue(&user).is_err());
-        assert!(k.verify_access(&user).is_err());
-
-        let q = QueueToken {
-            user_id: uid(7),
-            concert_id: ConcertId::new(3).unwrap(),
-            queue_id: 77,
-            seq: 42,
-            epoch: "e1".into(),
-        };
-        let qt = k.mint_queue(&q).unwrap();
-        assert_eq!(k.verify_queue(&qt).unwrap(), q);
-        assert_eq!(k.verify_queue(&qt).unwrap(), q, "again, from the cache");
-        assert!(k.verify_user(&qt).is_err());
-        // A remembered token does not make a tampered copy acceptable.
-        let mut tampered = qt.clone();
-        tampered.pop();
-        assert!(k.verify_queue(&tampered).is_err());
-
-        let a = AccessToken {
-            user_id: uid(7),
-            concert_id: ConcertId::new(3).unwrap(),
-            queue_id: 77,
-            seq: 42,
-            exp: now_secs() + 60,
-        };
-        let at = k.mint_access(&a).unwrap();
-        assert_eq!(k.verify_access(&at).unwrap(), a);
-        assert_eq!(k.verify_access(&at).unwrap(), a, "again, from the cache");
-        let mut tampered = at.clone();
-        tampered.pop();
-        assert!(k.verify_access(&tampered).is_err());
-        assert!(k.verify_queue(&at).is_err());
-
-        let ticket = k.mint_stream_ticket(&q).unwrap();
-        let t = k.verify_stream_ticket(&ticket).unwrap();
-        assert_eq!((t.user_id, t.line, t.seq), (q.user_id, q.line(), q.seq));
-        assert_ne!(
-            t.jti,
-            k.verify_stream_ticket(&k.mint_stream_ticket(&q).unwrap())
-                .unwrap()
-                .jti,
-            "every ticket is unique"
-        );
-        assert!(k.verify_queue(&ticket).is_err());
-    }
-
-    #[test]
-    fn forged_expired_and_unsigned_tokens_fail() {
-        let k = keys();
-        let other = TokenKeys::new(b"another-secret-another-secret-xx");
-        let forged = other.mint_user(uid(1)).unwrap();
-        assert!(k.verify_user(&forged).is_err());
-
-        let expired = k
-            .mint_access(&AccessToken {
-                user_id: uid(1),
-                concert_id: ConcertId::new(1).unwrap(),
-                queue_id: 5,
-                seq: 1,
-                exp: now_secs() - 60,
-            })
-            .unwrap();
-        assert_eq!(
-            k.verify_access(&expired),
-            Err(TokenError::Expired("access"))
-        );
-        assert_eq!(k.verify_user(&forged), Err(TokenError::BadSignature));
-
-        // alg: none with a plausible payload.
-        use base64_like::encode;
-        let header = encode(br#"{"alg":"none","typ":"JWT"}"#);
-        let exp = now_secs() + 600;
-        let payload = encode(
-            format!(r#"{{"kind":"user","iss":"queuegate","sub":"1","iat":1,"exp":{exp}}}"#)
-                .as_bytes(),
-        );
-        assert!(k.verify_user(&format!("{header}.{payload}.")).is_err());
-        assert_eq!(k.verify_user("garbage"), Err(TokenError::Malformed));
-        let queue = k
-            .mint_queue(&QueueToken {
-                user_id: uid(1),
-                concert_id: ConcertId::new(1).unwrap(),
-                queue_id: 5,
-                seq: 1,
-                epoch: "e".into(),
-            })
-            .unwrap();
-        assert_eq!(
-            k.verify_access(&queue),
-            Err(TokenError::WrongKind {
-                expected: Kind::Access,
-                found: Kind::Queue
-            })
-        );
-        assert!(k.verify_user("").is_err());
-    }
-
-    /// Minimal URL-safe base64 without padding, only for building hostile test tokens.
-    mod base64_like {
-        const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-        pub fn encode(input: &[u8]) -> String {
-            let mut out = String::new();
-            for chunk in input.chunks(3) {
-                let b = [
-                    chunk[0],
-                    *chunk.get(1).unwrap_or(&0),
-                    *chunk.get(2).unwrap_or(&0),
-                ];
-                let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-                for i in 0..=chunk.len() {
-                    out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
-                }
-            }
-            out
-        }
-    }
-}
+mod tests;

@@ -34,7 +34,7 @@ impl Handler for Api {
         if let Some(gw) = self.gateway.as_deref()
             && gw.protects(&req.path)
         {
-            let result = gateway::forward(self, gw, req).await;
+            let result = Box::pin(gateway::forward(self, gw, req)).await;
             return Served {
                 route: gateway::ROUTE,
                 resp: answer(result, req),
@@ -79,36 +79,40 @@ fn answer(result: Result<Resp, ApiError>, req: &Req) -> Resp {
     }
 }
 
+/// Each route's future is boxed on its own: they differ in size by orders of magnitude (a
+/// payment's transaction holds kilobytes of state, a status poll a few hundred bytes), and an
+/// unboxed `match` would make every request allocate and copy the largest one (8.5 KB, which
+/// also sends glibc's allocator down its slow path for "large" requests).
 async fn dispatch(api: &Api, route: Route, req: &mut Req) -> Result<Resp, ApiError> {
     use Route::*;
     match route {
         Healthz => ops::healthz(),
-        Readyz => ops::readyz(api).await,
+        Readyz => Box::pin(ops::readyz(api)).await,
         Metrics => ops::metrics(api),
-        CreateUser => users::create(api, req).await,
-        GetBalance => users::balance(api, req).await,
-        ChargeBalance => users::charge(api, req).await,
-        ConcertSchedules => booking::schedules(api, req).await,
-        ScheduleSeats => booking::seats(api, req).await,
-        CreateReservation => booking::hold(api, req).await,
-        GetReservation => booking::get(api, req).await,
-        CancelReservation => booking::cancel(api, req).await,
-        CreatePayment => booking::pay(api, req).await,
-        AdminCreateConcert => admin::create_concert(api, req).await,
-        JoinQueue => queue::join(api, req).await,
-        QueueStatus => queue::status(api, req).await,
-        QueueEvents => queue::events(api, req).await,
-        QueueEventsTicket => queue::stream_ticket(api, req).await,
-        LeaveQueue => queue::leave(api, req).await,
-        AdminGetQueue => admin::get_queue(api, req).await,
-        AdminPutQueue => admin::put_queue(api, req).await,
-        ListConcerts => booking::list_concerts(api).await,
+        CreateUser => Box::pin(users::create(api, req)).await,
+        GetBalance => Box::pin(users::balance(api, req)).await,
+        ChargeBalance => Box::pin(users::charge(api, req)).await,
+        ConcertSchedules => Box::pin(booking::schedules(api, req)).await,
+        ScheduleSeats => Box::pin(booking::seats(api, req)).await,
+        CreateReservation => Box::pin(booking::hold(api, req)).await,
+        GetReservation => Box::pin(booking::get(api, req)).await,
+        CancelReservation => Box::pin(booking::cancel(api, req)).await,
+        CreatePayment => Box::pin(booking::pay(api, req)).await,
+        AdminCreateConcert => Box::pin(admin::create_concert(api, req)).await,
+        JoinQueue => Box::pin(queue::join(api, req)).await,
+        QueueStatus => Box::pin(queue::status(api, req)).await,
+        QueueEvents => Box::pin(queue::events(api, req)).await,
+        QueueEventsTicket => Box::pin(queue::stream_ticket(api, req)).await,
+        LeaveQueue => Box::pin(queue::leave(api, req)).await,
+        AdminGetQueue => Box::pin(admin::get_queue(api, req)).await,
+        AdminPutQueue => Box::pin(admin::put_queue(api, req)).await,
+        ListConcerts => Box::pin(booking::list_concerts(api)).await,
         PageIndex => pages::index(),
         PageConcert => pages::concert_page(first_param(req)),
         PageAsset => pages::asset(first_param(req)),
         Docs => pages::docs(),
         OpenApiJson => openapi::serve(),
-        GatewaySession => gateway::create_session(api, req).await,
+        GatewaySession => Box::pin(gateway::create_session(api, req)).await,
         GatewaySessionEnd => gateway::end_session(api, req),
     }
 }

@@ -105,6 +105,12 @@ impl Catalogue {
         {
             return Ok(Some(line));
         }
+        // Boxed: the query's future is kilobytes, and every join would carry it for a miss
+        // that happens once per concert and instance.
+        Box::pin(self.load_line(concert)).await
+    }
+
+    async fn load_line(&self, concert: ConcertId) -> Result<Option<LineId>, CatalogueError> {
         let queue_id: Option<u64> =
             sqlx::query_scalar("SELECT queue_id FROM concerts WHERE id = ?")
                 .bind(concert.get())

@@ -229,7 +229,9 @@ impl QueueStore {
         }) {
             return Ok(());
         }
-        self.add_to_timer(line).await?;
+        // Boxed: a Redis command's future is kilobytes; the registered case, above, is the
+        // one every join takes.
+        Box::pin(self.add_to_timer(line)).await?;
         if let Ok(mut r) = self.registered.lock() {
             r.insert(line, now);
         }

@@ -71,7 +71,9 @@ impl<I: Send + 'static, O: Send + 'static> Coalescer<I, O> {
             }
         };
         match lead {
-            Ok(item) => self.lead(line, item, call).await,
+            // Boxed: the lead holds the script call's future (kilobytes), which the usual
+            // case — waiting for another's call — should not carry in every request.
+            Ok(item) => Box::pin(self.lead(line, item, call)).await,
             Err(rx) => rx
                 .await
                 .map_err(|_| StoreError::bug("coalesced call dropped its answer"))?,

@@ -29,11 +29,19 @@ pub struct QueueStore {
 }
 
 /// Pre-queue places are numbered by a random draw below 2^50 (see `lua/join.lua`), taken
-/// from the OS's randomness: unpredictable to clients.
-fn pre_queue_draw() -> u64 {
-    let b = uuid::Uuid::new_v4().into_bytes();
-    let n = u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]);
-    (n & ((1 << 50) - 1)).max(1)
+/// from the OS's randomness: unpredictable to clients. One system call draws for a whole
+/// batch of joins.
+fn pre_queue_draws(n: usize) -> Result<Vec<u64>, StoreError> {
+    let mut bytes = vec![0u8; n * 8];
+    getrandom::fill(&mut bytes)
+        .map_err(|e| StoreError::bug(format!("the OS's randomness failed: {e}")))?;
+    Ok(bytes
+        .chunks_exact(8)
+        .map(|c| {
+            let n = u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+            (n & ((1 << 50) - 1)).max(1)
+        })
+        .collect())
 }
 
 pub(super) fn keys<const N: usize>(k: [&String; N]) -> Vec<Key> {
@@ -191,7 +199,8 @@ impl QueueStore {
         let k = self.keys(line);
         let mut argv = Vec::with_capacity(1 + items.len() * 4);
         argv.push(uuid::Uuid::new_v4().simple().to_string().into());
-        for item in items {
+        let draws = pre_queue_draws(items.len())?;
+        for (item, draw) in items.iter().zip(draws) {
             let (seq, epoch) = item
                 .restore
                 .as_ref()
@@ -199,7 +208,7 @@ impl QueueStore {
             argv.push(int(item.user.get()));
             argv.push(int(seq));
             argv.push(epoch.into());
-            argv.push(int(pre_queue_draw()));
+            argv.push(int(draw));
         }
         let reply: Vec<Value> = self
             .scripts
