@@ -20,6 +20,8 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/queuegate-target}"
 bash scripts/services.sh
 cargo build --release --locked --bin queuegate --bin queuegate-load
 bin="$CARGO_TARGET_DIR/release"
+# GATEWAY_BIN measures another build of the gateway (e.g. an older commit's) with this load tool.
+gateway_bin="${GATEWAY_BIN:-$bin/queuegate}"
 
 scenarios=("$@")
 [ ${#scenarios[@]} -gt 0 ] || scenarios=(baseline poll join rush-one rush-many flow sse)
@@ -47,7 +49,7 @@ if [ "${BENCH_REDIS:-single}" = cluster ]; then
 fi
 log_file="${BENCH_LOG:-$(mktemp -t queuegate-bench-XXXX.log)}"
 # shellcheck disable=SC2086
-env LISTEN_ADDR="$QG_ADDR" REDIS_KEY_PREFIX="$prefix" ${BENCH_ENV:-} "$bin/queuegate" serve 2>"$log_file" &
+env LISTEN_ADDR="$QG_ADDR" REDIS_KEY_PREFIX="$prefix" ${BENCH_ENV:-} "$gateway_bin" serve 2>"$log_file" &
 gw=$!
 proxy_pids=()
 cleanup() {
@@ -96,7 +98,7 @@ start_proxy() {
   env LISTEN_ADDR="127.0.0.1:$gw_port" REDIS_KEY_PREFIX="$prefix" AUTO_MIGRATE=false \
     UPSTREAM_URL="http://127.0.0.1:$origin_port" UPSTREAM_PATHS=/shop UPSTREAM_CONCERT_ID="$concert" \
     UPSTREAM_IDENTITY_KEY="bench-identity-key-0123456789abcdef" ${BENCH_ENV:-} \
-    "$bin/queuegate" serve 2>"$log_file.proxy" &
+    "$gateway_bin" serve 2>"$log_file.proxy" &
   proxy_pids+=($!)
   for _ in $(seq 1 100); do
     (exec 3<>"/dev/tcp/127.0.0.1/$gw_port") 2>/dev/null && (exec 3<>"/dev/tcp/127.0.0.1/$origin_port") 2>/dev/null && break
