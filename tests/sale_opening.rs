@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{ADMIN_TOKEN, TestApp, spawn_with};
+use common::{ADMIN_TOKEN, TestApp, metric_sum, spawn_with};
 use queuegate::domain::{ConcertId, UserId};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -273,7 +273,36 @@ async fn three_instances_draw_once_and_streams_follow_the_opening() {
         .find("event: pre_queue")
         .expect("a pre_queue event first");
     assert!(pre < seen.find("event: position").unwrap(), "{seen}");
-    for app in [&first, &second, &third] {
+    // Positions need only the clock; the draw is recorded by the sale's first tick, which on a
+    // busy machine can come a moment after the first position. Wait for it, then for three
+    // more ticks (on any instance), and check it was recorded exactly once.
+    let apps = [&first, &second, &third];
+    let ticks = || async {
+        let mut sum = 0.0;
+        for app in apps {
+            let c = concert.to_string();
+            sum += metric_sum(
+                &app.metrics_text().await,
+                "queuegate_queue_ticks_total",
+                Some(("concert", c.as_str())),
+            );
+        }
+        sum
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while first.get_queue(concert).await["draws"] == 0 {
+        assert!(Instant::now() < deadline, "the draw was never recorded");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let drawn_at = ticks().await;
+    while ticks().await < drawn_at + 3.0 {
+        assert!(
+            Instant::now() < deadline,
+            "the ticks stopped after the draw"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for app in apps {
         assert_eq!(app.get_queue(concert).await["draws"], 1);
     }
     // Everyone sees the same drawn order from every instance.
