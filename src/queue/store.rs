@@ -28,20 +28,28 @@ pub struct QueueStore {
     pub(super) paces: RwLock<HashMap<LineId, Pace>>,
 }
 
-/// Pre-queue places are numbered by a random draw below 2^50 (see `lua/join.lua`), taken
-/// from the OS's randomness: unpredictable to clients. One system call draws for a whole
-/// batch of joins.
-fn pre_queue_draws(n: usize) -> Result<Vec<u64>, StoreError> {
-    let mut bytes = vec![0u8; n * 8];
+/// What one join call needs from the OS's randomness, taken with one system call: a fresh
+/// epoch id (a UUIDv4 in simple form; `join.lua` uses it only if the store has none yet) and,
+/// per join, the random number that orders a pre-queue place — below 2^50 (see `lua/join.lua`)
+/// and unpredictable to clients.
+fn join_randomness(joins: usize) -> Result<(String, Vec<u64>), StoreError> {
+    let mut bytes = vec![0u8; 16 + joins * 8];
     getrandom::fill(&mut bytes)
         .map_err(|e| StoreError::bug(format!("the OS's randomness failed: {e}")))?;
-    Ok(bytes
+    let mut id = [0u8; 16];
+    id.copy_from_slice(&bytes[..16]);
+    let epoch = uuid::Builder::from_random_bytes(id)
+        .into_uuid()
+        .simple()
+        .to_string();
+    let draws = bytes[16..]
         .chunks_exact(8)
         .map(|c| {
             let n = u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
             (n & ((1 << 50) - 1)).max(1)
         })
-        .collect())
+        .collect();
+    Ok((epoch, draws))
 }
 
 pub(super) fn keys<const N: usize>(k: [&String; N]) -> Vec<Key> {
@@ -198,8 +206,8 @@ impl QueueStore {
     ) -> Result<Vec<Joined>, StoreError> {
         let k = self.keys(line);
         let mut argv = Vec::with_capacity(1 + items.len() * 4);
-        argv.push(uuid::Uuid::new_v4().simple().to_string().into());
-        let draws = pre_queue_draws(items.len())?;
+        let (fresh_epoch, draws) = join_randomness(items.len())?;
+        argv.push(fresh_epoch.into());
         for (item, draw) in items.iter().zip(draws) {
             let (seq, epoch) = item
                 .restore
@@ -344,5 +352,22 @@ impl QueueStore {
             )
             .await?;
         Ok(set.is_some())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_draw_gives_an_epoch_id_and_a_pre_queue_number_per_join() {
+        let (epoch, draws) = join_randomness(300).unwrap();
+        let id = uuid::Uuid::parse_str(&epoch).unwrap();
+        assert_eq!((epoch.len(), id.get_version_num()), (32, 4));
+        assert_eq!(draws.len(), 300);
+        assert!(draws.iter().all(|d| (1..1 << 50).contains(d)));
+        let distinct: std::collections::HashSet<_> = draws.iter().collect();
+        assert_eq!(distinct.len(), 300);
+        assert_ne!(join_randomness(0).unwrap().0, epoch);
     }
 }
