@@ -46,6 +46,10 @@
 local t = redis.call('TIME')
 local now_s = tonumber(t[1])
 local now = now_s * 1000 + math.floor(tonumber(t[2]) / 1000)
+-- Numbers handed to Redis as numbers are formatted with "%.17g" (glibc's exact, slow double
+-- formatting); every per-place number this script writes is therefore text it makes with
+-- '%d' (integer formatting: our numbers are whole and below 2^53), or TIME's own text.
+local now_text = t[1]
 
 local epoch = redis.call('GET', KEYS[2])
 if not epoch then
@@ -111,7 +115,8 @@ for k = 1, #users do
     elseif waiting[k] then
       seq[k] = tonumber(waiting[k])
     else
-      local token_seq = tonumber(ARGV[i + 1])
+      -- (most joins carry no kept token: "0", compared as text, needs no conversion)
+      local token_seq = ARGV[i + 1] ~= '0' and tonumber(ARGV[i + 1]) or 0
       if token_seq > 0 and ARGV[i + 2] ~= epoch then
         seq[k] = token_seq
         how[k] = 2
@@ -143,24 +148,31 @@ if counted > 0 then
 end
 
 -- Add the new places (one ZADD per 500) and mark every place seen now (one HSET per bucket).
+-- Numbered places are consecutive, so they share buckets: a bucket's name is made once per
+-- run of places in it, not once per place.
 local adds = {}
 local marks = {}
 local buckets = {}
+local last_number, fields = nil, nil
 for k = 1, #users do
   if first[users[k]] == k and state[k] == 1 then
     if how[k] ~= 0 then
-      adds[#adds + 1] = seq[k]
+      adds[#adds + 1] = string.format('%d', seq[k])
       adds[#adds + 1] = users[k]
     end
-    local bucket = KEYS[4] .. string.format('%.0f', math.floor(seq[k] / 128))
-    local fields = marks[bucket]
-    if not fields then
-      fields = {}
-      marks[bucket] = fields
-      buckets[#buckets + 1] = bucket
+    local number = math.floor(seq[k] / 128)
+    if number ~= last_number then
+      local bucket = KEYS[4] .. string.format('%d', number)
+      fields = marks[bucket]
+      if not fields then
+        fields = {}
+        marks[bucket] = fields
+        buckets[#buckets + 1] = bucket
+      end
+      last_number = number
     end
-    fields[#fields + 1] = string.format('%.0f', seq[k] % 128)
-    fields[#fields + 1] = now_s
+    fields[#fields + 1] = string.format('%d', seq[k] % 128)
+    fields[#fields + 1] = now_text
   end
 end
 for from = 1, #adds, 1000 do

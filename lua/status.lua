@@ -9,11 +9,16 @@
 -- KEYS[5] stats     HASH concert figures
 -- KEYS[6] settings  HASH per-concert settings (sale_start_ms)
 -- ARGV[1] idle limit (s)
--- ARGV[2..] pairs: user id, seq named by the queue token — negative (-seq) when the place is
---           to be marked (two arguments per poll rather than three: each is a Lua string Redis
---           makes for the call)
+-- ARGV[2] how many of the pairs, from the first, are to be marked
+-- ARGV[3..] pairs: user id, seq named by the queue token (in decimal, as Redis writes scores)
 --
--- marked (-seq): check the user's last-seen time against the idle limit (an idle place is
+-- A place's seq is compared with its score as text, never converted: Redis hands a score to
+-- Lua as the text "%.17g" makes of it, which for our seqs (whole numbers below 2^53) is the
+-- plain decimal the gateway sends. Converting both to numbers cost two strtod calls per poll
+-- (~10 % of the script's time per poll, scripts/lua-bench.py); Lua compares two of its
+-- strings by pointer.
+--
+-- marked: check the user's last-seen time against the idle limit (an idle place is
 -- removed and answers gone, as the tick would do) and record "seen now". Not marked: the caller
 -- marked this place less than half the idle limit ago, so it cannot be idle yet and its mark is
 -- fresh enough: no read, no write. Either way the answer is exact.
@@ -39,9 +44,10 @@ local before_start = now < start
 local cutoff = now_s - tonumber(ARGV[1])
 local start_s = math.floor(start / 1000)
 -- One ZMSCORE per (at most) 1,000 places: unpack's stack limit is a few thousand values.
+local marked = tonumber(ARGV[2])
 local scores = {}
 local users = {}
-for i = 2, #ARGV, 2 do
+for i = 3, #ARGV, 2 do
   users[#users + 1] = ARGV[i]
 end
 for from = 1, #users, 1000 do
@@ -53,31 +59,29 @@ end
 local out = { start }
 local n = 1
 local idle = 0
-for i = 2, #ARGV, 2 do
-  local user, seq = ARGV[i], tonumber(ARGV[i + 1])
-  local mark = seq < 0
-  if mark then
-    seq = -seq
-  end
+for i = 3, #ARGV, 2 do
+  local user, seq = ARGV[i], ARGV[i + 1]
+  local mark = n <= marked
   local result = 0
   local score = scores[n]
   if score then
-    if tonumber(score) ~= seq then
+    if score ~= seq then
       result = 0
     elseif before_start then
       result = -1
     else
       local present = true
       if mark then
-        local bucket = KEYS[2] .. string.format('%.0f', math.floor(seq / 128))
-        local field = string.format('%.0f', seq % 128)
+        seq = tonumber(seq)
+        local bucket = KEYS[2] .. string.format('%d', math.floor(seq / 128))
+        local field = string.format('%d', seq % 128)
         if math.max(tonumber(redis.call('HGET', bucket, field) or '0'), start_s) < cutoff then
           redis.call('ZREM', KEYS[1], user)
           redis.call('HDEL', bucket, field)
           idle = idle + 1
           present = false
         else
-          redis.call('HSET', bucket, field, now_s)
+          redis.call('HSET', bucket, field, t[1])
         end
       end
       if present then
@@ -86,7 +90,7 @@ for i = 2, #ARGV, 2 do
     end
   else
     local ends = redis.call('ZSCORE', KEYS[3], user)
-    if ends and tonumber(ends) > now and tonumber(redis.call('HGET', KEYS[4], user)) == seq then
+    if ends and tonumber(ends) > now and redis.call('HGET', KEYS[4], user) == seq then
       result = -tonumber(ends)
     end
   end

@@ -128,57 +128,74 @@ pub const RAW_STREAMS: &[&[u8]] = &[b"GET /v1/queue/events"];
 /// Label for requests that matched no route (keeps metrics bounded under path scanning).
 pub const UNMATCHED: &str = "unmatched";
 
+/// The (at most two) methods a path takes, and the route each leads to.
+type Choices = [Option<(Method, Route)>; 2];
+
 pub fn resolve(method: &Method, path: &str) -> Result<Matched, ApiError> {
     use Route::*;
+    // Every route has at most MAX_SEGMENTS segments: the path is split into an array on the
+    // stack (no allocation on the way to a handler).
+    const MAX_SEGMENTS: usize = 6;
     let trimmed = path.strip_prefix('/').unwrap_or(path);
-    let segs: Vec<&str> = if trimmed.is_empty() {
-        Vec::new()
-    } else {
-        trimmed.split('/').collect()
-    };
-    let get = Method::GET;
-    let post = Method::POST;
-    let put = Method::PUT;
-    let delete = Method::DELETE;
-    let (candidates, params): (Vec<(Method, Route)>, Vec<&str>) = match segs.as_slice() {
-        [] => (vec![(get, PageIndex)], vec![]),
-        ["concerts", id] => (vec![(get, PageConcert)], vec![id]),
-        ["assets", file] => (vec![(get, PageAsset)], vec![file]),
-        ["v1", "concerts"] => (vec![(get, ListConcerts)], vec![]),
-        ["docs"] => (vec![(get, Docs)], vec![]),
-        ["openapi.json"] => (vec![(get, OpenApiJson)], vec![]),
-        ["healthz"] => (vec![(get, Healthz)], vec![]),
-        ["readyz"] => (vec![(get, Readyz)], vec![]),
-        ["metrics"] => (vec![(get, Metrics)], vec![]),
-        ["v1", "users"] => (vec![(post, CreateUser)], vec![]),
-        ["v1", "users", id, "balance"] => (vec![(get, GetBalance)], vec![id]),
-        ["v1", "users", id, "balance", "charge"] => (vec![(post, ChargeBalance)], vec![id]),
-        ["v1", "queue"] => (vec![(post, JoinQueue), (delete, LeaveQueue)], vec![]),
-        ["v1", "queue", "status"] => (vec![(get, QueueStatus)], vec![]),
-        ["v1", "queue", "events"] => (vec![(get, QueueEvents)], vec![]),
-        ["v1", "queue", "events", "ticket"] => (vec![(post, QueueEventsTicket)], vec![]),
-        ["v1", "concerts", id, "schedules"] => (vec![(get, ConcertSchedules)], vec![id]),
-        ["v1", "schedules", id, "seats"] => (vec![(get, ScheduleSeats)], vec![id]),
-        ["v1", "reservations"] => (vec![(post, CreateReservation)], vec![]),
-        ["v1", "reservations", id] => (
-            vec![(get, GetReservation), (delete, CancelReservation)],
-            vec![id],
-        ),
-        ["v1", "payments"] => (vec![(post, CreatePayment)], vec![]),
-        ["v1", "gateway", "session"] => (
-            vec![(post, GatewaySession), (delete, GatewaySessionEnd)],
-            vec![],
-        ),
-        ["v1", "admin", "concerts"] => (vec![(post, AdminCreateConcert)], vec![]),
-        ["v1", "admin", "concerts", id, "queue"] => {
-            (vec![(get, AdminGetQueue), (put, AdminPutQueue)], vec![id])
+    let mut buf = [""; MAX_SEGMENTS];
+    let mut n = 0;
+    if !trimmed.is_empty() {
+        for seg in trimmed.split('/') {
+            if n == MAX_SEGMENTS {
+                return Err(ApiError::not_found("no such route"));
+            }
+            buf[n] = seg;
+            n += 1;
         }
+    }
+    let (get, post, put, delete) = (Method::GET, Method::POST, Method::PUT, Method::DELETE);
+    let one = |m: Method, r: Route| [Some((m, r)), None];
+    let (candidates, param): (Choices, Option<&str>) = match &buf[..n] {
+        [] => (one(get, PageIndex), None),
+        ["concerts", id] => (one(get, PageConcert), Some(*id)),
+        ["assets", file] => (one(get, PageAsset), Some(*file)),
+        ["v1", "concerts"] => (one(get, ListConcerts), None),
+        ["docs"] => (one(get, Docs), None),
+        ["openapi.json"] => (one(get, OpenApiJson), None),
+        ["healthz"] => (one(get, Healthz), None),
+        ["readyz"] => (one(get, Readyz), None),
+        ["metrics"] => (one(get, Metrics), None),
+        ["v1", "users"] => (one(post, CreateUser), None),
+        ["v1", "users", id, "balance"] => (one(get, GetBalance), Some(*id)),
+        ["v1", "users", id, "balance", "charge"] => (one(post, ChargeBalance), Some(*id)),
+        ["v1", "queue"] => ([Some((post, JoinQueue)), Some((delete, LeaveQueue))], None),
+        ["v1", "queue", "status"] => (one(get, QueueStatus), None),
+        ["v1", "queue", "events"] => (one(get, QueueEvents), None),
+        ["v1", "queue", "events", "ticket"] => (one(post, QueueEventsTicket), None),
+        ["v1", "concerts", id, "schedules"] => (one(get, ConcertSchedules), Some(*id)),
+        ["v1", "schedules", id, "seats"] => (one(get, ScheduleSeats), Some(*id)),
+        ["v1", "reservations"] => (one(post, CreateReservation), None),
+        ["v1", "reservations", id] => (
+            [
+                Some((get, GetReservation)),
+                Some((delete, CancelReservation)),
+            ],
+            Some(*id),
+        ),
+        ["v1", "payments"] => (one(post, CreatePayment), None),
+        ["v1", "gateway", "session"] => (
+            [
+                Some((post, GatewaySession)),
+                Some((delete, GatewaySessionEnd)),
+            ],
+            None,
+        ),
+        ["v1", "admin", "concerts"] => (one(post, AdminCreateConcert), None),
+        ["v1", "admin", "concerts", id, "queue"] => (
+            [Some((get, AdminGetQueue)), Some((put, AdminPutQueue))],
+            Some(*id),
+        ),
         _ => return Err(ApiError::not_found("no such route")),
     };
-    match candidates.iter().find(|(m, _)| m == method) {
+    match candidates.iter().flatten().find(|(m, _)| m == method) {
         Some((_, route)) => Ok(Matched {
             route: *route,
-            params: params.into_iter().map(str::to_owned).collect(),
+            params: param.map(|p| vec![p.to_owned()]).unwrap_or_default(),
         }),
         None => Err(ApiError::MethodNotAllowed),
     }

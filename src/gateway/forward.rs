@@ -16,7 +16,6 @@
 use super::GatewayError;
 use super::grant::{self, COOKIE, IDENTITY_HEADER, Identity};
 use super::upstream::{Upload, Upstream};
-use crate::config::Secret;
 use hyper::body::Incoming;
 use hyper::header::{
     AUTHORIZATION, CONNECTION, CONTENT_LENGTH, COOKIE as COOKIE_HEADER, EXPECT, FORWARDED, HOST,
@@ -125,7 +124,7 @@ pub fn request(
     out: Outgoing<'_>,
     body: Option<Incoming>,
     upstream: &Upstream,
-    identity_key: Option<&Secret>,
+    identity_signer: Option<&grant::IdentitySigner>,
 ) -> Result<(Request<Upload>, Arc<AtomicBool>), GatewayError> {
     let Outgoing {
         method,
@@ -177,11 +176,11 @@ pub fn request(
         }
     }
     set(&mut headers, "x-request-id", request_id);
-    if let Some(key) = identity_key {
+    if let Some(signer) = identity_signer {
         set(
             &mut headers,
             IDENTITY_HEADER,
-            &grant::identity_header(key, identity, request_id),
+            &signer.header(identity, request_id),
         );
     }
     headers.insert(HOST, upstream.host().clone());

@@ -99,21 +99,34 @@ pub struct Identity {
     pub exp: u64,
 }
 
-/// The identity header's value, signed for the request `request_id`.
-pub fn identity_header(key: &Secret, id: Identity, request_id: &str) -> String {
-    let message = format!("{}|{}|{}|{request_id}", id.user, id.concert, id.exp);
-    let sig = match Hmac::<Sha256>::new_from_slice(key.expose().as_bytes()) {
-        Ok(mut mac) => {
-            mac.update(message.as_bytes());
-            hex(&mac.finalize().into_bytes())
+/// Signs identity headers under `UPSTREAM_IDENTITY_KEY`. The key's HMAC state is made once
+/// (keying hashes two blocks) and copied for each forward.
+#[derive(Clone)]
+pub struct IdentitySigner {
+    keyed: Hmac<Sha256>,
+}
+
+impl IdentitySigner {
+    pub fn new(key: &Secret) -> Self {
+        IdentitySigner {
+            // HMAC takes keys of any length, so this never falls back; an empty key would only
+            // ever be reached if that changed, and startup refuses short keys anyway.
+            keyed: Hmac::<Sha256>::new_from_slice(key.expose().as_bytes())
+                .unwrap_or_else(|_| <Hmac<Sha256> as Mac>::new(&Default::default())),
         }
-        // HMAC takes keys of any length; this arm cannot run.
-        Err(_) => String::new(),
-    };
-    format!(
-        "user={};concert={};exp={};rid={request_id};sig={sig}",
-        id.user, id.concert, id.exp
-    )
+    }
+
+    /// The identity header's value, signed for the request `request_id`.
+    pub fn header(&self, id: Identity, request_id: &str) -> String {
+        let fields = format!(
+            "user={};concert={};exp={};rid={request_id}",
+            id.user, id.concert, id.exp
+        );
+        let mut mac = self.keyed.clone();
+        mac.update(format!("{}|{}|{}|{request_id}", id.user, id.concert, id.exp).as_bytes());
+        let sig = hex(&mac.finalize().into_bytes());
+        format!("{fields};sig={sig}")
+    }
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -185,7 +198,8 @@ mod tests {
             concert: ConcertId::new(7).unwrap(),
             exp: 1_700_000_000,
         };
-        let v = identity_header(&key, id, "req-1");
+        let signer = IdentitySigner::new(&key);
+        let v = signer.header(id, "req-1");
         let (fields, sig) = v.rsplit_once(";sig=").unwrap();
         assert_eq!(fields, "user=42;concert=7;exp=1700000000;rid=req-1");
         let mut mac = Hmac::<Sha256>::new_from_slice(key.expose().as_bytes()).unwrap();
@@ -200,10 +214,7 @@ mod tests {
         assert_eq!(sig.len(), 64);
         // Another request id, another signature.
         assert_ne!(
-            identity_header(&key, id, "req-2")
-                .rsplit_once(";sig=")
-                .unwrap()
-                .1,
+            signer.header(id, "req-2").rsplit_once(";sig=").unwrap().1,
             sig
         );
     }

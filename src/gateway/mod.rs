@@ -48,12 +48,19 @@ pub struct Gateway {
     settings: UpstreamSettings,
     upstream: upstream::Upstream,
     trusted_proxies: Vec<IpAddr>,
+    /// Signs the identity header (when `UPSTREAM_IDENTITY_KEY` is set).
+    identity: Option<grant::IdentitySigner>,
 }
 
 impl Gateway {
     pub fn new(settings: UpstreamSettings, trusted_proxies: Vec<IpAddr>) -> Result<Self, String> {
         let upstream = upstream::Upstream::new(&settings)?;
+        let identity = settings
+            .identity_key
+            .as_ref()
+            .map(grant::IdentitySigner::new);
         Ok(Gateway {
+            identity,
             settings,
             upstream,
             trusted_proxies,
@@ -98,8 +105,8 @@ impl Gateway {
         out: forward::Outgoing<'_>,
         body: Option<Incoming>,
     ) -> Result<hyper::Response<Incoming>, GatewayError> {
-        let identity = self.settings.identity_key.as_ref();
-        let (request, client_failed) = forward::request(out, body, &self.upstream, identity)?;
+        let (request, client_failed) =
+            forward::request(out, body, &self.upstream, self.identity.as_ref())?;
         let response = self.upstream.send(request, &client_failed).await?;
         Ok(forward::response(response))
     }

@@ -276,14 +276,18 @@ impl QueueStore {
         items: &[(UserId, u64, bool)],
     ) -> Result<Vec<Place>, StoreError> {
         let k = self.keys(line);
-        let mut argv = Vec::with_capacity(1 + items.len() * 2);
+        // status.lua takes the places to be marked first (and how many they are), so it needs
+        // no per-place flag; `order` lists the items in the order they are sent.
+        let mut order: Vec<usize> = (0..items.len()).filter(|&i| items[i].2).collect();
+        let marked = order.len();
+        order.extend((0..items.len()).filter(|&i| !items[i].2));
+        let mut argv = Vec::with_capacity(2 + items.len() * 2);
         argv.push(int(idle_secs));
-        for (user, seq, mark) in items {
+        argv.push(int(marked as u64));
+        for &i in &order {
+            let (user, seq, _) = items[i];
             argv.push(int(user.get()));
-            // status.lua reads a negative seq as "mark this place".
-            let seq = i64::try_from(*seq)
-                .map_err(|_| StoreError::bug("a seq beyond i64 in a queue token"))?;
-            argv.push(Value::Integer(if *mark { -seq } else { seq }));
+            argv.push(int(seq));
         }
         let reply: Vec<Value> = self
             .scripts
@@ -308,10 +312,11 @@ impl QueueStore {
             return Err(StoreError::bug("status reply of the wrong shape"));
         }
         let starts_ms = value_u64(start).unwrap_or(0);
-        Ok(places
-            .iter()
-            .map(|v| Place::from_compact(v.as_i64().unwrap_or(0), starts_ms))
-            .collect())
+        let mut answers = vec![Place::Gone; items.len()];
+        for (&i, v) in order.iter().zip(places) {
+            answers[i] = Place::from_compact(v.as_i64().unwrap_or(0), starts_ms);
+        }
+        Ok(answers)
     }
 
     /// Frees the place named by (user, seq). Returns whether there was one.
