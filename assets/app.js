@@ -205,7 +205,12 @@
   }
   /** The "keep this tab open" footer matters only while a place or a hold is kept. */
   function showFooter(on) {
-    if ($footer) $footer.hidden = !on;
+    if (!$footer) return;
+    // In front of an organiser's shop (gateway mode) nothing is booked here: only the place.
+    if (on && gatewayReturn) {
+      $footer.firstElementChild.textContent = 'Keep this tab open while you wait — your place is saved in this browser.';
+    }
+    $footer.hidden = !on;
   }
   function showBanner(text) {
     $banner.textContent = text;
@@ -583,10 +588,15 @@
       ui.live,
       ui.progress,
       ui.conn,
-      h('ul', { class: 'tips' },
-        h('li', {}, 'Keep this tab open. When it is your turn, booking opens by itself.'),
+      h('ul', { class: 'tips', testid: 'waiting-tips' },
+        // In front of an organiser's shop (gateway mode) there is no booking here to promise.
+        gatewayReturn
+          ? h('li', {}, 'Keep this tab open. When it is your turn, it takes you on to the shop by itself.')
+          : h('li', {}, 'Keep this tab open. When it is your turn, booking opens by itself.'),
         h('li', {}, 'Reloading is fine — your place is saved in this browser.'),
-        h('li', {}, 'Once you are in, you have a limited time to pick a seat and pay.')),
+        gatewayReturn
+          ? h('li', {}, 'Once you are in, your visit to the shop lasts a limited time.')
+          : h('li', {}, 'Once you are in, you have a limited time to pick a seat and pay.')),
       h('div', { class: 'actions' },
         h('button', { type: 'button', class: 'btn btn--quiet', testid: 'leave-queue', onclick: leaveQueue },
           'Leave the line'))));

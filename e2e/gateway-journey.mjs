@@ -94,6 +94,11 @@ test('a visitor waits in front of the shop, shops, and is sent back to the line 
   assert.equal(new URL(page.url()).searchParams.get('return'), '/shop/index.html');
   await page.getByTestId('waiting-room').waitFor();
   assert.equal(Number(await page.getByTestId('queue-position').textContent()), 2);
+  // In front of a shop the page promises the shop, not a booking it will not show.
+  const tips = await page.getByTestId('waiting-tips').textContent();
+  assert.match(tips, /takes you on to the shop/);
+  assert.doesNotMatch(tips, /seat/i);
+  assert.doesNotMatch(await page.getByTestId('keep-tab-open').textContent(), /seat|book/i);
   await shot(page, 'shop-url-leads-to-the-line');
 
   // An API client asking meanwhile gets the JSON envelope naming the line, not a page.

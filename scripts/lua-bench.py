@@ -82,11 +82,14 @@ PIPELINE = 8
 
 def run_status(r, sha, prefix, batch, calls, rng, counted, places=100_000):
     keys = [prefix + k for k in ("w", "seen:", "a", "as", "st", "set")]
-    if r.call("EXISTS", keys[0]) == 0:
+    # Seqs as join.lua numbers them: counting up from the time in microseconds (16 digits;
+    # how long a number's text is matters to Redis, which formats every score it hands out).
+    base = 1_796_000_000_000_000
+    if int(r.call("EXISTS", keys[0])) == 0:
         for i in range(0, places, 1000):
             args = []
             for u in range(i, min(i + 1000, places)):
-                args += [u + 1, f"u{u}"]
+                args += [base + u, f"u{u}"]
             r.call("ZADD", keys[0], *args)
     # status.lua takes: idle limit, how many pairs are marked (none here), then (user, seq).
     # Versions before c85ac9a's successor took no count (a negative seq meant "mark").
@@ -97,7 +100,7 @@ def run_status(r, sha, prefix, batch, calls, rng, counted, places=100_000):
         args = ["EVALSHA", sha, len(keys), *keys, 60] + ([0] if counted else [])
         for _ in range(batch):
             u = rng.randrange(places)
-            args += [f"u{u}", u + 1]
+            args += [f"u{u}", base + u]
         requests.append(r.encode(*args))
     return drive(r, requests, calls) / (calls * batch)
 
