@@ -43,6 +43,16 @@
 -- position (1 = next in; 0 when admitted or in the pre-queue), how (0 existing place, 1 new
 -- place, 2 restored place), admission end ms (0 unless admitted); then the sale start (ms, 0
 -- when none) and the epoch, last.
+-- A line always has a sale start in its settings (0 = none; written when the concert is
+-- created). If it has none at all, the store lost its data (or the line predates sale
+-- openings): nothing is done and the call answers { 'sale_start_unknown' }, so that the gateway
+-- puts the database's sale start back and calls again. Otherwise a store that lost its data
+-- before a sale's start would number new places as if the sale had started.
+local start_text = redis.call('HGET', KEYS[9], 'sale_start_ms')
+if not start_text then
+  return { 'sale_start_unknown' }
+end
+
 local t = redis.call('TIME')
 local now_s = tonumber(t[1])
 local now = now_s * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -59,7 +69,7 @@ end
 if redis.call('EXISTS', KEYS[1]) == 0 then
   redis.call('SET', KEYS[1], now_s * 1000000 + tonumber(t[2]))
 end
-local start = tonumber(redis.call('HGET', KEYS[9], 'sale_start_ms') or '0')
+local start = tonumber(start_text)
 local before_start = now < start
 
 -- Reads `key`'s score of every user in one ZMSCORE per (at most) 1,000 users (unpack's stack

@@ -107,6 +107,8 @@ def run_status(r, sha, prefix, batch, calls, rng, counted, places=100_000):
 
 def run_join(r, sha, prefix, batch, calls, rng):
     keys = [prefix + k for k in ("seq", "epoch", "w", "seen:", "a", "as", "st", "end", "set")]
+    # A line has a sale start in its settings from its creation on (0 = none, as here).
+    r.call("HSET", keys[-1], "sale_start_ms", 0)
     user = int(r.call("INCRBY", prefix + "users", calls * batch)) - calls * batch
     requests = []
     for _ in range(calls):

@@ -30,6 +30,10 @@ pub enum StoreError {
     /// Something that should not happen (bad SQL, a reply of the wrong shape).
     #[error("internal error: {0}")]
     Bug(String),
+    /// The queue store has no sale start for a line: it lost its data since the line was
+    /// created. The caller puts the database's back (`QueueStore::restore_sale_start`).
+    #[error("the queue store lost this line's settings; try again")]
+    SaleStartUnknown,
 }
 
 impl StoreError {

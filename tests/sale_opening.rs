@@ -415,3 +415,77 @@ async fn the_draw_is_independent_of_join_order() {
     }
     app.stop().await;
 }
+
+/// A queue store that loses its data before the start loses the line's settings with it. The
+/// next join must not treat the sale as open: it puts the database's sale start back first, so
+/// fans who join after the loss still get pre-queue places, and the start is the one recorded.
+/// A concert without a sale start stays open after the same loss.
+#[tokio::test]
+async fn a_store_that_lost_its_data_before_the_start_keeps_the_pre_queue() {
+    use fred::interfaces::KeysInterface;
+    let app = spawn_with(&[("QUEUE_ADMIT_PER_TICK", "0")]).await;
+    let (sale, _) = create_sale(&app, 600.0).await;
+    let open = app.create_concert(1, 10).await.id;
+    let starts_at = app.get_queue(sale).await["sale_starts_at"].clone();
+    assert!(starts_at.is_string());
+    let early = app.create_user("early").await;
+    assert_eq!(app.join(&early, sale).await.1["status"], "pre_queue");
+
+    // The store loses everything about both concerts, their settings included.
+    for concert in [sale, open] {
+        let k = app.app.queue.store().keys(app.line(concert).await);
+        let _: i64 = app
+            .app
+            .queue
+            .store()
+            .pool()
+            .next()
+            .del(
+                [
+                    &k.seq,
+                    &k.epoch,
+                    &k.waiting,
+                    &k.seen,
+                    &k.admitted,
+                    &k.adm_seq,
+                    &k.stats,
+                    &k.settings,
+                    &k.ended,
+                ]
+                .map(|key| key.clone())
+                .to_vec(),
+            )
+            .await
+            .unwrap();
+    }
+    assert!(
+        app.get_queue(sale).await["sale_starts_at"].is_null(),
+        "the store's copy is gone"
+    );
+
+    // Fans who come after the loss: the sale is still closed, with the start it had.
+    let fans = app.create_users(3).await;
+    let joins = futures::future::join_all(fans.iter().map(|f| app.join(f, sale))).await;
+    for (s, v) in joins {
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        assert_eq!(v["status"], "pre_queue", "{v}");
+        assert_eq!(v["position"], Value::Null, "{v}");
+        assert_eq!(
+            v["sale_starts_at"].as_str().map(|s| &s[..19]),
+            starts_at.as_str().map(|s| &s[..19])
+        );
+    }
+    assert_eq!(
+        app.get_queue(sale).await["sale_starts_at"]
+            .as_str()
+            .map(|s| &s[..19]),
+        starts_at.as_str().map(|s| &s[..19]),
+        "the store has the recorded start again"
+    );
+
+    // A concert without a sale start is open after the loss as before.
+    let (s, v) = app.join(&fans[0], open).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(v["status"], "waiting", "{v}");
+    assert_eq!(v["position"], 1, "{v}");
+}

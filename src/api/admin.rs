@@ -108,17 +108,16 @@ pub async fn create_concert(api: &Api, req: &mut Req) -> Result<Resp, ApiError> 
     let store = api.queue.store();
     let start = body.sale_starts_at;
     // The line's sale start is written before the concert exists: no fan can ever find the
-    // line open early.
+    // line open early. "No start" is written too (as 0): a line without any sale start in the
+    // store is how a join notices the store lost its data (`lua/join.lua`).
     let created = api
         .catalogue
         .create(&body.name, &schedules, start, |line| async move {
-            if let Some(t) = start {
-                let patch = SettingsPatch {
-                    sale_start_ms: Some(Some(millis(t))),
-                    ..Default::default()
-                };
-                store.put_settings(line, &patch).await?;
-            }
+            let patch = SettingsPatch {
+                sale_start_ms: Some(start.map(millis)),
+                ..Default::default()
+            };
+            store.put_settings(line, &patch).await?;
             Ok(())
         })
         .await?;

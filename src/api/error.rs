@@ -269,6 +269,9 @@ impl From<StoreError> for ApiError {
             StoreError::Unavailable(d) => ApiError::DependencyDown(d),
             StoreError::Busy => ApiError::Busy,
             StoreError::Bug(m) => ApiError::Internal(m),
+            // Handled where it arises (a join puts the sale start back and tries again); if it
+            // still gets here the store lost its data again meanwhile: a retry is the answer.
+            StoreError::SaleStartUnknown => ApiError::DependencyDown(Dependency::Redis),
         }
     }
 }

@@ -13,8 +13,10 @@ use crate::http::response::{empty, event_stream, json};
 use crate::http::{Req, Resp};
 use crate::queue::hub::StreamEvent;
 use crate::queue::model::JoinKind;
+use crate::queue::service::QueueError;
 use crate::queue::view::View;
 use crate::ratelimit::Scope;
+use crate::store_error::StoreError;
 use bytes::Bytes;
 use hyper::StatusCode;
 use serde::Serialize;
@@ -232,7 +234,16 @@ pub async fn join(api: &Api, req: &mut Req) -> Result<Resp, ApiError> {
         .line(concert)
         .await?
         .ok_or_else(|| ApiError::not_found("no such concert"))?;
-    let joined = api.queue.join(line, user.user_id, restore.as_ref()).await?;
+    let joined = match api.queue.join(line, user.user_id, restore.as_ref()).await {
+        // The queue store lost its data since the line was made, its sale start with it: put
+        // the database's back before anyone gets a place, then join as usual. Boxed: the
+        // database query's future is kilobytes, for a path taken once per lost line.
+        Err(QueueError::Store(StoreError::SaleStartUnknown)) => {
+            Box::pin(restore_sale_start(api, line)).await?;
+            api.queue.join(line, user.user_id, restore.as_ref()).await?
+        }
+        other => other?,
+    };
     let status = match joined.how {
         JoinKind::Existing => StatusCode::OK,
         JoinKind::New | JoinKind::Restored => StatusCode::CREATED,
@@ -241,6 +252,14 @@ pub async fn join(api: &Api, req: &mut Req) -> Result<Resp, ApiError> {
         status,
         &JoinedBody::new(joined.queue_token, &joined.view),
     ))
+}
+
+/// Puts the database's sale start of `line` back into the queue store, which lost it.
+async fn restore_sale_start(api: &Api, line: crate::domain::LineId) -> Result<(), ApiError> {
+    let start = api.catalogue.sale_start_ms(line.concert).await?;
+    tracing::warn!(%line, start, "the queue store had no sale start for this line; restored it from the database");
+    api.queue.store().restore_sale_start(line, start).await?;
+    Ok(())
 }
 
 #[utoipa::path(get, path = "/v1/queue/status", tag = "queue",

@@ -94,6 +94,20 @@ impl Catalogue {
         Ok(())
     }
 
+    /// The concert's sale start as recorded here (ms since the epoch, 0 = none): what the queue
+    /// store gets back when it lost its copy. Read from the primary, never cached, so a start
+    /// an operator just moved is the one restored.
+    pub async fn sale_start_ms(&self, concert: ConcertId) -> Result<u64, CatalogueError> {
+        let start: Option<Option<NaiveDateTime>> =
+            sqlx::query_scalar("SELECT sale_starts_at FROM concerts WHERE id = ?")
+                .bind(concert.get())
+                .fetch_optional(self.db.primary())
+                .await?;
+        Ok(start.flatten().map_or(0, |t| {
+            u64::try_from(t.and_utc().timestamp_millis()).unwrap_or(0)
+        }))
+    }
+
     /// The concert's waiting line, or `None` when there is no such concert. Cached once seen
     /// (the primary answers the first time).
     pub async fn line(&self, concert: ConcertId) -> Result<Option<LineId>, CatalogueError> {

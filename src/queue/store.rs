@@ -237,6 +237,11 @@ impl QueueStore {
                 argv,
             )
             .await?;
+        if let [only] = reply.as_slice()
+            && value_str(only) == "sale_start_unknown"
+        {
+            return Err(StoreError::SaleStartUnknown);
+        }
         let epoch = reply.last().map(value_str).unwrap_or_default().to_owned();
         let n = |v: &Value| value_u64(v).unwrap_or(0);
         let starts_ms = reply
@@ -265,6 +270,18 @@ impl QueueStore {
             return Err(StoreError::bug("join reply of the wrong shape"));
         }
         Ok(joined)
+    }
+
+    /// Puts a line's sale start (ms, 0 = none) back into its settings after the store lost
+    /// them, unless one is there again (an operator's or another instance's): `HSETNX`.
+    pub async fn restore_sale_start(&self, line: LineId, start_ms: u64) -> Result<(), StoreError> {
+        let k = self.keys(line);
+        let _: bool = self
+            .client()
+            .with_options(&request_options())
+            .hsetnx(&k.settings, "sale_start_ms", int(start_ms))
+            .await?;
+        Ok(())
     }
 
     /// Where the places (user, seq, mark) of one line stand: entry i answers `items[i]`. With
