@@ -240,28 +240,7 @@ async fn a_kept_queue_token_restores_the_place_after_the_store_loses_its_data() 
     let seq2 = seq_of(&tokens[1]);
 
     // The store loses everything about this concert.
-    let k = app.app.queue.store().keys(app.line(concert.id).await);
-    let _: i64 = app
-        .app
-        .queue
-        .store()
-        .pool()
-        .next()
-        .del(
-            [
-                &k.seq,
-                &k.epoch,
-                &k.waiting,
-                &k.seen,
-                &k.admitted,
-                &k.adm_seq,
-                &k.stats,
-            ]
-            .map(|key| key.clone())
-            .to_vec(),
-        )
-        .await
-        .unwrap();
+    app.lose_line_data(concert.id).await;
     let r = app.queue_status(&tokens[1]).await;
     assert_eq!(r.status(), StatusCode::GONE);
 

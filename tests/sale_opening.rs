@@ -422,7 +422,6 @@ async fn the_draw_is_independent_of_join_order() {
 /// A concert without a sale start stays open after the same loss.
 #[tokio::test]
 async fn a_store_that_lost_its_data_before_the_start_keeps_the_pre_queue() {
-    use fred::interfaces::KeysInterface;
     let app = spawn_with(&[("QUEUE_ADMIT_PER_TICK", "0")]).await;
     let (sale, _) = create_sale(&app, 600.0).await;
     let open = app.create_concert(1, 10).await.id;
@@ -433,30 +432,7 @@ async fn a_store_that_lost_its_data_before_the_start_keeps_the_pre_queue() {
 
     // The store loses everything about both concerts, their settings included.
     for concert in [sale, open] {
-        let k = app.app.queue.store().keys(app.line(concert).await);
-        let _: i64 = app
-            .app
-            .queue
-            .store()
-            .pool()
-            .next()
-            .del(
-                [
-                    &k.seq,
-                    &k.epoch,
-                    &k.waiting,
-                    &k.seen,
-                    &k.admitted,
-                    &k.adm_seq,
-                    &k.stats,
-                    &k.settings,
-                    &k.ended,
-                ]
-                .map(|key| key.clone())
-                .to_vec(),
-            )
-            .await
-            .unwrap();
+        app.lose_line_data(concert).await;
     }
     assert!(
         app.get_queue(sale).await["sale_starts_at"].is_null(),

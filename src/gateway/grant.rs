@@ -107,13 +107,11 @@ pub struct IdentitySigner {
 }
 
 impl IdentitySigner {
-    pub fn new(key: &Secret) -> Self {
-        IdentitySigner {
-            // HMAC takes keys of any length, so this never falls back; an empty key would only
-            // ever be reached if that changed, and startup refuses short keys anyway.
-            keyed: Hmac::<Sha256>::new_from_slice(key.expose().as_bytes())
-                .unwrap_or_else(|_| <Hmac<Sha256> as Mac>::new(&Default::default())),
-        }
+    /// (HMAC takes keys of any length; the error is only ever a change in that.)
+    pub fn new(key: &Secret) -> Result<Self, String> {
+        let keyed = Hmac::<Sha256>::new_from_slice(key.expose().as_bytes())
+            .map_err(|e| format!("UPSTREAM_IDENTITY_KEY cannot key HMAC-SHA256: {e}"))?;
+        Ok(IdentitySigner { keyed })
     }
 
     /// The identity header's value, signed for the request `request_id`.
@@ -198,7 +196,7 @@ mod tests {
             concert: ConcertId::new(7).unwrap(),
             exp: 1_700_000_000,
         };
-        let signer = IdentitySigner::new(&key);
+        let signer = IdentitySigner::new(&key).unwrap();
         let v = signer.header(id, "req-1");
         let (fields, sig) = v.rsplit_once(";sig=").unwrap();
         assert_eq!(fields, "user=42;concert=7;exp=1700000000;rid=req-1");

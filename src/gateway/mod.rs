@@ -58,7 +58,8 @@ impl Gateway {
         let identity = settings
             .identity_key
             .as_ref()
-            .map(grant::IdentitySigner::new);
+            .map(grant::IdentitySigner::new)
+            .transpose()?;
         Ok(Gateway {
             identity,
             settings,

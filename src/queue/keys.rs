@@ -57,6 +57,22 @@ impl ConcertKeys {
             waits: format!("{base}:waits:"),
         }
     }
+
+    /// The line's keys with fixed names: all of its state but the keys under the three
+    /// prefixes (`seen`, `tickets`, `waits`), which are made as needed.
+    pub fn fixed(&self) -> [&String; 9] {
+        [
+            &self.seq,
+            &self.epoch,
+            &self.waiting,
+            &self.admitted,
+            &self.adm_seq,
+            &self.stats,
+            &self.settings,
+            &self.ended,
+            &self.clock,
+        ]
+    }
 }
 
 /// Slot ranges a cluster's 16384 slots are striped into for placing lines.
@@ -101,20 +117,7 @@ mod tests {
             queue_id: 0xabc,
         };
         let k = ConcertKeys::new("qg", line);
-        for key in [
-            &k.seq,
-            &k.epoch,
-            &k.waiting,
-            &k.seen,
-            &k.admitted,
-            &k.adm_seq,
-            &k.stats,
-            &k.settings,
-            &k.ended,
-            &k.tickets,
-            &k.clock,
-            &k.waits,
-        ] {
+        for key in k.fixed().into_iter().chain([&k.seen, &k.tickets, &k.waits]) {
             assert!(key.starts_with("qg:{c:42.abc}:"), "{key}");
         }
         assert_eq!(concerts_key("t1"), "t1:concerts");

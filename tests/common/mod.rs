@@ -224,6 +224,16 @@ impl TestApp {
             .expect("the concert exists")
     }
 
+    /// The queue store loses everything it knew about the concert's line, as after a Redis
+    /// restart without persistence: every key with a fixed name, the settings included.
+    pub async fn lose_line_data(&self, concert: ConcertId) {
+        use fred::interfaces::KeysInterface;
+        let store = self.app.queue.store();
+        let k = store.keys(self.line(concert).await);
+        let keys: Vec<String> = k.fixed().into_iter().cloned().collect();
+        let _: i64 = store.pool().next().del(keys).await.unwrap();
+    }
+
     /// A single-use stream ticket for a queue token's place.
     pub async fn stream_ticket(&self, queue_token: &str) -> String {
         let r = self
