@@ -265,9 +265,11 @@ impl TokenKeys {
         })
     }
 
+    /// Signs a queue token, and remembers it as verified (its holder polls with it next).
     pub fn mint_queue(&self, t: &QueueToken) -> Result<String, TokenError> {
         let now = now_secs();
-        self.sign(&Claims {
+        let exp = now + QUEUE_TOKEN_TTL_SECS;
+        let token = self.sign(&Claims {
             kind: Kind::Queue,
             iss: ISSUER.into(),
             sub: t.user_id.to_string(),
@@ -277,14 +279,17 @@ impl TokenKeys {
             ep: Some(t.epoch.to_string()),
             jti: None,
             iat: now,
-            exp: now + QUEUE_TOKEN_TTL_SECS,
+            exp,
             has_nbf: false,
             has_aud: false,
-        })
+        })?;
+        self.verified_queue.remember(&token, t.clone(), exp);
+        Ok(token)
     }
 
+    /// Signs an access token, and remembers it as verified (its holder uses it next).
     pub fn mint_access(&self, t: &AccessToken) -> Result<String, TokenError> {
-        self.sign(&Claims {
+        let token = self.sign(&Claims {
             kind: Kind::Access,
             iss: ISSUER.into(),
             sub: t.user_id.to_string(),
@@ -297,7 +302,9 @@ impl TokenKeys {
             exp: t.exp,
             has_nbf: false,
             has_aud: false,
-        })
+        })?;
+        self.verified_access.remember(&token, t.clone(), t.exp);
+        Ok(token)
     }
 
     /// A single-use ticket for the event stream of `q`'s place, valid for a few seconds.

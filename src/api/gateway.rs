@@ -125,7 +125,7 @@ fn is_browser(req: &Req) -> bool {
 }
 
 fn decision(what: &'static str) {
-    metrics::counter!("queuegate_gateway_requests_total", "decision" => what).increment(1);
+    crate::metrics::count_hot("queuegate_gateway_requests_total", "decision", what);
 }
 
 fn gateway_on(api: &Api) -> Result<&Gateway, ApiError> {

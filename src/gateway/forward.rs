@@ -39,6 +39,13 @@ const HOP_BY_HOP: &[&str] = &[
     "upgrade",
 ];
 
+// The headers a forward sets, named once (a name given as text is parsed on every insert).
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const IDENTITY: HeaderName = HeaderName::from_static(IDENTITY_HEADER);
+
 /// One request on its way to the origin, as the API hands it over.
 pub struct Outgoing<'a> {
     pub method: Method,
@@ -153,43 +160,44 @@ pub fn request(
 
     // Who asked, as far as we can vouch: a trusted proxy's chain extended by its address, or
     // else only the address that connected to us (a client's own claim is dropped).
-    let chain = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+    let chain = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
         Some(prior) if peer_trusted && !prior.trim().is_empty() => format!("{prior}, {peer}"),
         _ => peer.to_string(),
     };
-    set(&mut headers, "x-forwarded-for", &chain);
-    set(
-        &mut headers,
-        "x-forwarded-proto",
-        if tls { "https" } else { "http" },
+    set(&mut headers, X_FORWARDED_FOR, &chain);
+    headers.insert(
+        X_FORWARDED_PROTO,
+        HeaderValue::from_static(if tls { "https" } else { "http" }),
     );
-    let forwarded_host = match headers.get("x-forwarded-host") {
+    let forwarded_host = match headers.get(&X_FORWARDED_HOST) {
         Some(v) if peer_trusted => Some(v.clone()),
         _ => original_host,
     };
     match forwarded_host {
         Some(h) => {
-            headers.insert("x-forwarded-host", h);
+            headers.insert(X_FORWARDED_HOST, h);
         }
         None => {
-            headers.remove("x-forwarded-host");
+            headers.remove(&X_FORWARDED_HOST);
         }
     }
-    set(&mut headers, "x-request-id", request_id);
+    set(&mut headers, X_REQUEST_ID, request_id);
     if let Some(signer) = identity_signer {
-        set(
-            &mut headers,
-            IDENTITY_HEADER,
-            &signer.header(identity, request_id),
-        );
+        set(&mut headers, IDENTITY, &signer.header(identity, request_id));
     }
     headers.insert(HOST, upstream.host().clone());
 
     let target = match query {
-        Some(q) => format!("{path}?{q}"),
+        Some(q) => {
+            let mut t = String::with_capacity(path.len() + 1 + q.len());
+            t.push_str(path);
+            t.push('?');
+            t.push_str(q);
+            t
+        }
         None => path.to_owned(),
     };
-    let uri = upstream.uri(&target)?;
+    let uri = upstream.uri(target)?;
     let (upload, failed) = Upload::new(body);
     let mut request = Request::new(upload);
     *request.method_mut() = method;
@@ -204,7 +212,7 @@ pub fn response(mut r: Response<Incoming>) -> Response<Incoming> {
     r
 }
 
-fn set(headers: &mut HeaderMap, name: &'static str, value: &str) {
+fn set(headers: &mut HeaderMap, name: HeaderName, value: &str) {
     match HeaderValue::from_str(value) {
         Ok(v) => {
             headers.insert(name, v);

@@ -12,7 +12,7 @@ use crate::config::UpstreamSettings;
 use bytes::Bytes;
 use hyper::body::{Frame, Incoming, SizeHint};
 use hyper::header::HeaderValue;
-use hyper::http::uri::Authority;
+use hyper::http::uri::{Authority, PathAndQuery};
 use hyper::{Request, Response, Uri};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -67,13 +67,15 @@ impl Upstream {
     }
 
     /// The absolute URI of `target` (path and query) at the origin.
-    pub fn uri(&self, target: &str) -> Result<Uri, GatewayError> {
-        Uri::builder()
-            .scheme("http")
-            .authority(self.authority.clone())
-            .path_and_query(target)
-            .build()
-            .map_err(|_| GatewayError::BadPath("the path cannot be forwarded"))
+    pub fn uri(&self, target: String) -> Result<Uri, GatewayError> {
+        let mut parts = hyper::http::uri::Parts::default();
+        parts.scheme = Some(hyper::http::uri::Scheme::HTTP);
+        parts.authority = Some(self.authority.clone());
+        parts.path_and_query = Some(
+            PathAndQuery::from_maybe_shared(Bytes::from(target))
+                .map_err(|_| GatewayError::BadPath("the path cannot be forwarded"))?,
+        );
+        Uri::from_parts(parts).map_err(|_| GatewayError::BadPath("the path cannot be forwarded"))
     }
 
     /// Sends the request and waits for the response head, within the first-byte timeout.
@@ -101,9 +103,11 @@ impl Upstream {
             Err(GatewayError::ClientBody) => "client_aborted",
             Err(GatewayError::BadAnswer | GatewayError::BadPath(_)) => "bad_answer",
         };
-        metrics::counter!("queuegate_upstream_requests_total", "status" => label).increment(1);
-        metrics::histogram!("queuegate_upstream_duration_seconds")
-            .record(started.elapsed().as_secs_f64());
+        crate::metrics::count_hot("queuegate_upstream_requests_total", "status", label);
+        crate::metrics::record_hot(
+            "queuegate_upstream_duration_seconds",
+            started.elapsed().as_secs_f64(),
+        );
         result
     }
 }

@@ -5,13 +5,14 @@
 //!    every log line of this request will carry;
 //! 2. **serve** — the handler routes and answers (panics caught and answered by the handler);
 //! 3. **respond** — `x-request-id` on every answer; `Connection: close` while leaving;
-//! 4. **observe** — request count and latency per route and status, one access-log line.
+//! 4. **observe** — request count and latency per route and status, one access-log line
+//!    (written by `telemetry::write_access_line` in the default format).
 
 use super::handler::{Handler, Served};
 use super::lifecycle::Lifecycle;
 use super::request::Req;
 use super::response::Resp;
-use crate::telemetry::Millis;
+use crate::telemetry::{AccessLine, Millis, write_access_line};
 use futures_util::FutureExt;
 use hyper::body::Incoming;
 use hyper::header::{CONNECTION, HeaderValue};
@@ -71,8 +72,19 @@ pub async fn handle<H: Handler>(
         let method = method_label(&req.method);
         let status_label = status_label(status);
         observed(route, method, status_label, elapsed);
-        if !quiet {
-            tracing::info!(status, route, elapsed_ms = %Millis(elapsed), "served");
+        // Asked here, so that `RUST_LOG` filters the line by this module either way.
+        if !quiet && tracing::enabled!(tracing::Level::INFO) {
+            let line = AccessLine {
+                request_id: &req.request_id,
+                method: req.method.as_str(),
+                path: &req.path,
+                status,
+                route,
+                elapsed,
+            };
+            if !write_access_line(&line) {
+                tracing::info!(status, route, elapsed_ms = %Millis(elapsed), "served");
+            }
         }
         resp
     }

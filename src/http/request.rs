@@ -49,7 +49,10 @@ impl Req {
 
     /// The bearer token from `Authorization`, if any.
     pub fn bearer(&self) -> Option<&str> {
-        let v = self.headers.get(AUTHORIZATION)?.to_str().ok()?;
+        // `from_utf8` checks a word at a time where `to_str` checks each byte (a ~250-byte token
+        // on every poll). A token with a byte `to_str` refuses is then refused by the token
+        // check itself, as malformed: still a 401.
+        let v = std::str::from_utf8(self.headers.get(AUTHORIZATION)?.as_bytes()).ok()?;
         let (scheme, token) = v.split_once(' ')?;
         scheme
             .eq_ignore_ascii_case("bearer")

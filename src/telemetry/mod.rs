@@ -12,8 +12,10 @@
 //! the buffer is full, loggers wait — and what is buffered is written out when the process
 //! ends normally (`LogGuard`).
 
+mod access;
 mod plain;
 
+pub use access::{AccessLine, write_access_line};
 pub use plain::Millis;
 
 use crate::config::LogFormat;
@@ -227,10 +229,16 @@ fn install(format: LogFormat) {
             .with_span_list(false)
             .try_init(),
         LogFormat::Human if colour => builder.try_init(),
-        LogFormat::Human => builder
-            .fmt_fields(PlainFields)
-            .event_format(PlainLines)
-            .try_init(),
+        LogFormat::Human => {
+            let installed = builder
+                .fmt_fields(PlainFields)
+                .event_format(PlainLines)
+                .try_init();
+            if installed.is_ok() {
+                access::enable();
+            }
+            installed
+        }
     };
 }
 
@@ -238,6 +246,33 @@ fn install(format: LogFormat) {
 /// is set to a non-empty value.
 pub fn colour_wanted(stderr_is_terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
     stderr_is_terminal && no_color.is_none_or(|v| v.is_empty())
+}
+
+/// Where the tests of the line formats let a subscriber write: keeps every byte.
+#[cfg(test)]
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<Mutex<Vec<u8>>>);
+
+#[cfg(test)]
+impl Captured {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap_or_else(PoisonError::into_inner)).into_owned()
+    }
+}
+
+#[cfg(test)]
+impl Write for Captured {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend_from_slice(b);
+        Ok(b.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -157,7 +157,7 @@ fn level_label(level: &Level) -> &'static str {
 }
 
 /// RFC 3339 in UTC with microseconds, e.g. `2026-11-29T14:59:02.077924Z`.
-fn write_timestamp(w: &mut impl fmt::Write, now: SystemTime) -> fmt::Result {
+pub(super) fn write_timestamp(w: &mut impl fmt::Write, now: SystemTime) -> fmt::Result {
     thread_local! {
         /// The second last formatted on this thread and its text up to the '.'.
         static SECOND: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
@@ -183,6 +183,17 @@ fn write_timestamp(w: &mut impl fmt::Write, now: SystemTime) -> fmt::Result {
     }
     // ASCII by construction.
     w.write_str(std::str::from_utf8(&digits).unwrap_or(".000000Z"))
+}
+
+/// What `Millis` displays, appended without `fmt`'s machinery (the access line's).
+pub(super) fn push_millis(out: &mut String, d: std::time::Duration) {
+    let micros = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+    out.push_str(itoa::Buffer::new().format(micros / 1000));
+    let frac = micros % 1000;
+    out.push('.');
+    for digit in [frac / 100, frac / 10 % 10, frac % 10] {
+        out.push(char::from(b'0' + digit as u8));
+    }
 }
 
 /// A duration in milliseconds with three decimals (`0.271`), written with integer arithmetic
@@ -228,22 +239,17 @@ mod tests {
             "12000.005"
         );
         assert_eq!(Millis(Duration::ZERO).to_string(), "0.000");
+        for micros in [0, 7, 271, 1_911, 999_999, 12_000_005, u64::MAX / 3] {
+            let d = Duration::from_micros(micros);
+            let mut pushed = String::new();
+            push_millis(&mut pushed, d);
+            assert_eq!(pushed, Millis(d).to_string());
+        }
     }
 
     #[test]
     fn lines_match_the_default_format_without_colour() {
-        use std::sync::{Arc, Mutex};
-        #[derive(Clone, Default)]
-        struct Sink(Arc<Mutex<Vec<u8>>>);
-        impl std::io::Write for Sink {
-            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-                self.0.lock().unwrap().extend_from_slice(b);
-                Ok(b.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
+        use crate::telemetry::Captured as Sink;
         let run = |plain: bool| {
             let sink = Sink::default();
             let out = sink.clone();
@@ -272,7 +278,7 @@ mod tests {
             } else {
                 tracing::subscriber::with_default(builder.finish(), emit);
             }
-            let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+            let text = out.text();
             // Drop the timestamps (they differ); check their shape separately.
             text.lines()
                 .map(|line| {

@@ -10,6 +10,15 @@ fn uid(n: u64) -> UserId {
     UserId::new(n).unwrap()
 }
 
+/// `token` with one character of its payload changed and its signature kept.
+fn other_payload(token: &str) -> String {
+    let mut parts: Vec<String> = token.split('.').map(str::to_owned).collect();
+    let payload = &mut parts[1];
+    let last = payload.pop().unwrap();
+    payload.push(if last == 'A' { 'B' } else { 'A' });
+    parts.join(".")
+}
+
 #[test]
 fn each_kind_round_trips_and_only_verifies_as_itself() {
     let k = keys();
@@ -28,11 +37,15 @@ fn each_kind_round_trips_and_only_verifies_as_itself() {
     let qt = k.mint_queue(&q).unwrap();
     assert_eq!(k.verify_queue(&qt).unwrap(), q);
     assert_eq!(k.verify_queue(&qt).unwrap(), q, "again, from the cache");
+    // The minting instance remembered it; another instance checks it in full.
+    assert_eq!(keys().verify_queue(&qt).unwrap(), q);
     assert!(k.verify_user(&qt).is_err());
-    // A remembered token does not make a tampered copy acceptable.
+    // A remembered token does not make a tampered copy acceptable: neither a cut signature
+    // nor another payload under the same signature.
     let mut tampered = qt.clone();
     tampered.pop();
     assert!(k.verify_queue(&tampered).is_err());
+    assert!(k.verify_queue(&other_payload(&qt)).is_err());
 
     let a = AccessToken {
         user_id: uid(7),
@@ -44,9 +57,11 @@ fn each_kind_round_trips_and_only_verifies_as_itself() {
     let at = k.mint_access(&a).unwrap();
     assert_eq!(k.verify_access(&at).unwrap(), a);
     assert_eq!(k.verify_access(&at).unwrap(), a, "again, from the cache");
+    assert_eq!(keys().verify_access(&at).unwrap(), a);
     let mut tampered = at.clone();
     tampered.pop();
     assert!(k.verify_access(&tampered).is_err());
+    assert!(k.verify_access(&other_payload(&at)).is_err());
     assert!(k.verify_queue(&at).is_err());
 
     let ticket = k.mint_stream_ticket(&q).unwrap();
