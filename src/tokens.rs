@@ -169,6 +169,9 @@ pub struct TokenKeys {
     /// them with the precise reason (or accepts a valid token in another form).
     decoding: DecodingKey,
     validation: Validation,
+    /// User tokens verified before: a fan's joins (retried in a rush) and wallet calls carry
+    /// the same long-lived token.
+    verified_user: Verified<UserToken>,
     /// Queue tokens verified before: a fan polls with the same token for hours, so its
     /// signature is checked once per instance, not per poll (see `Verified`).
     verified_queue: Verified<QueueToken>,
@@ -196,6 +199,7 @@ impl TokenKeys {
             hs256: Hs256::new(secret),
             decoding: DecodingKey::from_secret(secret),
             validation,
+            verified_user: Verified::new(),
             verified_queue: Verified::new(),
             verified_access: Verified::new(),
         }
@@ -247,9 +251,11 @@ impl TokenKeys {
         Ok(data.claims)
     }
 
+    /// Signs a user token, and remembers it as verified (its holder uses it next).
     pub fn mint_user(&self, user_id: UserId) -> Result<String, TokenError> {
         let now = now_secs();
-        self.sign(&Claims {
+        let exp = now + USER_TOKEN_TTL_SECS;
+        let token = self.sign(&Claims {
             kind: Kind::User,
             iss: ISSUER.into(),
             sub: user_id.to_string(),
@@ -259,10 +265,13 @@ impl TokenKeys {
             ep: None,
             jti: None,
             iat: now,
-            exp: now + USER_TOKEN_TTL_SECS,
+            exp,
             has_nbf: false,
             has_aud: false,
-        })
+        })?;
+        self.verified_user
+            .remember(&token, UserToken { user_id }, exp);
+        Ok(token)
     }
 
     /// Signs a queue token, and remembers it as verified (its holder polls with it next).
@@ -339,10 +348,16 @@ impl TokenKeys {
         }
     }
 
+    /// Verifies a user token (once per instance and token: see `Verified`).
     pub fn verify_user(&self, token: &str) -> Result<UserToken, TokenError> {
-        let c = self.verify(token, Kind::User)?;
-        Ok(UserToken {
-            user_id: user_id(c.sub, Kind::User)?,
+        self.verified_user.get_or_verify(token, || {
+            let c = self.verify(token, Kind::User)?;
+            Ok((
+                UserToken {
+                    user_id: user_id(c.sub, Kind::User)?,
+                },
+                c.exp,
+            ))
         })
     }
 

@@ -24,6 +24,8 @@ fn each_kind_round_trips_and_only_verifies_as_itself() {
     let k = keys();
     let user = k.mint_user(uid(7)).unwrap();
     assert_eq!(k.verify_user(&user).unwrap().user_id, uid(7));
+    assert_eq!(keys().verify_user(&user).unwrap().user_id, uid(7));
+    assert!(k.verify_user(&other_payload(&user)).is_err());
     assert!(k.verify_queue(&user).is_err());
     assert!(k.verify_access(&user).is_err());
 
