@@ -72,9 +72,11 @@ wait $lt || [ -n "$origin" ] || { cat "$out" >&2; exit 1; }
 callgrind_control -i off $gw >/dev/null 2>&1
 callgrind_control -d $gw >/dev/null 2>&1
 if [ -n "$origin" ]; then
-  # Access lines reach the file within milliseconds (the log's gather time).
-  sleep 0.5
-  requests=$(($(forwards) - forwarded_before))
+  # Access lines reach the file within milliseconds (the log's gather time): count once the
+  # count has stopped growing.
+  counted=-1
+  while [ "$counted" != "$(forwards)" ]; do counted=$(forwards); sleep 0.2; done
+  requests=$((counted - forwarded_before))
 else
   requests=$(grep -oE "^requests [0-9]+" "$out" | grep -oE "[0-9]+" | head -1)
 fi
