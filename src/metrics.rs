@@ -20,57 +20,28 @@ const WAIT_BUCKETS: [f64; 16] = [
     7200.0, 10800.0,
 ];
 
-/// Adds one to the counter `name{label="value"}`, or records `seconds` in the histogram `name`
-/// (`value` empty), on a path every request takes. The handle of each series is looked up in
-/// the registry once per thread — a lookup hashes the name and labels under a lock, hundreds of
-/// instructions, and three of them were a measurable share of a gateway-mode forward. Series
-/// are told apart by where their static strings live, so a lookup is a short scan of pointers.
+/// Adds one to the counter `name{label="value"}`, on a path every request takes. The handle of
+/// each series is looked up in the registry once per thread — a lookup hashes the name and
+/// labels under a lock, hundreds of instructions, and two of them per forward were a measurable
+/// share of gateway mode's cost. Series are told apart by where their static strings live, so a
+/// lookup is a short scan of pointers.
 pub fn count_hot(name: &'static str, label: &'static str, value: &'static str) {
-    with_hot(name, label, value, |h| {
-        if let Hot::Counter(c) = h {
-            c.increment(1)
-        }
-    });
-}
-
-/// See `count_hot`.
-pub fn record_hot(name: &'static str, seconds: f64) {
-    with_hot(name, "", "", |h| {
-        if let Hot::Histogram(hist) = h {
-            hist.record(seconds)
-        }
-    });
-}
-
-enum Hot {
-    Counter(metrics::Counter),
-    Histogram(metrics::Histogram),
-}
-
-fn with_hot(name: &'static str, label: &'static str, value: &'static str, f: impl FnOnce(&Hot)) {
     use std::cell::RefCell;
     // (The strings are static, so the series are few and the list stays short.)
-    type Series = ((*const u8, usize, *const u8, usize), Hot);
+    type Series = ((*const u8, usize, *const u8, usize), metrics::Counter);
     thread_local! {
         static HOT: RefCell<Vec<Series>> = const { RefCell::new(Vec::new()) };
     }
     // A string is told apart by its address and its length (the linker may let one literal
     // start another). A name always comes with the same label, so the label is not compared.
     let id = (name.as_ptr(), name.len(), value.as_ptr(), value.len());
-    HOT.with_borrow_mut(|hot| {
-        let at = match hot.iter().position(|(k, _)| *k == id) {
-            Some(at) => at,
-            None => {
-                let handle = if label.is_empty() {
-                    Hot::Histogram(metrics::histogram!(name))
-                } else {
-                    Hot::Counter(metrics::counter!(name, label => value))
-                };
-                hot.push((id, handle));
-                hot.len() - 1
-            }
-        };
-        f(&hot[at].1);
+    HOT.with_borrow_mut(|hot| match hot.iter().find(|(k, _)| *k == id) {
+        Some((_, counter)) => counter.increment(1),
+        None => {
+            let counter = metrics::counter!(name, label => value);
+            counter.increment(1);
+            hot.push((id, counter));
+        }
     });
 }
 
@@ -310,11 +281,9 @@ mod tests {
             count_hot("qg_test_hot_total", "k", "a");
             count_hot("qg_test_hot_total", "k", "a");
             count_hot("qg_test_hot_total", "k", "ab");
-            record_hot("qg_test_hot_seconds", 0.25);
         });
         let text = handle.render();
         assert!(text.contains("qg_test_hot_total{k=\"a\"} 2"), "{text}");
         assert!(text.contains("qg_test_hot_total{k=\"ab\"} 1"), "{text}");
-        assert!(text.contains("qg_test_hot_seconds_count 1"), "{text}");
     }
 }

@@ -205,6 +205,20 @@ impl TokenKeys {
         }
     }
 
+    /// Signs `claims` and remembers the token as verified with the claims `t` in `cache`: the
+    /// holder presents it next (the first poll after joining, the first forward after
+    /// admission), and its claims are already known.
+    fn sign_remembered<T: Clone>(
+        &self,
+        claims: &Claims,
+        cache: &Verified<T>,
+        t: T,
+    ) -> Result<String, TokenError> {
+        let token = self.sign(claims)?;
+        cache.remember(&token, t, claims.exp);
+        Ok(token)
+    }
+
     fn sign(&self, claims: &Claims) -> Result<String, TokenError> {
         self.hs256
             .sign(claims)
@@ -251,11 +265,10 @@ impl TokenKeys {
         Ok(data.claims)
     }
 
-    /// Signs a user token, and remembers it as verified (its holder uses it next).
+    /// Signs a user token (remembered as verified, see `sign_remembered`).
     pub fn mint_user(&self, user_id: UserId) -> Result<String, TokenError> {
         let now = now_secs();
-        let exp = now + USER_TOKEN_TTL_SECS;
-        let token = self.sign(&Claims {
+        let claims = Claims {
             kind: Kind::User,
             iss: ISSUER.into(),
             sub: user_id.to_string(),
@@ -265,20 +278,17 @@ impl TokenKeys {
             ep: None,
             jti: None,
             iat: now,
-            exp,
+            exp: now + USER_TOKEN_TTL_SECS,
             has_nbf: false,
             has_aud: false,
-        })?;
-        self.verified_user
-            .remember(&token, UserToken { user_id }, exp);
-        Ok(token)
+        };
+        self.sign_remembered(&claims, &self.verified_user, UserToken { user_id })
     }
 
-    /// Signs a queue token, and remembers it as verified (its holder polls with it next).
+    /// Signs a queue token (remembered as verified, see `sign_remembered`).
     pub fn mint_queue(&self, t: &QueueToken) -> Result<String, TokenError> {
         let now = now_secs();
-        let exp = now + QUEUE_TOKEN_TTL_SECS;
-        let token = self.sign(&Claims {
+        let claims = Claims {
             kind: Kind::Queue,
             iss: ISSUER.into(),
             sub: t.user_id.to_string(),
@@ -288,17 +298,16 @@ impl TokenKeys {
             ep: Some(t.epoch.to_string()),
             jti: None,
             iat: now,
-            exp,
+            exp: now + QUEUE_TOKEN_TTL_SECS,
             has_nbf: false,
             has_aud: false,
-        })?;
-        self.verified_queue.remember(&token, t.clone(), exp);
-        Ok(token)
+        };
+        self.sign_remembered(&claims, &self.verified_queue, t.clone())
     }
 
-    /// Signs an access token, and remembers it as verified (its holder uses it next).
+    /// Signs an access token (remembered as verified, see `sign_remembered`).
     pub fn mint_access(&self, t: &AccessToken) -> Result<String, TokenError> {
-        let token = self.sign(&Claims {
+        let claims = Claims {
             kind: Kind::Access,
             iss: ISSUER.into(),
             sub: t.user_id.to_string(),
@@ -311,9 +320,8 @@ impl TokenKeys {
             exp: t.exp,
             has_nbf: false,
             has_aud: false,
-        })?;
-        self.verified_access.remember(&token, t.clone(), t.exp);
-        Ok(token)
+        };
+        self.sign_remembered(&claims, &self.verified_access, t.clone())
     }
 
     /// A single-use ticket for the event stream of `q`'s place, valid for a few seconds.

@@ -34,6 +34,9 @@ pub struct Upstream {
     authority: Authority,
     host: HeaderValue,
     first_byte: Duration,
+    /// `queuegate_upstream_duration_seconds`, its handle made once (the recorder is installed
+    /// before the app builds its gateway).
+    duration: metrics::Histogram,
 }
 
 impl Upstream {
@@ -58,6 +61,7 @@ impl Upstream {
             authority,
             host,
             first_byte: settings.first_byte_timeout,
+            duration: metrics::histogram!("queuegate_upstream_duration_seconds"),
         })
     }
 
@@ -104,10 +108,7 @@ impl Upstream {
             Err(GatewayError::BadAnswer | GatewayError::BadPath(_)) => "bad_answer",
         };
         crate::metrics::count_hot("queuegate_upstream_requests_total", "status", label);
-        crate::metrics::record_hot(
-            "queuegate_upstream_duration_seconds",
-            started.elapsed().as_secs_f64(),
-        );
+        self.duration.record(started.elapsed().as_secs_f64());
         result
     }
 }
