@@ -13,7 +13,8 @@
 #
 # `proxy` (gateway mode, explicit only) also starts an nginx origin on port+2 serving a static
 # page and a gateway-mode instance on port+1 in front of it (same settings and BENCH_ENV as the
-# main gateway, its log beside the main one), and compares the two.
+# main gateway, its log beside the main one), and compares the two; nginx as a plain reverse
+# proxy on port+3, in front of the same origin, is measured beside them as a yardstick.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/queuegate-target}"
@@ -74,8 +75,8 @@ echo "# $(date -u +%Y-%m-%dT%H:%MZ) $(nproc) cores, gateway pid $gw, commit $(gi
 # Gateway mode for `proxy`: a static origin, a concert whose line guards /shop, and a second
 # instance (same database and key prefix) with UPSTREAM_URL in front of the origin.
 start_proxy() {
-  local gw_port=$((port + 1)) origin_port=$((port + 2)) p concert
-  for p in "$gw_port" "$origin_port"; do
+  local gw_port=$((port + 1)) origin_port=$((port + 2)) reference_port=$((port + 3)) p concert
+  for p in "$gw_port" "$origin_port" "$reference_port"; do
     if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
       echo "bench: proxy needs 127.0.0.1:$p, which is taken (set BENCH_PORT)" >&2
       return 1
@@ -90,6 +91,9 @@ start_proxy() {
   } >"$proxy_tmp/www/shop/index.html"
   bash scripts/origin-nginx.sh "$origin_port" "$proxy_tmp/www" "$proxy_tmp/nginx" &
   proxy_pids+=($!)
+  # The yardstick: nginx as a plain reverse proxy in front of the same origin.
+  bash scripts/origin-nginx.sh --proxy "$reference_port" "127.0.0.1:$origin_port" "$proxy_tmp/reference" &
+  proxy_pids+=($!)
   concert=$(curl -fsS -X POST "http://$QG_ADDR/v1/admin/concerts" \
     -H "Authorization: Bearer $ADMIN_TOKEN" -H 'Content-Type: application/json' \
     -d '{"name": "proxy bench", "schedules": [{"starts_at": "2031-06-01T19:30:00Z", "price": 100}]}' |
@@ -101,11 +105,13 @@ start_proxy() {
     "$gateway_bin" serve 2>"$log_file.proxy" &
   proxy_pids+=($!)
   for _ in $(seq 1 100); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$gw_port") 2>/dev/null && (exec 3<>"/dev/tcp/127.0.0.1/$origin_port") 2>/dev/null && break
+    (exec 3<>"/dev/tcp/127.0.0.1/$gw_port") 2>/dev/null && (exec 3<>"/dev/tcp/127.0.0.1/$origin_port") 2>/dev/null &&
+      (exec 3<>"/dev/tcp/127.0.0.1/$reference_port") 2>/dev/null && break
     sleep 0.2
   done
-  PROXY_ARGS=(--addr "127.0.0.1:$gw_port" --origin "127.0.0.1:$origin_port" --concert "$concert" --path /shop/index.html)
-  echo "# proxy: nginx pid ${proxy_pids[0]} on $origin_port, gateway-mode pid ${proxy_pids[1]} on $gw_port (log $log_file.proxy), concert $concert"
+  PROXY_ARGS=(--addr "127.0.0.1:$gw_port" --origin "127.0.0.1:$origin_port" --reference "127.0.0.1:$reference_port"
+    --concert "$concert" --path /shop/index.html)
+  echo "# proxy: nginx pid ${proxy_pids[0]} on $origin_port, reference proxy (nginx) pid ${proxy_pids[1]} on $reference_port, gateway-mode pid ${proxy_pids[2]} on $gw_port (log $log_file.proxy), concert $concert"
 }
 
 status=0
@@ -113,7 +119,7 @@ for s in "${scenarios[@]}"; do
   if [ "$s" = proxy ]; then
     [ -n "${proxy_tmp:-}" ] || start_proxy || { status=1; continue; }
     # shellcheck disable=SC2086
-    "$bin/queuegate-load" proxy "${PROXY_ARGS[@]}" --gateway-pid "${proxy_pids[1]}" "${redis_args[@]}" ${LOAD_ARGS:-} || status=1
+    "$bin/queuegate-load" proxy "${PROXY_ARGS[@]}" --gateway-pid "${proxy_pids[2]}" --reference-pid "${proxy_pids[1]}" "${redis_args[@]}" ${LOAD_ARGS:-} || status=1
     echo
     continue
   fi

@@ -26,6 +26,13 @@ gw=$!
 trap 'kill $gw; wait $gw 2>/dev/null; redis-cli --scan --pattern "qgcpu$$*" | xargs -r -n 1000 redis-cli del >/dev/null' EXIT
 for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/${BENCH_PORT:-18090}") 2>/dev/null && break; sleep 0.2; done
 ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
+# The gateway's user ticks, system ticks and minor page faults (stat fields 14, 15, 10), and its
+# threads' context switches: on a guest where a page fault or a wake-up is dear, these explain
+# CPU time that instruction counts do not.
+detail() {
+  awk '{printf "%d %d %d ", $14, $15, $10}' "/proc/$1/stat"
+  cat /proc/"$1"/task/*/status 2>/dev/null | awk '/^(non)?voluntary_ctxt_switches/ {n += $2} END {print n}'
+}
 # The servers the gateway talks to: Redis on 6379 and MariaDB on 3306 (not any other).
 redis=$(redis-cli -p 6379 info server | tr -d '\r' | awk -F: '/^process_id:/ {print $2}')
 maria=$(mariadb -h127.0.0.1 -uroot -N -e "SELECT @@pid_file" 2>/dev/null | xargs -r cat 2>/dev/null || pgrep -xo mariadbd)
@@ -56,15 +63,17 @@ for _ in $(seq 1 3000); do
   sleep 0.1
 done
 sleep 1
-g0=$(ticks $gw); r0=$(ticks "$redis"); m0=$(ticks "$maria"); l0=$(ticks $lt)
+gd0=$(detail $gw); g0=$(ticks $gw); r0=$(ticks "$redis"); m0=$(ticks "$maria"); l0=$(ticks $lt)
 sleep 4
 if ! kill -0 $lt 2>/dev/null; then
   cat "$out" >&2
   echo "cpu-split: the load ended before the 4 s sample did; give it more --requests or --users" >&2
   exit 1
 fi
-g1=$(ticks $gw); r1=$(ticks "$redis"); m1=$(ticks "$maria"); l1=$(ticks $lt)
+gd1=$(detail $gw); g1=$(ticks $gw); r1=$(ticks "$redis"); m1=$(ticks "$maria"); l1=$(ticks $lt)
 wait $lt || true
 echo "cpu % of one core over 4 s: gateway $(( (g1-g0)/4 ))  redis $(( (r1-r0)/4 ))  mariadb $(( (m1-m0)/4 ))  load $(( (l1-l0)/4 ))"
+read -r gu0 gs0 gf0 gc0 <<<"$gd0"; read -r gu1 gs1 gf1 gc1 <<<"$gd1"
+echo "gateway over 4 s: user $((gu1-gu0)) system $((gs1-gs0)) ticks, minor faults $((gf1-gf0)), context switches $((gc1-gc0))"
 grep -E "req/s|Requests/sec|latency|Latency|99%|Non-2xx" "$out"
 rm -f "$out"

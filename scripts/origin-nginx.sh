@@ -5,14 +5,26 @@
 # `$!` of `bash scripts/origin-nginx.sh … &` is nginx's PID: stop it with `kill <pid>`.
 # Installs nginx with apt-get when it is missing.
 #
+# With --proxy it runs nginx instead as a plain reverse proxy in front of UPSTREAM (HOST:PORT),
+# for `scripts/bench.sh proxy` to measure beside the gateway: what forwarding alone costs on
+# this machine. It gets what the gateway has: one worker process per core (the master's PID is
+# `$!`; killing it stops the workers), pooled keep-alive connections to the origin, and an
+# access log written in batches.
+#
 # Usage: scripts/origin-nginx.sh PORT ROOT STATE_DIR
+#        scripts/origin-nginx.sh --proxy PORT UPSTREAM STATE_DIR
 set -euo pipefail
+mode=static
+if [ "${1:-}" = --proxy ]; then
+  mode=proxy
+  shift
+fi
 if [ $# -ne 3 ]; then
-  echo "usage: $0 PORT ROOT STATE_DIR" >&2
+  echo "usage: $0 PORT ROOT STATE_DIR | --proxy PORT UPSTREAM STATE_DIR" >&2
   exit 2
 fi
 port=$1
-root=$(cd "$2" && pwd)
+if [ "$mode" = proxy ]; then upstream=$2; else root=$(cd "$2" && pwd); fi
 state=$(mkdir -p "$3" && cd "$3" && pwd)
 
 nginx_bin=$(command -v nginx || true)
@@ -26,15 +38,37 @@ if [ -z "$nginx_bin" ]; then
 fi
 
 mkdir -p "$state/tmp"
+if [ "$mode" = proxy ]; then
+  processes="master_process on;
+worker_processes $(nproc);"
+  log="access_log $state/access.log combined buffer=64k flush=1s;"
+  site="upstream origin { server $upstream; keepalive 512; }
+    server {
+        listen 127.0.0.1:$port;
+        location / {
+            proxy_pass http://origin;
+            proxy_http_version 1.1;
+            proxy_set_header Connection \"\";
+        }
+    }"
+else
+  processes="master_process off;
+worker_processes 1;"
+  log="access_log off;"
+  site="server {
+        listen 127.0.0.1:$port;
+        root $root;
+        location / { }
+    }"
+fi
 cat >"$state/nginx.conf" <<CONF
 daemon off;
-master_process off;
-worker_processes 1;
+$processes
 pid $state/nginx.pid;
 error_log $state/error.log warn;
 events { worker_connections 4096; }
 http {
-    access_log off;
+    $log
     client_body_temp_path $state/tmp/body;
     proxy_temp_path $state/tmp/proxy;
     fastcgi_temp_path $state/tmp/fastcgi;
@@ -46,11 +80,7 @@ http {
     tcp_nodelay on;
     keepalive_timeout 75s;
     keepalive_requests 1000000;
-    server {
-        listen 127.0.0.1:$port;
-        root $root;
-        location / { }
-    }
+    $site
 }
 CONF
 exec "$nginx_bin" -p "$state" -c "$state/nginx.conf" -e "$state/error.log"

@@ -48,6 +48,9 @@ Options (environment fallback in brackets):
   --redis-url URL         [REDIS_URL] for memory figures (scale)
   --gateway-pid PID       for RSS/CPU figures (sse)
   --origin HOST:PORT      the origin, reached directly (proxy) [QG_ORIGIN]
+  --reference HOST:PORT   a plain reverse proxy in front of the same origin, measured
+                          beside the gateway for comparison (proxy; not in the verdict)
+  --reference-pid PID     its process (workers as its children), for its CPU per request
   --concert ID            the gateway's UPSTREAM_CONCERT_ID (proxy) [QG_CONCERT]
   --path PATH             the page fetched (proxy; default /shop/index.html)
   --out FILE              where waiting writes its queue tokens";

@@ -16,6 +16,11 @@ pub struct Options {
     pub gateway_pid: Option<u32>,
     /// The origin behind a gateway-mode instance, reached directly (`proxy`).
     pub origin: Option<SocketAddr>,
+    /// A reference reverse proxy in front of the same origin, measured beside the gateway
+    /// (`proxy`): what a plain proxy costs on this machine, with no admission to check.
+    pub reference: Option<SocketAddr>,
+    /// The reference proxy's process (its workers are its children), for its CPU per request.
+    pub reference_pid: Option<u32>,
     /// The gateway's `UPSTREAM_CONCERT_ID` (`proxy`).
     pub concert: Option<u64>,
     /// The page fetched (`proxy`).
@@ -44,6 +49,8 @@ pub fn parse(args: &[String]) -> Result<(String, Options), String> {
         origin: env("QG_ORIGIN")
             .map(|v| v.parse().map_err(|_| "QG_ORIGIN must be host:port"))
             .transpose()?,
+        reference: None,
+        reference_pid: None,
         concert: env("QG_CONCERT")
             .map(|v| v.parse().map_err(|_| "QG_CONCERT must be a concert id"))
             .transpose()?,
@@ -89,6 +96,20 @@ pub fn parse(args: &[String]) -> Result<(String, Options), String> {
                     value("--origin")?
                         .parse()
                         .map_err(|_| "--origin must be host:port")?,
+                )
+            }
+            "--reference" => {
+                o.reference = Some(
+                    value("--reference")?
+                        .parse()
+                        .map_err(|_| "--reference must be host:port")?,
+                )
+            }
+            "--reference-pid" => {
+                o.reference_pid = Some(
+                    value("--reference-pid")?
+                        .parse()
+                        .map_err(|_| "bad --reference-pid")?,
                 )
             }
             "--concert" => {

@@ -14,6 +14,11 @@
 //!
 //! Pass: every answer 200, gateway throughput at least half the direct one, and at most 2 ms
 //! added at p99 (paced).
+//!
+//! With `--reference HOST:PORT` (`scripts/bench.sh proxy` starts nginx there as a plain reverse
+//! proxy with keep-alive to the same origin) a third path runs in every round: what forwarding
+//! alone costs on this machine, without a token to check or an identity to sign. It is printed
+//! for comparison and is not part of the verdict.
 
 use crate::client::{Conn, Error};
 use crate::harness::*;
@@ -29,6 +34,10 @@ const MIN_RATIO: f64 = 0.5;
 const MAX_ADDED_P99_MS: f64 = 2.0;
 /// Alternating rounds per measurement.
 const ROUNDS: usize = 3;
+/// The measured paths, in the order each round runs them.
+const DIRECT: usize = 0;
+const GATED: usize = 1;
+const REFERENCE: usize = 2;
 
 /// What one phase fetches: where, and with which token (none: direct).
 #[derive(Clone)]
@@ -75,8 +84,23 @@ pub async fn proxy(o: &Options) -> Result<bool, Error> {
         tokens: Some(access),
     };
 
-    // Warm both paths (pools, caches) briefly.
-    for t in [&direct, &gated] {
+    // A plain reverse proxy in front of the same origin, when given: the same page and
+    // connections, no token (it checks nothing).
+    let reference = o.reference.map(|addr| Target {
+        addr,
+        path: path.clone(),
+        tokens: None,
+    });
+    let mut targets = vec![
+        ("straight from the origin", direct),
+        ("through the gateway", gated),
+    ];
+    if let Some(r) = reference {
+        targets.push(("through the reference proxy", r));
+    }
+
+    // Warm every path (pools, caches) briefly.
+    for (_, t) in &targets {
         let t = t.clone();
         measure(
             t.addr,
@@ -91,83 +115,92 @@ pub async fn proxy(o: &Options) -> Result<bool, Error> {
     // Closed loop, alternating.
     let phase = (o.duration / ROUNDS as u32).max(Duration::from_secs(2));
     let per_phase = (o.requests / ROUNDS).max(1);
-    let (mut d, mut g) = (Recorder::default(), Recorder::default());
-    let (mut d_time, mut g_time) = (Duration::ZERO, Duration::ZERO);
-    let mut gw_cpu = Duration::ZERO;
+    let mut closed: Vec<(Recorder, Duration)> = targets
+        .iter()
+        .map(|_| (Recorder::default(), Duration::ZERO))
+        .collect();
+    // CPU of the process in the middle of each path: the gateway, the reference proxy.
+    let middle = |k: usize| match k {
+        GATED => o.gateway_pid.and_then(cpu_time),
+        REFERENCE => o.reference_pid.and_then(cpu_time_with_children),
+        _ => None,
+    };
+    let mut cpu = [Duration::ZERO; 3];
     for _ in 0..ROUNDS {
-        let t = direct.clone();
-        let (rec, el) =
-            measure(t.addr, o.connections, per_phase, phase, move |i| t.spec(i)).await?;
-        d.merge(rec);
-        d_time += el;
-        let cpu0 = o.gateway_pid.and_then(cpu_time);
-        let t = gated.clone();
-        let (rec, el) =
-            measure(t.addr, o.connections, per_phase, phase, move |i| t.spec(i)).await?;
-        if let (Some(a), Some(b)) = (cpu0, o.gateway_pid.and_then(cpu_time)) {
-            gw_cpu += b.saturating_sub(a);
+        for (k, (_, t)) in targets.iter().enumerate() {
+            let cpu0 = middle(k);
+            let t = t.clone();
+            let (rec, el) =
+                measure(t.addr, o.connections, per_phase, phase, move |i| t.spec(i)).await?;
+            if let (Some(a), Some(b)) = (cpu0, middle(k)) {
+                cpu[k] += b.saturating_sub(a);
+            }
+            closed[k].0.merge(rec);
+            closed[k].1 += el;
         }
-        g.merge(rec);
-        g_time += el;
     }
-    let (d_err, g_err) = (d.transport_errors, g.transport_errors);
-    let ds = d.summary(
-        &format!(
-            "proxy closed loop: GET {path} straight from the origin, {} connections",
-            o.connections
-        ),
-        d_time,
-    );
-    ds.print();
-    let gs = g.summary(
-        &format!(
-            "proxy closed loop: GET {path} through the gateway, {} connections",
-            o.connections
-        ),
-        g_time,
-    );
-    gs.print();
-    if o.gateway_pid.is_some() && gs.requests > 0 {
-        println!(
-            "gateway CPU {:.1} µs per forwarded request",
-            gw_cpu.as_secs_f64() * 1e6 / gs.requests as f64
+    let mut errors = 0;
+    let mut summaries = Vec::new();
+    for (k, (mut rec, took)) in closed.into_iter().enumerate() {
+        errors += rec.transport_errors;
+        let s = rec.summary(
+            &format!(
+                "proxy closed loop: GET {path} {}, {} connections",
+                targets[k].0, o.connections
+            ),
+            took,
         );
+        s.print();
+        let who = match k {
+            GATED if o.gateway_pid.is_some() => Some("gateway"),
+            REFERENCE if o.reference_pid.is_some() => Some("reference proxy"),
+            _ => None,
+        };
+        if let Some(who) = who.filter(|_| s.requests > 0) {
+            println!(
+                "{who} CPU {:.1} µs per forwarded request",
+                cpu[k].as_secs_f64() * 1e6 / s.requests as f64
+            );
+        }
+        summaries.push(s);
     }
 
-    // Paced, alternating, at half of what the gateway carried.
-    let rate = (gs.throughput / 2.0).max(100.0);
-    let (mut dp, mut gp) = (Recorder::default(), Recorder::default());
-    let (mut dp_time, mut gp_time) = (Duration::ZERO, Duration::ZERO);
+    // Paced, alternating, every path at half of what the gateway carried.
+    let rate = (summaries[GATED].throughput / 2.0).max(100.0);
+    let mut paced_recs: Vec<(Recorder, Duration)> = targets
+        .iter()
+        .map(|_| (Recorder::default(), Duration::ZERO))
+        .collect();
     for _ in 0..ROUNDS {
-        let (rec, el) = paced(&direct, o.connections, rate, phase).await?;
-        dp.merge(rec);
-        dp_time += el;
-        let (rec, el) = paced(&gated, o.connections, rate, phase).await?;
-        gp.merge(rec);
-        gp_time += el;
+        for (k, (_, t)) in targets.iter().enumerate() {
+            let (rec, el) = paced(t, o.connections, rate, phase).await?;
+            paced_recs[k].0.merge(rec);
+            paced_recs[k].1 += el;
+        }
     }
-    let (dp_err, gp_err) = (dp.transport_errors, gp.transport_errors);
-    let dps = dp.summary(
-        &format!(
-            "proxy paced at {rate:.0} req/s: straight from the origin, {} connections",
-            o.connections
-        ),
-        dp_time,
-    );
-    dps.print();
-    let gps = gp.summary(
-        &format!(
-            "proxy paced at {rate:.0} req/s: through the gateway, {} connections",
-            o.connections
-        ),
-        gp_time,
-    );
-    gps.print();
+    let mut paced_summaries = Vec::new();
+    for (k, (mut rec, took)) in paced_recs.into_iter().enumerate() {
+        errors += rec.transport_errors;
+        let s = rec.summary(
+            &format!(
+                "proxy paced at {rate:.0} req/s: {}, {} connections",
+                targets[k].0, o.connections
+            ),
+            took,
+        );
+        s.print();
+        paced_summaries.push(s);
+    }
 
+    let (ds, gs, dps, gps) = (
+        &summaries[DIRECT],
+        &summaries[GATED],
+        &paced_summaries[DIRECT],
+        &paced_summaries[GATED],
+    );
     let ratio = gs.throughput / ds.throughput.max(1e-9);
     let added = gps.p99_ms - dps.p99_ms;
-    let all_ok =
-        [&ds, &gs, &dps, &gps].iter().all(|s| all_200(s)) && d_err + g_err + dp_err + gp_err == 0;
+    let all_ok = summaries.iter().chain(&paced_summaries).all(all_200) && errors == 0;
     let ok = all_ok && ratio >= MIN_RATIO && added <= MAX_ADDED_P99_MS;
     println!(
         "ratio       {ratio:.2} of direct throughput (need >= {MIN_RATIO}); closed-loop p99 {:.2} vs {:.2} ms",
@@ -177,6 +210,14 @@ pub async fn proxy(o: &Options) -> Result<bool, Error> {
         "added       paced p50 +{:.2} ms, p99 +{added:.2} ms (need <= {MAX_ADDED_P99_MS})",
         gps.p50_ms - dps.p50_ms
     );
+    if let (Some(rs), Some(rps)) = (summaries.get(REFERENCE), paced_summaries.get(REFERENCE)) {
+        println!(
+            "reference   {:.2} of direct throughput; paced p50 +{:.2} ms, p99 +{:.2} ms (for comparison, not in the verdict)",
+            rs.throughput / ds.throughput.max(1e-9),
+            rps.p50_ms - dps.p50_ms,
+            rps.p99_ms - dps.p99_ms
+        );
+    }
     println!(
         "verdict     {} (all 200: {all_ok})",
         if ok { "PASS" } else { "FAIL" }
@@ -196,6 +237,16 @@ fn cpu_time(pid: u32) -> Option<Duration> {
     let fields: Vec<&str> = rest.split_whitespace().collect();
     let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
     Some(Duration::from_millis(ticks * 10))
+}
+
+/// The CPU time of a process and its children (nginx's workers under its master).
+fn cpu_time_with_children(pid: u32) -> Option<Duration> {
+    let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).ok()?;
+    let mut total = cpu_time(pid)?;
+    for child in children.split_whitespace().filter_map(|c| c.parse().ok()) {
+        total += cpu_time(child).unwrap_or_default();
+    }
+    Some(total)
 }
 
 /// Open loop: `conns` connections together send `rate` requests a second on a fixed schedule
