@@ -6,7 +6,7 @@
 
 use super::error::{ApiError, ErrorBody};
 use super::gate::StreamOpener;
-use super::json::JsonObject;
+use super::json::{JsonObject, ObjectWriter};
 use super::state::Api;
 use crate::domain::ConcertId;
 use crate::http::response::{empty, event_stream, json, raw_json};
@@ -63,24 +63,15 @@ struct Waiting {
 
 impl Waiting {
     /// The same bytes as `serde_json::to_vec(self)` (a unit test compares them), written
-    /// directly: a waiting fan's poll is most of a sale's requests, and its answer is a fixed
-    /// shape of three numbers, where serde's general writer cost ~1,100 instructions a poll.
+    /// directly: a waiting fan's poll is most of a sale's requests, and serde's general writer
+    /// cost ~1,100 instructions a poll.
     fn to_json(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(96);
-        let mut n = itoa::Buffer::new();
-        out.extend_from_slice(b"{\"status\":\"");
-        out.extend_from_slice(self.status.as_bytes());
-        out.extend_from_slice(b"\",\"position\":");
-        out.extend_from_slice(n.format(self.position).as_bytes());
-        out.extend_from_slice(b",\"eta_seconds\":");
-        match self.eta_seconds {
-            Some(eta) => out.extend_from_slice(n.format(eta).as_bytes()),
-            None => out.extend_from_slice(b"null"),
-        }
-        out.extend_from_slice(b",\"poll_after_ms\":");
-        out.extend_from_slice(n.format(self.poll_after_ms).as_bytes());
-        out.push(b'}');
-        out
+        let mut w = ObjectWriter::with_capacity(96);
+        w.str("status", self.status)
+            .u64("position", self.position)
+            .opt_u64("eta_seconds", self.eta_seconds)
+            .u64("poll_after_ms", self.poll_after_ms);
+        w.finish()
     }
 }
 
@@ -197,6 +188,26 @@ impl<'a> JoinedBody<'a> {
             },
         }
     }
+    /// The same bytes as `serde_json::to_vec(self)` (a unit test compares them): every fan
+    /// joins once, and the answer carries the new ~250-byte queue token.
+    fn to_json(&self) -> Vec<u8> {
+        let mut w = ObjectWriter::with_capacity(self.queue_token.len() + 160);
+        w.str("queue_token", &self.queue_token)
+            .str("status", self.status)
+            .opt_u64("position", self.position)
+            .opt_u64("eta_seconds", self.eta_seconds)
+            .u64("poll_after_ms", self.poll_after_ms);
+        if let Some(at) = self.sale_starts_at {
+            w.str("sale_starts_at", at);
+        }
+        if let Some(token) = self.access_token {
+            w.str("access_token", token);
+        }
+        if let Some(at) = self.access_expires_at {
+            w.str("access_expires_at", at);
+        }
+        w.finish()
+    }
 }
 
 /// One stream event on the wire (`event: …\ndata: {json}\n\n`).
@@ -271,9 +282,9 @@ pub async fn join(api: &Api, req: &mut Req) -> Result<Resp, ApiError> {
         JoinKind::Existing => StatusCode::OK,
         JoinKind::New | JoinKind::Restored => StatusCode::CREATED,
     };
-    Ok(json(
+    Ok(raw_json(
         status,
-        &JoinedBody::new(joined.queue_token, &joined.view),
+        JoinedBody::new(joined.queue_token, &joined.view).to_json(),
     ))
 }
 
@@ -364,10 +375,35 @@ pub async fn leave(api: &Api, req: &mut Req) -> Result<Resp, ApiError> {
 
 #[cfg(test)]
 mod tests {
-    use super::Waiting;
+    use super::{JoinedBody, Waiting};
     use proptest::prelude::*;
 
     proptest! {
+        #[test]
+        fn a_join_answer_is_what_serde_would_write(
+            queue_token in any::<String>(),
+            status in prop_oneof![Just("waiting"), Just("admitted"), Just("pre_queue")],
+            position in proptest::option::of(any::<u64>()),
+            eta_seconds in proptest::option::of(any::<u64>()),
+            poll_after_ms in any::<u64>(),
+            sale_starts_at in proptest::option::of(any::<String>()),
+            access_token in proptest::option::of("[A-Za-z0-9_.\\-]{0,300}"),
+            access_expires_at in proptest::option::of(any::<String>()),
+        ) {
+            let j = JoinedBody {
+                queue_token,
+                status,
+                position,
+                eta_seconds,
+                poll_after_ms,
+                sale_starts_at: sale_starts_at.as_deref(),
+                access_token: access_token.as_deref(),
+                access_expires_at: access_expires_at.as_deref(),
+            };
+            prop_assert_eq!(j.to_json(), serde_json::to_vec(&j).unwrap());
+        }
+
+
         #[test]
         fn a_waiting_answer_is_what_serde_would_write(
             position in any::<u64>(),
