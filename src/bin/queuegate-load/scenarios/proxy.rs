@@ -140,29 +140,24 @@ pub async fn proxy(o: &Options) -> Result<bool, Error> {
         }
     }
     let mut errors = 0;
-    let mut summaries = Vec::new();
-    for (k, (mut rec, took)) in closed.into_iter().enumerate() {
-        errors += rec.transport_errors;
-        let s = rec.summary(
-            &format!(
-                "proxy closed loop: GET {path} {}, {} connections",
-                targets[k].0, o.connections
-            ),
-            took,
-        );
-        s.print();
-        let who = match k {
-            GATED if o.gateway_pid.is_some() => Some("gateway"),
-            REFERENCE if o.reference_pid.is_some() => Some("reference proxy"),
-            _ => None,
+    let summaries = summarise(closed, &targets, &mut errors, |name| {
+        format!(
+            "proxy closed loop: GET {path} {name}, {} connections",
+            o.connections
+        )
+    });
+    for (k, who) in [(GATED, "gateway"), (REFERENCE, "reference proxy")] {
+        let pid = if k == GATED {
+            o.gateway_pid
+        } else {
+            o.reference_pid
         };
-        if let Some(who) = who.filter(|_| s.requests > 0) {
+        if let Some(s) = summaries.get(k).filter(|s| s.requests > 0 && pid.is_some()) {
             println!(
                 "{who} CPU {:.1} µs per forwarded request",
                 cpu[k].as_secs_f64() * 1e6 / s.requests as f64
             );
         }
-        summaries.push(s);
     }
 
     // Paced, alternating, every path at half of what the gateway carried.
@@ -178,19 +173,12 @@ pub async fn proxy(o: &Options) -> Result<bool, Error> {
             paced_recs[k].1 += el;
         }
     }
-    let mut paced_summaries = Vec::new();
-    for (k, (mut rec, took)) in paced_recs.into_iter().enumerate() {
-        errors += rec.transport_errors;
-        let s = rec.summary(
-            &format!(
-                "proxy paced at {rate:.0} req/s: {}, {} connections",
-                targets[k].0, o.connections
-            ),
-            took,
-        );
-        s.print();
-        paced_summaries.push(s);
-    }
+    let paced_summaries = summarise(paced_recs, &targets, &mut errors, |name| {
+        format!(
+            "proxy paced at {rate:.0} req/s: {name}, {} connections",
+            o.connections
+        )
+    });
 
     let (ds, gs, dps, gps) = (
         &summaries[DIRECT],
@@ -223,6 +211,25 @@ pub async fn proxy(o: &Options) -> Result<bool, Error> {
         if ok { "PASS" } else { "FAIL" }
     );
     Ok(ok)
+}
+
+/// Each path's measurements merged over the rounds, summarised and printed under
+/// `title(path name)`; their transport errors are added to `errors`.
+fn summarise(
+    recs: Vec<(Recorder, Duration)>,
+    targets: &[(&str, Target)],
+    errors: &mut u64,
+    title: impl Fn(&str) -> String,
+) -> Vec<Summary> {
+    recs.into_iter()
+        .zip(targets)
+        .map(|((mut rec, took), (name, _))| {
+            *errors += rec.transport_errors;
+            let s = rec.summary(&title(name), took);
+            s.print();
+            s
+        })
+        .collect()
 }
 
 fn all_200(s: &Summary) -> bool {
