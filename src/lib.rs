@@ -29,6 +29,7 @@ pub mod gateway;
 pub mod health;
 pub mod http;
 pub mod idempotency;
+pub mod json_out;
 pub mod lock;
 pub mod metrics;
 pub mod outbox;

@@ -9,6 +9,7 @@ mod hs256;
 mod verified;
 
 use crate::domain::{ConcertId, LineId, UserId};
+use crate::json_out::ObjectWriter;
 use hs256::Hs256;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::{Deserialize, Serialize};
@@ -57,8 +58,6 @@ pub enum TokenError {
     WrongKind { expected: Kind, found: Kind },
     #[error("the token lacks the claims a {} token carries", .0.as_str())]
     MissingClaims(Kind),
-    #[error("could not sign a token: {0}")]
-    Signing(String),
 }
 
 /// Claims of every kind in one flat shape; the per-kind views below pick what they need.
@@ -100,6 +99,35 @@ struct Claims {
         deserialize_with = "present"
     )]
     has_aud: bool,
+}
+
+impl Claims {
+    /// The claims as JSON, the same bytes as `serde_json::to_vec(self)` (a property test
+    /// compares them), without serde's general writer: every join and every admission signs a
+    /// token.
+    fn to_json(&self) -> Vec<u8> {
+        let mut w = ObjectWriter::with_capacity(192);
+        w.str("kind", self.kind.as_str())
+            .str("iss", &self.iss)
+            .str("sub", &self.sub);
+        if let Some(cid) = self.cid {
+            w.u64("cid", cid);
+        }
+        if let Some(qid) = self.qid {
+            w.u64("qid", qid);
+        }
+        if let Some(seq) = self.seq {
+            w.u64("seq", seq);
+        }
+        if let Some(ep) = &self.ep {
+            w.str("ep", ep);
+        }
+        if let Some(jti) = &self.jti {
+            w.str("jti", jti);
+        }
+        w.u64("iat", self.iat).u64("exp", self.exp);
+        w.finish()
+    }
 }
 
 fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
@@ -214,15 +242,13 @@ impl TokenKeys {
         cache: &Verified<T>,
         t: T,
     ) -> Result<String, TokenError> {
-        let token = self.sign(claims)?;
+        let token = self.sign(claims);
         cache.remember(&token, t, claims.exp);
         Ok(token)
     }
 
-    fn sign(&self, claims: &Claims) -> Result<String, TokenError> {
-        self.hs256
-            .sign(claims)
-            .map_err(|e| TokenError::Signing(e.to_string()))
+    fn sign(&self, claims: &Claims) -> String {
+        self.hs256.sign_json(&claims.to_json())
     }
 
     fn verify(&self, token: &str, kind: Kind) -> Result<Claims, TokenError> {
@@ -327,7 +353,7 @@ impl TokenKeys {
     /// A single-use ticket for the event stream of `q`'s place, valid for a few seconds.
     pub fn mint_stream_ticket(&self, q: &QueueToken) -> Result<String, TokenError> {
         let now = now_secs();
-        self.sign(&Claims {
+        Ok(self.sign(&Claims {
             kind: Kind::Stream,
             iss: ISSUER.into(),
             sub: q.user_id.to_string(),
@@ -340,7 +366,7 @@ impl TokenKeys {
             exp: now + STREAM_TICKET_TTL_SECS,
             has_nbf: false,
             has_aud: false,
-        })
+        }))
     }
 
     pub fn verify_stream_ticket(&self, token: &str) -> Result<StreamTicket, TokenError> {

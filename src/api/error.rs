@@ -278,10 +278,7 @@ impl From<StoreError> for ApiError {
 
 impl From<TokenError> for ApiError {
     fn from(e: TokenError) -> Self {
-        match e {
-            TokenError::Signing(m) => ApiError::Internal(m),
-            other => ApiError::Unauthorized(other.to_string()),
-        }
+        ApiError::Unauthorized(e.to_string())
     }
 }
 

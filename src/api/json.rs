@@ -1,6 +1,6 @@
 //! JSON in and out: request bodies read field by field into domain types (naming the field in
-//! every 422), the `Idempotency-Key` header, stored money results sent back verbatim, and the
-//! hottest answers (a poll's, a join's) written field by field.
+//! every 422), the `Idempotency-Key` header, and stored money results sent back verbatim. The
+//! hottest answers (a poll's, a join's) are written with `crate::json_out`.
 
 use super::error::ApiError;
 use crate::domain::{FromJson, IdempotencyKey};
@@ -68,73 +68,6 @@ impl JsonObject {
 }
 
 /// The `Idempotency-Key` header, parsed.
-/// A JSON object written field by field, byte for byte what `serde_json` writes for a struct
-/// with the same fields in the same order (the tests compare the two). For the answers a sale
-/// sends most — every poll, every join — where serde's general writer cost more than the
-/// answer's own work: a join's answer escaped its ~250-byte queue token byte by byte through a
-/// table, and grew its buffer twice.
-pub struct ObjectWriter {
-    out: Vec<u8>,
-    first: bool,
-}
-
-impl ObjectWriter {
-    pub fn with_capacity(capacity: usize) -> Self {
-        let mut out = Vec::with_capacity(capacity);
-        out.push(b'{');
-        ObjectWriter { out, first: true }
-    }
-
-    /// `"name":`. Names are our own identifiers, which JSON never escapes.
-    fn key(&mut self, name: &'static str) {
-        if !self.first {
-            self.out.push(b',');
-        }
-        self.first = false;
-        self.out.push(b'"');
-        self.out.extend_from_slice(name.as_bytes());
-        self.out.extend_from_slice(b"\":");
-    }
-
-    pub fn str(&mut self, name: &'static str, value: &str) -> &mut Self {
-        self.key(name);
-        if value.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
-            // Nothing JSON escapes (a token, a timestamp, a status): copied as it is.
-            self.out.push(b'"');
-            self.out.extend_from_slice(value.as_bytes());
-            self.out.push(b'"');
-        } else if serde_json::to_writer(&mut self.out, value).is_err() {
-            // Writing to a Vec cannot fail; should it ever, the answer stays valid JSON.
-            self.out.extend_from_slice(b"null");
-        }
-        self
-    }
-
-    pub fn u64(&mut self, name: &'static str, value: u64) -> &mut Self {
-        self.key(name);
-        self.out
-            .extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
-        self
-    }
-
-    /// The number, or `null` (an `Option` serde writes without `skip_serializing_if`).
-    pub fn opt_u64(&mut self, name: &'static str, value: Option<u64>) -> &mut Self {
-        match value {
-            Some(v) => self.u64(name, v),
-            None => {
-                self.key(name);
-                self.out.extend_from_slice(b"null");
-                self
-            }
-        }
-    }
-
-    pub fn finish(mut self) -> Vec<u8> {
-        self.out.push(b'}');
-        self.out
-    }
-}
-
 pub fn idempotency_key(req: &Req) -> Result<Option<IdempotencyKey>, ApiError> {
     req.header("idempotency-key")
         .map(|raw| {

@@ -6,11 +6,12 @@
 
 use super::error::{ApiError, ErrorBody};
 use super::gate::StreamOpener;
-use super::json::{JsonObject, ObjectWriter};
+use super::json::JsonObject;
 use super::state::Api;
 use crate::domain::ConcertId;
 use crate::http::response::{empty, event_stream, json, raw_json};
 use crate::http::{Req, Resp};
+use crate::json_out::ObjectWriter;
 use crate::queue::hub::StreamEvent;
 use crate::queue::model::JoinKind;
 use crate::queue::service::QueueError;

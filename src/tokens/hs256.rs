@@ -11,12 +11,12 @@
 //! Verifying is a fast path only: it answers "yes, signed by us, in our canonical form" or
 //! "don't know". Anything else — another header, a bad signature, odd claims — goes to
 //! `jsonwebtoken`, which accepts or refuses it exactly as before and says precisely why. A test
-//! checks that signing here is byte-for-byte what `jsonwebtoken::encode` produces.
+//! checks that signing here is byte-for-byte what `jsonwebtoken::encode` produces, and another
+//! that the claims are written (`Claims::to_json`) as serde writes them.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use hmac::{Hmac, Mac};
-use serde::Serialize;
 use sha2::Sha256;
 
 /// `{"typ":"JWT","alg":"HS256"}` — the header `jsonwebtoken` writes for HS256 — in base64url.
@@ -36,18 +36,24 @@ impl Hs256 {
         }
     }
 
-    /// A signed token carrying `claims`.
-    pub(super) fn sign(&self, claims: &impl Serialize) -> Result<String, serde_json::Error> {
-        let json = serde_json::to_vec(claims)?;
+    /// A signed token carrying `claims` (the tests' way; the service writes its claims with
+    /// `Claims::to_json`, the same bytes).
+    #[cfg(test)]
+    pub(super) fn sign(&self, claims: &impl serde::Serialize) -> Result<String, serde_json::Error> {
+        serde_json::to_vec(claims).map(|json| self.sign_json(&json))
+    }
+
+    /// A signed token carrying claims already written as JSON.
+    pub(super) fn sign_json(&self, json: &[u8]) -> String {
         let mut token = String::with_capacity(HEADER.len() + json.len() * 4 / 3 + 48);
         token.push_str(HEADER);
         token.push('.');
-        B64.encode_string(&json, &mut token);
+        B64.encode_string(json, &mut token);
         let mut mac = self.keyed.clone();
         mac.update(token.as_bytes());
         token.push('.');
         B64.encode_string(mac.finalize().into_bytes(), &mut token);
-        Ok(token)
+        token
     }
 
     /// The decoded claims of a token in our canonical form whose signature verifies; `None`

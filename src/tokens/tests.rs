@@ -189,3 +189,24 @@ fn the_fast_path_agrees_with_the_general_decoder() {
     // And our own tokens do take the fast path.
     assert!(k.fast_claims(&k.mint_user(uid(5)).unwrap()).is_some());
 }
+
+proptest::proptest! {
+    /// What we sign is serde's bytes for the claims, and serde's are what `jsonwebtoken`
+    /// signs (`hs256::tests::signs_exactly_what_jsonwebtoken_signs`).
+    #[test]
+    fn claims_are_written_as_serde_writes_them(
+        kind in proptest::sample::select(vec![Kind::User, Kind::Queue, Kind::Access, Kind::Stream]),
+        iss in proptest::prelude::any::<String>(),
+        sub in "[0-9]{1,20}",
+        cid in proptest::option::of(proptest::prelude::any::<u64>()),
+        qid in proptest::option::of(proptest::prelude::any::<u64>()),
+        seq in proptest::option::of(proptest::prelude::any::<u64>()),
+        ep in proptest::option::of(proptest::prelude::any::<String>()),
+        jti in proptest::option::of("[0-9a-f]{32}"),
+        iat in proptest::prelude::any::<u64>(),
+        exp in proptest::prelude::any::<u64>(),
+    ) {
+        let claims = Claims { kind, iss, sub, cid, qid, seq, ep, jti, iat, exp, has_nbf: false, has_aud: false };
+        proptest::prop_assert_eq!(claims.to_json(), serde_json::to_vec(&claims).unwrap());
+    }
+}
