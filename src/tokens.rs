@@ -236,15 +236,10 @@ impl TokenKeys {
     /// Signs `claims` and remembers the token as verified with the claims `t` in `cache`: the
     /// holder presents it next (the first poll after joining, the first forward after
     /// admission), and its claims are already known.
-    fn sign_remembered<T: Clone>(
-        &self,
-        claims: &Claims,
-        cache: &Verified<T>,
-        t: T,
-    ) -> Result<String, TokenError> {
+    fn sign_remembered<T: Clone>(&self, claims: &Claims, cache: &Verified<T>, t: T) -> String {
         let token = self.sign(claims);
         cache.remember(&token, t, claims.exp);
-        Ok(token)
+        token
     }
 
     fn sign(&self, claims: &Claims) -> String {
@@ -292,7 +287,7 @@ impl TokenKeys {
     }
 
     /// Signs a user token (remembered as verified, see `sign_remembered`).
-    pub fn mint_user(&self, user_id: UserId) -> Result<String, TokenError> {
+    pub fn mint_user(&self, user_id: UserId) -> String {
         let now = now_secs();
         let claims = Claims {
             kind: Kind::User,
@@ -312,7 +307,7 @@ impl TokenKeys {
     }
 
     /// Signs a queue token (remembered as verified, see `sign_remembered`).
-    pub fn mint_queue(&self, t: &QueueToken) -> Result<String, TokenError> {
+    pub fn mint_queue(&self, t: &QueueToken) -> String {
         let now = now_secs();
         let claims = Claims {
             kind: Kind::Queue,
@@ -332,7 +327,7 @@ impl TokenKeys {
     }
 
     /// Signs an access token (remembered as verified, see `sign_remembered`).
-    pub fn mint_access(&self, t: &AccessToken) -> Result<String, TokenError> {
+    pub fn mint_access(&self, t: &AccessToken) -> String {
         let claims = Claims {
             kind: Kind::Access,
             iss: ISSUER.into(),
@@ -351,9 +346,9 @@ impl TokenKeys {
     }
 
     /// A single-use ticket for the event stream of `q`'s place, valid for a few seconds.
-    pub fn mint_stream_ticket(&self, q: &QueueToken) -> Result<String, TokenError> {
+    pub fn mint_stream_ticket(&self, q: &QueueToken) -> String {
         let now = now_secs();
-        Ok(self.sign(&Claims {
+        self.sign(&Claims {
             kind: Kind::Stream,
             iss: ISSUER.into(),
             sub: q.user_id.to_string(),
@@ -366,7 +361,7 @@ impl TokenKeys {
             exp: now + STREAM_TICKET_TTL_SECS,
             has_nbf: false,
             has_aud: false,
-        }))
+        })
     }
 
     pub fn verify_stream_ticket(&self, token: &str) -> Result<StreamTicket, TokenError> {

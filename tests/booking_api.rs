@@ -379,39 +379,30 @@ async fn every_contract_error_has_its_status_and_code() {
             queue_id,
             seq: 1,
             exp: queuegate::tokens::now_secs() + 600,
-        })
-        .unwrap();
+        });
     assert_eq!(
         app.hold(&forged, schedule, 1).await.status(),
         StatusCode::UNAUTHORIZED
     );
-    let expired = app
-        .app
-        .tokens
-        .mint_access(&queuegate::tokens::AccessToken {
-            user_id: user.id,
-            concert_id: concert.id,
-            queue_id,
-            seq: 1,
-            exp: queuegate::tokens::now_secs() - 60,
-        })
-        .unwrap();
+    let expired = app.app.tokens.mint_access(&queuegate::tokens::AccessToken {
+        user_id: user.id,
+        concert_id: concert.id,
+        queue_id,
+        seq: 1,
+        exp: queuegate::tokens::now_secs() - 60,
+    });
     assert_eq!(
         app.hold(&expired, schedule, 1).await.status(),
         StatusCode::UNAUTHORIZED
     );
     // A genuine token for an admission that was never granted (or already ended).
-    let never = app
-        .app
-        .tokens
-        .mint_access(&queuegate::tokens::AccessToken {
-            user_id: stranger.id,
-            concert_id: concert.id,
-            queue_id,
-            seq: 999,
-            exp: queuegate::tokens::now_secs() + 600,
-        })
-        .unwrap();
+    let never = app.app.tokens.mint_access(&queuegate::tokens::AccessToken {
+        user_id: stranger.id,
+        concert_id: concert.id,
+        queue_id,
+        seq: 999,
+        exp: queuegate::tokens::now_secs() + 600,
+    });
     let r = app.hold(&never, schedule, 1).await;
     assert_eq!(
         (r.status(), error_code(r).await.as_str()),

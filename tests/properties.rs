@@ -72,7 +72,7 @@ proptest! {
             queue_id: 11,
             seq: 42,
             exp: queuegate::tokens::now_secs() + 600,
-        }).unwrap();
+        });
         let mut bytes = token.clone().into_bytes();
         let i = pos % bytes.len();
         prop_assume!(bytes[i] != byte);

@@ -311,7 +311,6 @@ impl From<QueueError> for ApiError {
         match e {
             QueueError::Gone => ApiError::QueueEntryGone,
             QueueError::Store(s) => s.into(),
-            QueueError::Token(t) => t.into(),
             QueueError::TicketUsed => ApiError::Unauthorized(e.to_string()),
             QueueError::TooManyStreams => ApiError::Overloaded {
                 message: e.to_string(),

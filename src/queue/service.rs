@@ -11,7 +11,7 @@ use super::view::{View, expires_at};
 use crate::config::QueueDefaults;
 use crate::domain::{ConcertId, LineId, UserId};
 use crate::store_error::StoreError;
-use crate::tokens::{AccessToken, QueueToken, StreamTicket, TokenError, TokenKeys};
+use crate::tokens::{AccessToken, QueueToken, StreamTicket, TokenKeys};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -22,8 +22,6 @@ pub enum QueueError {
     Gone,
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error(transparent)]
-    Token(#[from] TokenError),
     /// A stream ticket opens one stream, once.
     #[error("this stream ticket was already used; ask for a new one")]
     TicketUsed,
@@ -153,7 +151,7 @@ impl Queue {
         };
         Ok(JoinOutcome {
             how: joined.how,
-            queue_token: self.tokens.mint_queue(&q)?,
+            queue_token: self.tokens.mint_queue(&q),
             view: self.view(line, user, q.seq, joined.place)?,
         })
     }
@@ -167,8 +165,8 @@ impl Queue {
 
     /// A single-use ticket that opens the event stream of `q`'s place (for EventSource, which
     /// cannot send the queue token in a header).
-    pub fn stream_ticket(&self, q: &QueueToken) -> Result<String, QueueError> {
-        Ok(self.tokens.mint_stream_ticket(q)?)
+    pub fn stream_ticket(&self, q: &QueueToken) -> String {
+        self.tokens.mint_stream_ticket(q)
     }
 
     /// Opens the event stream a ticket names, using up the ticket.
@@ -239,7 +237,7 @@ impl Queue {
         ttl_secs: u64,
     ) -> Result<String, QueueError> {
         let (seq, ends_ms) = self.store.grant(line, user, ttl_secs).await?;
-        Ok(self.access_token(line, user, seq, ends_ms)?)
+        Ok(self.access_token(line, user, seq, ends_ms))
     }
 
     /// The one translation of a place into what its holder sees.
@@ -262,7 +260,7 @@ impl Queue {
                 &self.defaults,
             )),
             Place::Admitted { ends_ms } => Ok(View::Admitted {
-                access_token: self.access_token(line, user, seq, ends_ms)?,
+                access_token: self.access_token(line, user, seq, ends_ms),
                 access_expires_at: expires_at(ends_ms),
             }),
             Place::Gone => Err(QueueError::Gone),
@@ -271,13 +269,7 @@ impl Queue {
 
     /// The one place an access token is made: bound to one admission (its `seq`), ending
     /// when the admission does.
-    fn access_token(
-        &self,
-        line: LineId,
-        user: UserId,
-        seq: u64,
-        ends_ms: u64,
-    ) -> Result<String, TokenError> {
+    fn access_token(&self, line: LineId, user: UserId, seq: u64, ends_ms: u64) -> String {
         self.tokens.mint_access(&AccessToken {
             user_id: user,
             concert_id: line.concert,

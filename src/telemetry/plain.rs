@@ -69,8 +69,9 @@ impl<'writer> FormatFields<'writer> for PlainFields {
         }
         // Gathered first, then written once: a span's fields go into a fresh `String`, which
         // would otherwise grow (and reallocate) with every name and value — 4 or 5 times for a
-        // request's span, a measurable share of every request. A field whose `Debug` itself
-        // logs re-enters here while the buffer is taken: that one writes directly.
+        // request's span, a measurable share of every request. Should this ever run again
+        // while the buffer is taken (`tracing` drops what is logged from inside a subscriber,
+        // so it is not expected), it writes directly instead of panicking.
         GATHERED.with(|cell| match cell.try_borrow_mut() {
             Ok(mut buffer) => {
                 buffer.clear();
