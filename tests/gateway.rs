@@ -806,6 +806,125 @@ async fn origin_down_is_502_and_origin_stalled_is_504_within_the_timeout() {
     app.stop().await;
 }
 
+/// An origin that answers one request per connection and then, after `linger`, closes it
+/// without having said so (no `Connection: close`), as an origin does whose keep-alive timeout
+/// ran out. Counts the connections it accepted and those it closed.
+struct ClosingOrigin {
+    base: String,
+    accepted: Arc<std::sync::atomic::AtomicUsize>,
+    closed: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+async fn closing_origin(linger: Duration) -> ClosingOrigin {
+    use std::sync::atomic::AtomicUsize;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (accepted, closed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (a, c) = (accepted.clone(), closed.clone());
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            a.fetch_add(1, Ordering::SeqCst);
+            let c = c.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = stream
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                    .await;
+                if !linger.is_zero() {
+                    tokio::time::sleep(linger).await;
+                }
+                drop(stream);
+                c.fetch_add(1, Ordering::SeqCst);
+            });
+        }
+    });
+    ClosingOrigin {
+        base,
+        accepted,
+        closed,
+    }
+}
+
+#[tokio::test]
+async fn origin_connections_are_reused_and_replaced_when_the_origin_closes_them() {
+    let origin = EchoOrigin::start().await;
+    let app = gateway_app(&origin.base(), &[]).await;
+    let (_, access) = admitted_user(&app).await;
+    let http = client();
+    let get = |path: &'static str| {
+        let (http, url, access) = (http.clone(), app.url(path), access.clone());
+        async move {
+            let r = http.get(url).bearer_auth(access).send().await.unwrap();
+            (r.status(), r.text().await.unwrap())
+        }
+    };
+    // One after another: one kept-alive connection carries them all.
+    for _ in 0..30 {
+        assert_eq!(get("/shop/echo").await.0, StatusCode::OK);
+    }
+    assert_eq!(origin.requests(), 30);
+    assert_eq!(
+        origin.connections(),
+        1,
+        "sequential forwards share one connection"
+    );
+    // At once: more connections, each back in the pool afterwards.
+    let answers = futures::future::join_all((0..8).map(|_| get("/shop/echo"))).await;
+    assert!(answers.iter().all(|(s, _)| *s == StatusCode::OK));
+    let after_burst = origin.connections();
+    assert!((1..=9).contains(&after_burst), "{after_burst} connections");
+    for _ in 0..10 {
+        assert_eq!(get("/shop/echo").await.0, StatusCode::OK);
+    }
+    assert_eq!(
+        origin.connections(),
+        after_burst,
+        "pooled connections are reused"
+    );
+    app.stop().await;
+
+    // An origin that closes each connection after one answer — at once, or a moment later
+    // while the connection sits idle in the pool: no visitor sees the close, and a closed
+    // connection is never used again.
+    for linger in [Duration::ZERO, Duration::from_millis(20)] {
+        let origin = closing_origin(linger).await;
+        let app = gateway_app(&origin.base, &[]).await;
+        let (_, access) = admitted_user(&app).await;
+        for i in 0..10 {
+            let r = http
+                .get(app.url("/shop/page"))
+                .bearer_auth(&access)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), StatusCode::OK, "request {i}, linger {linger:?}");
+            assert_eq!(r.text().await.unwrap(), "ok");
+            // The next request comes once the origin has closed this one's connection.
+            let started = Instant::now();
+            while origin.closed.load(Ordering::SeqCst) < i + 1 {
+                assert!(
+                    started.elapsed() < Duration::from_secs(5),
+                    "origin never closed"
+                );
+                tokio::task::yield_now().await;
+            }
+        }
+        assert_eq!(
+            origin.accepted.load(Ordering::SeqCst),
+            10,
+            "linger {linger:?}"
+        );
+        app.stop().await;
+    }
+}
+
 #[tokio::test]
 async fn the_origin_never_holds_more_admitted_visitors_than_max_active() {
     const MAX_ACTIVE: usize = 2;

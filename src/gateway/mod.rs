@@ -6,13 +6,14 @@
 //! the line never admits more than `max_active` at once, the origin never serves more admitted
 //! visitors than that.
 //!
-//! This room owns the *how* of forwarding: the pooled client and its timeouts (`upstream`), what
-//! a forwarded request and response look like (`forward`), and the grant cookie, return paths
-//! and identity header (`grant`). *Whether* a request may pass is the API's gate
+//! This room owns the *how* of forwarding: the origin's keep-alive connections (`pool`), their
+//! timeouts and metrics (`upstream`), what a forwarded request and response look like
+//! (`forward`), and the grant cookie, return paths and identity header (`grant`). *Whether* a request may pass is the API's gate
 //! (`api::gate::Gate::gateway_grant`); the API's hook (`api::gateway`) puts the two together.
 
 pub mod forward;
 pub mod grant;
+pub mod pool;
 pub mod upstream;
 
 use crate::config::{UpstreamSettings, is_own_path};
@@ -105,7 +106,7 @@ impl Gateway {
         &self,
         out: forward::Outgoing<'_>,
         body: Option<Incoming>,
-    ) -> Result<hyper::Response<Incoming>, GatewayError> {
+    ) -> Result<hyper::Response<pool::Forwarded>, GatewayError> {
         let (request, client_failed) =
             forward::request(out, body, &self.upstream, self.identity.as_ref())?;
         let response = self.upstream.send(request, &client_failed).await?;

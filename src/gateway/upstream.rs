@@ -1,5 +1,5 @@
-//! The origin's client: one pooled keep-alive hyper client (hyper-util's legacy client over
-//! plain TCP), bounded in time, counted in metrics.
+//! The origin's client: pooled keep-alive connections (`pool`), bounded in time, counted in
+//! metrics.
 //!
 //! Connections are reused across visitors — opening one per request would add a round trip and
 //! a TIME_WAIT socket to every page view. Two limits keep a sick origin from holding visitors:
@@ -8,30 +8,21 @@
 //! the origin's pace (a slow download is not a dead origin).
 
 use super::GatewayError;
+use super::pool::{Failure, Forwarded, Pool};
 use crate::config::UpstreamSettings;
 use bytes::Bytes;
 use hyper::body::{Frame, Incoming, SizeHint};
 use hyper::header::HeaderValue;
-use hyper::http::uri::{Authority, PathAndQuery};
+use hyper::http::uri::PathAndQuery;
 use hyper::{Request, Response, Uri};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-/// Idle pooled connections are closed after this long — below nginx's default keep-alive
-/// timeout (75 s), so we rarely pick a connection the origin is about to close.
-const POOL_IDLE: Duration = Duration::from_secs(30);
-/// Idle connections kept per origin: enough for a busy instance's steady state.
-const POOL_MAX_IDLE: usize = 512;
-
 pub struct Upstream {
-    client: Client<HttpConnector, Upload>,
-    authority: Authority,
+    pool: Arc<Pool>,
     host: HeaderValue,
     first_byte: Duration,
     /// `queuegate_upstream_duration_seconds`, its handle made once (the recorder is installed
@@ -45,20 +36,15 @@ impl Upstream {
             .base
             .parse()
             .map_err(|e| format!("UPSTREAM_URL: {e}"))?;
-        let authority = uri.authority().cloned().ok_or("UPSTREAM_URL has no host")?;
+        let authority = uri.authority().ok_or("UPSTREAM_URL has no host")?;
         let host = HeaderValue::from_str(authority.as_str()).map_err(|e| e.to_string())?;
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(settings.connect_timeout));
-        connector.set_nodelay(true);
-        connector.enforce_http(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(POOL_IDLE)
-            .pool_max_idle_per_host(POOL_MAX_IDLE)
-            .build(connector);
+        // (`[::1]:80` names an IPv6 origin as the socket address parser expects.)
+        let target = match authority.port_u16() {
+            Some(_) => authority.as_str().to_owned(),
+            None => format!("{}:80", authority.as_str()),
+        };
         Ok(Upstream {
-            client,
-            authority,
+            pool: Pool::new(target, settings.connect_timeout),
             host,
             first_byte: settings.first_byte_timeout,
             duration: metrics::histogram!("queuegate_upstream_duration_seconds"),
@@ -70,16 +56,12 @@ impl Upstream {
         &self.host
     }
 
-    /// The absolute URI of `target` (path and query) at the origin.
+    /// The request target (path and query) in origin form, as an HTTP/1.1 request line
+    /// carries it to the origin (RFC 9112 §3.2.1).
     pub fn uri(&self, target: String) -> Result<Uri, GatewayError> {
-        let mut parts = hyper::http::uri::Parts::default();
-        parts.scheme = Some(hyper::http::uri::Scheme::HTTP);
-        parts.authority = Some(self.authority.clone());
-        parts.path_and_query = Some(
-            PathAndQuery::from_maybe_shared(Bytes::from(target))
-                .map_err(|_| GatewayError::BadPath("the path cannot be forwarded"))?,
-        );
-        Uri::from_parts(parts).map_err(|_| GatewayError::BadPath("the path cannot be forwarded"))
+        let path = PathAndQuery::from_maybe_shared(Bytes::from(target))
+            .map_err(|_| GatewayError::BadPath("the path cannot be forwarded"))?;
+        Ok(Uri::from(path))
     }
 
     /// Sends the request and waits for the response head, within the first-byte timeout.
@@ -88,10 +70,9 @@ impl Upstream {
         &self,
         request: Request<Upload>,
         client_failed: &AtomicBool,
-    ) -> Result<Response<Incoming>, GatewayError> {
+    ) -> Result<Response<Forwarded>, GatewayError> {
         let started = Instant::now();
-        let result = match tokio::time::timeout(self.first_byte, self.client.request(request)).await
-        {
+        let result = match tokio::time::timeout(self.first_byte, self.pool.send(request)).await {
             Err(_) => Err(GatewayError::TimedOut),
             Ok(Ok(r)) => Ok(r),
             Ok(Err(e)) => {
@@ -113,26 +94,17 @@ impl Upstream {
     }
 }
 
-/// What went wrong, from hyper-util's error: our client's body first (its fault), then a timed
-/// out connect (too slow, like a late head), then any connect failure (nobody there), else a
-/// broken answer.
-fn classify(e: &hyper_util::client::legacy::Error, client_failed: bool) -> GatewayError {
+/// What went wrong: our client's body first (its fault), then a timed out connect (too slow,
+/// like a late head), then any connect failure (nobody there), else a broken answer.
+fn classify(e: &Failure, client_failed: bool) -> GatewayError {
     if client_failed {
         return GatewayError::ClientBody;
     }
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        if s.downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
-        {
-            return GatewayError::TimedOut;
-        }
-        source = s.source();
-    }
-    if e.is_connect() {
-        GatewayError::Unreachable
-    } else {
-        GatewayError::BadAnswer
+    match e {
+        Failure::ConnectTimedOut => GatewayError::TimedOut,
+        Failure::Connect(io) if io.kind() == std::io::ErrorKind::TimedOut => GatewayError::TimedOut,
+        Failure::Connect(_) => GatewayError::Unreachable,
+        Failure::Http(_) => GatewayError::BadAnswer,
     }
 }
 

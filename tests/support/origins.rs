@@ -40,6 +40,7 @@ struct OriginState {
     entered: mpsc::UnboundedSender<u64>,
     released: watch::Receiver<Vec<u64>>,
     requests: AtomicUsize,
+    connections: AtomicUsize,
 }
 
 pub struct EchoOrigin {
@@ -62,6 +63,7 @@ impl EchoOrigin {
             entered: entered_tx,
             released,
             requests: AtomicUsize::new(0),
+            connections: AtomicUsize::new(0),
         });
         let st = state.clone();
         let server = tokio::spawn(async move {
@@ -69,6 +71,7 @@ impl EchoOrigin {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
+                st.connections.fetch_add(1, Ordering::SeqCst);
                 let _ = stream.set_nodelay(true);
                 let st = st.clone();
                 tokio::spawn(async move {
@@ -98,6 +101,11 @@ impl EchoOrigin {
     /// Requests that reached this origin so far.
     pub fn requests(&self) -> usize {
         self.state.requests.load(Ordering::SeqCst)
+    }
+
+    /// TCP connections this origin accepted so far.
+    pub fn connections(&self) -> usize {
+        self.state.connections.load(Ordering::SeqCst)
     }
 
     /// The next user to enter `/shop/hold` (bounded wait).
