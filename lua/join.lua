@@ -46,8 +46,9 @@
 -- A line always has a sale start in its settings (0 = none; written when the concert is
 -- created). If it has none at all, the store lost its data (or the line predates sale
 -- openings): nothing is done and the call answers { 'sale_start_unknown' }, so that the gateway
--- puts the database's sale start back and calls again. Otherwise a store that lost its data
--- before a sale's start would number new places as if the sale had started.
+-- puts the database's settings back (the sale start last) and calls again. Otherwise a store
+-- that lost its data before a sale's start would number new places as if the sale had started,
+-- and a paused or capped line would admit at the defaults.
 local start_text = redis.call('HGET', KEYS[9], 'sale_start_ms')
 if not start_text then
   return { 'sale_start_unknown' }

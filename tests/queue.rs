@@ -299,6 +299,76 @@ async fn a_kept_queue_token_restores_the_place_after_the_store_loses_its_data() 
 }
 
 #[tokio::test]
+async fn a_store_that_lost_its_data_gets_the_operators_settings_back() {
+    let app = spawn_with(&[("QUEUE_TICK_MS", "100"), ("QUEUE_ADMIT_PER_TICK", "50")]).await;
+    let concert = app.create_concert(1, 10).await.id;
+    // The operator pauses the line and caps it (in gateway mode: what the origin can take).
+    let r = app
+        .put_queue(
+            concert,
+            json!({ "admit_per_tick": 0, "max_active": 3, "access_ttl_secs": 77, "tick_ms": 150 }),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+
+    // The store loses everything about this line, the settings included.
+    app.lose_line_data(concert).await;
+    let v = app.get_queue(concert).await;
+    assert_eq!(v["admit_per_tick"], 50, "the store's copy is gone: {v}");
+
+    // Fans who come after the loss find the line as the operator left it.
+    let fans = app.create_users(5).await;
+    let mut tokens = Vec::new();
+    for f in &fans {
+        let (s, v) = app.join(f, concert).await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        assert_eq!(v["status"], "waiting", "{v}");
+        tokens.push(v["queue_token"].as_str().unwrap().to_owned());
+    }
+    let v = app.get_queue(concert).await;
+    assert_eq!(
+        (
+            &v["admit_per_tick"],
+            &v["max_active"],
+            &v["access_ttl_secs"],
+            &v["tick_ms"]
+        ),
+        (&json!(0), &json!(3), &json!(77), &json!(150)),
+        "{v}"
+    );
+    // Still paused: ticks pass and nobody is admitted.
+    let (ticks, _) = tick_figures(&app, concert).await;
+    eventually(Duration::from_secs(5), "three more ticks", || async {
+        tick_figures(&app, concert).await.0 >= ticks + 3
+    })
+    .await;
+    assert_eq!(admitted_count(&app, concert).await, 0);
+
+    // Unpaused: admissions resume, and never above the restored cap.
+    let r = app
+        .put_queue(concert, json!({ "admit_per_tick": 50 }))
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    eventually(Duration::from_secs(5), "three admitted", || async {
+        admitted_count(&app, concert).await == 3
+    })
+    .await;
+    let (ticks, _) = tick_figures(&app, concert).await;
+    eventually(Duration::from_secs(5), "three more ticks", || async {
+        tick_figures(&app, concert).await.0 >= ticks + 3
+    })
+    .await;
+    assert_eq!(admitted_count(&app, concert).await, 3, "the cap holds");
+    let access = wait_admitted(&app, &tokens[0]).await;
+    let ttl = app.app.tokens.verify_access(&access).unwrap();
+    assert!(
+        ttl.exp <= queuegate::tokens::now_secs() + 77,
+        "the restored admission length"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn an_idle_user_loses_the_place_while_a_polling_user_keeps_it() {
     let app = spawn_with(&[
         ("QUEUE_ADMIT_PER_TICK", "0"),

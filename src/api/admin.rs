@@ -270,6 +270,11 @@ pub async fn put_queue(api: &Api, req: &mut Req) -> Result<Resp, ApiError> {
         let at = start.and_then(|ms| chrono::DateTime::from_timestamp_millis(ms as i64));
         api.catalogue.set_sale_start(line.concert, at).await?;
     }
+    // Recorded first: the database's copy is what comes back if the store loses its data, so
+    // it must never be older than the store's.
+    api.catalogue
+        .record_queue_settings(line.concert, &patch)
+        .await?;
     store.put_settings(line, &patch).await?;
     store.add_to_timer(line).await?;
     tracing::info!(%line, ?patch, "queue settings changed");

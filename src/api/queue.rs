@@ -270,11 +270,11 @@ pub async fn join(api: &Api, req: &mut Req) -> Result<Resp, ApiError> {
         .await?
         .ok_or_else(|| ApiError::not_found("no such concert"))?;
     let joined = match api.queue.join(line, user.user_id, restore.as_ref()).await {
-        // The queue store lost its data since the line was made, its sale start with it: put
+        // The queue store lost its data since the line was made, its settings with it: put
         // the database's back before anyone gets a place, then join as usual. Boxed: the
         // database query's future is kilobytes, for a path taken once per lost line.
         Err(QueueError::Store(StoreError::SaleStartUnknown)) => {
-            Box::pin(restore_sale_start(api, line)).await?;
+            Box::pin(restore_settings(api, line)).await?;
             api.queue.join(line, user.user_id, restore.as_ref()).await?
         }
         other => other?,
@@ -289,11 +289,15 @@ pub async fn join(api: &Api, req: &mut Req) -> Result<Resp, ApiError> {
     ))
 }
 
-/// Puts the database's sale start of `line` back into the queue store, which lost it.
-async fn restore_sale_start(api: &Api, line: crate::domain::LineId) -> Result<(), ApiError> {
-    let start = api.catalogue.sale_start_ms(line.concert).await?;
-    tracing::warn!(%line, start, "the queue store had no sale start for this line; restored it from the database");
-    api.queue.store().restore_sale_start(line, start).await?;
+/// Puts the database's settings of `line` (its sale start and the operator's overrides) back
+/// into the queue store, which lost them.
+async fn restore_settings(api: &Api, line: crate::domain::LineId) -> Result<(), ApiError> {
+    let recorded = api.catalogue.recorded_settings(line.concert).await?;
+    tracing::warn!(%line, start = recorded.sale_start_ms, overrides = ?recorded.overrides, "the queue store had lost this line's settings; restored them from the database");
+    api.queue
+        .store()
+        .restore_settings(line, &recorded.overrides, recorded.sale_start_ms)
+        .await?;
     Ok(())
 }
 

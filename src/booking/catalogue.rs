@@ -6,6 +6,7 @@
 
 use crate::db::Db;
 use crate::domain::{ConcertId, ConcertName, LineId, Price, ScheduleId, SeatNo, StartsAt, rfc3339};
+use crate::queue::model::SettingsPatch;
 use crate::store_error::StoreError;
 use chrono::NaiveDateTime;
 use serde::Serialize;
@@ -31,6 +32,15 @@ pub struct Catalogue {
     /// Concerts known to exist, with their line; concerts are never deleted and a concert's
     /// line id never changes.
     lines: RwLock<HashMap<ConcertId, LineId>>,
+}
+
+/// A line's settings as the database records them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RecordedSettings {
+    /// The sale start, ms since the epoch; 0 = none.
+    pub sale_start_ms: u64,
+    /// The operator's overrides (`None` = the instance default; no sale start in here).
+    pub overrides: SettingsPatch,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -94,18 +104,65 @@ impl Catalogue {
         Ok(())
     }
 
-    /// The concert's sale start as recorded here (ms since the epoch, 0 = none): what the queue
-    /// store gets back when it lost its copy. Read from the primary, never cached, so a start
-    /// an operator just moved is the one restored.
-    pub async fn sale_start_ms(&self, concert: ConcertId) -> Result<u64, CatalogueError> {
-        let start: Option<Option<NaiveDateTime>> =
-            sqlx::query_scalar("SELECT sale_starts_at FROM concerts WHERE id = ?")
-                .bind(concert.get())
-                .fetch_optional(self.db.primary())
-                .await?;
-        Ok(start.flatten().map_or(0, |t| {
-            u64::try_from(t.and_utc().timestamp_millis()).unwrap_or(0)
-        }))
+    /// Records the admission settings an operator set (`None` leaves a setting as recorded;
+    /// the sale start is `set_sale_start`'s): what the queue store gets back if it loses its
+    /// copy.
+    pub async fn record_queue_settings(
+        &self,
+        concert: ConcertId,
+        s: &SettingsPatch,
+    ) -> Result<(), CatalogueError> {
+        sqlx::query(
+            "UPDATE concerts SET admit_per_tick = COALESCE(?, admit_per_tick), \
+             tick_ms = COALESCE(?, tick_ms), max_active = COALESCE(?, max_active), \
+             access_ttl_secs = COALESCE(?, access_ttl_secs) WHERE id = ?",
+        )
+        .bind(s.admit_per_tick)
+        .bind(s.tick_ms)
+        .bind(s.max_active)
+        .bind(s.access_ttl_secs)
+        .bind(concert.get())
+        .execute(self.db.primary())
+        .await?;
+        Ok(())
+    }
+
+    /// The concert's line settings as recorded here: what the queue store gets back when it
+    /// lost its copy. Read from the primary, never cached, so what an operator just changed is
+    /// what is restored.
+    pub async fn recorded_settings(
+        &self,
+        concert: ConcertId,
+    ) -> Result<RecordedSettings, CatalogueError> {
+        type Row = (
+            Option<NaiveDateTime>,
+            Option<u32>,
+            Option<u32>,
+            Option<u32>,
+            Option<u32>,
+        );
+        let row: Option<Row> = sqlx::query_as(
+            "SELECT sale_starts_at, admit_per_tick, tick_ms, max_active, access_ttl_secs \
+             FROM concerts WHERE id = ?",
+        )
+        .bind(concert.get())
+        .fetch_optional(self.db.primary())
+        .await?;
+        let Some((start, admit_per_tick, tick_ms, max_active, access_ttl_secs)) = row else {
+            return Err(CatalogueError::NoSuchConcert);
+        };
+        Ok(RecordedSettings {
+            sale_start_ms: start.map_or(0, |t| {
+                u64::try_from(t.and_utc().timestamp_millis()).unwrap_or(0)
+            }),
+            overrides: SettingsPatch {
+                admit_per_tick: admit_per_tick.map(u64::from),
+                tick_ms: tick_ms.map(u64::from),
+                max_active: max_active.map(u64::from),
+                access_ttl_secs: access_ttl_secs.map(u64::from),
+                sale_start_ms: None,
+            },
+        })
     }
 
     /// The concert's waiting line, or `None` when there is no such concert. Cached once seen

@@ -3,7 +3,7 @@
 //! The store knows keys, scripts and reply shapes; it knows nothing of tokens, ETAs or HTTP.
 
 use super::keys::ConcertKeys;
-use super::model::{Access, Ended, JoinItem, JoinKind, Joined, Pace, Place};
+use super::model::{Access, Ended, JoinItem, JoinKind, Joined, Pace, Place, SettingsPatch};
 use super::scripts::Scripts;
 use crate::domain::{LineId, UserId};
 use crate::redis::{int, request_options, value_str, value_u64};
@@ -272,15 +272,33 @@ impl QueueStore {
         Ok(joined)
     }
 
-    /// Puts a line's sale start (ms, 0 = none) back into its settings after the store lost
-    /// them, unless one is there again (an operator's or another instance's): `HSETNX`.
-    pub async fn restore_sale_start(&self, line: LineId, start_ms: u64) -> Result<(), StoreError> {
+    /// Puts a line's settings back after the store lost them: the recorded overrides, then
+    /// the sale start (ms, 0 = none) — last, because a line with a sale start is one joins
+    /// take as intact. Each only where none is there again (an operator's or another
+    /// instance's): `HSETNX`.
+    pub async fn restore_settings(
+        &self,
+        line: LineId,
+        overrides: &SettingsPatch,
+        start_ms: u64,
+    ) -> Result<(), StoreError> {
         let k = self.keys(line);
-        let _: bool = self
-            .client()
-            .with_options(&request_options())
-            .hsetnx(&k.settings, "sale_start_ms", int(start_ms))
-            .await?;
+        let fields = [
+            ("admit_per_tick", overrides.admit_per_tick),
+            ("tick_ms", overrides.tick_ms),
+            ("max_active", overrides.max_active),
+            ("access_ttl_secs", overrides.access_ttl_secs),
+            ("sale_start_ms", Some(start_ms)),
+        ];
+        for (name, value) in fields {
+            if let Some(v) = value {
+                let _: bool = self
+                    .client()
+                    .with_options(&request_options())
+                    .hsetnx(&k.settings, name, int(v))
+                    .await?;
+            }
+        }
         Ok(())
     }
 
