@@ -15,7 +15,8 @@
 
 use super::GatewayError;
 use super::grant::{self, COOKIE, IDENTITY_HEADER, Identity};
-use super::upstream::{Upload, Upstream};
+use super::pool::Upload;
+use super::upstream::Upstream;
 use hyper::body::Incoming;
 use hyper::header::{
     AUTHORIZATION, CONNECTION, CONTENT_LENGTH, COOKIE as COOKIE_HEADER, EXPECT, FORWARDED, HOST,

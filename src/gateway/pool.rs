@@ -14,8 +14,11 @@
 //! (its driver is polled once and finds the close) and, should the close race the request, the
 //! unsent request comes back from hyper and goes once more on a new connection — as hyper-util's
 //! client retries a request its pooled connection never sent.
+//!
+//! The two bodies of an exchange live here too: `Upload`, the visitor's request body on its way
+//! out, and `Forwarded`, the origin's answer body on its way back.
 
-use super::upstream::Upload;
+use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1;
 use hyper::{Request, Response};
@@ -23,6 +26,7 @@ use hyper_util::rt::TokioIo;
 use std::collections::VecDeque;
 use std::future::{Future, poll_fn};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -248,7 +252,7 @@ pub struct Forwarded {
 }
 
 impl Body for Forwarded {
-    type Data = bytes::Bytes;
+    type Data = Bytes;
     type Error = hyper::Error;
 
     fn poll_frame(
@@ -298,5 +302,60 @@ impl Drop for Forwarded {
         {
             link.release();
         }
+    }
+}
+
+/// The visitor's request body on its way to the origin: hyper's `Incoming`, passed frame by
+/// frame (nothing is collected), with a flag raised if it fails — a client that breaks off an
+/// upload must not be reported as a broken origin.
+pub struct Upload {
+    body: Option<Incoming>,
+    failed: Arc<AtomicBool>,
+}
+
+impl Upload {
+    pub fn new(body: Option<Incoming>) -> (Self, Arc<AtomicBool>) {
+        let failed = Arc::new(AtomicBool::new(false));
+        (
+            Upload {
+                body,
+                failed: failed.clone(),
+            },
+            failed,
+        )
+    }
+}
+
+impl hyper::body::Body for Upload {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = &mut *self;
+        let Some(body) = this.body.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match Pin::new(body).poll_frame(cx) {
+            Poll::Ready(Some(Err(e))) => {
+                this.failed.store(true, Ordering::Relaxed);
+                Poll::Ready(Some(Err(e)))
+            }
+            other => other,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body
+            .as_ref()
+            .is_none_or(hyper::body::Body::is_end_stream)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), hyper::body::Body::size_hint)
     }
 }

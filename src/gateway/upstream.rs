@@ -8,17 +8,14 @@
 //! the origin's pace (a slow download is not a dead origin).
 
 use super::GatewayError;
-use super::pool::{Failure, Forwarded, Pool};
+use super::pool::{Failure, Forwarded, Pool, Upload};
 use crate::config::UpstreamSettings;
 use bytes::Bytes;
-use hyper::body::{Frame, Incoming, SizeHint};
 use hyper::header::HeaderValue;
 use hyper::http::uri::PathAndQuery;
 use hyper::{Request, Response, Uri};
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 pub struct Upstream {
@@ -133,60 +130,5 @@ fn status_label(s: u16) -> &'static str {
         s if s < 400 => "3xx",
         s if s < 500 => "4xx",
         _ => "5xx",
-    }
-}
-
-/// The visitor's request body on its way to the origin: hyper's `Incoming`, passed frame by
-/// frame (nothing is collected), with a flag raised if it fails — a client that breaks off an
-/// upload must not be reported as a broken origin.
-pub struct Upload {
-    body: Option<Incoming>,
-    failed: Arc<AtomicBool>,
-}
-
-impl Upload {
-    pub fn new(body: Option<Incoming>) -> (Self, Arc<AtomicBool>) {
-        let failed = Arc::new(AtomicBool::new(false));
-        (
-            Upload {
-                body,
-                failed: failed.clone(),
-            },
-            failed,
-        )
-    }
-}
-
-impl hyper::body::Body for Upload {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let this = &mut *self;
-        let Some(body) = this.body.as_mut() else {
-            return Poll::Ready(None);
-        };
-        match Pin::new(body).poll_frame(cx) {
-            Poll::Ready(Some(Err(e))) => {
-                this.failed.store(true, Ordering::Relaxed);
-                Poll::Ready(Some(Err(e)))
-            }
-            other => other,
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body
-            .as_ref()
-            .is_none_or(hyper::body::Body::is_end_stream)
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.body
-            .as_ref()
-            .map_or_else(|| SizeHint::with_exact(0), hyper::body::Body::size_hint)
     }
 }
