@@ -225,13 +225,14 @@ struct QueueSettingsBody {
 }
 
 /// Changes any of the settings; every value is checked before anything is stored, so a bad
-/// request changes nothing. Every instance's timer reads them at its next tick.
+/// request changes nothing. Every instance's timer reads them at its next tick. They are
+/// recorded in the database too, and put back from there if the queue store loses its data.
 #[utoipa::path(put, path = "/v1/admin/concerts/{concert_id}/queue", tag = "admin",
     params(("concert_id" = u64, Path)),
     request_body = QueueSettingsBody,
     security(("admin_token" = [])),
     responses(
-        (status = 200, description = "Applied on every instance from its next tick", body = QueueView),
+        (status = 200, description = "Applied on every instance from its next tick; also recorded in the database, which puts them back if the queue store loses its data", body = QueueView),
         (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody),
