@@ -465,3 +465,45 @@ async fn a_store_that_lost_its_data_before_the_start_keeps_the_pre_queue() {
     assert_eq!(v["status"], "waiting", "{v}");
     assert_eq!(v["position"], 1, "{v}");
 }
+
+#[tokio::test]
+async fn a_sale_start_can_still_move_after_the_store_lost_its_data() {
+    let app = spawn_with(&[]).await;
+    let (sale, _) = create_sale(&app, 600.0).await;
+    let r = app.put_queue(sale, json!({ "max_active": 5 })).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let open = app.create_concert(1, 10).await.id;
+    for concert in [sale, open] {
+        app.lose_line_data(concert).await;
+    }
+
+    // The store reads "no start"; the database knows the sale has not started: it may move,
+    // and the line gets its recorded settings back with it.
+    let later = rfc3339_in(1200.0);
+    let r = app
+        .put_queue(sale, json!({ "sale_starts_at": later }))
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let v = app.get_queue(sale).await;
+    assert_eq!(
+        v["sale_starts_at"].as_str().map(|s| &s[..19]),
+        Some(&later[..19]),
+        "{v}"
+    );
+    assert_eq!(v["max_active"], 5, "{v}");
+    let fan = app.create_user("fan").await;
+    let (s, v) = app.join(&fan, sale).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(v["status"], "pre_queue", "{v}");
+    assert_eq!(
+        v["sale_starts_at"].as_str().map(|s| &s[..19]),
+        Some(&later[..19])
+    );
+
+    // A concert that was open from the start still refuses a start after the loss.
+    let r = app
+        .put_queue(open, json!({ "sale_starts_at": rfc3339_in(600.0) }))
+        .await;
+    assert_eq!(r.status(), StatusCode::CONFLICT);
+    app.stop().await;
+}

@@ -264,7 +264,19 @@ pub async fn put_queue(api: &Api, req: &mut Req) -> Result<Resp, ApiError> {
     let store = api.queue.store();
     if let Some(start) = sale_start_ms {
         // Only a sale that has not started may move (a started one would reorder its line).
-        let current = store.figures(line).await?.sale_start_ms;
+        let mut current = store.figures(line).await?.sale_start_ms;
+        if current == 0 {
+            // "No start" in the store: the sale opened without one, or the store lost the line.
+            // The database tells which; a lost line first gets its recorded settings back (as
+            // a join would), so this change lands on a whole line.
+            let recorded = api.catalogue.recorded_settings(line.concert).await?;
+            if recorded.sale_start_ms > now {
+                store
+                    .restore_settings(line, &recorded.overrides, recorded.sale_start_ms)
+                    .await?;
+                current = recorded.sale_start_ms;
+            }
+        }
         if current == 0 || current <= now {
             return Err(ApiError::SaleStarted);
         }
