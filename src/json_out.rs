@@ -61,6 +61,23 @@ impl ObjectWriter {
         }
     }
 
+    /// The string only when there is one (an `Option` serde writes with
+    /// `skip_serializing_if = "Option::is_none"`).
+    pub fn str_if(&mut self, name: &'static str, value: Option<&str>) -> &mut Self {
+        if let Some(v) = value {
+            self.str(name, v);
+        }
+        self
+    }
+
+    /// The number only when there is one (as `str_if`).
+    pub fn u64_if(&mut self, name: &'static str, value: Option<u64>) -> &mut Self {
+        if let Some(v) = value {
+            self.u64(name, v);
+        }
+        self
+    }
+
     pub fn finish(mut self) -> Vec<u8> {
         self.out.push(b'}');
         self.out

@@ -109,23 +109,14 @@ impl Claims {
         let mut w = ObjectWriter::with_capacity(192);
         w.str("kind", self.kind.as_str())
             .str("iss", &self.iss)
-            .str("sub", &self.sub);
-        if let Some(cid) = self.cid {
-            w.u64("cid", cid);
-        }
-        if let Some(qid) = self.qid {
-            w.u64("qid", qid);
-        }
-        if let Some(seq) = self.seq {
-            w.u64("seq", seq);
-        }
-        if let Some(ep) = &self.ep {
-            w.str("ep", ep);
-        }
-        if let Some(jti) = &self.jti {
-            w.str("jti", jti);
-        }
-        w.u64("iat", self.iat).u64("exp", self.exp);
+            .str("sub", &self.sub)
+            .u64_if("cid", self.cid)
+            .u64_if("qid", self.qid)
+            .u64_if("seq", self.seq)
+            .str_if("ep", self.ep.as_deref())
+            .str_if("jti", self.jti.as_deref())
+            .u64("iat", self.iat)
+            .u64("exp", self.exp);
         w.finish()
     }
 }

@@ -197,16 +197,10 @@ impl<'a> JoinedBody<'a> {
             .str("status", self.status)
             .opt_u64("position", self.position)
             .opt_u64("eta_seconds", self.eta_seconds)
-            .u64("poll_after_ms", self.poll_after_ms);
-        if let Some(at) = self.sale_starts_at {
-            w.str("sale_starts_at", at);
-        }
-        if let Some(token) = self.access_token {
-            w.str("access_token", token);
-        }
-        if let Some(at) = self.access_expires_at {
-            w.str("access_expires_at", at);
-        }
+            .u64("poll_after_ms", self.poll_after_ms)
+            .str_if("sale_starts_at", self.sale_starts_at)
+            .str_if("access_token", self.access_token)
+            .str_if("access_expires_at", self.access_expires_at);
         w.finish()
     }
 }
