@@ -269,13 +269,7 @@ pub async fn put_queue(api: &Api, req: &mut Req) -> Result<Resp, ApiError> {
             // "No start" in the store: the sale opened without one, or the store lost the line.
             // The database tells which; a lost line first gets its recorded settings back (as
             // a join would), so this change lands on a whole line.
-            let recorded = api.catalogue.recorded_settings(line.concert).await?;
-            if recorded.sale_start_ms > now {
-                store
-                    .restore_settings(line, &recorded.overrides, recorded.sale_start_ms)
-                    .await?;
-                current = recorded.sale_start_ms;
-            }
+            current = super::queue::restore_settings(api, line).await?;
         }
         if current == 0 || current <= now {
             return Err(ApiError::SaleStarted);

@@ -284,15 +284,17 @@ pub async fn join(api: &Api, req: &mut Req) -> Result<Resp, ApiError> {
 }
 
 /// Puts the database's settings of `line` (its sale start and the operator's overrides) back
-/// into the queue store, which lost them.
-async fn restore_settings(api: &Api, line: crate::domain::LineId) -> Result<(), ApiError> {
+/// into the queue store where it lost them; returns the sale start (ms, 0 = none). The one way
+/// a lost line is mended, by a join or by an operator's change.
+pub(super) async fn restore_settings(
+    api: &Api,
+    line: crate::domain::LineId,
+) -> Result<u64, ApiError> {
     let recorded = api.catalogue.recorded_settings(line.concert).await?;
-    tracing::warn!(%line, start = recorded.sale_start_ms, overrides = ?recorded.overrides, "the queue store had lost this line's settings; restored them from the database");
-    api.queue
-        .store()
-        .restore_settings(line, &recorded.overrides, recorded.sale_start_ms)
-        .await?;
-    Ok(())
+    if api.queue.store().restore_settings(line, &recorded).await? {
+        tracing::warn!(%line, ?recorded, "the queue store had lost this line's settings; restored them from the database");
+    }
+    Ok(recorded.sale_start_ms.flatten().unwrap_or(0))
 }
 
 #[utoipa::path(get, path = "/v1/queue/status", tag = "queue",

@@ -34,15 +34,6 @@ pub struct Catalogue {
     lines: RwLock<HashMap<ConcertId, LineId>>,
 }
 
-/// A line's settings as the database records them.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct RecordedSettings {
-    /// The sale start, ms since the epoch; 0 = none.
-    pub sale_start_ms: u64,
-    /// The operator's overrides (`None` = the instance default; no sale start in here).
-    pub overrides: SettingsPatch,
-}
-
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct NewSchedule {
     pub schedule_id: ScheduleId,
@@ -127,13 +118,14 @@ impl Catalogue {
         Ok(())
     }
 
-    /// The concert's line settings as recorded here: what the queue store gets back when it
-    /// lost its copy. Read from the primary, never cached, so what an operator just changed is
-    /// what is restored.
+    /// The concert's line settings as recorded here — its sale start (always there:
+    /// `Some(None)` when it has none) and the operator's overrides (`None` = the instance
+    /// default): what the queue store gets back when it lost its copy. Read from the primary,
+    /// never cached, so what an operator just changed is what is restored.
     pub async fn recorded_settings(
         &self,
         concert: ConcertId,
-    ) -> Result<RecordedSettings, CatalogueError> {
+    ) -> Result<SettingsPatch, CatalogueError> {
         type Row = (
             Option<NaiveDateTime>,
             Option<u32>,
@@ -151,17 +143,14 @@ impl Catalogue {
         let Some((start, admit_per_tick, tick_ms, max_active, access_ttl_secs)) = row else {
             return Err(CatalogueError::NoSuchConcert);
         };
-        Ok(RecordedSettings {
-            sale_start_ms: start.map_or(0, |t| {
-                u64::try_from(t.and_utc().timestamp_millis()).unwrap_or(0)
-            }),
-            overrides: SettingsPatch {
-                admit_per_tick: admit_per_tick.map(u64::from),
-                tick_ms: tick_ms.map(u64::from),
-                max_active: max_active.map(u64::from),
-                access_ttl_secs: access_ttl_secs.map(u64::from),
-                sale_start_ms: None,
-            },
+        Ok(SettingsPatch {
+            admit_per_tick: admit_per_tick.map(u64::from),
+            tick_ms: tick_ms.map(u64::from),
+            max_active: max_active.map(u64::from),
+            access_ttl_secs: access_ttl_secs.map(u64::from),
+            sale_start_ms: Some(
+                start.and_then(|t| u64::try_from(t.and_utc().timestamp_millis()).ok()),
+            ),
         })
     }
 

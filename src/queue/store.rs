@@ -272,34 +272,37 @@ impl QueueStore {
         Ok(joined)
     }
 
-    /// Puts a line's settings back after the store lost them: the recorded overrides, then
-    /// the sale start (ms, 0 = none) — last, because a line with a sale start is one joins
-    /// take as intact. Each only where none is there again (an operator's or another
-    /// instance's): `HSETNX`.
+    /// Puts a line's recorded settings back after the store lost them: the overrides, then
+    /// the sale start (0 = none) — last, because a line with a sale start is one joins take
+    /// as intact. Each only where none is there again (an operator's or another instance's):
+    /// `HSETNX`. True when the sale start was missing, i.e. the line had been lost.
     pub async fn restore_settings(
         &self,
         line: LineId,
-        overrides: &SettingsPatch,
-        start_ms: u64,
-    ) -> Result<(), StoreError> {
+        recorded: &SettingsPatch,
+    ) -> Result<bool, StoreError> {
         let k = self.keys(line);
         let fields = [
-            ("admit_per_tick", overrides.admit_per_tick),
-            ("tick_ms", overrides.tick_ms),
-            ("max_active", overrides.max_active),
-            ("access_ttl_secs", overrides.access_ttl_secs),
-            ("sale_start_ms", Some(start_ms)),
+            ("admit_per_tick", recorded.admit_per_tick),
+            ("tick_ms", recorded.tick_ms),
+            ("max_active", recorded.max_active),
+            ("access_ttl_secs", recorded.access_ttl_secs),
+            (
+                "sale_start_ms",
+                Some(recorded.sale_start_ms.flatten().unwrap_or(0)),
+            ),
         ];
+        let mut put_back = false;
         for (name, value) in fields {
             if let Some(v) = value {
-                let _: bool = self
+                put_back = self
                     .client()
                     .with_options(&request_options())
                     .hsetnx(&k.settings, name, int(v))
                     .await?;
             }
         }
-        Ok(())
+        Ok(put_back)
     }
 
     /// Where the places (user, seq, mark) of one line stand: entry i answers `items[i]`. With
