@@ -53,25 +53,18 @@ struct Idle {
 }
 
 /// Why an exchange with the origin failed.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum Failure {
     /// The TCP connect failed (refused, unreachable, no such host).
+    #[error("connect: {0}")]
     Connect(std::io::Error),
     /// The TCP connect took longer than the connect timeout.
+    #[error("connect timed out")]
     ConnectTimedOut,
     /// The HTTP exchange failed: the origin closed, reset or answered with something not HTTP,
     /// or the request's own body failed.
+    #[error(transparent)]
     Http(hyper::Error),
-}
-
-impl std::fmt::Display for Failure {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Failure::Connect(e) => write!(f, "connect: {e}"),
-            Failure::ConnectTimedOut => f.write_str("connect timed out"),
-            Failure::Http(e) => write!(f, "{e}"),
-        }
-    }
 }
 
 /// The origin's connections.
