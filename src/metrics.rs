@@ -215,7 +215,15 @@ fn describe() {
     );
     describe_counter!(
         "queuegate_gateway_requests_total",
-        "Gateway mode: requests for protected paths by decision (forwarded, redirected to the line, refused as not admitted, bad_path)"
+        "Gateway mode: requests for protected paths by decision (forwarded, tunnelled: an upgrade passed to the origin, redirected to the line, refused as not admitted, bad_path)"
+    );
+    describe_gauge!(
+        "queuegate_gateway_tunnels_open",
+        "Gateway mode: upgraded connections (WebSockets) open between admitted visitors and the origin"
+    );
+    describe_counter!(
+        "queuegate_gateway_tunnels_closed_total",
+        "Gateway mode: tunnels closed, by reason (closed by either side, revoked, expired, unconfirmed: the queue store could not confirm the grant)"
     );
     describe_counter!(
         "queuegate_upstream_requests_total",
@@ -261,6 +269,8 @@ fn describe() {
     metrics::counter!("queuegate_lock_acquire_total", "result" => "quorum_unreachable")
         .increment(0);
     metrics::gauge!("queuegate_sse_streams").increment(0.0);
+    metrics::gauge!("queuegate_gateway_tunnels_open").increment(0.0);
+    metrics::counter!("queuegate_gateway_tunnels_closed_total", "reason" => "revoked").increment(0);
     // 0 until the first sweep succeeds, so "no sweep for a minute" alerts from the start.
     metrics::gauge!("queuegate_sweep_last_success_timestamp_seconds").set(0.0);
     metrics::gauge!("queuegate_outbox_oldest_unrelayed_age_seconds").increment(0.0);

@@ -1190,3 +1190,191 @@ async fn a_body_framed_twice_reaches_the_origin_framed_once_and_client_faults_ar
     assert!(!answer.starts_with("HTTP/1.1 5"), "{answer}");
     app.stop().await;
 }
+
+/// An origin that speaks WebSocket's handshake and nothing more: a request asking to upgrade
+/// to `websocket` gets `101` and then every byte it sends comes back; anything else gets
+/// `426`. Keeps the request heads it received and counts the tunnels that ended on its side.
+struct UpgradeOrigin {
+    base: String,
+    heads: Arc<std::sync::Mutex<Vec<String>>>,
+    /// Told each time a tunnel ends on the origin's side.
+    ended: Arc<tokio::sync::Notify>,
+}
+
+async fn upgrade_origin() -> UpgradeOrigin {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let heads = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let ended = Arc::new(tokio::sync::Notify::new());
+    let (h, e) = (heads.clone(), ended.clone());
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let (h, e) = (h.clone(), e.clone());
+            tokio::spawn(async move {
+                let head = read_head(&mut stream).await;
+                let lower = head.to_ascii_lowercase();
+                h.lock().unwrap().push(head);
+                if !lower.contains("\r\nupgrade: websocket\r\n") {
+                    let _ = stream
+                        .write_all(b"HTTP/1.1 426 Upgrade Required\r\nupgrade: websocket\r\nconnection: upgrade, close\r\ncontent-length: 9\r\n\r\nwebsocket")
+                        .await;
+                    return;
+                }
+                stream
+                    .write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nx-origin: ws\r\n\r\n")
+                    .await
+                    .unwrap();
+                let mut buf = [0u8; 4096];
+                loop {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            if stream.write_all(&buf[..n]).await.is_err() {
+                                break;
+                            }
+                        }
+                    }
+                }
+                e.notify_one();
+            });
+        }
+    });
+    UpgradeOrigin { base, heads, ended }
+}
+
+/// Reads an HTTP head (up to and including the blank line) byte by byte, so nothing after it
+/// is consumed.
+async fn read_head(stream: &mut tokio::net::TcpStream) -> String {
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut b = [0u8; 1];
+        match stream.read(&mut b).await {
+            Ok(1) => head.push(b[0]),
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&head).into_owned()
+}
+
+/// Opens a raw connection to the gateway and asks `target` for an upgrade to `protocol`.
+async fn ask_upgrade(
+    app: &TestApp,
+    target: &str,
+    protocol: &str,
+    access: Option<&str>,
+) -> (tokio::net::TcpStream, String) {
+    let mut s = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    let auth = access
+        .map(|a| format!("Authorization: Bearer {a}\r\n"))
+        .unwrap_or_default();
+    let req = format!(
+        "GET {target} HTTP/1.1\r\nHost: {}\r\nConnection: Upgrade\r\nUpgrade: {protocol}\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n{auth}\r\n",
+        app.addr
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let head = tokio::time::timeout(Duration::from_secs(10), read_head(&mut s))
+        .await
+        .unwrap();
+    (s, head)
+}
+
+/// Sends `msg` through an open tunnel and reads the echo back.
+async fn echo(s: &mut tokio::net::TcpStream, msg: &[u8]) -> Vec<u8> {
+    s.write_all(msg).await.unwrap();
+    let mut back = vec![0u8; msg.len()];
+    tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut back))
+        .await
+        .unwrap()
+        .unwrap();
+    back
+}
+
+#[tokio::test]
+async fn websockets_pass_for_admitted_visitors_and_close_when_the_grant_ends() {
+    let origin = upgrade_origin().await;
+    let app = gateway_app(&origin.base, &[]).await;
+    // (Metrics are the test process's, shared by the tests running beside this one.)
+    let count = |text: &str, name: &str, label: (&str, &str)| metric_sum(text, name, Some(label));
+    let before = app.metrics_text().await;
+
+    // Nobody without a grant reaches the origin, upgrade or not.
+    let (_, head) = ask_upgrade(&app, "/shop/live", "websocket", None).await;
+    assert!(head.starts_with("HTTP/1.1 403"), "{head}");
+    assert!(origin.heads.lock().unwrap().is_empty());
+
+    let fan = app.create_user("fan").await;
+    let joined = app.join_queue(&fan, concert1()).await;
+    let queue_token = joined["queue_token"].as_str().unwrap().to_owned();
+    let access = wait_admitted(&app, &queue_token).await;
+
+    // Admitted: the origin's 101 comes back with the upgrade it granted, and bytes flow both
+    // ways.
+    let (mut ws, head) =
+        ask_upgrade(&app, "/shop/live?seat-map=1", "websocket", Some(&access)).await;
+    let lower = head.to_ascii_lowercase();
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    assert!(lower.contains("\r\nupgrade: websocket\r\n"), "{head}");
+    assert!(lower.contains("\r\nconnection: upgrade\r\n"), "{head}");
+    assert!(lower.contains("\r\nx-origin: ws\r\n"), "{head}");
+    assert_eq!(echo(&mut ws, b"hello, seat map").await, b"hello, seat map");
+    assert_eq!(echo(&mut ws, &[0u8, 1, 2, 255]).await, [0u8, 1, 2, 255]);
+    {
+        // The origin was asked for the upgrade itself, with the forward's usual headers and
+        // without our access token.
+        let heads = origin.heads.lock().unwrap();
+        assert_eq!(heads.len(), 1);
+        let seen = heads[0].to_ascii_lowercase();
+        assert!(
+            seen.starts_with("get /shop/live?seat-map=1 http/1.1\r\n"),
+            "{seen}"
+        );
+        assert!(seen.contains("\r\nconnection: upgrade\r\n"), "{seen}");
+        assert!(seen.contains("\r\nupgrade: websocket\r\n"), "{seen}");
+        assert!(
+            seen.contains("\r\nsec-websocket-key: dghlihnhbxbszsbub25jzq==\r\n"),
+            "{seen}"
+        );
+        assert!(
+            seen.contains("\r\nx-forwarded-for: 127.0.0.1\r\n"),
+            "{seen}"
+        );
+        assert!(seen.contains("\r\nx-queuegate-identity: user="), "{seen}");
+        assert!(!seen.contains("authorization"), "{seen}");
+    }
+
+    // An upgrade the origin declines is its answer, passed on.
+    let (_, head) = ask_upgrade(&app, "/shop/live", "h2c", Some(&access)).await;
+    assert!(head.starts_with("HTTP/1.1 426"), "{head}");
+
+    // Leaving ends the admission: the open tunnel is closed within a recheck, on both sides.
+    let r = app.leave(&queue_token).await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(10), ws.read_to_end(&mut rest)).await;
+    assert!(
+        matches!(closed, Ok(Ok(0))),
+        "the tunnel stayed open: {closed:?}"
+    );
+    tokio::time::timeout(Duration::from_secs(10), origin.ended.notified())
+        .await
+        .expect("the origin's side stayed open");
+    let text = app.metrics_text().await;
+    let revoked = ("reason", "revoked");
+    let closed = "queuegate_gateway_tunnels_closed_total";
+    assert_eq!(
+        count(&text, closed, revoked) - count(&before, closed, revoked),
+        1.0
+    );
+    let tunnelled = ("decision", "tunnelled");
+    let decisions = "queuegate_gateway_requests_total";
+    assert_eq!(
+        count(&text, decisions, tunnelled) - count(&before, decisions, tunnelled),
+        2.0
+    );
+
+    // And a new one is refused.
+    let (_, head) = ask_upgrade(&app, "/shop/live", "websocket", Some(&access)).await;
+    assert!(head.starts_with("HTTP/1.1 403"), "{head}");
+    assert_eq!(origin.heads.lock().unwrap().len(), 2);
+    app.stop().await;
+}

@@ -4,7 +4,8 @@
 //! A request for a protected path (see `gateway::Gateway::protects`) is answered here, never by
 //! the route table:
 //! - a live grant (our access token in `Authorization: Bearer`, or the grant cookie) whose
-//!   admission is live right now → forwarded to the origin, its answer streamed back;
+//!   admission is live right now → forwarded to the origin, its answer streamed back; a request
+//!   asking for an upgrade (a WebSocket) → tunnelled, and the tunnel closed when the grant ends;
 //! - otherwise a browser (`GET`/`HEAD` accepting `text/html`) → `303` to the line's waiting page
 //!   with the path to come back to, and an API client → `403 NOT_ADMITTED` naming that page.
 //!
@@ -17,15 +18,19 @@ use super::json::JsonObject;
 use super::state::Api;
 use crate::gateway::forward::Outgoing;
 use crate::gateway::grant::{self, Identity};
-use crate::gateway::{Gateway, check_path};
+use crate::gateway::{Gateway, check_path, tunnel};
 use crate::http::response::{empty, json, streamed};
 use crate::http::{Req, Resp};
+use crate::queue::model::Access;
+use crate::queue::service::Queue;
 use crate::queue::view::expires_at;
-use crate::tokens::now_secs;
+use crate::tokens::{AccessToken, now_secs};
 use hyper::header::{ACCEPT, CACHE_CONTROL, HeaderValue, LOCATION, SET_COOKIE};
 use hyper::{Method, StatusCode};
 use serde::Serialize;
 use serde_json::Value;
+use std::sync::Arc;
+use std::time::Duration;
 
 /// The route label of every request answered by the gateway phase (metrics, logs).
 pub const ROUTE: &str = "gateway";
@@ -54,7 +59,8 @@ pub async fn forward(api: &Api, gw: &Gateway, req: &mut Req) -> Result<Resp, Api
             return Ok(not_admitted(gw, req, reason, source == GrantSource::Cookie));
         }
     };
-    decision("forwarded");
+    let protocol = tunnel::asked(&req.headers);
+    let visitor = protocol.as_ref().and_then(|_| req.take_upgrade());
     let peer = req.peer.ip();
     let tls = gw.over_tls(peer, &req.headers);
     let body = req.take_body();
@@ -74,8 +80,36 @@ pub async fn forward(api: &Api, gw: &Gateway, req: &mut Req) -> Result<Resp, Api
         },
         strip_authorization: source == GrantSource::Bearer,
     };
+    if let (Some(protocol), Some(visitor)) = (protocol, visitor) {
+        decision("tunnelled");
+        let ends = grant_ends(api.queue.clone(), token);
+        let answer = gw.tunnel(out, body, protocol, visitor, ends).await?;
+        return Ok(answer.map(streamed));
+    }
+    decision("forwarded");
     let answer = gw.forward(out, body).await?;
     Ok(answer.map(streamed))
+}
+
+/// Resolves when a tunnel's grant ends: its admission is checked again every
+/// `tunnel::RECHECK`, and the access token's expiry ends it at the latest. A store that cannot
+/// answer ends it too, as it refuses a forward.
+async fn grant_ends(queue: Arc<Queue>, t: AccessToken) -> tunnel::End {
+    loop {
+        let left = t.exp.saturating_sub(now_secs());
+        if left == 0 {
+            return tunnel::End::Expired;
+        }
+        tokio::time::sleep(tunnel::RECHECK.min(Duration::from_secs(left))).await;
+        match queue.check_access(&t).await {
+            Ok(Access::Live) => {}
+            Ok(Access::Ended(_)) => return tunnel::End::Revoked,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not confirm a tunnel's grant; closing it");
+                return tunnel::End::Unconfirmed;
+            }
+        }
+    }
 }
 
 /// No live grant: browsers go to the waiting page (with the way back), API clients get the

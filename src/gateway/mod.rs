@@ -8,12 +8,14 @@
 //!
 //! This room owns the *how* of forwarding: the origin's keep-alive connections (`pool`), their
 //! timeouts and metrics (`upstream`), what a forwarded request and response look like
-//! (`forward`), and the grant cookie, return paths and identity header (`grant`). *Whether* a request may pass is the API's gate
+//! (`forward`), upgraded connections (`tunnel`), and the grant cookie, return paths and
+//! identity header (`grant`). *Whether* a request may pass is the API's gate
 //! (`api::gate::Gate::gateway_grant`); the API's hook (`api::gateway`) puts the two together.
 
 pub mod forward;
 pub mod grant;
 pub mod pool;
+pub mod tunnel;
 pub mod upstream;
 
 use crate::config::{UpstreamSettings, is_own_path};
@@ -111,6 +113,38 @@ impl Gateway {
             forward::request(out, body, &self.upstream, self.identity.as_ref())?;
         let response = self.upstream.send(request, &client_failed).await?;
         Ok(forward::response(response))
+    }
+
+    /// Forwards a request that asks to switch to `protocol` (a WebSocket handshake, say) on a
+    /// connection of its own. If the origin switches, its `101` is returned (with the upgrade
+    /// it granted) and a tunnel joins `visitor`'s connection to the origin's until either
+    /// closes or `ends` resolves; any other answer passes as a forward's does.
+    pub async fn tunnel(
+        &self,
+        out: forward::Outgoing<'_>,
+        body: Option<Incoming>,
+        protocol: hyper::header::HeaderValue,
+        visitor: hyper::upgrade::OnUpgrade,
+        ends: impl std::future::Future<Output = tunnel::End> + Send + 'static,
+    ) -> Result<hyper::Response<Incoming>, GatewayError> {
+        let (mut request, client_failed) =
+            forward::request(out, body, &self.upstream, self.identity.as_ref())?;
+        tunnel::ask(request.headers_mut(), protocol);
+        let mut response = self.upstream.send_upgrade(request, &client_failed).await?;
+        if response.status() != hyper::StatusCode::SWITCHING_PROTOCOLS {
+            return Ok(forward::response(response));
+        }
+        let origin = hyper::upgrade::on(&mut response);
+        // A switch must say to what (RFC 9110 §15.2.2).
+        let granted = response
+            .headers()
+            .get(hyper::header::UPGRADE)
+            .cloned()
+            .ok_or(GatewayError::BadAnswer)?;
+        let mut response = forward::response(response);
+        tunnel::ask(response.headers_mut(), granted);
+        tunnel::spawn(visitor, origin, ends);
+        Ok(response)
     }
 }
 

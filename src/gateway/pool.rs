@@ -105,6 +105,23 @@ impl Pool {
             .map_err(|(_, e)| Failure::Http(e))
     }
 
+    /// Sends a request that asks for an upgrade (`Connection: upgrade`) on a connection of its
+    /// own, never pooled: if the origin switches protocols the connection becomes the tunnel's
+    /// (`hyper::upgrade::on` the answer), and otherwise it closes once the answer is read. Its
+    /// driver runs in a task of its own, because it must go on until the upgrade is handed over.
+    pub async fn send_upgrade(
+        &self,
+        request: Request<Upload>,
+    ) -> Result<Response<Incoming>, Failure> {
+        let Conn { mut sender, driver } = self.connect().await?;
+        tokio::spawn(async move {
+            if let Err(e) = driver.with_upgrades().await {
+                tracing::debug!(error = %e, "an upgrade's origin connection ended with an error");
+            }
+        });
+        sender.send_request(request).await.map_err(Failure::Http)
+    }
+
     async fn connect(&self) -> Result<Conn, Failure> {
         let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(&self.target))
             .await

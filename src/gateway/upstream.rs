@@ -11,6 +11,7 @@ use super::GatewayError;
 use super::pool::{Failure, Forwarded, Pool, Upload};
 use crate::config::UpstreamSettings;
 use bytes::Bytes;
+use hyper::body::Incoming;
 use hyper::header::HeaderValue;
 use hyper::http::uri::PathAndQuery;
 use hyper::{Request, Response, Uri};
@@ -68,8 +69,29 @@ impl Upstream {
         request: Request<Upload>,
         client_failed: &AtomicBool,
     ) -> Result<Response<Forwarded>, GatewayError> {
+        self.timed(self.pool.send(request), client_failed).await
+    }
+
+    /// Sends a request asking for an upgrade on a connection of its own (`Pool::send_upgrade`),
+    /// with the same timeouts and metrics as any other.
+    pub async fn send_upgrade(
+        &self,
+        request: Request<Upload>,
+        client_failed: &AtomicBool,
+    ) -> Result<Response<Incoming>, GatewayError> {
+        self.timed(self.pool.send_upgrade(request), client_failed)
+            .await
+    }
+
+    /// Waits for `exchange`'s response head within the first-byte timeout, classifies a failure
+    /// and counts the outcome.
+    async fn timed<B>(
+        &self,
+        exchange: impl Future<Output = Result<Response<B>, Failure>>,
+        client_failed: &AtomicBool,
+    ) -> Result<Response<B>, GatewayError> {
         let started = Instant::now();
-        let result = match tokio::time::timeout(self.first_byte, self.pool.send(request)).await {
+        let result = match tokio::time::timeout(self.first_byte, exchange).await {
             Err(_) => Err(GatewayError::TimedOut),
             Ok(Ok(r)) => Ok(r),
             Ok(Err(e)) => {

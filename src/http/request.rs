@@ -7,6 +7,7 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::header::{AUTHORIZATION, CONTENT_LENGTH};
 use hyper::http::request::Parts;
+use hyper::upgrade::OnUpgrade;
 use hyper::{HeaderMap, Method};
 use std::net::SocketAddr;
 
@@ -31,11 +32,20 @@ pub struct Req {
     /// Path parameters captured by the router, in order.
     pub params: Vec<String>,
     body: Option<Incoming>,
+    /// The connection itself, once answered `101`, when the client asked for an upgrade
+    /// (`Connection: upgrade`); gateway mode tunnels it to the origin.
+    upgrade: Option<OnUpgrade>,
 }
 
 impl Req {
-    pub fn new(parts: Parts, body: Option<Incoming>, peer: SocketAddr, request_id: String) -> Self {
+    pub fn new(
+        mut parts: Parts,
+        body: Option<Incoming>,
+        peer: SocketAddr,
+        request_id: String,
+    ) -> Self {
         Req {
+            upgrade: parts.extensions.remove::<OnUpgrade>(),
             method: parts.method,
             path: parts.uri.path().to_owned(),
             query: parts.uri.query().map(str::to_owned),
@@ -89,6 +99,11 @@ impl Req {
     /// Takes the body stream (for forwarding it unread).
     pub fn take_body(&mut self) -> Option<Incoming> {
         self.body.take()
+    }
+
+    /// The upgraded connection (see `upgrade`), for whoever answers `101`.
+    pub fn take_upgrade(&mut self) -> Option<OnUpgrade> {
+        self.upgrade.take()
     }
 
     /// Reads the whole body, refusing more than 64 KiB before reading it when the client

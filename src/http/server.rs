@@ -4,19 +4,25 @@
 //!
 //! Connections whose first request starts with one of `raw_streams` (long-lived event streams)
 //! are served on the raw socket (`raw.rs`) instead of by hyper; both run the same pipeline.
+//!
+//! Connections may be upgraded (gateway mode passes WebSockets to the origin), so the drain is
+//! our own: hyper-util's graceful watcher does not take an upgradeable connection. Every
+//! connection task holds a receiver of one `watch` channel; the shutdown flips it, each
+//! connection finishes its request in flight and closes, and the shutdown waits until every
+//! receiver is gone.
 
 use super::handler::Handler;
 use super::lifecycle::Lifecycle;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
@@ -61,7 +67,7 @@ pub async fn run<H: Handler>(
         config,
         builder,
     });
-    let graceful = GracefulShutdown::new();
+    let (drain_tx, graceful) = watch::channel(false);
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -97,9 +103,11 @@ pub async fn run<H: Handler>(
     }
     tracing::info!("no longer accepting connections");
     drop(listener);
+    drop(graceful);
     let grace = shared.config.grace;
+    let _ = drain_tx.send(true);
     tokio::select! {
-        _ = graceful.shutdown() => tracing::info!("all connections drained"),
+        _ = drain_tx.closed() => tracing::info!("all connections drained"),
         _ = tokio::time::sleep(grace) => tracing::warn!(?grace, "grace period over; closing remaining connections"),
     }
 }
@@ -107,16 +115,18 @@ pub async fn run<H: Handler>(
 /// Serves one accepted connection on its own task, watched by the graceful shutdown.
 fn serve<H: Handler>(
     shared: &Arc<Shared<H>>,
-    graceful: &GracefulShutdown,
+    graceful: &watch::Receiver<bool>,
     stream: TcpStream,
     peer: SocketAddr,
 ) {
     let _ = stream.set_nodelay(true);
     let shared = shared.clone();
-    let watcher = graceful.watcher();
+    let mut leaving = graceful.clone();
     tokio::spawn(async move {
         let limit = shared.config.header_read_timeout;
         if super::raw::starts_with_any(&stream, shared.config.raw_streams, limit).await {
+            // Event streams end with the process, as before: the drain does not wait for them.
+            drop(leaving);
             // Boxed, like the hyper branch below: the task keeps only what its branch needs.
             Box::pin(super::raw::serve(
                 &*shared.handler,
@@ -145,14 +155,22 @@ fn serve<H: Handler>(
                 )
             }
         });
-        let conn = Box::pin(
-            watcher.watch(
-                shared
-                    .builder
-                    .serve_connection(TokioIo::new(stream), service),
-            ),
+        let mut conn = Box::pin(
+            shared
+                .builder
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades(),
         );
-        if let Err(e) = conn.await {
+        let ended = tokio::select! {
+            biased;
+            ended = conn.as_mut() => ended,
+            _ = async { drop(leaving.wait_for(|leave| *leave).await) } => {
+                // Finish the request in flight (if any), then close.
+                conn.as_mut().graceful_shutdown();
+                conn.await
+            }
+        };
+        if let Err(e) = ended {
             tracing::debug!(error = %e, "connection ended with an error");
         }
     });
