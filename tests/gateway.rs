@@ -1197,15 +1197,15 @@ async fn a_body_framed_twice_reaches_the_origin_framed_once_and_client_faults_ar
 struct UpgradeOrigin {
     base: String,
     heads: Arc<std::sync::Mutex<Vec<String>>>,
-    /// Told each time a tunnel ends on the origin's side.
-    ended: Arc<tokio::sync::Notify>,
+    /// One permit for each tunnel that ended on the origin's side.
+    ended: Arc<tokio::sync::Semaphore>,
 }
 
 async fn upgrade_origin() -> UpgradeOrigin {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let heads = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let ended = Arc::new(tokio::sync::Notify::new());
+    let ended = Arc::new(tokio::sync::Semaphore::new(0));
     let (h, e) = (heads.clone(), ended.clone());
     tokio::spawn(async move {
         while let Ok((mut stream, _)) = listener.accept().await {
@@ -1235,7 +1235,7 @@ async fn upgrade_origin() -> UpgradeOrigin {
                         }
                     }
                 }
-                e.notify_one();
+                e.add_permits(1);
             });
         }
     });
@@ -1256,20 +1256,19 @@ async fn read_head(stream: &mut tokio::net::TcpStream) -> String {
     String::from_utf8_lossy(&head).into_owned()
 }
 
-/// Opens a raw connection to the gateway and asks `target` for an upgrade to `protocol`.
+/// Opens a raw connection to the gateway and asks `target` for an upgrade to `protocol`,
+/// with the grant in `credential` (a whole header line, `Cookie: …` or `Authorization: …`).
 async fn ask_upgrade(
     app: &TestApp,
     target: &str,
     protocol: &str,
-    access: Option<&str>,
+    credential: Option<&str>,
 ) -> (tokio::net::TcpStream, String) {
     let mut s = tokio::net::TcpStream::connect(app.addr).await.unwrap();
-    let auth = access
-        .map(|a| format!("Authorization: Bearer {a}\r\n"))
-        .unwrap_or_default();
+    let credential = credential.map(|c| format!("{c}\r\n")).unwrap_or_default();
     let req = format!(
-        "GET {target} HTTP/1.1\r\nHost: {}\r\nConnection: Upgrade\r\nUpgrade: {protocol}\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n{auth}\r\n",
-        app.addr
+        "GET {target} HTTP/1.1\r\nHost: {}\r\nConnection: Upgrade\r\nUpgrade: {protocol}\r\nOrigin: http://{}\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n{credential}\r\n",
+        app.addr, app.addr
     );
     s.write_all(req.as_bytes()).await.unwrap();
     let head = tokio::time::timeout(Duration::from_secs(10), read_head(&mut s))
@@ -1306,11 +1305,12 @@ async fn websockets_pass_for_admitted_visitors_and_close_when_the_grant_ends() {
     let joined = app.join_queue(&fan, concert1()).await;
     let queue_token = joined["queue_token"].as_str().unwrap().to_owned();
     let access = wait_admitted(&app, &queue_token).await;
+    let bearer = format!("Authorization: Bearer {access}");
 
     // Admitted: the origin's 101 comes back with the upgrade it granted, and bytes flow both
     // ways.
     let (mut ws, head) =
-        ask_upgrade(&app, "/shop/live?seat-map=1", "websocket", Some(&access)).await;
+        ask_upgrade(&app, "/shop/live?seat-map=1", "websocket", Some(&bearer)).await;
     let lower = head.to_ascii_lowercase();
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
     assert!(lower.contains("\r\nupgrade: websocket\r\n"), "{head}");
@@ -1343,38 +1343,61 @@ async fn websockets_pass_for_admitted_visitors_and_close_when_the_grant_ends() {
     }
 
     // An upgrade the origin declines is its answer, passed on.
-    let (_, head) = ask_upgrade(&app, "/shop/live", "h2c", Some(&access)).await;
+    let (_, head) = ask_upgrade(&app, "/shop/live", "h2c", Some(&bearer)).await;
     assert!(head.starts_with("HTTP/1.1 426"), "{head}");
 
-    // Leaving ends the admission: the open tunnel is closed within a recheck, on both sides.
+    // A browser's WebSocket carries the grant cookie, which the origin does not get.
+    let (cookie, _, _) = session(&app, &access, None).await;
+    let (mut browser_ws, head) = ask_upgrade(
+        &app,
+        "/shop/live",
+        "websocket",
+        Some(&format!("Cookie: theme=dark; {cookie}")),
+    )
+    .await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    assert_eq!(echo(&mut browser_ws, b"seat 7?").await, b"seat 7?");
+    {
+        let heads = origin.heads.lock().unwrap();
+        let seen = heads.last().unwrap().to_ascii_lowercase();
+        assert!(seen.contains("\r\ncookie: theme=dark\r\n"), "{seen}");
+        assert!(!seen.contains("qg_grant"), "{seen}");
+    }
+
+    // Leaving ends the admission: both open tunnels are closed within a recheck, on both
+    // sides.
     let r = app.leave(&queue_token).await;
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
-    let mut rest = Vec::new();
-    let closed = tokio::time::timeout(Duration::from_secs(10), ws.read_to_end(&mut rest)).await;
-    assert!(
-        matches!(closed, Ok(Ok(0))),
-        "the tunnel stayed open: {closed:?}"
-    );
-    tokio::time::timeout(Duration::from_secs(10), origin.ended.notified())
-        .await
-        .expect("the origin's side stayed open");
+    for ws in [&mut ws, &mut browser_ws] {
+        let mut rest = Vec::new();
+        let closed = tokio::time::timeout(Duration::from_secs(10), ws.read_to_end(&mut rest)).await;
+        assert!(
+            matches!(closed, Ok(Ok(0))),
+            "the tunnel stayed open: {closed:?}"
+        );
+        tokio::time::timeout(Duration::from_secs(10), origin.ended.acquire())
+            .await
+            .expect("the origin's side stayed open")
+            .unwrap()
+            .forget();
+    }
     let text = app.metrics_text().await;
     let revoked = ("reason", "revoked");
     let closed = "queuegate_gateway_tunnels_closed_total";
     assert_eq!(
         count(&text, closed, revoked) - count(&before, closed, revoked),
-        1.0
+        2.0
     );
     let tunnelled = ("decision", "tunnelled");
     let decisions = "queuegate_gateway_requests_total";
     assert_eq!(
         count(&text, decisions, tunnelled) - count(&before, decisions, tunnelled),
-        2.0
+        3.0
     );
 
     // And a new one is refused.
-    let (_, head) = ask_upgrade(&app, "/shop/live", "websocket", Some(&access)).await;
+    let (_, head) = ask_upgrade(&app, "/shop/live", "websocket", Some(&bearer)).await;
     assert!(head.starts_with("HTTP/1.1 403"), "{head}");
-    assert_eq!(origin.heads.lock().unwrap().len(), 2);
+    assert_eq!(origin.heads.lock().unwrap().len(), 3);
     app.stop().await;
 }

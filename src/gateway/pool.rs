@@ -38,7 +38,10 @@ const IDLE_FOR: Duration = Duration::from_secs(30);
 /// Idle connections kept: enough for a busy instance's steady state.
 const MAX_IDLE: usize = 512;
 
-type Driver = http1::Connection<TokioIo<TcpStream>, Upload>;
+type Connection = http1::Connection<TokioIo<TcpStream>, Upload>;
+/// Boxed: hyper's connection state is hundreds of bytes, and a pooled connection changes hands
+/// several times per forward (out of the pool, into the answer's body, back into the pool).
+type Driver = Box<Connection>;
 
 /// One HTTP/1.1 connection: the handle requests are sent through, and the driver that does the
 /// connection's reading and writing whenever it is polled.
@@ -115,7 +118,7 @@ impl Pool {
     ) -> Result<Response<Incoming>, Failure> {
         let Conn { mut sender, driver } = self.connect().await?;
         tokio::spawn(async move {
-            if let Err(e) = driver.with_upgrades().await {
+            if let Err(e) = (*driver).with_upgrades().await {
                 tracing::debug!(error = %e, "an upgrade's origin connection ended with an error");
             }
         });
@@ -132,7 +135,10 @@ impl Pool {
             .handshake(TokioIo::new(stream))
             .await
             .map_err(Failure::Http)?;
-        Ok(Conn { sender, driver })
+        Ok(Conn {
+            sender,
+            driver: Box::new(driver),
+        })
     }
 
     /// One request on `conn`. On failure, the request comes back if it was never sent.
@@ -220,7 +226,7 @@ impl Pool {
 /// fails or hands back whatever request was waiting on it.
 fn drive(driver: &mut Option<Driver>, cx: &mut Context<'_>) {
     if let Some(d) = driver
-        && Pin::new(d).poll(cx).is_ready()
+        && Pin::new(&mut **d).poll(cx).is_ready()
     {
         *driver = None;
     }
