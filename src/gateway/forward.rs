@@ -165,7 +165,7 @@ pub fn request(
         Some(prior) if peer_trusted && !prior.trim().is_empty() => format!("{prior}, {peer}"),
         _ => peer.to_string(),
     };
-    set(&mut headers, X_FORWARDED_FOR, &chain);
+    set_owned(&mut headers, X_FORWARDED_FOR, chain);
     headers.insert(
         X_FORWARDED_PROTO,
         HeaderValue::from_static(if tls { "https" } else { "http" }),
@@ -184,7 +184,7 @@ pub fn request(
     }
     set(&mut headers, X_REQUEST_ID, request_id);
     if let Some(signer) = identity_signer {
-        set(&mut headers, IDENTITY, &signer.header(identity, request_id));
+        set_owned(&mut headers, IDENTITY, signer.header(identity, request_id));
     }
     headers.insert(HOST, upstream.host().clone());
 
@@ -211,6 +211,19 @@ pub fn request(
 pub fn response<B>(mut r: Response<B>) -> Response<B> {
     strip_hop_by_hop(r.headers_mut());
     r
+}
+
+/// `set` for a value made for this request: the header takes the text's buffer as it is
+/// instead of copying it.
+fn set_owned(headers: &mut HeaderMap, name: HeaderName, value: String) {
+    match HeaderValue::from_maybe_shared(bytes::Bytes::from(value)) {
+        Ok(v) => {
+            headers.insert(name, v);
+        }
+        Err(_) => {
+            headers.remove(name);
+        }
+    }
 }
 
 fn set(headers: &mut HeaderMap, name: HeaderName, value: &str) {

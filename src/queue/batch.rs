@@ -25,15 +25,18 @@ struct Slot<I, O> {
 
 pub struct Coalescer<I, O> {
     lines: Mutex<HashMap<LineId, Slot<I, O>>>,
-    /// Name for metrics ("status", "join").
-    name: &'static str,
+    /// `queuegate_queue_batch_size{call=<name>}`, its handle made once: looking it up by name
+    /// builds a key and takes the registry's lock, on every call (the recorder is installed
+    /// before the services are built).
+    batch_size: metrics::Histogram,
 }
 
 impl<I: Send + 'static, O: Send + 'static> Coalescer<I, O> {
+    /// `name` labels the batch-size metric ("status", "join", "access").
     pub fn new(name: &'static str) -> Arc<Self> {
         Arc::new(Coalescer {
             lines: Mutex::new(HashMap::new()),
-            name,
+            batch_size: metrics::histogram!("queuegate_queue_batch_size", "call" => name),
         })
     }
 
@@ -89,7 +92,7 @@ impl<I: Send + 'static, O: Send + 'static> Coalescer<I, O> {
         F: Fn(LineId, Vec<I>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Vec<O>, StoreError>> + Send + 'static,
     {
-        metrics::histogram!("queuegate_queue_batch_size", "call" => self.name).record(1.0);
+        self.batch_size.record(1.0);
         let sent = call(line, vec![item]);
         let handoff = Handoff {
             coalescer: self.clone(),
@@ -134,8 +137,7 @@ impl<I: Send + 'static, O: Send + 'static> Coalescer<I, O> {
                 let n = slot.pending.len().min(MAX_BATCH);
                 slot.pending.drain(..n).collect()
             };
-            metrics::histogram!("queuegate_queue_batch_size", "call" => self.name)
-                .record(batch.len() as f64);
+            self.batch_size.record(batch.len() as f64);
             let (items, waiters): (Vec<I>, Vec<Waiter<O>>) = batch.into_iter().unzip();
             let expected = items.len();
             match call(line, items).await {
