@@ -1401,3 +1401,52 @@ async fn websockets_pass_for_admitted_visitors_and_close_when_the_grant_ends() {
     assert_eq!(origin.heads.lock().unwrap().len(), 3);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn one_visitor_cannot_hold_more_than_eight_tunnels_open() {
+    let origin = upgrade_origin().await;
+    let app = gateway_app(&origin.base, &[]).await;
+    let (_, access) = admitted_user(&app).await;
+    let (_, other) = admitted_user(&app).await;
+    let bearer = format!("Authorization: Bearer {access}");
+    let mut open = Vec::new();
+    for i in 0..8u8 {
+        let (mut ws, head) = ask_upgrade(&app, "/shop/live", "websocket", Some(&bearer)).await;
+        assert!(head.starts_with("HTTP/1.1 101"), "tunnel {i}: {head}");
+        assert_eq!(echo(&mut ws, &[i]).await, [i]);
+        open.push(ws);
+    }
+    // The ninth is refused before the origin is asked; another visitor is not counted with them.
+    let (_, head) = ask_upgrade(&app, "/shop/live", "websocket", Some(&bearer)).await;
+    assert!(head.starts_with("HTTP/1.1 429"), "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("\r\nretry-after: 5\r\n"),
+        "{head}"
+    );
+    assert_eq!(origin.heads.lock().unwrap().len(), 8);
+    let (_, head) = ask_upgrade(
+        &app,
+        "/shop/live",
+        "websocket",
+        Some(&format!("Authorization: Bearer {other}")),
+    )
+    .await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+
+    // A tunnel the visitor closes gives its place back.
+    drop(open.pop());
+    let started = Instant::now();
+    loop {
+        let (_, head) = ask_upgrade(&app, "/shop/live", "websocket", Some(&bearer)).await;
+        if head.starts_with("HTTP/1.1 101") {
+            break;
+        }
+        assert!(head.starts_with("HTTP/1.1 429"), "{head}");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the closed tunnel's place never came back"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    app.stop().await;
+}

@@ -330,6 +330,9 @@ impl From<GatewayError> for ApiError {
             GatewayError::ClientBody | GatewayError::BadPath(_) => {
                 ApiError::BadRequest(e.to_string())
             }
+            GatewayError::TooManyTunnels => ApiError::RateLimited {
+                retry_after_secs: 5,
+            },
         }
     }
 }
@@ -458,6 +461,7 @@ mod tests {
             (GatewayError::TimedOut.into(), 504, "GATEWAY_TIMEOUT"),
             (GatewayError::ClientBody.into(), 400, "BAD_REQUEST"),
             (GatewayError::BadPath("x").into(), 400, "BAD_REQUEST"),
+            (GatewayError::TooManyTunnels.into(), 429, "RATE_LIMITED"),
         ];
         for (e, status, code) in cases {
             assert_eq!(e.status().as_u16(), status, "{e:?}");

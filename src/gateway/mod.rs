@@ -43,6 +43,9 @@ pub enum GatewayError {
     /// A protected path that could mean something else to the origin than to us.
     #[error("{0}")]
     BadPath(&'static str),
+    /// The visitor already holds `tunnel::MAX_PER_VISITOR` open tunnels on this instance.
+    #[error("too many open connections to the shop")]
+    TooManyTunnels,
 }
 
 /// The gateway-mode service: settings, the pooled client, and the proxies trusted to say how a
@@ -53,6 +56,8 @@ pub struct Gateway {
     trusted_proxies: Vec<IpAddr>,
     /// Signs the identity header (when `UPSTREAM_IDENTITY_KEY` is set).
     identity: Option<grant::IdentitySigner>,
+    /// Open tunnels per visitor.
+    tunnels: std::sync::Arc<tunnel::Tunnels>,
 }
 
 impl Gateway {
@@ -64,6 +69,7 @@ impl Gateway {
             .map(grant::IdentitySigner::new)
             .transpose()?;
         Ok(Gateway {
+            tunnels: Default::default(),
             identity,
             settings,
             upstream,
@@ -127,6 +133,10 @@ impl Gateway {
         visitor: hyper::upgrade::OnUpgrade,
         ends: impl std::future::Future<Output = tunnel::End> + Send + 'static,
     ) -> Result<hyper::Response<Incoming>, GatewayError> {
+        let place = self
+            .tunnels
+            .take(out.identity.user)
+            .ok_or(GatewayError::TooManyTunnels)?;
         let (mut request, client_failed) =
             forward::request(out, body, &self.upstream, self.identity.as_ref())?;
         tunnel::ask(request.headers_mut(), protocol);
@@ -143,7 +153,7 @@ impl Gateway {
             .ok_or(GatewayError::BadAnswer)?;
         let mut response = forward::response(response);
         tunnel::ask(response.headers_mut(), granted);
-        tunnel::spawn(visitor, origin, ends);
+        tunnel::spawn(place, visitor, origin, ends);
         Ok(response)
     }
 }

@@ -10,17 +10,79 @@
 //! A forward is checked when it arrives; a tunnel lives on, so it is checked again every
 //! `RECHECK` and closed when the admission ends (paid, left, expired or revoked), when its
 //! access token runs out, or when the store cannot say (fail closed, as forwards do).
+//!
+//! A tunnel holds a connection to the origin for as long as it lives, so one visitor may hold
+//! at most `MAX_PER_VISITOR` on an instance (tabs of a shop, each with its socket, fit; a
+//! script opening thousands does not): `max_active` bounds the visitors the origin serves, this
+//! bounds what each of them can hold open.
 
+use crate::domain::UserId;
 use hyper::HeaderMap;
 use hyper::header::{CONNECTION, HeaderValue, UPGRADE};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
+use std::collections::HashMap;
 use std::future::Future;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 /// How often a tunnel's grant is checked again: how long a revoked visitor may keep talking to
 /// the origin over a connection opened before the revocation.
 pub const RECHECK: Duration = Duration::from_secs(1);
+
+/// Open tunnels one admitted visitor may hold on one instance.
+pub const MAX_PER_VISITOR: u32 = 8;
+
+/// The open tunnels per visitor on this instance.
+#[derive(Default)]
+pub struct Tunnels {
+    open: Mutex<HashMap<UserId, u32>>,
+}
+
+impl Tunnels {
+    /// A place for one more tunnel of `user`, or `None` when they hold `MAX_PER_VISITOR`.
+    /// The place is given back when the returned value is dropped.
+    pub fn take(self: &Arc<Self>, user: UserId) -> Option<Place> {
+        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        let held = open.entry(user).or_insert(0);
+        if *held >= MAX_PER_VISITOR {
+            return None;
+        }
+        *held += 1;
+        Some(Place {
+            tunnels: self.clone(),
+            user,
+        })
+    }
+
+    /// Tunnels `user` holds now.
+    pub fn held(&self, user: UserId) -> u32 {
+        let open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        open.get(&user).copied().unwrap_or(0)
+    }
+}
+
+/// One tunnel's place in `Tunnels`, given back on drop.
+pub struct Place {
+    tunnels: Arc<Tunnels>,
+    user: UserId,
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        let mut open = self
+            .tunnels
+            .open
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(held) = open.get_mut(&self.user) {
+            *held = held.saturating_sub(1);
+            if *held == 0 {
+                open.remove(&self.user);
+            }
+        }
+    }
+}
 
 /// Why a tunnel closed (a metrics label and a log field).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -71,11 +133,13 @@ pub fn ask(headers: &mut HeaderMap, protocol: HeaderValue) {
 /// Copies bytes between the visitor's and the origin's upgraded connections until either side
 /// closes or `ends` resolves, on a task of its own (the visitor's request has been answered).
 pub fn spawn(
+    place: Place,
     visitor: OnUpgrade,
     origin: OnUpgrade,
     ends: impl Future<Output = End> + Send + 'static,
 ) {
     tokio::spawn(async move {
+        let _place = place;
         let open = Counted::new();
         let end = tokio::select! {
             end = ends => end,
@@ -137,6 +201,29 @@ mod tests {
         h.insert(CONNECTION, HeaderValue::from_static("upgraded"));
         h.insert(UPGRADE, HeaderValue::from_static("websocket"));
         assert_eq!(asked(&h), None, "a token is compared whole");
+    }
+
+    #[test]
+    fn a_visitor_holds_at_most_so_many_tunnels_and_gets_places_back() {
+        let tunnels = Arc::new(Tunnels::default());
+        let (a, b) = (UserId::new(1).unwrap(), UserId::new(2).unwrap());
+        let mut held: Vec<Place> = (0..MAX_PER_VISITOR)
+            .map(|_| tunnels.take(a).unwrap())
+            .collect();
+        assert!(tunnels.take(a).is_none(), "one more than allowed");
+        let other = tunnels
+            .take(b)
+            .expect("another visitor is not counted with them");
+        held.pop();
+        assert_eq!(tunnels.held(a), MAX_PER_VISITOR - 1);
+        held.push(tunnels.take(a).expect("a place given back is free again"));
+        drop(held);
+        drop(other);
+        assert_eq!(tunnels.held(a), 0);
+        assert!(
+            tunnels.open.lock().unwrap().is_empty(),
+            "no entry left behind"
+        );
     }
 
     #[test]

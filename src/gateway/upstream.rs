@@ -105,7 +105,9 @@ impl Upstream {
             Err(GatewayError::TimedOut) => "timeout",
             Err(GatewayError::Unreachable) => "unreachable",
             Err(GatewayError::ClientBody) => "client_aborted",
-            Err(GatewayError::BadAnswer | GatewayError::BadPath(_)) => "bad_answer",
+            Err(
+                GatewayError::BadAnswer | GatewayError::BadPath(_) | GatewayError::TooManyTunnels,
+            ) => "bad_answer",
         };
         crate::metrics::count_hot("queuegate_upstream_requests_total", "status", label);
         self.duration.record(started.elapsed().as_secs_f64());
