@@ -1,7 +1,8 @@
 // End-to-end, gateway mode: a visitor asks for a page of the organiser's shop (a static site
 // served by nginx) through a queuegate instance running with UPSTREAM_URL, waits in line, and
-// lands back on that page once admitted; leaving the line sends them back to it; a crafted
-// return link cannot lead anywhere else. Real headless Chromium (Debian's /usr/bin/chromium
+// lands back on that page once admitted, where the shop's live WebSocket works (through
+// queuegate's tunnel) until leaving the line closes it; leaving sends them back to the line; a
+// crafted return link cannot lead anywhere else. Real headless Chromium (Debian's /usr/bin/chromium
 // driven by playwright-core; no browser is downloaded).
 //
 // Run through `bash scripts/e2e.sh`, which starts the nginx origin and the gateway-mode
@@ -126,11 +127,28 @@ test('a visitor waits in front of the shop, shops, and is sent back to the line 
   assert.equal(path(page), '/shop/checkout.html?tier=gold');
   await shot(page, 'shopping-on-the-origin');
 
-  // 4. Leaving the line ends the grant at once: the next page view goes back to the line.
+  // The shop's live socket (a seat map's, say) opens through the gateway on the grant cookie
+  // and echoes; the page keeps it open.
+  const echoed = await page.evaluate(() => new Promise((resolve, reject) => {
+    const ws = new WebSocket(`ws://${location.host}/shop/live`);
+    window.qgLive = { ws, closed: new Promise((r) => ws.addEventListener('close', (e) => r(e.code))) };
+    ws.onopen = () => ws.send('seat 7 still free?');
+    ws.onmessage = (e) => resolve(e.data);
+    ws.onerror = () => reject(new Error('the live socket failed'));
+  }));
+  assert.equal(echoed, 'seat 7 still free?');
+
+  // 4. Leaving the line ends the grant at once: the live socket is closed by the gateway within
+  // its recheck (the page did not close it), and the next page view goes back to the line.
   await setAdmission(CONCERT, { admit_per_tick: 0 });
   const queueToken = await page.evaluate((c) => JSON.parse(localStorage.getItem(`qg.queue.${c}`)), CONCERT);
   assert.ok(queueToken, 'the waiting page kept the queue token');
   await call('DELETE', '/v1/queue', { token: queueToken });
+  const closedWith = await page.evaluate(() => Promise.race([
+    window.qgLive.closed,
+    new Promise((r) => setTimeout(() => r('still open'), 10_000)),
+  ]));
+  assert.equal(closedWith, 1006, 'closed under the page by the gateway (no close frame: 1006)');
   await page.reload();
   await page.waitForURL((u) => u.pathname === `/concerts/${CONCERT}`);
   assert.equal(new URL(page.url()).searchParams.get('return'), '/shop/checkout.html?tier=gold');

@@ -6,8 +6,9 @@
 # own fresh database and Redis key prefix and a slow admission, creates a concert with a few
 # fans already in line, runs `node --test e2e/fan-journey.mjs`, and stops the gateway (by PID).
 # Screenshots: tests/artifacts/e2e/NN-step.png. Exit status: the test's.
-# Then gateway mode: an nginx origin (scripts/origin-nginx.sh serving e2e/origin-site/) behind a
-# second instance with UPSTREAM_URL, and `node --test e2e/gateway-journey.mjs` (screenshots in
+# Then gateway mode: an nginx origin (scripts/origin-nginx.sh serving e2e/origin-site/, and
+# passing /shop/live to a WebSocket echo, e2e/ws-echo.mjs) behind a second instance with
+# UPSTREAM_URL, and `node --test e2e/gateway-journey.mjs` (screenshots in
 # tests/artifacts/e2e/gateway/). Exit status: the first failure of the two.
 #
 # Prerequisites: Chromium (QG_E2E_CHROMIUM, default /usr/bin/chromium; apt-get installs it when
@@ -128,6 +129,7 @@ fi
 
 # Gateway mode (see the end): an nginx origin and a second instance with UPSTREAM_URL.
 NGINX_PID=""
+WS_PID=""
 GW_MODE_PID=""
 stop_pid() {
   local pid=$1
@@ -143,6 +145,7 @@ stop_pid() {
 stop_gateway_mode() {
   stop_pid "$GW_MODE_PID"
   stop_pid "$NGINX_PID"
+  stop_pid "$WS_PID"
 }
 free_port_from() {
   local p=$1
@@ -230,7 +233,13 @@ set -e
 # origin; a second instance (same database and key prefix) guards /shop with a new concert's line.
 log "gateway mode: starting an nginx origin and a gateway-mode instance"
 ORIGIN_PORT=$(free_port_from $((PORT + 1)))
-bash scripts/origin-nginx.sh "$ORIGIN_PORT" e2e/origin-site "$TMP/nginx" >"$TMP/nginx.out" 2>&1 &
+# The shop's live socket (/shop/live), a WebSocket echo behind the origin's nginx.
+WS_PORT=$(free_port_from $((ORIGIN_PORT + 1)))
+node e2e/ws-echo.mjs "$WS_PORT" >"$TMP/ws-echo.out" 2>&1 &
+WS_PID=$!
+for _ in $(seq 1 100); do port_open "$WS_PORT" && break; sleep 0.1; done
+port_open "$WS_PORT" || { log "the WebSocket echo did not start: $(cat "$TMP/ws-echo.out")"; exit 1; }
+ORIGIN_WS="127.0.0.1:$WS_PORT" bash scripts/origin-nginx.sh "$ORIGIN_PORT" e2e/origin-site "$TMP/nginx" >"$TMP/nginx.out" 2>&1 &
 NGINX_PID=$!
 for _ in $(seq 1 100); do port_open "$ORIGIN_PORT" && break; sleep 0.1; done
 port_open "$ORIGIN_PORT" || { log "nginx did not start: $(cat "$TMP/nginx.out" "$TMP/nginx/error.log" 2>/dev/null)"; exit 1; }
@@ -238,7 +247,7 @@ GW_CONCERT=$(curl -fsS -m 10 -X POST "$QG_E2E_BASE_URL/v1/admin/concerts" \
   -H "Authorization: Bearer $ADMIN_TOKEN" -H 'Content-Type: application/json' \
   -d '{"name": "Aurora Skies — Shop Day", "schedules": [{"starts_at": "2031-06-01T19:30:00Z", "price": 50000}]}' |
   node -e 'let s = ""; process.stdin.on("data", (d) => (s += d)).on("end", () => console.log(JSON.parse(s).concert_id))')
-GW_PORT=$(free_port_from $((ORIGIN_PORT + 1)))
+GW_PORT=$(free_port_from $((WS_PORT + 1)))
 log "gateway mode: origin 127.0.0.1:$ORIGIN_PORT, gateway 127.0.0.1:$GW_PORT guarding /shop with concert $GW_CONCERT"
 cd "$TMP"
 env ADMIN_TOKEN="$ADMIN_TOKEN" \

@@ -11,6 +11,10 @@
 # `$!`; killing it stops the workers), pooled keep-alive connections to the origin, and an
 # access log written in batches.
 #
+# In static mode, ORIGIN_WS=HOST:PORT also passes /shop/live to that WebSocket server (the shop's
+# live socket, as a shop's nginx would in front of its app): the e2e's browser reaches it
+# through queuegate's tunnel.
+#
 # Usage: scripts/origin-nginx.sh PORT ROOT STATE_DIR
 #        scripts/origin-nginx.sh --proxy PORT UPSTREAM STATE_DIR
 set -euo pipefail
@@ -55,10 +59,21 @@ else
   processes="master_process off;
 worker_processes 1;"
   log="access_log off;"
+  live=""
+  if [ -n "${ORIGIN_WS:-}" ]; then
+    live="location = /shop/live {
+            proxy_pass http://$ORIGIN_WS;
+            proxy_http_version 1.1;
+            proxy_set_header Upgrade \$http_upgrade;
+            proxy_set_header Connection upgrade;
+            proxy_read_timeout 1h;
+        }"
+  fi
   site="server {
         listen 127.0.0.1:$port;
         root $root;
         location / { }
+        $live
     }"
 fi
 cat >"$state/nginx.conf" <<CONF
