@@ -15,6 +15,9 @@
 # page and a gateway-mode instance on port+1 in front of it (same settings and BENCH_ENV as the
 # main gateway, its log beside the main one), and compares the two; nginx as a plain reverse
 # proxy on port+3, in front of the same origin, is measured beside them as a yardstick.
+#
+# `tunnel` (gateway mode's WebSockets, explicit only) starts a gateway-mode instance on port+5
+# whose origin is the load tool itself (a WebSocket echo on port+4).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/queuegate-target}"
@@ -114,8 +117,45 @@ start_proxy() {
   echo "# proxy: nginx pid ${proxy_pids[0]} on $origin_port, reference proxy (nginx) pid ${proxy_pids[1]} on $reference_port, gateway-mode pid ${proxy_pids[2]} on $gw_port (log $log_file.proxy), concert $concert"
 }
 
+# Gateway mode for `tunnel`: the load tool itself is the origin (a WebSocket echo on
+# BENCH_PORT + 4), behind a gateway-mode instance on BENCH_PORT + 5 guarding /live.
+start_tunnel() {
+  local gw_port=$((port + 5)) p concert
+  TUNNEL_ORIGIN="127.0.0.1:$((port + 4))"
+  for p in "$gw_port" "$((port + 4))"; do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+      echo "bench: tunnel needs 127.0.0.1:$p, which is taken (set BENCH_PORT)" >&2
+      return 1
+    fi
+  done
+  concert=$(curl -fsS -X POST "http://$QG_ADDR/v1/admin/concerts" \
+    -H "Authorization: Bearer $ADMIN_TOKEN" -H 'Content-Type: application/json' \
+    -d '{"name": "tunnel bench", "schedules": [{"starts_at": "2031-06-01T19:30:00Z", "price": 100}]}' |
+    sed -E 's/.*"concert_id":([0-9]+).*/\1/')
+  # shellcheck disable=SC2086
+  env LISTEN_ADDR="127.0.0.1:$gw_port" REDIS_KEY_PREFIX="$prefix" AUTO_MIGRATE=false \
+    UPSTREAM_URL="http://$TUNNEL_ORIGIN" UPSTREAM_PATHS=/live UPSTREAM_CONCERT_ID="$concert" \
+    UPSTREAM_IDENTITY_KEY="bench-identity-key-0123456789abcdef" ${BENCH_ENV:-} \
+    "$gateway_bin" serve 2>"$log_file.tunnel" &
+  TUNNEL_PID=$!
+  proxy_pids+=("$TUNNEL_PID")
+  for _ in $(seq 1 100); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$gw_port") 2>/dev/null && break
+    sleep 0.2
+  done
+  TUNNEL_ARGS=(--addr "127.0.0.1:$gw_port" --origin "$TUNNEL_ORIGIN" --concert "$concert" --path /live)
+  echo "# tunnel: gateway-mode pid $TUNNEL_PID on $gw_port (log $log_file.tunnel), echo origin (the load tool) on $TUNNEL_ORIGIN, concert $concert"
+}
+
 status=0
 for s in "${scenarios[@]}"; do
+  if [ "$s" = tunnel ]; then
+    [ -n "${TUNNEL_PID:-}" ] || start_tunnel || { status=1; continue; }
+    # shellcheck disable=SC2086
+    "$bin/queuegate-load" tunnel "${TUNNEL_ARGS[@]}" --gateway-pid "$TUNNEL_PID" "${redis_args[@]}" ${LOAD_ARGS:-} || status=1
+    echo
+    continue
+  fi
   if [ "$s" = proxy ]; then
     [ -n "${proxy_tmp:-}" ] || start_proxy || { status=1; continue; }
     # shellcheck disable=SC2086

@@ -30,6 +30,11 @@ use std::time::Duration;
 /// the origin over a connection opened before the revocation.
 pub const RECHECK: Duration = Duration::from_secs(1);
 
+/// Each direction's copy buffer. An open tunnel's memory is mostly these two (tokio's default,
+/// 8 KiB each, made an idle WebSocket cost 16.7 KiB of the gateway's RSS: `scripts/bench.sh
+/// tunnel`); a shop's socket messages are small, and a larger one only takes more reads.
+const BUFFER: usize = 2 * 1024;
+
 /// Open tunnels one admitted visitor may hold on one instance.
 pub const MAX_PER_VISITOR: u32 = 8;
 
@@ -178,7 +183,9 @@ async fn copy(visitor: OnUpgrade, origin: OnUpgrade) -> End {
         }
     };
     let (mut visitor, mut origin) = (TokioIo::new(visitor), TokioIo::new(origin));
-    if let Err(e) = tokio::io::copy_bidirectional(&mut visitor, &mut origin).await {
+    if let Err(e) =
+        tokio::io::copy_bidirectional_with_sizes(&mut visitor, &mut origin, BUFFER, BUFFER).await
+    {
         tracing::debug!(error = %e, "tunnel ended with an error");
     }
     End::Closed

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo run --release --bin queuegate-load -- <scenario> [options]
-//! scenarios: baseline poll join rush-one rush-many flow sse scale eta sale-open shards proxy waiting
+//! scenarios: baseline poll join rush-one rush-many flow sse scale eta sale-open shards proxy tunnel waiting
 //! ```
 //! See `--help` and BENCHMARKS.md (`scripts/bench.sh` runs them all against a fresh gateway).
 
@@ -35,6 +35,9 @@ Scenarios:
               per line, for an outside client (scripts/cpu-split.sh wrk-poll drives wrk with them)
   proxy       gateway mode: a static page straight from --origin vs through the gateway
               (--addr, running with UPSTREAM_CONCERT_ID=--concert), admitted visitors
+  tunnel      gateway mode's WebSockets: this tool is the echo origin on --origin (the
+              gateway's UPSTREAM_URL); memory per open tunnel, round trips through the
+              gateway vs straight to the origin
 
 Options (environment fallback in brackets):
   --addr HOST:PORT        gateway address [QG_ADDR, 127.0.0.1:8080]
@@ -47,12 +50,13 @@ Options (environment fallback in brackets):
   --database-url URL      [DATABASE_URL] for database verdicts
   --redis-url URL         [REDIS_URL] for memory figures (scale)
   --gateway-pid PID       for RSS/CPU figures (sse)
-  --origin HOST:PORT      the origin, reached directly (proxy) [QG_ORIGIN]
+  --origin HOST:PORT      the origin, reached directly (proxy), or run here (tunnel) [QG_ORIGIN]
   --reference HOST:PORT   a plain reverse proxy in front of the same origin, measured
                           beside the gateway for comparison (proxy; not in the verdict)
   --reference-pid PID     its process (workers as its children), for its CPU per request
-  --concert ID            the gateway's UPSTREAM_CONCERT_ID (proxy) [QG_CONCERT]
-  --path PATH             the page fetched (proxy; default /shop/index.html)
+  --concert ID            the gateway's UPSTREAM_CONCERT_ID (proxy, tunnel) [QG_CONCERT]
+  --path PATH             the page fetched (proxy; default /shop/index.html), the socket's
+                          path (tunnel; default /live)
   --out FILE              where waiting writes its queue tokens";
 
 fn main() -> ExitCode {
@@ -107,6 +111,7 @@ async fn run(name: &str, o: &options::Options) -> Result<bool, client::Error> {
         "sale-open" => sale_open::sale_open(o).await,
         "shards" => shards::shards(o).await,
         "proxy" => proxy::proxy(o).await,
+        "tunnel" => tunnel::tunnel(o).await,
         other => Err(format!("unknown scenario {other} (see --help)").into()),
     }
 }

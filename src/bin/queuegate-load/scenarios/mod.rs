@@ -10,3 +10,4 @@ pub mod scale;
 pub mod shards;
 pub mod sse;
 pub mod throughput;
+pub mod tunnel;

@@ -236,16 +236,6 @@ fn all_200(s: &Summary) -> bool {
     s.requests > 0 && s.statuses.get(&200).copied() == Some(s.requests)
 }
 
-/// User + system CPU time of a process so far (Linux `/proc/PID/stat`, 100 ticks a second).
-fn cpu_time(pid: u32) -> Option<Duration> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name (which may hold spaces) start after the last ')'.
-    let rest = stat.rsplit_once(')')?.1;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-    Some(Duration::from_millis(ticks * 10))
-}
-
 /// The CPU time of a process and its children (nginx's workers under its master).
 fn cpu_time_with_children(pid: u32) -> Option<Duration> {
     let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).ok()?;
