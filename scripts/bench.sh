@@ -75,16 +75,51 @@ for _ in $(seq 1 100); do
 done
 
 echo "# $(date -u +%Y-%m-%dT%H:%MZ) $(nproc) cores, gateway pid $gw, commit $(git rev-parse --short HEAD 2>/dev/null || echo '?'), queue Redis ${BENCH_REDIS:-single}, extra env: ${BENCH_ENV:-none}"
-# Gateway mode for `proxy`: a static origin, a concert whose line guards /shop, and a second
-# instance (same database and key prefix) with UPSTREAM_URL in front of the origin.
-start_proxy() {
-  local gw_port=$((port + 1)) origin_port=$((port + 2)) reference_port=$((port + 3)) p concert
-  for p in "$gw_port" "$origin_port" "$reference_port"; do
+# Gateway mode's scenarios (`proxy`, `tunnel`) each run a gateway-mode instance of their own
+# beside the main gateway (same database, key prefix and BENCH_ENV), guarding a new concert.
+ports_free() {
+  local what=$1 p
+  shift
+  for p in "$@"; do
     if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-      echo "bench: proxy needs 127.0.0.1:$p, which is taken (set BENCH_PORT)" >&2
+      echo "bench: $what needs 127.0.0.1:$p, which is taken (set BENCH_PORT)" >&2
       return 1
     fi
   done
+}
+# Prints the id of a new concert named $1.
+bench_concert() {
+  curl -fsS -X POST "http://$QG_ADDR/v1/admin/concerts" \
+    -H "Authorization: Bearer $ADMIN_TOKEN" -H 'Content-Type: application/json' \
+    -d "{\"name\": \"$1\", \"schedules\": [{\"starts_at\": \"2031-06-01T19:30:00Z\", \"price\": 100}]}" |
+    sed -E 's/.*"concert_id":([0-9]+).*/\1/'
+}
+# start_gateway_mode PORT ORIGIN PATHS CONCERT LOG: its PID in GATEWAY_MODE_PID, stopped with the rest.
+start_gateway_mode() {
+  # shellcheck disable=SC2086
+  env LISTEN_ADDR="127.0.0.1:$1" REDIS_KEY_PREFIX="$prefix" AUTO_MIGRATE=false \
+    UPSTREAM_URL="http://$2" UPSTREAM_PATHS="$3" UPSTREAM_CONCERT_ID="$4" \
+    UPSTREAM_IDENTITY_KEY="bench-identity-key-0123456789abcdef" ${BENCH_ENV:-} \
+    "$gateway_bin" serve 2>"$5" &
+  GATEWAY_MODE_PID=$!
+  proxy_pids+=("$GATEWAY_MODE_PID")
+}
+# Waits until every given port answers.
+wait_ports() {
+  local p up
+  for _ in $(seq 1 100); do
+    up=1
+    for p in "$@"; do (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || up=0; done
+    [ "$up" = 1 ] && return 0
+    sleep 0.2
+  done
+}
+
+# `proxy`: a static nginx origin, the gateway-mode instance in front of it, and nginx as a plain
+# reverse proxy in front of the same origin (the yardstick).
+start_proxy() {
+  local gw_port=$((port + 1)) origin_port=$((port + 2)) reference_port=$((port + 3)) origin_pid reference_pid concert
+  ports_free proxy "$gw_port" "$origin_port" "$reference_port" || return 1
   proxy_tmp=$(mktemp -d)
   mkdir -p "$proxy_tmp/www/shop"
   {
@@ -93,56 +128,31 @@ start_proxy() {
     echo '</body></html>'
   } >"$proxy_tmp/www/shop/index.html"
   bash scripts/origin-nginx.sh "$origin_port" "$proxy_tmp/www" "$proxy_tmp/nginx" &
-  proxy_pids+=($!)
-  # The yardstick: nginx as a plain reverse proxy in front of the same origin.
+  origin_pid=$!
+  proxy_pids+=("$origin_pid")
   bash scripts/origin-nginx.sh --proxy "$reference_port" "127.0.0.1:$origin_port" "$proxy_tmp/reference" &
-  proxy_pids+=($!)
-  concert=$(curl -fsS -X POST "http://$QG_ADDR/v1/admin/concerts" \
-    -H "Authorization: Bearer $ADMIN_TOKEN" -H 'Content-Type: application/json' \
-    -d '{"name": "proxy bench", "schedules": [{"starts_at": "2031-06-01T19:30:00Z", "price": 100}]}' |
-    sed -E 's/.*"concert_id":([0-9]+).*/\1/')
-  # shellcheck disable=SC2086
-  env LISTEN_ADDR="127.0.0.1:$gw_port" REDIS_KEY_PREFIX="$prefix" AUTO_MIGRATE=false \
-    UPSTREAM_URL="http://127.0.0.1:$origin_port" UPSTREAM_PATHS=/shop UPSTREAM_CONCERT_ID="$concert" \
-    UPSTREAM_IDENTITY_KEY="bench-identity-key-0123456789abcdef" ${BENCH_ENV:-} \
-    "$gateway_bin" serve 2>"$log_file.proxy" &
-  proxy_pids+=($!)
-  for _ in $(seq 1 100); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$gw_port") 2>/dev/null && (exec 3<>"/dev/tcp/127.0.0.1/$origin_port") 2>/dev/null &&
-      (exec 3<>"/dev/tcp/127.0.0.1/$reference_port") 2>/dev/null && break
-    sleep 0.2
-  done
+  reference_pid=$!
+  proxy_pids+=("$reference_pid")
+  concert=$(bench_concert "proxy bench")
+  start_gateway_mode "$gw_port" "127.0.0.1:$origin_port" /shop "$concert" "$log_file.proxy"
+  PROXY_GW_PID=$GATEWAY_MODE_PID
+  PROXY_REFERENCE_PID=$reference_pid
+  wait_ports "$gw_port" "$origin_port" "$reference_port"
   PROXY_ARGS=(--addr "127.0.0.1:$gw_port" --origin "127.0.0.1:$origin_port" --reference "127.0.0.1:$reference_port"
     --concert "$concert" --path /shop/index.html)
-  echo "# proxy: nginx pid ${proxy_pids[0]} on $origin_port, reference proxy (nginx) pid ${proxy_pids[1]} on $reference_port, gateway-mode pid ${proxy_pids[2]} on $gw_port (log $log_file.proxy), concert $concert"
+  echo "# proxy: nginx pid $origin_pid on $origin_port, reference proxy (nginx) pid $reference_pid on $reference_port, gateway-mode pid $PROXY_GW_PID on $gw_port (log $log_file.proxy), concert $concert"
 }
 
-# Gateway mode for `tunnel`: the load tool itself is the origin (a WebSocket echo on
-# BENCH_PORT + 4), behind a gateway-mode instance on BENCH_PORT + 5 guarding /live.
+# `tunnel`: the load tool itself is the origin (a WebSocket echo on BENCH_PORT + 4), behind a
+# gateway-mode instance on BENCH_PORT + 5 guarding /live.
 start_tunnel() {
-  local gw_port=$((port + 5)) p concert
+  local gw_port=$((port + 5)) concert
   TUNNEL_ORIGIN="127.0.0.1:$((port + 4))"
-  for p in "$gw_port" "$((port + 4))"; do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-      echo "bench: tunnel needs 127.0.0.1:$p, which is taken (set BENCH_PORT)" >&2
-      return 1
-    fi
-  done
-  concert=$(curl -fsS -X POST "http://$QG_ADDR/v1/admin/concerts" \
-    -H "Authorization: Bearer $ADMIN_TOKEN" -H 'Content-Type: application/json' \
-    -d '{"name": "tunnel bench", "schedules": [{"starts_at": "2031-06-01T19:30:00Z", "price": 100}]}' |
-    sed -E 's/.*"concert_id":([0-9]+).*/\1/')
-  # shellcheck disable=SC2086
-  env LISTEN_ADDR="127.0.0.1:$gw_port" REDIS_KEY_PREFIX="$prefix" AUTO_MIGRATE=false \
-    UPSTREAM_URL="http://$TUNNEL_ORIGIN" UPSTREAM_PATHS=/live UPSTREAM_CONCERT_ID="$concert" \
-    UPSTREAM_IDENTITY_KEY="bench-identity-key-0123456789abcdef" ${BENCH_ENV:-} \
-    "$gateway_bin" serve 2>"$log_file.tunnel" &
-  TUNNEL_PID=$!
-  proxy_pids+=("$TUNNEL_PID")
-  for _ in $(seq 1 100); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$gw_port") 2>/dev/null && break
-    sleep 0.2
-  done
+  ports_free tunnel "$gw_port" "$((port + 4))" || return 1
+  concert=$(bench_concert "tunnel bench")
+  start_gateway_mode "$gw_port" "$TUNNEL_ORIGIN" /live "$concert" "$log_file.tunnel"
+  TUNNEL_PID=$GATEWAY_MODE_PID
+  wait_ports "$gw_port"
   TUNNEL_ARGS=(--addr "127.0.0.1:$gw_port" --origin "$TUNNEL_ORIGIN" --concert "$concert" --path /live)
   echo "# tunnel: gateway-mode pid $TUNNEL_PID on $gw_port (log $log_file.tunnel), echo origin (the load tool) on $TUNNEL_ORIGIN, concert $concert"
 }
@@ -159,7 +169,7 @@ for s in "${scenarios[@]}"; do
   if [ "$s" = proxy ]; then
     [ -n "${proxy_tmp:-}" ] || start_proxy || { status=1; continue; }
     # shellcheck disable=SC2086
-    "$bin/queuegate-load" proxy "${PROXY_ARGS[@]}" --gateway-pid "${proxy_pids[2]}" --reference-pid "${proxy_pids[1]}" "${redis_args[@]}" ${LOAD_ARGS:-} || status=1
+    "$bin/queuegate-load" proxy "${PROXY_ARGS[@]}" --gateway-pid "$PROXY_GW_PID" --reference-pid "$PROXY_REFERENCE_PID" "${redis_args[@]}" ${LOAD_ARGS:-} || status=1
     echo
     continue
   fi
