@@ -223,7 +223,7 @@ fn describe() {
     );
     describe_counter!(
         "queuegate_gateway_tunnels_closed_total",
-        "Gateway mode: tunnels closed, by reason (closed by either side, revoked, expired, unconfirmed: the queue store could not confirm the grant)"
+        "Gateway mode: tunnels closed, by reason (closed by either side; revoked: paid, left or superseded; expired: the admission ran out; unconfirmed: the queue store could not confirm the grant)"
     );
     describe_counter!(
         "queuegate_upstream_requests_total",

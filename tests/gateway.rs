@@ -1450,3 +1450,40 @@ async fn one_visitor_cannot_hold_more_than_eight_tunnels_open() {
     }
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_tunnel_closes_when_its_admission_runs_out() {
+    let origin = upgrade_origin().await;
+    let app = gateway_app(&origin.base, &[]).await;
+    let before = app.metrics_text().await;
+    // An admission of 2 s (the real admission record, and a token that ends with it).
+    let user = app.create_user("short stay").await;
+    let line = app.line(concert1()).await;
+    let access = app.app.queue.grant(line, user.id, 2).await.unwrap();
+    let (mut ws, head) = ask_upgrade(
+        &app,
+        "/shop/live",
+        "websocket",
+        Some(&format!("Authorization: Bearer {access}")),
+    )
+    .await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    assert_eq!(echo(&mut ws, b"still here").await, b"still here");
+    // Nobody revokes anything: the admission's end alone closes the tunnel.
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(10), ws.read_to_end(&mut rest)).await;
+    assert!(
+        matches!(closed, Ok(Ok(0))),
+        "the tunnel outlived its admission: {closed:?}"
+    );
+    let text = app.metrics_text().await;
+    let expired = |t: &str| {
+        metric_sum(
+            t,
+            "queuegate_gateway_tunnels_closed_total",
+            Some(("reason", "expired")),
+        )
+    };
+    assert_eq!(expired(&text) - expired(&before), 1.0);
+    app.stop().await;
+}

@@ -21,7 +21,7 @@ use crate::gateway::grant::{self, Identity};
 use crate::gateway::{Gateway, check_path, tunnel};
 use crate::http::response::{empty, json, streamed};
 use crate::http::{Req, Resp};
-use crate::queue::model::Access;
+use crate::queue::model::{Access, Ended};
 use crate::queue::service::Queue;
 use crate::queue::view::expires_at;
 use crate::tokens::{AccessToken, now_secs};
@@ -103,6 +103,7 @@ async fn grant_ends(queue: Arc<Queue>, t: AccessToken) -> tunnel::End {
         tokio::time::sleep(tunnel::RECHECK.min(Duration::from_secs(left))).await;
         match queue.check_access(&t).await {
             Ok(Access::Live) => {}
+            Ok(Access::Ended(Ended::Expired)) => return tunnel::End::Expired,
             Ok(Access::Ended(_)) => return tunnel::End::Revoked,
             Err(e) => {
                 tracing::warn!(error = %e, "could not confirm a tunnel's grant; closing it");

@@ -94,9 +94,9 @@ impl Drop for Place {
 pub enum End {
     /// The visitor or the origin closed it, or the connection failed.
     Closed,
-    /// The admission ended: paid, left, expired or revoked.
+    /// The admission was ended: paid, left, or replaced by a newer one.
     Revoked,
-    /// The access token ran out.
+    /// The admission, or its access token, ran out.
     Expired,
     /// The queue store could not confirm the grant (fail closed).
     Unconfirmed,
