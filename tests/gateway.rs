@@ -1277,6 +1277,13 @@ async fn ask_upgrade(
     (s, head)
 }
 
+/// A tunnel to `/shop/live` that the origin switched (`101`), with the grant in `credential`.
+async fn open_tunnel(app: &TestApp, credential: &str) -> tokio::net::TcpStream {
+    let (ws, head) = ask_upgrade(app, "/shop/live", "websocket", Some(credential)).await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    ws
+}
+
 /// Sends `msg` through an open tunnel and reads the echo back.
 async fn echo(s: &mut tokio::net::TcpStream, msg: &[u8]) -> Vec<u8> {
     s.write_all(msg).await.unwrap();
@@ -1348,14 +1355,7 @@ async fn websockets_pass_for_admitted_visitors_and_close_when_the_grant_ends() {
 
     // A browser's WebSocket carries the grant cookie, which the origin does not get.
     let (cookie, _, _) = session(&app, &access, None).await;
-    let (mut browser_ws, head) = ask_upgrade(
-        &app,
-        "/shop/live",
-        "websocket",
-        Some(&format!("Cookie: theme=dark; {cookie}")),
-    )
-    .await;
-    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    let mut browser_ws = open_tunnel(&app, &format!("Cookie: theme=dark; {cookie}")).await;
     assert_eq!(echo(&mut browser_ws, b"seat 7?").await, b"seat 7?");
     {
         let heads = origin.heads.lock().unwrap();
@@ -1424,14 +1424,7 @@ async fn one_visitor_cannot_hold_more_than_eight_tunnels_open() {
         "{head}"
     );
     assert_eq!(origin.heads.lock().unwrap().len(), 8);
-    let (_, head) = ask_upgrade(
-        &app,
-        "/shop/live",
-        "websocket",
-        Some(&format!("Authorization: Bearer {other}")),
-    )
-    .await;
-    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    open_tunnel(&app, &format!("Authorization: Bearer {other}")).await;
 
     // A tunnel the visitor closes gives its place back.
     drop(open.pop());
@@ -1460,14 +1453,7 @@ async fn a_tunnel_closes_when_its_admission_runs_out() {
     let user = app.create_user("short stay").await;
     let line = app.line(concert1()).await;
     let access = app.app.queue.grant(line, user.id, 2).await.unwrap();
-    let (mut ws, head) = ask_upgrade(
-        &app,
-        "/shop/live",
-        "websocket",
-        Some(&format!("Authorization: Bearer {access}")),
-    )
-    .await;
-    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    let mut ws = open_tunnel(&app, &format!("Authorization: Bearer {access}")).await;
     assert_eq!(echo(&mut ws, b"still here").await, b"still here");
     // Nobody revokes anything: the admission's end alone closes the tunnel.
     let mut rest = Vec::new();

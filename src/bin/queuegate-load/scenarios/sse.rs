@@ -11,29 +11,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-/// Resident memory (kB) and CPU ticks of a process, from /proc.
-fn proc_figures(pid: u32) -> Option<(u64, u64)> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let rss = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()?;
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    let cpu = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-    Some((rss, cpu))
-}
-
 pub async fn sse(o: &Options) -> Result<bool, Error> {
     let n = o.users.unwrap_or(10_000);
     let concert = create_concert(o, 1, 100).await?;
     set_queue(o, concert.id, json!({"admit_per_tick": 0})).await?;
     let users = minted_users(o, n)?;
     let tokens = join_all(o, concert.id, &users).await?;
-    let rss_before = o.gateway_pid.and_then(proc_figures);
+    let rss_before = o.gateway_pid.and_then(rss_kib);
     let opened = Arc::new(AtomicUsize::new(0));
     let admitted = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
@@ -62,13 +46,15 @@ pub async fn sse(o: &Options) -> Result<bool, Error> {
     );
     // Hold them open for a while and watch the gateway.
     let hold = o.duration.min(Duration::from_secs(10));
-    let at_start = o.gateway_pid.and_then(proc_figures);
+    let cpu0 = o.gateway_pid.and_then(cpu_time);
     tokio::time::sleep(hold).await;
-    let at_end = o.gateway_pid.and_then(proc_figures);
+    let (cpu1, rss1) = (
+        o.gateway_pid.and_then(cpu_time),
+        o.gateway_pid.and_then(rss_kib),
+    );
     let mut ok = opened.load(Ordering::Relaxed) == n;
-    if let (Some((rss0, _)), Some((_, cpu0)), Some((rss1, cpu1))) = (rss_before, at_start, at_end) {
-        let ticks = 100.0; // USER_HZ on Linux
-        let cpu_pct = (cpu1 - cpu0) as f64 / ticks / hold.as_secs_f64() * 100.0;
+    if let (Some(rss0), Some(cpu0), Some(cpu1), Some(rss1)) = (rss_before, cpu0, cpu1, rss1) {
+        let cpu_pct = cpu1.saturating_sub(cpu0).as_secs_f64() / hold.as_secs_f64() * 100.0;
         println!(
             "gateway     RSS {:.1} MB with streams open (was {:.1} MB idle), CPU {cpu_pct:.1}% of one core while idle-streaming",
             rss1 as f64 / 1024.0,
