@@ -207,7 +207,7 @@ pub struct Background {
 impl Background {
     pub async fn start(app: &Arc<App>) -> Result<Background, StartError> {
         let (stop, stop_rx) = watch::channel(false);
-        let tasks = vec![
+        let mut tasks = vec![
             tokio::spawn(upkeep(app.api.clone(), stop_rx.clone())),
             tokio::spawn(crate::queue::ticker::run(
                 app.queue.store().clone(),
@@ -226,6 +226,16 @@ impl Background {
                 .run(stop_rx.clone()),
             ),
         ];
+        if let Some(gw) = app.api.gateway.clone() {
+            // Tunnels close as soon as any instance ends their admission (`queue::ends`).
+            let subscriber = crate::redis::subscriber(&app.settings.redis_url)?;
+            tasks.push(tokio::spawn(crate::queue::ends::listen(
+                subscriber,
+                app.settings.redis_key_prefix.clone(),
+                move |concert, user| gw.admission_ended(concert, user),
+                stop_rx.clone(),
+            )));
+        }
         let scheduler =
             crate::booking::sweep::schedule(app.db.clone(), app.settings.sweep_interval_secs)
                 .await

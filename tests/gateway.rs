@@ -1473,3 +1473,63 @@ async fn a_tunnel_closes_when_its_admission_runs_out() {
     assert_eq!(expired(&text) - expired(&before), 1.0);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_tunnel_closes_at_once_when_another_instance_ends_its_admission() {
+    let origin = upgrade_origin().await;
+    // Rechecks a minute apart: within the test's wait, only the queue store's announcement of
+    // the end can close a tunnel.
+    let app = gateway_app(&origin.base, &[("UPSTREAM_TUNNEL_RECHECK_MS", "60000")]).await;
+    let db = app.database_url();
+    let prefix = app.app.settings.redis_key_prefix.clone();
+    // A second instance on the same database and queue store, behind the same load balancer.
+    let other = spawn_with(&[
+        ("DATABASE_URL", db.as_str()),
+        ("REDIS_KEY_PREFIX", prefix.as_str()),
+    ])
+    .await;
+    let notices = |t: &str| metric_sum(t, "queuegate_admission_end_notices_total", None);
+    let before = app.metrics_text().await;
+
+    // One fan leaves the line through the other instance.
+    let fan = app.create_user("leaver").await;
+    let joined = app.join_queue(&fan, concert1()).await;
+    let queue_token = joined["queue_token"].as_str().unwrap().to_owned();
+    let access = wait_admitted(&app, &queue_token).await;
+    let mut leaver = open_tunnel(&app, &format!("Authorization: Bearer {access}")).await;
+    assert_eq!(echo(&mut leaver, b"seat 9?").await, b"seat 9?");
+    // Another is admitted again by an operator there, which replaces the admission their
+    // tunnel was opened with.
+    let (regular, first_access) = admitted_user(&app).await;
+    let mut replaced = open_tunnel(&app, &format!("Authorization: Bearer {first_access}")).await;
+    assert_eq!(echo(&mut replaced, b"seat 10?").await, b"seat 10?");
+    // A bystander's tunnel is untouched by either.
+    let (_, bystander_access) = admitted_user(&app).await;
+    let mut bystander =
+        open_tunnel(&app, &format!("Authorization: Bearer {bystander_access}")).await;
+
+    let r = other.leave(&queue_token).await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let line = other.line(concert1()).await;
+    other.app.queue.grant(line, regular.id, 600).await.unwrap();
+    for ws in [&mut leaver, &mut replaced] {
+        let mut rest = Vec::new();
+        let closed = tokio::time::timeout(Duration::from_secs(10), ws.read_to_end(&mut rest)).await;
+        assert!(
+            matches!(closed, Ok(Ok(0))),
+            "the tunnel waited for its recheck: {closed:?}"
+        );
+    }
+    assert_eq!(
+        echo(&mut bystander, b"still open").await,
+        b"still open",
+        "a nudge re-checks; it does not close a live grant"
+    );
+    let text = app.metrics_text().await;
+    assert!(
+        notices(&text) - notices(&before) >= 2.0,
+        "the gateway heard both announcements"
+    );
+    other.stop().await;
+    app.stop().await;
+}

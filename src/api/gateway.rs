@@ -82,7 +82,8 @@ pub async fn forward(api: &Api, gw: &Gateway, req: &mut Req) -> Result<Resp, Api
     };
     if let (Some(protocol), Some(visitor)) = (protocol, visitor) {
         decision("tunnelled");
-        let ends = grant_ends(api.queue.clone(), token);
+        let queue = api.queue.clone();
+        let ends = move |nudge, recheck| grant_ends(queue, token, nudge, recheck);
         let answer = gw.tunnel(out, body, protocol, visitor, ends).await?;
         return Ok(answer.map(streamed));
     }
@@ -91,16 +92,32 @@ pub async fn forward(api: &Api, gw: &Gateway, req: &mut Req) -> Result<Resp, Api
     Ok(answer.map(streamed))
 }
 
-/// Resolves when a tunnel's grant ends: its admission is checked again every
-/// `tunnel::RECHECK`, and the access token's expiry ends it at the latest. A store that cannot
-/// answer ends it too, as it refuses a forward.
-async fn grant_ends(queue: Arc<Queue>, t: AccessToken) -> tunnel::End {
+/// Resolves when a tunnel's grant ends: its admission is checked again when `nudge` rings (an
+/// announced end) and every `recheck`, and the access token's expiry ends it at the latest. A
+/// store that cannot answer ends it too, as it refuses a forward.
+async fn grant_ends(
+    queue: Arc<Queue>,
+    t: AccessToken,
+    nudge: tunnel::Nudge,
+    recheck: Duration,
+) -> tunnel::End {
+    // Always listening while a check is in flight: an end announced after the check read the
+    // store rings a listener that is already there, so the next wait ends at once.
+    let mut nudged = std::pin::pin!(nudge.notified());
+    nudged.as_mut().enable();
     loop {
         let left = t.exp.saturating_sub(now_secs());
         if left == 0 {
             return tunnel::End::Expired;
         }
-        tokio::time::sleep(tunnel::RECHECK.min(Duration::from_secs(left))).await;
+        let rung = tokio::select! {
+            _ = tokio::time::sleep(recheck.min(Duration::from_secs(left))) => false,
+            _ = nudged.as_mut() => true,
+        };
+        if rung {
+            nudged.set(nudge.notified());
+            nudged.as_mut().enable();
+        }
         match queue.check_access(&t).await {
             Ok(Access::Live) => {}
             Ok(Access::Ended(Ended::Expired)) => return tunnel::End::Expired,

@@ -348,12 +348,14 @@ mod tests {
         assert_eq!(u.concert_id.get(), 7);
         assert_eq!(u.connect_timeout, Duration::from_millis(2000));
         assert_eq!(u.first_byte_timeout, Duration::from_millis(30_000));
+        assert_eq!(u.tunnel_recheck, Duration::from_millis(1000));
         assert!(u.identity_key.is_none());
         let u = gateway(&[
             ("UPSTREAM_URL", "http://origin.internal/"),
             ("UPSTREAM_PATHS", "/shop/, /tickets ,/shop"),
             ("UPSTREAM_CONNECT_TIMEOUT_MS", "150"),
             ("UPSTREAM_FIRST_BYTE_TIMEOUT_MS", "900"),
+            ("UPSTREAM_TUNNEL_RECHECK_MS", "60000"),
             (
                 "UPSTREAM_IDENTITY_KEY",
                 "origin-shared-key-0123456789abcdef",
@@ -366,6 +368,7 @@ mod tests {
         assert_eq!(u.paths, vec!["/shop".to_string(), "/tickets".to_string()]);
         assert_eq!(u.connect_timeout, Duration::from_millis(150));
         assert_eq!(u.first_byte_timeout, Duration::from_millis(900));
+        assert_eq!(u.tunnel_recheck, Duration::from_secs(60));
         assert!(!format!("{u:?}").contains("origin-shared-key"));
     }
 
@@ -431,6 +434,13 @@ mod tests {
                 .unwrap_err()
                 .var,
             "UPSTREAM_FIRST_BYTE_TIMEOUT_MS"
+        );
+        assert_eq!(
+            gateway(&[("UPSTREAM_TUNNEL_RECHECK_MS", "10")])
+                .unwrap_err()
+                .var,
+            "UPSTREAM_TUNNEL_RECHECK_MS",
+            "below 100 ms a tunnel would cost a check per tenth of a second"
         );
         let e = gateway(&[("UPSTREAM_IDENTITY_KEY", "short-key")]).unwrap_err();
         assert_eq!(e.var, "UPSTREAM_IDENTITY_KEY");

@@ -49,6 +49,10 @@ pub struct UpstreamSettings {
     pub first_byte_timeout: Duration,
     /// Key of the HMAC-SHA256 identity header the origin checks; unset = no identity header.
     pub identity_key: Option<Secret>,
+    /// How often an open tunnel's grant is checked again. Ends announced by the queue store
+    /// close tunnels at once; this bounds how long one whose announcement was lost (the
+    /// subscriber reconnecting, say) stays open.
+    pub tunnel_recheck: Duration,
 }
 
 /// Reads the `UPSTREAM_*` variables; all but `UPSTREAM_URL` are ignored while it is unset.
@@ -105,6 +109,12 @@ pub(super) fn upstream(env: &Env<'_>) -> Result<Option<UpstreamSettings>, Config
             600_000,
         )?),
         identity_key,
+        tunnel_recheck: Duration::from_millis(env.int(
+            "UPSTREAM_TUNNEL_RECHECK_MS",
+            1000,
+            100,
+            600_000,
+        )?),
     }))
 }
 

@@ -274,6 +274,7 @@ mod tests {
             connect_timeout: std::time::Duration::from_secs(1),
             first_byte_timeout: std::time::Duration::from_secs(1),
             identity_key: None,
+            tunnel_recheck: std::time::Duration::from_secs(1),
         };
         let upstream = Upstream::new(&settings).unwrap();
         let out = Outgoing {

@@ -124,15 +124,19 @@ impl Gateway {
     /// Forwards a request that asks to switch to `protocol` (a WebSocket handshake, say) on a
     /// connection of its own. If the origin switches, its `101` is returned (with the upgrade
     /// it granted) and a tunnel joins `visitor`'s connection to the origin's until either
-    /// closes or `ends` resolves; any other answer passes as a forward's does.
-    pub async fn tunnel(
+    /// closes or the grant ends: `ends` is given the tunnel's `Nudge` and the recheck period,
+    /// and makes the future that resolves then. Any other answer passes as a forward's does.
+    pub async fn tunnel<E>(
         &self,
         out: forward::Outgoing<'_>,
         body: Option<Incoming>,
         protocol: hyper::header::HeaderValue,
         visitor: hyper::upgrade::OnUpgrade,
-        ends: impl std::future::Future<Output = tunnel::End> + Send + 'static,
-    ) -> Result<hyper::Response<Incoming>, GatewayError> {
+        ends: impl FnOnce(tunnel::Nudge, std::time::Duration) -> E,
+    ) -> Result<hyper::Response<Incoming>, GatewayError>
+    where
+        E: std::future::Future<Output = tunnel::End> + Send + 'static,
+    {
         let place = self
             .tunnels
             .take(out.identity.user)
@@ -153,8 +157,17 @@ impl Gateway {
             .ok_or(GatewayError::BadAnswer)?;
         let mut response = forward::response(response);
         tunnel::ask(response.headers_mut(), granted);
+        let ends = ends(place.nudge(), self.settings.tunnel_recheck);
         tunnel::spawn(place, visitor, origin, ends);
         Ok(response)
+    }
+
+    /// The queue store announced that `user`'s admission to `concert` may have ended: their
+    /// open tunnels check their grant now (see `queue::ends`).
+    pub fn admission_ended(&self, concert: ConcertId, user: crate::domain::UserId) {
+        if concert == self.concert() {
+            self.tunnels.nudge(user);
+        }
     }
 }
 

@@ -7,9 +7,12 @@
 //! and, if the origin switches, both connections are handed to a tunnel that copies bytes each
 //! way until one side closes — or until the grant ends.
 //!
-//! A forward is checked when it arrives; a tunnel lives on, so it is checked again every
-//! `RECHECK` and closed when the admission ends (paid, left, expired or revoked), when its
-//! access token runs out, or when the store cannot say (fail closed, as forwards do).
+//! A forward is checked when it arrives; a tunnel lives on, so its grant is checked again —
+//! at once when the queue store announces that the visitor's admission ended on any instance
+//! (`queue::ends`, rung here through `Tunnels::nudge`), and every `UPSTREAM_TUNNEL_RECHECK_MS`
+//! in case an announcement was lost — and it is closed when the admission ends (paid, left,
+//! expired or revoked), when its access token runs out, or when the store cannot say (fail
+//! closed, as forwards do).
 //!
 //! A tunnel holds a connection to the origin for as long as it lives, so one visitor may hold
 //! at most `MAX_PER_VISITOR` on an instance (tabs of a shop, each with its socket, fit; a
@@ -24,11 +27,7 @@ use hyper_util::rt::TokioIo;
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
-
-/// How often a tunnel's grant is checked again: how long a revoked visitor may keep talking to
-/// the origin over a connection opened before the revocation.
-pub const RECHECK: Duration = Duration::from_secs(1);
+use tokio::sync::{Notify, futures::Notified};
 
 /// Each direction's copy buffer. An open tunnel's memory is mostly these two (tokio's default,
 /// 8 KiB each, made an idle WebSocket cost 16.7 KiB of the gateway's RSS: `scripts/bench.sh
@@ -38,10 +37,16 @@ const BUFFER: usize = 2 * 1024;
 /// Open tunnels one admitted visitor may hold on one instance.
 pub const MAX_PER_VISITOR: u32 = 8;
 
-/// The open tunnels per visitor on this instance.
+/// The open tunnels per visitor on this instance, and the bell that makes them check their
+/// grant at once (rung when the queue store announces that the visitor's admission ended).
 #[derive(Default)]
 pub struct Tunnels {
-    open: Mutex<HashMap<UserId, u32>>,
+    open: Mutex<HashMap<UserId, Held>>,
+}
+
+struct Held {
+    count: u32,
+    nudge: Arc<Notify>,
 }
 
 impl Tunnels {
@@ -49,15 +54,31 @@ impl Tunnels {
     /// The place is given back when the returned value is dropped.
     pub fn take(self: &Arc<Self>, user: UserId) -> Option<Place> {
         let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
-        let held = open.entry(user).or_insert(0);
-        if *held >= MAX_PER_VISITOR {
+        let held = open.entry(user).or_insert_with(|| Held {
+            count: 0,
+            nudge: Arc::new(Notify::new()),
+        });
+        if held.count >= MAX_PER_VISITOR {
             return None;
         }
-        *held += 1;
+        held.count += 1;
         Some(Place {
             tunnels: self.clone(),
             user,
+            nudge: Nudge(held.nudge.clone()),
         })
+    }
+
+    /// Makes every open tunnel of `user` check its grant now. Returns how many were nudged.
+    pub fn nudge(&self, user: UserId) -> u32 {
+        let open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        match open.get(&user) {
+            Some(held) => {
+                held.nudge.notify_waiters();
+                held.count
+            }
+            None => 0,
+        }
     }
 }
 
@@ -65,6 +86,14 @@ impl Tunnels {
 pub struct Place {
     tunnels: Arc<Tunnels>,
     user: UserId,
+    nudge: Nudge,
+}
+
+impl Place {
+    /// What tells this tunnel's grant check to look now.
+    pub fn nudge(&self) -> Nudge {
+        self.nudge.clone()
+    }
 }
 
 impl Drop for Place {
@@ -75,11 +104,22 @@ impl Drop for Place {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         if let Some(held) = open.get_mut(&self.user) {
-            *held = held.saturating_sub(1);
-            if *held == 0 {
+            held.count = held.count.saturating_sub(1);
+            if held.count == 0 {
                 open.remove(&self.user);
             }
         }
+    }
+}
+
+/// Rung when a tunnel's grant may have ended (`Tunnels::nudge`).
+#[derive(Clone)]
+pub struct Nudge(Arc<Notify>);
+
+impl Nudge {
+    /// Resolves at the next nudge after it was first polled or `enable`d.
+    pub fn notified(&self) -> Notified<'_> {
+        self.0.notified()
     }
 }
 
@@ -216,7 +256,7 @@ mod tests {
             .take(b)
             .expect("another visitor is not counted with them");
         held.pop();
-        assert_eq!(tunnels.open.lock().unwrap()[&a], MAX_PER_VISITOR - 1);
+        assert_eq!(tunnels.open.lock().unwrap()[&a].count, MAX_PER_VISITOR - 1);
         held.push(tunnels.take(a).expect("a place given back is free again"));
         drop(held);
         drop(other);
@@ -228,6 +268,38 @@ mod tests {
             tunnels.open.lock().unwrap().is_empty(),
             "no entry left behind"
         );
+    }
+
+    #[tokio::test]
+    async fn a_nudge_reaches_every_tunnel_of_that_visitor_and_no_other() {
+        let tunnels = Arc::new(Tunnels::default());
+        let (a, b) = (UserId::new(1).unwrap(), UserId::new(2).unwrap());
+        let (a1, a2, b1) = (
+            tunnels.take(a).unwrap(),
+            tunnels.take(a).unwrap(),
+            tunnels.take(b).unwrap(),
+        );
+        let (n1, n2, nb) = (a1.nudge(), a2.nudge(), b1.nudge());
+        let mut w1 = std::pin::pin!(n1.notified());
+        let mut w2 = std::pin::pin!(n2.notified());
+        let mut wb = std::pin::pin!(nb.notified());
+        for w in [w1.as_mut(), w2.as_mut(), wb.as_mut()] {
+            w.enable();
+        }
+        assert_eq!(tunnels.nudge(a), 2);
+        let woke = |w: std::pin::Pin<&mut Notified<'_>>| {
+            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+            w.poll(&mut cx).is_ready()
+        };
+        assert!(
+            woke(w1.as_mut()) && woke(w2.as_mut()),
+            "both of a's tunnels"
+        );
+        assert!(!woke(wb.as_mut()), "b's tunnel was not rung");
+        drop((a1, a2));
+        assert_eq!(tunnels.nudge(a), 0, "a holds no tunnel any more");
+        assert_eq!(tunnels.nudge(b), 1);
+        assert!(woke(wb.as_mut()));
     }
 
     #[test]

@@ -9,10 +9,13 @@
 //! - `batch` and `marks`: what keeps a poll cheap in Redis — concurrent polls (and joins) of a
 //!   line share one script call, and a fresh "still here" mark is not rewritten;
 //! - `hub` and `pump`: Server-Sent Event streams, refreshed in one call per concert;
-//! - `eta`: estimated waits and polling intervals.
+//! - `eta`: estimated waits and polling intervals;
+//! - `ends`: notices that an admission ended early (paid, left, replaced), for grants that
+//!   outlive their check (gateway mode's tunnels) on every instance.
 
 pub mod admission;
 pub mod batch;
+pub mod ends;
 pub mod eta;
 pub mod hub;
 pub mod keys;

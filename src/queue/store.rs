@@ -165,7 +165,27 @@ impl QueueStore {
                 vec![int(user.get()), seq, Ended::Paid.reason().into()],
             )
             .await?;
+        if ended == 1 {
+            self.announce_end(line, user).await;
+        }
         Ok(ended == 1)
+    }
+
+    /// Tells every instance that `user`'s admission to `line` may have ended (see `ends`).
+    /// Best effort: the admission has ended whether or not the notice goes out, and a lost one
+    /// only leaves a tunnel open until its next recheck.
+    async fn announce_end(&self, line: LineId, user: UserId) {
+        let sent: Result<i64, _> = self
+            .client()
+            .with_options(&request_options())
+            .publish(
+                super::ends::channel(&self.prefix),
+                super::ends::notice(line.concert, user),
+            )
+            .await;
+        if let Err(e) = sent {
+            tracing::debug!(error = %e, "could not announce the end of an admission");
+        }
     }
 
     /// Admits one user immediately, outside the line (operators and tests). Returns the
@@ -193,6 +213,8 @@ impl QueueStore {
                 vec![int(user.get()), int(ttl_secs.saturating_mul(1000))],
             )
             .await?;
+        // A grant replaces whatever admission the user held: its tunnels must re-check.
+        self.announce_end(line, user).await;
         self.register_line(line).await?;
         Ok(granted)
     }
@@ -376,6 +398,9 @@ impl QueueStore {
                 vec![int(user.get()), int(seq)],
             )
             .await?;
+        if freed == 1 {
+            self.announce_end(line, user).await;
+        }
         Ok(freed == 1)
     }
 

@@ -57,6 +57,14 @@ pub fn pool(url: &str, size: usize) -> Result<Pool, Error> {
     builder(url, Duration::from_secs(2), Duration::from_secs(5), policy)?.build_pool(size)
 }
 
+/// A client that only listens on pub/sub channels (see `queue::ends`), not yet connected. It
+/// follows the queue store's topology (any node of a cluster hears every channel) and
+/// reconnects as quickly as the store's pool does.
+pub fn subscriber(url: &str) -> Result<fred::clients::SubscriberClient, Error> {
+    let policy = ReconnectPolicy::new_exponential(0, 50, 500, 2);
+    builder(url, Duration::from_secs(2), Duration::from_secs(5), policy)?.build_subscriber_client()
+}
+
 /// A plain client to one server (a sentinel, for the watchdog's questions).
 pub fn direct_client(server: &fred::types::config::Server) -> Result<Client, Error> {
     let url = format!("redis://{}:{}", server.host, server.port);

@@ -9,6 +9,6 @@ pub mod script;
 pub mod values;
 pub mod watch;
 
-pub use client::{Topology, lock_client, ping, request_options};
+pub use client::{Topology, lock_client, ping, request_options, subscriber};
 pub use script::Script;
 pub use values::{int, value_f64, value_str, value_u64};
