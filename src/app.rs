@@ -59,7 +59,7 @@ impl StartError {
     pub fn is_configuration(&self) -> bool {
         matches!(
             self,
-            StartError::Redis(_) | StartError::RedisUnreachable { .. }
+            StartError::Redis(_) | StartError::RedisUnreachable { .. } | StartError::Gateway(_)
         )
     }
 }
@@ -79,6 +79,22 @@ impl App {
     /// Connects to everything (lazily where a dependency may be down) and, with
     /// `AUTO_MIGRATE`, creates and migrates the database.
     pub async fn build(settings: Settings) -> Result<Arc<App>, StartError> {
+        // First: a gateway-mode setting that cannot work (an unreadable CA file, say) is the
+        // operator's to fix, and says so before anything is connected.
+        let gateway = match &settings.upstream {
+            None => None,
+            Some(u) => {
+                let gw = Gateway::new(u.clone(), settings.rate_limits.trusted_proxies.clone())
+                    .map_err(StartError::Gateway)?;
+                if u.identity_key.is_none() {
+                    tracing::warn!(
+                        "gateway mode without UPSTREAM_IDENTITY_KEY: the origin is not told who each admitted visitor is"
+                    );
+                }
+                tracing::info!(origin = %u.base, paths = ?u.paths, concert = %u.concert_id, "gateway mode");
+                Some(Arc::new(gw))
+            }
+        };
         let metrics = crate::metrics::handle();
         if settings.jwt_secret_is_default {
             tracing::warn!(
@@ -125,20 +141,6 @@ impl App {
         let board = Arc::new(SeatBoard::new(pool.clone(), seat_keys.clone()));
         let catalogue = Arc::new(Catalogue::new(db.clone()));
         let lifecycle = Arc::new(Lifecycle::default());
-        let gateway = match &settings.upstream {
-            None => None,
-            Some(u) => {
-                if u.identity_key.is_none() {
-                    tracing::warn!(
-                        "gateway mode without UPSTREAM_IDENTITY_KEY: the origin is not told who each admitted visitor is"
-                    );
-                }
-                tracing::info!(origin = %u.base, paths = ?u.paths, concert = %u.concert_id, "gateway mode");
-                let gw = Gateway::new(u.clone(), settings.rate_limits.trusted_proxies.clone())
-                    .map_err(StartError::Gateway)?;
-                Some(Arc::new(gw))
-            }
-        };
         let api = Arc::new(Api {
             gate: Gate::new(tokens.clone(), queue.clone(), settings.admin_token.clone()),
             tokens: tokens.clone(),

@@ -42,7 +42,7 @@ fn bad_configuration_exits_non_zero_with_one_line_naming_the_variable() {
         ("LISTEN_ADDR", "nowhere"),
         ("REDIS_URL", "http://x"),
         ("AUTO_MIGRATE", "perhaps"),
-        ("UPSTREAM_URL", "https://shop.example"),
+        ("UPSTREAM_URL", "ftp://shop.example"),
     ] {
         let out = bin().arg("serve").env(var, value).output().unwrap();
         assert_eq!(out.status.code(), Some(2), "{var}");
@@ -61,6 +61,26 @@ fn bad_configuration_exits_non_zero_with_one_line_naming_the_variable() {
         String::from_utf8(out.stderr)
             .unwrap()
             .contains("JWT_SECRET")
+    );
+    // Gateway mode's CA file is read before anything is connected.
+    let out = bin()
+        .arg("serve")
+        .env("JWT_SECRET", "test-secret-test-secret-test-secret!")
+        .env("UPSTREAM_URL", "https://127.0.0.1:9")
+        .env("UPSTREAM_CONCERT_ID", "1")
+        .env(
+            "UPSTREAM_IDENTITY_KEY",
+            "origin-shared-key-0123456789abcdef",
+        )
+        .env("UPSTREAM_CA_FILE", "/nonexistent/shop-ca.pem")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("UPSTREAM_CA_FILE /nonexistent/shop-ca.pem"),
+        "{err}"
     );
     let out = bin().arg("frobnicate").output().unwrap();
     assert_eq!(out.status.code(), Some(2));

@@ -1533,3 +1533,49 @@ async fn a_tunnel_closes_at_once_when_another_instance_ends_its_admission() {
     other.stop().await;
     app.stop().await;
 }
+
+#[tokio::test]
+async fn an_https_origin_is_reached_over_verified_tls() {
+    let page: &[u8] = b"<!doctype html><title>Secure shop</title><p>Seats, over TLS.</p>";
+    let nginx = Nginx::start_tls(&[("shop/index.html", page)]);
+    assert!(nginx.base().starts_with("https://127.0.0.1:"));
+    let ca = nginx.ca();
+    let app = gateway_app(&nginx.base(), &[("UPSTREAM_CA_FILE", ca.to_str().unwrap())]).await;
+    let (_, access) = admitted_user(&app).await;
+    // Several requests: the pooled TLS connection carries them one after another.
+    for _ in 0..3 {
+        let r = client()
+            .get(app.url("/shop/index.html"))
+            .bearer_auth(&access)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(r.bytes().await.unwrap(), page);
+    }
+
+    // A gateway that trusts only the public roots does not accept the shop's private CA: the
+    // visitor gets the 502 envelope (with Retry-After), never the page.
+    let before = app.metrics_text().await;
+    let untrusting = gateway_app(&nginx.base(), &[]).await;
+    let (_, access) = admitted_user(&untrusting).await;
+    let r = client()
+        .get(untrusting.url("/shop/index.html"))
+        .bearer_auth(&access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_GATEWAY);
+    assert!(r.headers().contains_key(RETRY_AFTER));
+    assert_eq!(error_code(r).await, "BAD_GATEWAY");
+    let failed = |t: &str| {
+        metric_sum(
+            t,
+            "queuegate_upstream_requests_total",
+            Some(("status", "tls_failed")),
+        )
+    };
+    assert!(failed(&untrusting.metrics_text().await) - failed(&before) >= 1.0);
+    untrusting.stop().await;
+    app.stop().await;
+}

@@ -323,7 +323,7 @@ impl From<QueueError> for ApiError {
 impl From<GatewayError> for ApiError {
     fn from(e: GatewayError) -> Self {
         match e {
-            GatewayError::Unreachable | GatewayError::BadAnswer => {
+            GatewayError::Unreachable | GatewayError::BadAnswer | GatewayError::UntrustedOrigin => {
                 ApiError::BadGateway(e.to_string())
             }
             GatewayError::TimedOut => ApiError::GatewayTimeout(e.to_string()),
@@ -458,6 +458,7 @@ mod tests {
             ),
             (GatewayError::Unreachable.into(), 502, "BAD_GATEWAY"),
             (GatewayError::BadAnswer.into(), 502, "BAD_GATEWAY"),
+            (GatewayError::UntrustedOrigin.into(), 502, "BAD_GATEWAY"),
             (GatewayError::TimedOut.into(), 504, "GATEWAY_TIMEOUT"),
             (GatewayError::ClientBody.into(), 400, "BAD_REQUEST"),
             (GatewayError::BadPath("x").into(), 400, "BAD_REQUEST"),

@@ -370,19 +370,35 @@ mod tests {
         assert_eq!(u.first_byte_timeout, Duration::from_millis(900));
         assert_eq!(u.tunnel_recheck, Duration::from_secs(60));
         assert!(!format!("{u:?}").contains("origin-shared-key"));
+        assert_eq!(u.ca_file, None);
+        let u = gateway(&[
+            ("UPSTREAM_URL", "HTTPS://shop.example:8443/"),
+            ("UPSTREAM_CA_FILE", "/etc/shop-ca.pem"),
+        ])
+        .unwrap()
+        .upstream
+        .unwrap();
+        assert_eq!(u.base, "https://shop.example:8443");
+        assert_eq!(
+            u.ca_file.as_deref(),
+            Some(std::path::Path::new("/etc/shop-ca.pem"))
+        );
     }
 
     #[test]
     fn bad_gateway_values_name_the_variable() {
-        let e = gateway(&[("UPSTREAM_URL", "https://shop.example")]).unwrap_err();
+        let e = gateway(&[
+            ("UPSTREAM_URL", "http://shop.example"),
+            ("UPSTREAM_CA_FILE", "/etc/shop-ca.pem"),
+        ])
+        .unwrap_err();
         assert_eq!(e.var, "UPSTREAM_URL");
-        assert!(
-            e.to_string().contains("https upstreams are not supported"),
-            "{e}"
-        );
+        assert!(e.to_string().contains("https://"), "{e}");
         for url in [
             "shop.example:80",
             "ftp://shop.example",
+            "https://",
+            "https://shop.example/base",
             "http://",
             "http://user:pw@shop.example",
             "http://shop.example/base",

@@ -36,8 +36,11 @@ pub fn is_own_path(path: &str) -> bool {
 /// Gateway mode (`UPSTREAM_URL` set): the origin behind the line and the paths the line guards.
 #[derive(Clone, Debug)]
 pub struct UpstreamSettings {
-    /// `http://host[:port]` of the origin, without a trailing slash (plain HTTP only).
+    /// `http://host[:port]` or `https://host[:port]` of the origin, without a trailing slash.
     pub base: String,
+    /// PEM file of the certificate authorities an https origin's certificate must chain to,
+    /// instead of the public (Mozilla) roots: for an origin with a private CA.
+    pub ca_file: Option<std::path::PathBuf>,
     /// Protected path prefixes, matched segment-wise: `/shop` guards `/shop` and `/shop/…`, not
     /// `/shopping`; `/` guards every path that is not queuegate's own.
     pub paths: Vec<String>,
@@ -92,8 +95,17 @@ pub(super) fn upstream(env: &Env<'_>) -> Result<Option<UpstreamSettings>, Config
         }
         None => None,
     };
+    let ca_file = env.raw("UPSTREAM_CA_FILE").map(std::path::PathBuf::from);
+    if ca_file.is_some() && !base.starts_with("https://") {
+        return Err(env.error(
+            "UPSTREAM_URL",
+            url,
+            "UPSTREAM_CA_FILE is set, so the origin is expected at https://",
+        ));
+    }
     Ok(Some(UpstreamSettings {
         base,
+        ca_file,
         paths,
         concert_id,
         connect_timeout: Duration::from_millis(env.int(
@@ -118,32 +130,29 @@ pub(super) fn upstream(env: &Env<'_>) -> Result<Option<UpstreamSettings>, Config
     }))
 }
 
-/// `http://host[:port][/]` → `http://host[:port]`. TLS to the origin is not spoken: queuegate
-/// sits next to the origin on a private network, and TLS is ended in front of queuegate.
+/// `http[s]://host[:port][/]` → `http[s]://host[:port]` (lower-case scheme).
 fn upstream_base(url: &str) -> Result<String, &'static str> {
+    const SHAPE: &str = "expected http://host:port or https://host:port";
     let lower = url.to_ascii_lowercase();
-    if lower.starts_with("https://") {
-        return Err(
-            "https upstreams are not supported: reach the origin over plain http:// on a private network (TLS ends in front of queuegate)",
-        );
-    }
-    if !lower.starts_with("http://") {
-        return Err("expected http://host:port");
-    }
-    let uri: hyper::Uri = url.parse().map_err(|_| "expected http://host:port")?;
-    let authority = uri.authority().ok_or("expected http://host:port")?;
+    let scheme = if lower.starts_with("https://") {
+        "https"
+    } else if lower.starts_with("http://") {
+        "http"
+    } else {
+        return Err(SHAPE);
+    };
+    let uri: hyper::Uri = url.parse().map_err(|_| SHAPE)?;
+    let authority = uri.authority().ok_or(SHAPE)?;
     if authority.as_str().contains('@') {
         return Err("credentials in the URL are not supported");
     }
     if authority.host().is_empty() {
-        return Err("expected http://host:port");
+        return Err(SHAPE);
     }
     if uri.path() != "/" || uri.query().is_some() || url.ends_with('?') {
-        return Err(
-            "expected http://host:port with no path or query (paths are forwarded as they are)",
-        );
+        return Err("expected no path or query after host:port (paths are forwarded as they are)");
     }
-    Ok(format!("http://{}", authority.as_str()))
+    Ok(format!("{scheme}://{}", authority.as_str()))
 }
 
 /// Comma-separated absolute path prefixes, each of plain segments (no `.`/`..`, no empty

@@ -269,6 +269,7 @@ mod tests {
     fn outgoing(headers: HeaderMap, peer_trusted: bool) -> Request<Upload> {
         let settings = crate::config::UpstreamSettings {
             base: "http://127.0.0.1:9".into(),
+            ca_file: None,
             paths: vec!["/shop".into()],
             concert_id: crate::domain::ConcertId::new(7).unwrap(),
             connect_timeout: std::time::Duration::from_secs(1),

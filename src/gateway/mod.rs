@@ -6,15 +6,16 @@
 //! the line never admits more than `max_active` at once, the origin never serves more admitted
 //! visitors than that.
 //!
-//! This room owns the *how* of forwarding: the origin's keep-alive connections (`pool`), their
-//! timeouts and metrics (`upstream`), what a forwarded request and response look like
-//! (`forward`), upgraded connections (`tunnel`), and the grant cookie, return paths and
-//! identity header (`grant`). *Whether* a request may pass is the API's gate
+//! This room owns the *how* of forwarding: the origin's keep-alive connections (`pool`) over
+//! TCP or TLS (`transport`), their timeouts and metrics (`upstream`), what a forwarded request
+//! and response look like (`forward`), upgraded connections (`tunnel`), and the grant cookie,
+//! return paths and identity header (`grant`). *Whether* a request may pass is the API's gate
 //! (`api::gate::Gate::gateway_grant`); the API's hook (`api::gateway`) puts the two together.
 
 pub mod forward;
 pub mod grant;
 pub mod pool;
+pub mod transport;
 pub mod tunnel;
 pub mod upstream;
 
@@ -37,6 +38,9 @@ pub enum GatewayError {
     /// The origin answered with something that is not HTTP, or closed the connection mid-way.
     #[error("the origin's answer was unusable")]
     BadAnswer,
+    /// The https origin's TLS handshake failed (its certificate did not verify, most often).
+    #[error("the origin's TLS handshake failed")]
+    UntrustedOrigin,
     /// The client's own request body broke off or was malformed (its fault, not the origin's).
     #[error("the request body could not be read")]
     ClientBody,

@@ -18,6 +18,7 @@
 //! The two bodies of an exchange live here too: `Upload`, the visitor's request body on its way
 //! out, and `Forwarded`, the origin's answer body on its way back.
 
+use super::transport::{OriginStream, Tls};
 use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1;
@@ -38,7 +39,7 @@ const IDLE_FOR: Duration = Duration::from_secs(30);
 /// Idle connections kept: enough for a busy instance's steady state.
 const MAX_IDLE: usize = 512;
 
-type Connection = http1::Connection<TokioIo<TcpStream>, Upload>;
+type Connection = http1::Connection<TokioIo<OriginStream>, Upload>;
 /// Boxed: hyper's connection state is hundreds of bytes, and a pooled connection changes hands
 /// several times per forward (out of the pool, into the answer's body, back into the pool).
 type Driver = Box<Connection>;
@@ -61,9 +62,14 @@ pub enum Failure {
     /// The TCP connect failed (refused, unreachable, no such host).
     #[error("connect: {0}")]
     Connect(std::io::Error),
-    /// The TCP connect took longer than the connect timeout.
+    /// The TCP connect (and, for an https origin, the TLS handshake) took longer than the
+    /// connect timeout.
     #[error("connect timed out")]
     ConnectTimedOut,
+    /// The TLS handshake failed: most often a certificate that does not verify (wrong name,
+    /// expired, an unknown CA).
+    #[error("TLS handshake: {0}")]
+    Tls(std::io::Error),
     /// The HTTP exchange failed: the origin closed, reset or answered with something not HTTP,
     /// or the request's own body failed.
     #[error(transparent)]
@@ -74,15 +80,18 @@ pub enum Failure {
 pub struct Pool {
     /// `host:port` to connect to.
     target: String,
+    /// For an https origin.
+    tls: Option<Tls>,
     connect_timeout: Duration,
     /// Newest at the back: taken from the back, aged out from the front.
     idle: Mutex<VecDeque<Idle>>,
 }
 
 impl Pool {
-    pub fn new(target: String, connect_timeout: Duration) -> Arc<Self> {
+    pub fn new(target: String, tls: Option<Tls>, connect_timeout: Duration) -> Arc<Self> {
         Arc::new(Pool {
             target,
+            tls,
             connect_timeout,
             idle: Mutex::new(VecDeque::new()),
         })
@@ -126,11 +135,9 @@ impl Pool {
     }
 
     async fn connect(&self) -> Result<Conn, Failure> {
-        let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(&self.target))
+        let stream = tokio::time::timeout(self.connect_timeout, self.open())
             .await
-            .map_err(|_| Failure::ConnectTimedOut)?
-            .map_err(Failure::Connect)?;
-        let _ = stream.set_nodelay(true);
+            .map_err(|_| Failure::ConnectTimedOut)??;
         let (sender, driver) = http1::Builder::new()
             .handshake(TokioIo::new(stream))
             .await
@@ -139,6 +146,18 @@ impl Pool {
             sender,
             driver: Box::new(driver),
         })
+    }
+
+    /// A TCP connection to the origin, with TLS on it for an https origin.
+    async fn open(&self) -> Result<OriginStream, Failure> {
+        let tcp = TcpStream::connect(&self.target)
+            .await
+            .map_err(Failure::Connect)?;
+        let _ = tcp.set_nodelay(true);
+        match &self.tls {
+            None => Ok(OriginStream::Plain(tcp)),
+            Some(tls) => tls.handshake(tcp).await.map_err(Failure::Tls),
+        }
     }
 
     /// One request on `conn`. On failure, the request comes back if it was never sent.

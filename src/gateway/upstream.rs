@@ -1,6 +1,8 @@
 //! The origin's client: pooled keep-alive connections (`pool`), bounded in time, counted in
 //! metrics.
 //!
+//! An `https://` origin is reached over TLS (`transport`), its certificate verified.
+//!
 //! Connections are reused across visitors — opening one per request would add a round trip and
 //! a TIME_WAIT socket to every page view. Two limits keep a sick origin from holding visitors:
 //! `UPSTREAM_CONNECT_TIMEOUT_MS` for the TCP connect, and `UPSTREAM_FIRST_BYTE_TIMEOUT_MS` from
@@ -9,6 +11,7 @@
 
 use super::GatewayError;
 use super::pool::{Failure, Forwarded, Pool, Upload};
+use super::transport::Tls;
 use crate::config::UpstreamSettings;
 use bytes::Bytes;
 use hyper::body::Incoming;
@@ -36,13 +39,17 @@ impl Upstream {
             .map_err(|e| format!("UPSTREAM_URL: {e}"))?;
         let authority = uri.authority().ok_or("UPSTREAM_URL has no host")?;
         let host = HeaderValue::from_str(authority.as_str()).map_err(|e| e.to_string())?;
+        let https = uri.scheme_str() == Some("https");
         // (`[::1]:80` names an IPv6 origin as the socket address parser expects.)
         let target = match authority.port_u16() {
             Some(_) => authority.as_str().to_owned(),
-            None => format!("{}:80", authority.as_str()),
+            None => format!("{}:{}", authority.as_str(), if https { 443 } else { 80 }),
         };
+        let tls = https
+            .then(|| Tls::new(authority.host(), settings.ca_file.as_deref()))
+            .transpose()?;
         Ok(Upstream {
-            pool: Pool::new(target, settings.connect_timeout),
+            pool: Pool::new(target, tls, settings.connect_timeout),
             host,
             first_byte: settings.first_byte_timeout,
             duration: metrics::histogram!("queuegate_upstream_duration_seconds"),
@@ -104,6 +111,7 @@ impl Upstream {
             Ok(r) => status_label(r.status().as_u16()),
             Err(GatewayError::TimedOut) => "timeout",
             Err(GatewayError::Unreachable) => "unreachable",
+            Err(GatewayError::UntrustedOrigin) => "tls_failed",
             Err(GatewayError::ClientBody) => "client_aborted",
             Err(
                 GatewayError::BadAnswer | GatewayError::BadPath(_) | GatewayError::TooManyTunnels,
@@ -125,6 +133,8 @@ fn classify(e: &Failure, client_failed: bool) -> GatewayError {
         Failure::ConnectTimedOut => GatewayError::TimedOut,
         Failure::Connect(io) if io.kind() == std::io::ErrorKind::TimedOut => GatewayError::TimedOut,
         Failure::Connect(_) => GatewayError::Unreachable,
+        Failure::Tls(io) if io.kind() == std::io::ErrorKind::TimedOut => GatewayError::TimedOut,
+        Failure::Tls(_) => GatewayError::UntrustedOrigin,
         Failure::Http(_) => GatewayError::BadAnswer,
     }
 }

@@ -274,6 +274,8 @@ pub struct Nginx {
     pub port: u16,
     dir: PathBuf,
     child: Option<Child>,
+    /// Serving https with a certificate for 127.0.0.1 from the test CA at `ca()`.
+    tls: bool,
 }
 
 fn nginx_binary() -> Option<PathBuf> {
@@ -303,6 +305,21 @@ fn ensure_nginx() -> PathBuf {
 impl Nginx {
     /// Starts nginx serving `files` (relative path → contents) on a free port.
     pub fn start(files: &[(&str, &[u8])]) -> Nginx {
+        Nginx::launch(files, false)
+    }
+
+    /// The same over https, with a certificate for `127.0.0.1` issued by a CA made for this
+    /// origin alone (its certificate at `ca()`), made with Debian's `openssl`.
+    pub fn start_tls(files: &[(&str, &[u8])]) -> Nginx {
+        Nginx::launch(files, true)
+    }
+
+    /// The test CA's certificate (PEM) of an https origin.
+    pub fn ca(&self) -> PathBuf {
+        self.dir.join("ca.pem")
+    }
+
+    fn launch(files: &[(&str, &[u8])], tls: bool) -> Nginx {
         let bin = ensure_nginx();
         let dir = std::env::temp_dir().join(format!("qg-nginx-{}", uuid::Uuid::new_v4().simple()));
         let www = dir.join("www");
@@ -312,9 +329,12 @@ impl Nginx {
             std::fs::create_dir_all(f.parent().unwrap()).unwrap();
             std::fs::write(f, contents).unwrap();
         }
+        if tls {
+            make_certificates(&dir);
+        }
         let port = super::common::servers::free_port();
         let conf = dir.join("nginx.conf");
-        std::fs::write(&conf, config(&dir, port)).unwrap();
+        std::fs::write(&conf, config(&dir, port, tls)).unwrap();
         let child = Command::new(bin)
             .arg("-p")
             .arg(&dir)
@@ -331,6 +351,7 @@ impl Nginx {
             port,
             dir,
             child: Some(child),
+            tls,
         };
         n.wait_ready(Duration::from_secs(10));
         n
@@ -355,7 +376,8 @@ impl Nginx {
     }
 
     pub fn base(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     /// Stops nginx by its PID and waits for it.
@@ -376,10 +398,90 @@ impl Drop for Nginx {
     }
 }
 
+/// A CA (`ca.pem`) and a server certificate for 127.0.0.1 it issued (`server.pem`,
+/// `server.key`) in `dir`, with `openssl`.
+fn make_certificates(dir: &Path) {
+    let ext = dir.join("server.ext");
+    std::fs::write(
+        &ext,
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let steps: [Vec<&str>; 3] = [
+        [
+            &["req", "-x509"][..],
+            &ec,
+            &["-keyout", "ca.key", "-out", "ca.pem", "-days", "2"],
+            &["-subj", "/CN=queuegate test CA"],
+            &["-addext", "basicConstraints=critical,CA:TRUE"],
+            &["-addext", "keyUsage=critical,keyCertSign,cRLSign"],
+        ]
+        .concat(),
+        [
+            &["req"][..],
+            &ec,
+            &[
+                "-keyout",
+                "server.key",
+                "-out",
+                "server.csr",
+                "-subj",
+                "/CN=127.0.0.1",
+            ],
+        ]
+        .concat(),
+        vec![
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "server.ext",
+        ],
+    ];
+    for args in steps {
+        let out = Command::new("openssl")
+            .args(&args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl (Debian's openssl package) makes the test certificates");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
 /// A single-process nginx (no master, no privilege drop: it runs as whoever started it) that
 /// keeps everything in `dir`.
-fn config(dir: &Path, port: u16) -> String {
+fn config(dir: &Path, port: u16, tls: bool) -> String {
     let d = dir.display();
+    let listen = if tls {
+        format!(
+            "listen 127.0.0.1:{port} ssl;
+        ssl_certificate {d}/server.pem;
+        ssl_certificate_key {d}/server.key;"
+        )
+    } else {
+        format!("listen 127.0.0.1:{port};")
+    };
     format!(
         "daemon off;
 master_process off;
@@ -400,7 +502,7 @@ http {{
     keepalive_timeout 75s;
     keepalive_requests 1000000;
     server {{
-        listen 127.0.0.1:{port};
+        {listen}
         root {d}/www;
         location / {{ }}
     }}

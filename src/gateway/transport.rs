@@ -1,0 +1,159 @@
+//! The origin's transport: plain TCP for an `http://` origin, TLS over it for `https://`.
+//!
+//! Most shops sit behind HTTPS, and a hosted one is reachable no other way, so the gateway
+//! speaks TLS to such an origin: rustls, verifying the certificate against Mozilla's roots
+//! (compiled in, so a slim image needs no system store) or, with `UPSTREAM_CA_FILE`, against a
+//! private CA only; the name checked is the host of `UPSTREAM_URL`, which is also the SNI sent.
+//! ALPN offers HTTP/1.1 alone, the one protocol the pool speaks.
+//!
+//! Both kinds are one `OriginStream`, so a pooled connection and a tunnel's connection are the
+//! same type whatever the origin's scheme.
+
+use std::io;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
+use tokio_rustls::rustls::{ClientConfig, RootCertStore};
+
+/// What an `https://` origin's connections are made with.
+pub struct Tls {
+    connector: TlsConnector,
+    /// The name the certificate must carry (a DNS name or an IP address), also sent as SNI.
+    name: ServerName<'static>,
+}
+
+impl Tls {
+    /// For the origin `host` (as in the URL; an IPv6 address in brackets), trusting `ca_file`'s
+    /// certificates if given, else the public roots. Fails on an unreadable or empty CA file.
+    pub fn new(host: &str, ca_file: Option<&Path>) -> Result<Tls, String> {
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let name = ServerName::try_from(host.to_owned())
+            .map_err(|e| format!("UPSTREAM_URL: {host} is not a name TLS can verify: {e}"))?;
+        let mut roots = RootCertStore::empty();
+        match ca_file {
+            None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+            Some(path) => {
+                let unreadable =
+                    |e: &dyn std::fmt::Display| format!("UPSTREAM_CA_FILE {}: {e}", path.display());
+                for cert in CertificateDer::pem_file_iter(path).map_err(|e| unreadable(&e))? {
+                    roots
+                        .add(cert.map_err(|e| unreadable(&e))?)
+                        .map_err(|e| unreadable(&e))?;
+                }
+                if roots.is_empty() {
+                    return Err(unreadable(&"holds no PEM certificate"));
+                }
+            }
+        }
+        let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+        let mut config = ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| format!("TLS: {e}"))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(Tls {
+            connector: TlsConnector::from(Arc::new(config)),
+            name,
+        })
+    }
+
+    /// The TLS handshake on a connected socket.
+    pub async fn handshake(&self, tcp: TcpStream) -> io::Result<OriginStream> {
+        let tls = self.connector.connect(self.name.clone(), tcp).await?;
+        Ok(OriginStream::Tls(Box::new(tls)))
+    }
+}
+
+/// A connection to the origin. (Boxed TLS: its state is kilobytes, a socket is a few words.)
+pub enum OriginStream {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for OriginStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            OriginStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            OriginStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for OriginStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            OriginStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            OriginStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            OriginStream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            OriginStream::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            OriginStream::Plain(s) => s.is_write_vectored(),
+            OriginStream::Tls(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            OriginStream::Plain(s) => Pin::new(s).poll_flush(cx),
+            OriginStream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            OriginStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            OriginStream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_ca_files_are_checked_up_front() {
+        assert!(Tls::new("shop.example", None).is_ok());
+        assert!(Tls::new("127.0.0.1", None).is_ok());
+        assert!(Tls::new("[::1]", None).is_ok());
+        let dir = std::env::temp_dir().join(format!("qg-ca-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let missing = dir.join("missing.pem");
+        let e = Tls::new("shop.example", Some(&missing)).err().unwrap();
+        assert!(e.starts_with("UPSTREAM_CA_FILE"), "{e}");
+        let empty = dir.join("empty.pem");
+        std::fs::write(&empty, "not a certificate\n").unwrap();
+        let e = Tls::new("shop.example", Some(&empty)).err().unwrap();
+        assert!(e.contains("holds no PEM certificate"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
