@@ -23,6 +23,10 @@ export const EXPECT = {
   statusOrGone: http.expectedStatuses(200, 410),
   /** POST /v1/reservations in a rush: 201 won, 409 SEAT_UNAVAILABLE lost (the script checks the code). */
   hold: http.expectedStatuses(201, 409),
+  /** DELETE /v1/queue: 204, also for a place already gone (idempotent). */
+  left: http.expectedStatuses(204),
+  /** Gateway mode: a protected path asked for without a grant by an API client: 403 NOT_ADMITTED. */
+  notAdmitted: http.expectedStatuses(403),
 };
 
 export function intEnv(name, dflt) {
@@ -235,4 +239,87 @@ export function summaryOutputs(data, text) {
   const out = { stdout: text };
   if (__ENV.SUMMARY_JSON) out[__ENV.SUMMARY_JSON] = JSON.stringify(data, null, 2);
   return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Gateway mode (proxy.js, tunnel.js): the line guarding an origin is the concert named by the
+// instance's UPSTREAM_CONCERT_ID, so these scripts do not create a concert: CONCERT_ID names it.
+
+/** CONCERT_ID, required: the UPSTREAM_CONCERT_ID of the gateway-mode instance under test. */
+export function gatewayConcertId() {
+  const id = intEnv('CONCERT_ID', 0);
+  if (!id) fail('CONCERT_ID is required: the UPSTREAM_CONCERT_ID of the gateway-mode instance at BASE_URL');
+  return id;
+}
+
+/** The ws:// (or wss://) URL of a path on BASE_URL. */
+export function wsUrl(path) {
+  return url(path).replace(/^http/, 'ws');
+}
+
+/**
+ * Setup of the gateway-mode scripts.
+ * 1. An unadmitted request for `path` (an API client: Accept: application/json, no token) must
+ *    get 403 NOT_ADMITTED naming `concertId`; anything else stops the run (gateway mode off, a
+ *    path outside UPSTREAM_PATHS, an unguarded origin, or CONCERT_ID not the gateway's line).
+ * 2. With SET_QUEUE=1 (the default) the line is opened so that `n` more visitors get in at once
+ *    (admit_per_tick 100000, tick_ms 100, max_active raised by `n` if needed); gatewayTeardown
+ *    puts the previous settings back. SET_QUEUE=0 leaves the line alone (visitors are let in at
+ *    its own pace, within ADMIT_TIMEOUT_S).
+ * 3. `n` users join the line and are polled until admitted.
+ * Returns { visitors: [{queue_token, access_token}] (the admitted ones), queueTokens (all),
+ * queueBefore (the settings to put back, or null) }.
+ */
+export function gatewayVisitors(concertId, path, n, prefix) {
+  const started = Date.now();
+  const res = http.get(url(path), params(null, `GET ${path} (not admitted)`,
+    { phase: 'setup', expect: EXPECT.notAdmitted, headers: { Accept: 'application/json' } }));
+  const refused = check(res, {
+    'not admitted: 403 NOT_ADMITTED': (r) => r.status === 403 && json(r, 'error.code') === 'NOT_ADMITTED',
+    'not admitted: names the line of CONCERT_ID': (r) => json(r, 'error.concert_id') === concertId,
+  });
+  if (!refused) {
+    const named = json(res, 'error.concert_id');
+    fail(`GET ${path} without a grant: expected 403 NOT_ADMITTED naming concert ${concertId}, got ${res.status} ` +
+      `${res.body ? String(res.body).slice(0, 200) : res.error}` +
+      (res.status === 403 && named !== undefined && named !== concertId ? ` (the gateway's line is concert ${named}: set CONCERT_ID=${named})` : '') +
+      (res.status === 404 ? ' (is BASE_URL a gateway-mode instance, and PROTECTED_PATH under its UPSTREAM_PATHS?)' : '') +
+      (res.status >= 200 && res.status < 300 ? ' (the path is NOT guarded: the origin answered a visitor without a grant)' : ''));
+  }
+
+  let queueBefore = null;
+  if (intEnv('SET_QUEUE', 1) !== 0) {
+    const q = getQueue(concertId);
+    queueBefore = { admit_per_tick: q.admit_per_tick, tick_ms: q.tick_ms, max_active: q.max_active };
+    setQueue(concertId, {
+      admit_per_tick: 100000,
+      tick_ms: 100,
+      max_active: Math.min(1000000, Math.max(q.max_active, (q.admitted || 0) + n)),
+    });
+  }
+  const queueTokens = joinAll(createUsers(n, prefix), concertId);
+  const access = waitAllAdmitted(queueTokens, intEnv('ADMIT_TIMEOUT_S', 120));
+  const visitors = [];
+  access.forEach((a, i) => { if (a) visitors.push({ queue_token: queueTokens[i], access_token: a }); });
+  console.log(`gateway setup: ${path} is guarded by concert ${concertId}; ${visitors.length}/${n} visitors admitted in ${((Date.now() - started) / 1000).toFixed(1)} s`);
+  if (visitors.length === 0) {
+    if (queueBefore) setQueue(concertId, queueBefore); // teardown does not run after a failed setup
+    fail(`no visitor was admitted within ADMIT_TIMEOUT_S (is the line of concert ${concertId} paused? SET_QUEUE=1 opens it)`);
+  }
+  if (visitors.length < n) console.warn(`only ${visitors.length} of ${n} visitors were admitted; the run uses those`);
+  return { visitors, queueTokens, queueBefore };
+}
+
+/** Teardown of the gateway-mode scripts: every visitor leaves the line (freeing its place
+ * among max_active) and the line's settings are put back when setup changed them. */
+export function gatewayTeardown(concertId, data) {
+  const res = batched(data.queueTokens.map((t) => ['DELETE', url('/v1/queue'), null,
+    teardownParams(t, 'DELETE /v1/queue', EXPECT.left)]));
+  const left = res.filter((r) => r.status === 204).length;
+  check(null, { 'teardown: every visitor left the line': () => left === res.length });
+  if (data.queueBefore) {
+    const put = http.put(url(`/v1/admin/concerts/${concertId}/queue`), JSON.stringify(data.queueBefore),
+      teardownParams(ADMIN_TOKEN, 'PUT /v1/admin/concerts/{id}/queue', EXPECT.ok));
+    check(put, { 'teardown: the line\'s settings put back': (r) => r.status === 200 });
+  }
 }
