@@ -1202,49 +1202,91 @@ struct UpgradeOrigin {
 }
 
 async fn upgrade_origin() -> UpgradeOrigin {
+    serve_upgrades(None).await
+}
+
+/// The same origin over https, with a certificate for 127.0.0.1 from the CA at the returned
+/// path (Debian's `openssl` makes both, as for the https nginx origin).
+async fn upgrade_origin_tls() -> (UpgradeOrigin, origins::Certificates) {
+    let certs = origins::Certificates::make();
+    let config = tokio_rustls::rustls::ServerConfig::builder_with_provider(Arc::new(
+        tokio_rustls::rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(certs.chain(), certs.key())
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    (serve_upgrades(Some(acceptor)).await, certs)
+}
+
+async fn serve_upgrades(tls: Option<tokio_rustls::TlsAcceptor>) -> UpgradeOrigin {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let base = format!("{scheme}://{}", listener.local_addr().unwrap());
     let heads = Arc::new(std::sync::Mutex::new(Vec::new()));
     let ended = Arc::new(tokio::sync::Semaphore::new(0));
     let (h, e) = (heads.clone(), ended.clone());
     tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            let (h, e) = (h.clone(), e.clone());
+        while let Ok((stream, _)) = listener.accept().await {
+            let (h, e, tls) = (h.clone(), e.clone(), tls.clone());
             tokio::spawn(async move {
-                let head = read_head(&mut stream).await;
-                let lower = head.to_ascii_lowercase();
-                h.lock().unwrap().push(head);
-                if !lower.contains("\r\nupgrade: websocket\r\n") {
-                    let _ = stream
-                        .write_all(b"HTTP/1.1 426 Upgrade Required\r\nupgrade: websocket\r\nconnection: upgrade, close\r\ncontent-length: 9\r\n\r\nwebsocket")
-                        .await;
-                    return;
-                }
-                stream
-                    .write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nx-origin: ws\r\n\r\n")
-                    .await
-                    .unwrap();
-                let mut buf = [0u8; 4096];
-                loop {
-                    match stream.read(&mut buf).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => {
-                            if stream.write_all(&buf[..n]).await.is_err() {
-                                break;
-                            }
+                match tls {
+                    None => answer_upgrade(stream, h, e).await,
+                    Some(acceptor) => {
+                        if let Ok(stream) = acceptor.accept(stream).await {
+                            answer_upgrade(stream, h, e).await;
                         }
                     }
                 }
-                e.add_permits(1);
             });
         }
     });
     UpgradeOrigin { base, heads, ended }
 }
 
+/// One connection of the upgrade origin: `101` and an echo for a WebSocket handshake, `426`
+/// for anything else.
+async fn answer_upgrade<S>(
+    mut stream: S,
+    heads: Arc<std::sync::Mutex<Vec<String>>>,
+    ended: Arc<tokio::sync::Semaphore>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let head = read_head(&mut stream).await;
+    let lower = head.to_ascii_lowercase();
+    heads.lock().unwrap().push(head);
+    if !lower.contains("\r\nupgrade: websocket\r\n") {
+        let _ = stream
+            .write_all(b"HTTP/1.1 426 Upgrade Required\r\nupgrade: websocket\r\nconnection: upgrade, close\r\ncontent-length: 9\r\n\r\nwebsocket")
+            .await;
+        let _ = stream.flush().await;
+        return;
+    }
+    stream
+        .write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nx-origin: ws\r\n\r\n")
+        .await
+        .unwrap();
+    stream.flush().await.unwrap();
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if stream.write_all(&buf[..n]).await.is_err() || stream.flush().await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    ended.add_permits(1);
+}
+
 /// Reads an HTTP head (up to and including the blank line) byte by byte, so nothing after it
 /// is consumed.
-async fn read_head(stream: &mut tokio::net::TcpStream) -> String {
+async fn read_head(stream: &mut (impl tokio::io::AsyncRead + Unpin)) -> String {
     let mut head = Vec::new();
     while !head.ends_with(b"\r\n\r\n") {
         let mut b = [0u8; 1];
@@ -1293,6 +1335,14 @@ async fn echo(s: &mut tokio::net::TcpStream, msg: &[u8]) -> Vec<u8> {
         .unwrap()
         .unwrap();
     back
+}
+
+/// Waits (up to 10 s) for the gateway to close a tunnel: the read ends cleanly, with nothing
+/// more from the origin.
+async fn assert_closed(ws: &mut tokio::net::TcpStream, why: &str) {
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(10), ws.read_to_end(&mut rest)).await;
+    assert!(matches!(closed, Ok(Ok(0))), "{why}: {closed:?}");
 }
 
 #[tokio::test]
@@ -1364,17 +1414,11 @@ async fn websockets_pass_for_admitted_visitors_and_close_when_the_grant_ends() {
         assert!(!seen.contains("qg_grant"), "{seen}");
     }
 
-    // Leaving ends the admission: both open tunnels are closed within a recheck, on both
-    // sides.
+    // Leaving ends the admission: both open tunnels are closed, on both sides.
     let r = app.leave(&queue_token).await;
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
     for ws in [&mut ws, &mut browser_ws] {
-        let mut rest = Vec::new();
-        let closed = tokio::time::timeout(Duration::from_secs(10), ws.read_to_end(&mut rest)).await;
-        assert!(
-            matches!(closed, Ok(Ok(0))),
-            "the tunnel stayed open: {closed:?}"
-        );
+        assert_closed(ws, "the tunnel stayed open").await;
         tokio::time::timeout(Duration::from_secs(10), origin.ended.acquire())
             .await
             .expect("the origin's side stayed open")
@@ -1456,12 +1500,7 @@ async fn a_tunnel_closes_when_its_admission_runs_out() {
     let mut ws = open_tunnel(&app, &format!("Authorization: Bearer {access}")).await;
     assert_eq!(echo(&mut ws, b"still here").await, b"still here");
     // Nobody revokes anything: the admission's end alone closes the tunnel.
-    let mut rest = Vec::new();
-    let closed = tokio::time::timeout(Duration::from_secs(10), ws.read_to_end(&mut rest)).await;
-    assert!(
-        matches!(closed, Ok(Ok(0))),
-        "the tunnel outlived its admission: {closed:?}"
-    );
+    assert_closed(&mut ws, "the tunnel outlived its admission").await;
     let text = app.metrics_text().await;
     let expired = |t: &str| {
         metric_sum(
@@ -1513,12 +1552,7 @@ async fn a_tunnel_closes_at_once_when_another_instance_ends_its_admission() {
     let line = other.line(concert1()).await;
     other.app.queue.grant(line, regular.id, 600).await.unwrap();
     for ws in [&mut leaver, &mut replaced] {
-        let mut rest = Vec::new();
-        let closed = tokio::time::timeout(Duration::from_secs(10), ws.read_to_end(&mut rest)).await;
-        assert!(
-            matches!(closed, Ok(Ok(0))),
-            "the tunnel waited for its recheck: {closed:?}"
-        );
+        assert_closed(ws, "the tunnel waited for its recheck").await;
     }
     assert_eq!(
         echo(&mut bystander, b"still open").await,
@@ -1577,5 +1611,27 @@ async fn an_https_origin_is_reached_over_verified_tls() {
     };
     assert!(failed(&untrusting.metrics_text().await) - failed(&before) >= 1.0);
     untrusting.stop().await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_websocket_tunnels_to_an_https_origin() {
+    let (origin, certs) = upgrade_origin_tls().await;
+    assert!(origin.base.starts_with("https://"));
+    let ca = certs.ca.to_str().unwrap().to_owned();
+    let app = gateway_app(&origin.base, &[("UPSTREAM_CA_FILE", ca.as_str())]).await;
+    let (_, access) = admitted_user(&app).await;
+    let mut ws = open_tunnel(&app, &format!("Authorization: Bearer {access}")).await;
+    assert_eq!(
+        echo(&mut ws, b"seat map over TLS").await,
+        b"seat map over TLS"
+    );
+    assert_eq!(origin.heads.lock().unwrap().len(), 1);
+    drop(ws);
+    tokio::time::timeout(Duration::from_secs(10), origin.ended.acquire())
+        .await
+        .expect("the origin's side closed with the visitor's")
+        .unwrap()
+        .forget();
     app.stop().await;
 }

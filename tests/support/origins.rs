@@ -398,6 +398,48 @@ impl Drop for Nginx {
     }
 }
 
+/// A test CA and a server certificate for 127.0.0.1 it issued, in a temporary directory of
+/// their own (removed on drop), for origins served over TLS.
+pub struct Certificates {
+    pub dir: PathBuf,
+    /// The CA's certificate (PEM): what `UPSTREAM_CA_FILE` names.
+    pub ca: PathBuf,
+}
+
+impl Certificates {
+    pub fn make() -> Certificates {
+        let dir = std::env::temp_dir().join(format!("qg-certs-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        make_certificates(&dir);
+        Certificates {
+            ca: dir.join("ca.pem"),
+            dir,
+        }
+    }
+
+    /// The server's certificate chain, for a rustls server.
+    pub fn chain(&self) -> Vec<tokio_rustls::rustls::pki_types::CertificateDer<'static>> {
+        use tokio_rustls::rustls::pki_types::pem::PemObject;
+        tokio_rustls::rustls::pki_types::CertificateDer::pem_file_iter(self.dir.join("server.pem"))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    }
+
+    /// The server's private key, for a rustls server.
+    pub fn key(&self) -> tokio_rustls::rustls::pki_types::PrivateKeyDer<'static> {
+        use tokio_rustls::rustls::pki_types::pem::PemObject;
+        tokio_rustls::rustls::pki_types::PrivateKeyDer::from_pem_file(self.dir.join("server.key"))
+            .unwrap()
+    }
+}
+
+impl Drop for Certificates {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 /// A CA (`ca.pem`) and a server certificate for 127.0.0.1 it issued (`server.pem`,
 /// `server.key`) in `dir`, with `openssl`.
 fn make_certificates(dir: &Path) {
