@@ -15,6 +15,8 @@
 # page and a gateway-mode instance on port+1 in front of it (same settings and BENCH_ENV as the
 # main gateway, its log beside the main one), and compares the two; nginx as a plain reverse
 # proxy on port+3, in front of the same origin, is measured beside them as a yardstick.
+# BENCH_ORIGIN_TLS=1 has the gateway-mode instance reach that origin over https (port+6, a CA
+# made for the run) while the direct and reference rounds stay on plain HTTP.
 #
 # `tunnel` (gateway mode's WebSockets, explicit only) starts a gateway-mode instance on port+5
 # whose origin is the load tool itself (a WebSocket echo on port+4).
@@ -94,11 +96,12 @@ bench_concert() {
     -d "{\"name\": \"$1\", \"schedules\": [{\"starts_at\": \"2031-06-01T19:30:00Z\", \"price\": 100}]}" |
     sed -E 's/.*"concert_id":([0-9]+).*/\1/'
 }
-# start_gateway_mode PORT ORIGIN PATHS CONCERT LOG: its PID in GATEWAY_MODE_PID, stopped with the rest.
+# start_gateway_mode PORT ORIGIN_URL PATHS CONCERT LOG [CA_FILE]: its PID in GATEWAY_MODE_PID,
+# stopped with the rest.
 start_gateway_mode() {
   # shellcheck disable=SC2086
   env LISTEN_ADDR="127.0.0.1:$1" REDIS_KEY_PREFIX="$prefix" AUTO_MIGRATE=false \
-    UPSTREAM_URL="http://$2" UPSTREAM_PATHS="$3" UPSTREAM_CONCERT_ID="$4" \
+    UPSTREAM_URL="$2" UPSTREAM_PATHS="$3" UPSTREAM_CONCERT_ID="$4" ${6:+UPSTREAM_CA_FILE="$6"} \
     UPSTREAM_IDENTITY_KEY="bench-identity-key-0123456789abcdef" ${BENCH_ENV:-} \
     "$gateway_bin" serve 2>"$5" &
   GATEWAY_MODE_PID=$!
@@ -127,20 +130,31 @@ start_proxy() {
     for i in $(seq 1 12); do echo "<p>Row $i of a small static shop page served by nginx.</p>"; done
     echo '</body></html>'
   } >"$proxy_tmp/www/shop/index.html"
-  bash scripts/origin-nginx.sh "$origin_port" "$proxy_tmp/www" "$proxy_tmp/nginx" &
+  # BENCH_ORIGIN_TLS=1: the gateway reaches the same nginx over https on port+6 (the load tool
+  # and the reference proxy still use its plain port), to measure what TLS to the origin costs.
+  local origin_url="http://127.0.0.1:$origin_port" tls_port=$((port + 6)) ca=""
+  if [ "${BENCH_ORIGIN_TLS:-0}" = 1 ]; then
+    ports_free "proxy (https origin)" "$tls_port" || return 1
+    ORIGIN_TLS_PORT=$tls_port bash scripts/origin-nginx.sh "$origin_port" "$proxy_tmp/www" "$proxy_tmp/nginx" &
+    origin_url="https://127.0.0.1:$tls_port" ca="$proxy_tmp/nginx/ca.pem"
+  else
+    bash scripts/origin-nginx.sh "$origin_port" "$proxy_tmp/www" "$proxy_tmp/nginx" &
+  fi
   origin_pid=$!
   proxy_pids+=("$origin_pid")
+  # (The gateway reads the origin's CA at start: the origin must be up, its CA written.)
+  [ -z "$ca" ] || wait_ports "$tls_port"
   bash scripts/origin-nginx.sh --proxy "$reference_port" "127.0.0.1:$origin_port" "$proxy_tmp/reference" &
   reference_pid=$!
   proxy_pids+=("$reference_pid")
   concert=$(bench_concert "proxy bench")
-  start_gateway_mode "$gw_port" "127.0.0.1:$origin_port" /shop "$concert" "$log_file.proxy"
+  start_gateway_mode "$gw_port" "$origin_url" /shop "$concert" "$log_file.proxy" "$ca"
   PROXY_GW_PID=$GATEWAY_MODE_PID
   PROXY_REFERENCE_PID=$reference_pid
   wait_ports "$gw_port" "$origin_port" "$reference_port"
   PROXY_ARGS=(--addr "127.0.0.1:$gw_port" --origin "127.0.0.1:$origin_port" --reference "127.0.0.1:$reference_port"
     --concert "$concert" --path /shop/index.html)
-  echo "# proxy: nginx pid $origin_pid on $origin_port, reference proxy (nginx) pid $reference_pid on $reference_port, gateway-mode pid $PROXY_GW_PID on $gw_port (log $log_file.proxy), concert $concert"
+  echo "# proxy: nginx pid $origin_pid on $origin_port (the gateway's origin: $origin_url), reference proxy (nginx) pid $reference_pid on $reference_port, gateway-mode pid $PROXY_GW_PID on $gw_port (log $log_file.proxy), concert $concert"
 }
 
 # `tunnel`: the load tool itself is the origin (a WebSocket echo on BENCH_PORT + 4), behind a
@@ -150,7 +164,7 @@ start_tunnel() {
   TUNNEL_ORIGIN="127.0.0.1:$((port + 4))"
   ports_free tunnel "$gw_port" "$((port + 4))" || return 1
   concert=$(bench_concert "tunnel bench")
-  start_gateway_mode "$gw_port" "$TUNNEL_ORIGIN" /live "$concert" "$log_file.tunnel"
+  start_gateway_mode "$gw_port" "http://$TUNNEL_ORIGIN" /live "$concert" "$log_file.tunnel"
   TUNNEL_PID=$GATEWAY_MODE_PID
   wait_ports "$gw_port"
   TUNNEL_ARGS=(--addr "127.0.0.1:$gw_port" --origin "$TUNNEL_ORIGIN" --concert "$concert" --path /live)

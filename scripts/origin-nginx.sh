@@ -13,7 +13,9 @@
 #
 # In static mode, ORIGIN_WS=HOST:PORT also passes /shop/live to that WebSocket server (the shop's
 # live socket, as a shop's nginx would in front of its app): the e2e's browser reaches it
-# through queuegate's tunnel.
+# through queuegate's tunnel. ORIGIN_TLS_PORT=PORT also serves the same site over https on that
+# port, with a certificate for 127.0.0.1 from a CA made here with openssl (STATE_DIR/ca.pem: give
+# it to the gateway as UPSTREAM_CA_FILE).
 #
 # Usage: scripts/origin-nginx.sh PORT ROOT STATE_DIR
 #        scripts/origin-nginx.sh --proxy PORT UPSTREAM STATE_DIR
@@ -69,8 +71,27 @@ worker_processes 1;"
             proxy_read_timeout 1h;
         }"
   fi
+  tls_listen=""
+  if [ -n "${ORIGIN_TLS_PORT:-}" ]; then
+    # A CA and a certificate for 127.0.0.1 it signs (ECDSA P-256, two days).
+    (
+      cd "$state"
+      ec=(-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes)
+      openssl req -x509 "${ec[@]}" -keyout ca.key -out ca.pem -days 2 -subj "/CN=origin test CA" \
+        -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign 2>/dev/null
+      openssl req "${ec[@]}" -keyout server.key -out server.csr -subj /CN=127.0.0.1 2>/dev/null
+      printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' >server.ext
+      openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem \
+        -days 2 -extfile server.ext 2>/dev/null
+    )
+    tls_listen="listen 127.0.0.1:$ORIGIN_TLS_PORT ssl;
+        ssl_certificate $state/server.pem;
+        ssl_certificate_key $state/server.key;
+        ssl_session_cache shared:tls:1m;"
+  fi
   site="server {
         listen 127.0.0.1:$port;
+        $tls_listen
         root $root;
         location / { }
         $live
