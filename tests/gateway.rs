@@ -7,7 +7,7 @@ mod common;
 mod origins;
 
 use bytes::Bytes;
-use common::servers::{Gateway, free_port};
+use common::servers::{Gateway, RedisServer, free_port};
 use common::{ADMIN_TOKEN, TestApp, User, error_code, metric_sum, spawn_with};
 use hmac::{Hmac, Mac};
 use http_body_util::{BodyExt, Empty, StreamBody};
@@ -1633,5 +1633,82 @@ async fn a_websocket_tunnels_to_an_https_origin() {
         .expect("the origin's side closed with the visitor's")
         .unwrap()
         .forget();
+    app.stop().await;
+}
+
+/// How many clients are subscribed to the admission-end notices of `prefix` on the Redis at
+/// `port` (`PUBSUB NUMSUB`).
+fn notice_subscribers(port: u16, prefix: &str) -> u64 {
+    let out = std::process::Command::new("redis-cli")
+        .args(["-p", &port.to_string(), "PUBSUB", "NUMSUB"])
+        .arg(queuegate::queue::ends::channel(prefix))
+        .output()
+        .expect("redis-cli");
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .nth(1)
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Waits (up to 15 s) until `n` clients listen for the notices.
+async fn wait_subscribers(port: u16, prefix: &str, n: u64) {
+    let started = Instant::now();
+    while notice_subscribers(port, prefix) != n {
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "{} notice subscribers, expected {n}",
+            notice_subscribers(port, prefix)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn notices_reach_tunnels_again_after_the_queue_redis_restarts() {
+    let origin = upgrade_origin().await;
+    let mut redis = RedisServer::start();
+    let url = redis.url();
+    let app = gateway_app(
+        &origin.base,
+        &[
+            ("REDIS_URL", url.as_str()),
+            ("UPSTREAM_TUNNEL_RECHECK_MS", "60000"),
+        ],
+    )
+    .await;
+    let db = app.database_url();
+    let prefix = app.app.settings.redis_key_prefix.clone();
+    let other = spawn_with(&[
+        ("DATABASE_URL", db.as_str()),
+        ("REDIS_KEY_PREFIX", prefix.as_str()),
+        ("REDIS_URL", url.as_str()),
+    ])
+    .await;
+    // Only the gateway-mode instance listens.
+    wait_subscribers(redis.port(), &prefix, 1).await;
+
+    // The queue store vanishes and comes back empty: the listener connects again and renews
+    // its subscription by itself.
+    redis.restart();
+    wait_subscribers(redis.port(), &prefix, 1).await;
+
+    let (visitor, access) = loop {
+        // (The instance's own connections come back on their reconnect schedule.)
+        let user = app.create_user("after the restart").await;
+        let line = app.line(concert1()).await;
+        if let Ok(access) = app.app.queue.grant(line, user.id, 600).await {
+            break (user, access);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let mut ws = open_tunnel(&app, &format!("Authorization: Bearer {access}")).await;
+    assert_eq!(echo(&mut ws, b"back again").await, b"back again");
+    // The other instance replaces the admission: with re-checks a minute apart, only the
+    // notice, heard on the renewed subscription, closes the tunnel in time.
+    let line = other.line(concert1()).await;
+    other.app.queue.grant(line, visitor.id, 600).await.unwrap();
+    assert_closed(&mut ws, "the renewed subscription heard nothing").await;
+    other.stop().await;
     app.stop().await;
 }
