@@ -8,12 +8,14 @@
 #      and not the primary's (each compared with an idle window of the same length);
 #   4. faults, each stopped by PID, and the alerts they must fire (in Prometheus and in
 #      Alertmanager): one lock master -> QueuegateRedlockMasterDown; a second one, with a small
-#      sale that must still pass -> QueuegateRedlockQuorumLost, QueuegateLockFallbackInUse; the
-#      primary for a moment (holds answer 5xx), after which `stack.sh up` restarts what is down;
+#      sale that must still pass -> QueuegateRedlockQuorumLost, QueuegateLockFallbackInUse; in
+#      gateway mode, an admitted visitor reaches the demo shop through gateway-shop, then the
+#      shop stops -> 502s and QueuegateOriginFailing; the primary for a moment (holds answer
+#      5xx), after which `stack.sh up` restarts what is down;
 #   5. every PromQL expression of grafana/dashboards/*.json sent to Prometheus: each must
 #      return data (panels that wait only for a metric still being added are listed apart);
 #   6. scripts/stack.sh down, and no process it started is left, no port open.
-# Prints each stage's time and a summary. Exit 0 only when every check passed. About 4 minutes
+# Prints each stage's time and a summary. Exit 0 only when every check passed. About 6 minutes
 # on 2 cores once the binaries are built (the alerts' `for:` durations are half of it).
 #
 # Environment: STACK_DIR (default ${XDG_RUNTIME_DIR:-/tmp}/queuegate-stack-test), the STACK_*
@@ -80,6 +82,7 @@ SAMPLER=""
 STARTED_SESSIONS=()
 cleanup() {
   [ -z "$SAMPLER" ] || kill "$SAMPLER" 2>/dev/null || true
+  [ -z "${SHOP_LOAD:-}" ] || kill "$SHOP_LOAD" 2>/dev/null || true
   if [ "${KEEP_STACK:-0}" != 1 ] && [ -d "$STACK_DIR/pids" ] && [ -z "${DOWN_DONE:-}" ]; then
     log "cleaning up: scripts/stack.sh down"
     bash scripts/stack.sh down || true
@@ -291,6 +294,30 @@ log "database-only holds counted: ${FALLBACKS:-?}"
 wait_alert QueuegateRedlockQuorumLost QueuegateLockFallbackInUse
 helper alerts --prom "$PROM" --alertmanager "http://$HOST:$P_AM" || true
 
+stage "gateway mode: a visitor reaches the shop; the shop stopped by PID: QueuegateOriginFailing"
+SHOP_PAGE="http://$HOST:${STACK_GATEWAY_SHOP_PORT:-18090}/shop/index.html"
+code=$(curl -s -o /dev/null -w '%{http_code}' -m 5 -H 'Accept: application/json' "$SHOP_PAGE")
+check "an API client without a grant gets 403 from gateway-shop (got $code)" [ "$code" = 403 ]
+# A visitor of the demo concert's line, admitted through gateway-shop's own API.
+visitor=$(helper listings --addr "$HOST:${STACK_GATEWAY_SHOP_PORT:-18090}" --concert "$concert" --requests 0 --connections 1)
+visitor_token=$(jq -r .access <<<"$visitor")
+page=$(curl -fsS -m 5 -H "Authorization: Bearer $visitor_token" "$SHOP_PAGE" || true)
+check "the admitted visitor gets the shop's page through the gateway" grep -q 'data-testid="shop-heading"' <<<"$page"
+FAULT_T0=$(now)
+stop_component shop
+# Visitors keep asking while the shop is down: each gets 502 with Retry-After, nobody passes.
+(while :; do
+  curl -s -o /dev/null -m 5 -H "Authorization: Bearer $visitor_token" "$SHOP_PAGE"
+  sleep 0.2
+done) &
+SHOP_LOAD=$!
+code=$(curl -s -o /dev/null -w '%{http_code}' -m 5 -H "Authorization: Bearer $visitor_token" "$SHOP_PAGE")
+check "with the shop down the visitor gets 502 (got $code)" [ "$code" = 502 ]
+wait_alert QueuegateOriginFailing
+kill "$SHOP_LOAD" 2>/dev/null || true
+wait "$SHOP_LOAD" 2>/dev/null || true
+SHOP_LOAD=""
+
 stage "primary database stopped for a moment: 503s and hold errors; then stack.sh up restarts what is down"
 stop_component mysql-primary
 ready_codes=""
@@ -310,7 +337,7 @@ check "holds answer 5xx while the primary is down (got $hold_codes)" grep -qE '^
 rt0=$(now)
 STACK_SKIP_BUILD=1 bash scripts/stack.sh up >"$STACK_DIR/restart.out" 2>&1 || { cat "$STACK_DIR/restart.out"; check "stack.sh up restarts the stopped components" false; }
 RESTART_SECS=$(elapsed "$rt0")
-log "stack.sh up brought back mysql-primary, redis-lock-1, redis-lock-2 in $RESTART_SECS s"
+log "stack.sh up brought back mysql-primary, redis-lock-1, redis-lock-2, shop in $RESTART_SECS s"
 check "gateways ready again after the restart" curl -fsS -m 5 -o /dev/null "http://$HOST:$P_NGINX/readyz"
 for f in "$STACK_DIR"/pids/*.pid; do
   read -r pid _ <"$f"

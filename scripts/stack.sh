@@ -17,6 +17,7 @@
 # data, logs, generated configs and one pid file per process. Ports (all on 127.0.0.1):
 #   STACK_NGINX_PORT=8088 (the front door)   STACK_PROMETHEUS_PORT=9090   STACK_ALERTMANAGER_PORT=9093
 #   STACK_GATEWAY1_PORT=18081  STACK_GATEWAY2_PORT=18082
+#   STACK_GATEWAY_SHOP_PORT=18090 (gateway mode)  STACK_SHOP_PORT=18091 (the shop behind it)
 #   STACK_MYSQL_PRIMARY_PORT=13306  STACK_MYSQL_REPLICA_PORT=13307
 #   STACK_REDIS_QUEUE_PORT=16379  STACK_REDIS_LOCK1_PORT=16380  STACK_REDIS_LOCK2_PORT=16381
 #   STACK_REDIS_LOCK3_PORT=16382
@@ -37,6 +38,8 @@ P_PROM=${STACK_PROMETHEUS_PORT:-9090}
 P_AM=${STACK_ALERTMANAGER_PORT:-9093}
 P_GW1=${STACK_GATEWAY1_PORT:-18081}
 P_GW2=${STACK_GATEWAY2_PORT:-18082}
+P_GWSHOP=${STACK_GATEWAY_SHOP_PORT:-18090}
+P_SHOP=${STACK_SHOP_PORT:-18091}
 P_PRIMARY=${STACK_MYSQL_PRIMARY_PORT:-13306}
 P_REPLICA=${STACK_MYSQL_REPLICA_PORT:-13307}
 P_RQ=${STACK_REDIS_QUEUE_PORT:-16379}
@@ -56,13 +59,14 @@ MARKER="$STACK_DIR/.queuegate-stack"
 
 # Start order; `down` stops in reverse.
 COMPONENTS=(mysql-primary mysql-replica redis-queue redis-lock-1 redis-lock-2 redis-lock-3
-  gateway-1 gateway-2 nginx alertmanager prometheus)
+  gateway-1 gateway-2 shop gateway-shop nginx alertmanager prometheus)
 
 port_of() {
   case $1 in
     mysql-primary) echo "$P_PRIMARY" ;; mysql-replica) echo "$P_REPLICA" ;;
     redis-queue) echo "$P_RQ" ;; redis-lock-1) echo "$P_RL1" ;; redis-lock-2) echo "$P_RL2" ;;
     redis-lock-3) echo "$P_RL3" ;; gateway-1) echo "$P_GW1" ;; gateway-2) echo "$P_GW2" ;;
+    shop) echo "$P_SHOP" ;; gateway-shop) echo "$P_GWSHOP" ;;
     nginx) echo "$P_NGINX" ;; alertmanager) echo "$P_AM" ;; prometheus) echo "$P_PROM" ;;
   esac
 }
@@ -72,6 +76,7 @@ SUBS=(
   --sub "mysql-primary:3306=$HOST:$P_PRIMARY" --sub "mysql-replica:3306=$HOST:$P_REPLICA"
   --sub "redis-queue:6379=$HOST:$P_RQ" --sub "redis-lock-1:6379=$HOST:$P_RL1"
   --sub "redis-lock-2:6379=$HOST:$P_RL2" --sub "redis-lock-3:6379=$HOST:$P_RL3"
+  --sub "shop:80=$HOST:$P_SHOP"
 )
 
 log() { printf '[stack] %s\n' "$*" >&2; }
@@ -251,7 +256,7 @@ targets_up() {
   local n
   n=$(curl -fsS -m 2 "http://$HOST:$P_PROM/api/v1/query" --data-urlencode 'query=sum(up{job="queuegate"})' |
     jq -r '.data.result[0].value[1] // 0')
-  [ "$n" = 2 ]
+  [ "$n" = 3 ]
 }
 
 cmd_up() {
@@ -361,6 +366,18 @@ cmd_up() {
   done
   for i in 1 2; do wait_for "gateway-$i /readyz" readyz_ok "$(port_of "gateway-$i")"; done
 
+  stage "gateway mode: the demo shop and the line in front of it"
+  # The shop: Debian's nginx serving e2e/origin-site (the compose 'shop' service's pages).
+  start shop /usr/sbin/nginx bash scripts/origin-nginx.sh "$P_SHOP" "$ROOT/e2e/origin-site" "$STACK_DIR/shop"
+  wait_for "shop" http_ok "http://$HOST:$P_SHOP/shop/index.html"
+  # Its line is the seeded demo concert's (compose: SHOP_CONCERT_ID, 1 on a fresh database).
+  local shop_concert
+  shop_concert=$(cat "$STACK_DIR/demo-concert-id" 2>/dev/null || true)
+  lines genv gateway_env gateway-shop "$P_GWSHOP"
+  start gateway-shop "$BIN_DIR/queuegate" env "${genv[@]}" \
+    "UPSTREAM_CONCERT_ID=${shop_concert:-1}" "$BIN_DIR/queuegate" serve
+  wait_for "gateway-shop /readyz" readyz_ok "$P_GWSHOP"
+
   stage "nginx, Alertmanager, Prometheus"
   mkdir -p "$STACK_DIR/nginx" "$STACK_DIR/prometheus/data" "$STACK_DIR/alertmanager/data"
   helper render deploy/nginx/nginx.conf "$STACK_DIR/nginx/nginx.conf" \
@@ -380,6 +397,7 @@ cmd_up() {
 
   helper render deploy/prometheus/prometheus.yml "$STACK_DIR/prometheus/prometheus.yml" \
     "gateway-1:8080" "$HOST:$P_GW1" 1 "gateway-2:8080" "$HOST:$P_GW2" 1 \
+    "gateway-shop:8080" "$HOST:$P_GWSHOP" 1 \
     "alertmanager:9093" "$HOST:$P_AM" 1 "localhost:9090" "$HOST:$P_PROM" 1
   # The rule file is copied unchanged, next to the config that names it.
   cp deploy/prometheus/alerts.yml "$STACK_DIR/prometheus/alerts.yml"
@@ -392,7 +410,7 @@ cmd_up() {
   wait_for "gateway through nginx" http_ok "http://$HOST:$P_NGINX/readyz"
   wait_for "alertmanager" http_ok "http://$HOST:$P_AM/-/ready"
   wait_for "prometheus" http_ok "http://$HOST:$P_PROM/-/ready"
-  wait_for "prometheus scraping both gateways" targets_up
+  wait_for "prometheus scraping the three gateways" targets_up
   stage_end
 
   local total
@@ -403,6 +421,7 @@ cmd_up() {
 queuegate stack is up in ${total} s (run dir $STACK_DIR)
   front door (nginx)   http://$HOST:$P_NGINX/          demo concert: http://$HOST:$P_NGINX/concerts/${concert:-1}
   gateways (direct)    http://$HOST:$P_GW1/  http://$HOST:$P_GW2/   (/metrics, /readyz)
+  gateway mode         http://$HOST:$P_GWSHOP/shop/   (the line in front of the demo shop on :$P_SHOP)
   Prometheus           http://$HOST:$P_PROM/          (alerts: http://$HOST:$P_PROM/alerts)
   Alertmanager         http://$HOST:$P_AM/
   MariaDB primary      mysql://queuegate:queuegate@$HOST:$P_PRIMARY/queuegate
