@@ -471,10 +471,10 @@ cmd_status() {
       grep -E '(Slave|Replica)_(IO|SQL)_Running:|Seconds_Behind_Master|Gtid_IO_Pos|Last_(IO|SQL)_Error:' |
       sed 's/^ */replica  /'
   fi
-  local i
-  for i in 1 2; do
-    if running "gateway-$i"; then
-      printf 'gateway-%s /readyz  %s\n' "$i" "$(curl -sS -m 2 "http://$HOST:$(port_of "gateway-$i")/readyz" 2>&1)"
+  local g
+  for g in gateway-1 gateway-2 gateway-shop; do
+    if running "$g"; then
+      printf '%s /readyz  %s\n' "$g" "$(curl -sS -m 2 "http://$HOST:$(port_of "$g")/readyz" 2>&1)"
     fi
   done
   if running prometheus; then
