@@ -1568,6 +1568,16 @@ async fn a_tunnel_closes_at_once_when_another_instance_ends_its_admission() {
     app.stop().await;
 }
 
+/// `GET path` on the gateway with an access token as bearer.
+async fn get_with_bearer(app: &TestApp, path: &str, access: &str) -> reqwest::Response {
+    client()
+        .get(app.url(path))
+        .bearer_auth(access)
+        .send()
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn an_https_origin_is_reached_over_verified_tls() {
     let page: &[u8] = b"<!doctype html><title>Secure shop</title><p>Seats, over TLS.</p>";
@@ -1578,12 +1588,7 @@ async fn an_https_origin_is_reached_over_verified_tls() {
     let (_, access) = admitted_user(&app).await;
     // Several requests: the pooled TLS connection carries them one after another.
     for _ in 0..3 {
-        let r = client()
-            .get(app.url("/shop/index.html"))
-            .bearer_auth(&access)
-            .send()
-            .await
-            .unwrap();
+        let r = get_with_bearer(&app, "/shop/index.html", &access).await;
         assert_eq!(r.status(), StatusCode::OK);
         assert_eq!(r.bytes().await.unwrap(), page);
     }
@@ -1593,12 +1598,7 @@ async fn an_https_origin_is_reached_over_verified_tls() {
     let before = app.metrics_text().await;
     let untrusting = gateway_app(&nginx.base(), &[]).await;
     let (_, access) = admitted_user(&untrusting).await;
-    let r = client()
-        .get(untrusting.url("/shop/index.html"))
-        .bearer_auth(&access)
-        .send()
-        .await
-        .unwrap();
+    let r = get_with_bearer(&untrusting, "/shop/index.html", &access).await;
     assert_eq!(r.status(), StatusCode::BAD_GATEWAY);
     assert!(r.headers().contains_key(RETRY_AFTER));
     assert_eq!(error_code(r).await, "BAD_GATEWAY");
