@@ -89,6 +89,21 @@ async fn every_dashboard_metric_is_exported_after_a_short_run() {
         StatusCode::NOT_FOUND,
         "forwarded, answered by the origin"
     );
+    // An operator's grant announces the end of the visitor's admission, which the gateway-mode
+    // instance hears once its subscription is up (granting again until it has).
+    let started = Instant::now();
+    while !app
+        .metrics_text()
+        .await
+        .contains("queuegate_admission_end_notices_total")
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no admission-end notice heard"
+        );
+        gateway.admit(&visitor, line.id).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     gateway.stop().await;
     // Wait for the revocation after payment to be counted.
     let started = Instant::now();
