@@ -8,6 +8,8 @@
 -- KEYS[6] stats     HASH concert figures
 -- ARGV[1] user id
 -- ARGV[2] access ttl (ms)
+-- ARGV[3] the channel admission ends are announced on, ARGV[4] the user's notice (queue::ends):
+--         the grant replaces whatever admission the user held, whose tunnels must re-check
 --
 -- Takes a fresh arrival number, so the grant is a new admission distinct from any earlier one;
 -- a waiting place of the user is given up. Counts towards `admitted_total` like a normal
@@ -31,4 +33,5 @@ end
 redis.call('ZADD', KEYS[1], ends, user)
 redis.call('HSET', KEYS[2], user, seq)
 redis.call('HINCRBY', KEYS[6], 'admitted_total', 1)
+redis.call('PUBLISH', ARGV[3], ARGV[4])
 return { seq, ends }

@@ -8,10 +8,12 @@
 -- KEYS[6] ended     HASH user -> "seq:reason" of the last admission that ended
 -- ARGV[1] user id
 -- ARGV[2] seq named by the queue token
+-- ARGV[3] the channel admission ends are announced on, ARGV[4] this leave's notice (queue::ends)
 --
 -- Invariant: only the place the token names is freed (a newer place of the same user is not).
 -- Leaving while admitted ends the admission, which revokes the access token at once.
--- Returns 1 if a place was freed, 0 if it was already gone.
+-- Returns 1 if a place was freed (and then announces it: tunnels of an admission re-check at
+-- once), 0 if it was already gone.
 local user, seq = ARGV[1], tonumber(ARGV[2])
 local freed = 0
 local score = redis.call('ZSCORE', KEYS[1], user)
@@ -29,5 +31,6 @@ if tonumber(redis.call('HGET', KEYS[4], user) or '-1') == seq then
 end
 if freed == 1 then
   redis.call('HINCRBY', KEYS[5], 'leaves_total', 1)
+  redis.call('PUBLISH', ARGV[3], ARGV[4])
 end
 return freed

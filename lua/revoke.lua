@@ -9,10 +9,12 @@
 -- ARGV[1] user id
 -- ARGV[2] seq of the place/admission to end, or '*' for whatever the user has
 -- ARGV[3] why it ends ('paid'), remembered so a refused token can say so
+-- ARGV[4] the channel admission ends are announced on, ARGV[5] this end's notice (queue::ends)
 --
 -- Invariant: only the named place is touched. A late retry of an old revocation finds a
 -- different seq (the user queued again) and leaves the new place alone.
--- Idempotent: revoking twice is the same as once. Returns 1 if an admission was ended.
+-- Idempotent: revoking twice is the same as once. Returns 1 if an admission was ended, and
+-- only then announces it (in the same atomic step, so no end goes unannounced).
 local user, seq = ARGV[1], ARGV[2]
 local ended = 0
 local current = redis.call('HGET', KEYS[2], user)
@@ -23,6 +25,7 @@ if current and (seq == '*' or current == seq) then
   redis.call('EXPIRE', KEYS[6], 172800)
   if ended == 1 then
     redis.call('HINCRBY', KEYS[5], 'revoked_total', 1)
+    redis.call('PUBLISH', ARGV[4], ARGV[5])
   end
 end
 local waiting = redis.call('ZSCORE', KEYS[3], user)

@@ -2,9 +2,10 @@
 //!
 //! A request is checked against the store when it arrives, so it needs no announcement. What
 //! does is a grant that outlives its check — gateway mode's tunnels (WebSockets), held open for
-//! minutes — on *any* instance, while the payment or the leave arrived at another. The store
-//! publishes a notice on the prefix's channel right after the script that ended the
-//! admission, and every instance that holds tunnels subscribes.
+//! minutes — on *any* instance, while the payment or the leave arrived at another. The script
+//! that ends the admission (`revoke.lua`, `leave.lua`, `grant.lua`) publishes a notice on the
+//! prefix's channel in the same atomic step (no extra round trip, no end left unannounced by a
+//! crash in between), and every instance that holds tunnels subscribes.
 //!
 //! A notice is a hint, never the truth: Redis pub/sub delivers at most once (nothing while a
 //! subscriber reconnects), and a notice names a user, not an admission. So a notice only makes

@@ -162,30 +162,22 @@ impl QueueStore {
                     &k.stats,
                     &k.ended,
                 ]),
-                vec![int(user.get()), seq, Ended::Paid.reason().into()],
+                [int(user.get()), seq, Ended::Paid.reason().into()]
+                    .into_iter()
+                    .chain(self.end_notice(line, user))
+                    .collect(),
             )
             .await?;
-        if ended == 1 {
-            self.announce_end(line, user).await;
-        }
         Ok(ended == 1)
     }
 
-    /// Tells every instance that `user`'s admission to `line` may have ended (see `ends`).
-    /// Best effort: the admission has ended whether or not the notice goes out, and a lost one
-    /// only leaves a tunnel open until its next recheck.
-    async fn announce_end(&self, line: LineId, user: UserId) {
-        let sent: Result<i64, _> = self
-            .client()
-            .with_options(&request_options())
-            .publish(
-                super::ends::channel(&self.prefix),
-                super::ends::notice(line.concert, user),
-            )
-            .await;
-        if let Err(e) = sent {
-            tracing::debug!(error = %e, "could not announce the end of an admission");
-        }
+    /// The channel and notice the scripts that end an admission publish (see `ends`), as their
+    /// last two arguments.
+    fn end_notice(&self, line: LineId, user: UserId) -> [Value; 2] {
+        [
+            super::ends::channel(&self.prefix).into(),
+            super::ends::notice(line.concert, user).into(),
+        ]
     }
 
     /// Admits one user immediately, outside the line (operators and tests). Returns the
@@ -210,11 +202,12 @@ impl QueueStore {
                     &k.seen,
                     &k.stats,
                 ]),
-                vec![int(user.get()), int(ttl_secs.saturating_mul(1000))],
+                [int(user.get()), int(ttl_secs.saturating_mul(1000))]
+                    .into_iter()
+                    .chain(self.end_notice(line, user))
+                    .collect(),
             )
             .await?;
-        // A grant replaces whatever admission the user held: its tunnels must re-check.
-        self.announce_end(line, user).await;
         self.register_line(line).await?;
         Ok(granted)
     }
@@ -395,12 +388,12 @@ impl QueueStore {
                     &k.stats,
                     &k.ended,
                 ]),
-                vec![int(user.get()), int(seq)],
+                [int(user.get()), int(seq)]
+                    .into_iter()
+                    .chain(self.end_notice(line, user))
+                    .collect(),
             )
             .await?;
-        if freed == 1 {
-            self.announce_end(line, user).await;
-        }
         Ok(freed == 1)
     }
 
