@@ -195,3 +195,181 @@ fn upstream_paths(raw: &str) -> Result<Vec<String>, String> {
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Settings;
+    use std::collections::HashMap;
+
+    fn settings(pairs: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Settings::from_lookup(|k| map.get(k).cloned())
+    }
+
+    const GATEWAY: &[(&str, &str)] = &[
+        ("UPSTREAM_URL", "http://127.0.0.1:8081"),
+        ("UPSTREAM_CONCERT_ID", "7"),
+    ];
+
+    fn gateway(extra: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        let mut pairs = GATEWAY.to_vec();
+        pairs.extend_from_slice(extra);
+        settings(&pairs)
+    }
+
+    #[test]
+    fn gateway_mode_is_off_by_default_and_reads_its_settings() {
+        assert!(settings(&[]).unwrap().upstream.is_none());
+        // Without UPSTREAM_URL the other UPSTREAM_* variables change nothing.
+        assert!(
+            settings(&[("UPSTREAM_PATHS", "/shop")])
+                .unwrap()
+                .upstream
+                .is_none()
+        );
+        let u = gateway(&[]).unwrap().upstream.unwrap();
+        assert_eq!(u.base, "http://127.0.0.1:8081");
+        assert_eq!(u.paths, vec!["/".to_string()]);
+        assert_eq!(u.concert_id.get(), 7);
+        assert_eq!(u.connect_timeout, Duration::from_millis(2000));
+        assert_eq!(u.first_byte_timeout, Duration::from_millis(30_000));
+        assert_eq!(u.tunnel_recheck, Duration::from_millis(1000));
+        assert!(u.identity_key.is_none());
+        let u = gateway(&[
+            ("UPSTREAM_URL", "http://origin.internal/"),
+            ("UPSTREAM_PATHS", "/shop/, /tickets ,/shop"),
+            ("UPSTREAM_CONNECT_TIMEOUT_MS", "150"),
+            ("UPSTREAM_FIRST_BYTE_TIMEOUT_MS", "900"),
+            ("UPSTREAM_TUNNEL_RECHECK_MS", "60000"),
+            (
+                "UPSTREAM_IDENTITY_KEY",
+                "origin-shared-key-0123456789abcdef",
+            ),
+        ])
+        .unwrap()
+        .upstream
+        .unwrap();
+        assert_eq!(u.base, "http://origin.internal");
+        assert_eq!(u.paths, vec!["/shop".to_string(), "/tickets".to_string()]);
+        assert_eq!(u.connect_timeout, Duration::from_millis(150));
+        assert_eq!(u.first_byte_timeout, Duration::from_millis(900));
+        assert_eq!(u.tunnel_recheck, Duration::from_secs(60));
+        assert!(!format!("{u:?}").contains("origin-shared-key"));
+        assert_eq!(u.ca_file, None);
+        let u = gateway(&[
+            ("UPSTREAM_URL", "HTTPS://shop.example:8443/"),
+            ("UPSTREAM_CA_FILE", "/etc/shop-ca.pem"),
+        ])
+        .unwrap()
+        .upstream
+        .unwrap();
+        assert_eq!(u.base, "https://shop.example:8443");
+        assert_eq!(
+            u.ca_file.as_deref(),
+            Some(std::path::Path::new("/etc/shop-ca.pem"))
+        );
+    }
+
+    #[test]
+    fn bad_gateway_values_name_the_variable() {
+        let e = gateway(&[
+            ("UPSTREAM_URL", "http://shop.example"),
+            ("UPSTREAM_CA_FILE", "/etc/shop-ca.pem"),
+        ])
+        .unwrap_err();
+        assert_eq!(e.var, "UPSTREAM_URL");
+        assert!(e.to_string().contains("https://"), "{e}");
+        for url in [
+            "shop.example:80",
+            "ftp://shop.example",
+            "https://",
+            "https://shop.example/base",
+            "http://",
+            "http://user:pw@shop.example",
+            "http://shop.example/base",
+            "http://shop.example/?x=1",
+        ] {
+            assert_eq!(
+                gateway(&[("UPSTREAM_URL", url)]).unwrap_err().var,
+                "UPSTREAM_URL",
+                "{url}"
+            );
+        }
+        let e = settings(&[("UPSTREAM_URL", "http://127.0.0.1:8081")]).unwrap_err();
+        assert_eq!(e.var, "UPSTREAM_CONCERT_ID");
+        for id in ["0", "abc", "-3", "1.5"] {
+            assert_eq!(
+                gateway(&[("UPSTREAM_CONCERT_ID", id)]).unwrap_err().var,
+                "UPSTREAM_CONCERT_ID"
+            );
+        }
+        for paths in [
+            "shop",
+            "/v1",
+            "/concerts/3",
+            "/assets",
+            "/docs/x",
+            "/shop/../v1",
+            "//shop",
+            "/shop//x",
+            "/sh op",
+            "/shop?x",
+            "/%2e%2e",
+            "/shop\\x",
+            " , ",
+        ] {
+            assert_eq!(
+                gateway(&[("UPSTREAM_PATHS", paths)]).unwrap_err().var,
+                "UPSTREAM_PATHS",
+                "{paths}"
+            );
+        }
+        assert_eq!(
+            gateway(&[("UPSTREAM_CONNECT_TIMEOUT_MS", "0")])
+                .unwrap_err()
+                .var,
+            "UPSTREAM_CONNECT_TIMEOUT_MS"
+        );
+        assert_eq!(
+            gateway(&[("UPSTREAM_FIRST_BYTE_TIMEOUT_MS", "soon")])
+                .unwrap_err()
+                .var,
+            "UPSTREAM_FIRST_BYTE_TIMEOUT_MS"
+        );
+        assert_eq!(
+            gateway(&[("UPSTREAM_TUNNEL_RECHECK_MS", "10")])
+                .unwrap_err()
+                .var,
+            "UPSTREAM_TUNNEL_RECHECK_MS",
+            "below 100 ms a tunnel would cost a check per tenth of a second"
+        );
+        let e = gateway(&[("UPSTREAM_IDENTITY_KEY", "short-key")]).unwrap_err();
+        assert_eq!(e.var, "UPSTREAM_IDENTITY_KEY");
+        assert!(!e.to_string().contains("short-key"));
+    }
+
+    #[test]
+    fn own_paths_are_recognised() {
+        // `//…` counts as our own too: such a path is never forwarded (and never becomes a
+        // return path that a browser would read as another host).
+        for p in [
+            "/",
+            "",
+            "/v1",
+            "/v1/queue",
+            "/concerts/1",
+            "/assets/app.js",
+            "/metrics",
+            "//evil.example/shop",
+        ] {
+            assert!(is_own_path(p), "{p}");
+        }
+        for p in ["/shop", "/shop/v1", "/v1x", "/concertsx/1"] {
+            assert!(!is_own_path(p), "{p}");
+        }
+    }
+}
