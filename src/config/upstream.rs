@@ -200,15 +200,7 @@ fn upstream_paths(raw: &str) -> Result<Vec<String>, String> {
 mod tests {
     use super::*;
     use crate::config::Settings;
-    use std::collections::HashMap;
-
-    fn settings(pairs: &[(&str, &str)]) -> Result<Settings, ConfigError> {
-        let map: HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        Settings::from_lookup(|k| map.get(k).cloned())
-    }
+    use crate::config::tests::settings;
 
     const GATEWAY: &[(&str, &str)] = &[
         ("UPSTREAM_URL", "http://127.0.0.1:8081"),
