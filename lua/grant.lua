@@ -9,7 +9,8 @@
 -- ARGV[1] user id
 -- ARGV[2] access ttl (ms)
 -- ARGV[3] the channel admission ends are announced on, ARGV[4] the user's notice (queue::ends):
---         the grant replaces whatever admission the user held, whose tunnels must re-check
+--         announced when the grant replaces an admission the user held (its tunnels must
+--         re-check, its remembered grants be forgotten); a first admission announces nothing
 --
 -- Takes a fresh arrival number, so the grant is a new admission distinct from any earlier one;
 -- a waiting place of the user is given up. Counts towards `admitted_total` like a normal
@@ -30,8 +31,11 @@ if waiting then
   redis.call('ZREM', KEYS[4], user)
   redis.call('HDEL', KEYS[5] .. string.format('%.0f', math.floor(w / 128)), string.format('%.0f', w % 128))
 end
+local replaced = redis.call('HGET', KEYS[2], user)
 redis.call('ZADD', KEYS[1], ends, user)
 redis.call('HSET', KEYS[2], user, seq)
 redis.call('HINCRBY', KEYS[6], 'admitted_total', 1)
-redis.call('PUBLISH', ARGV[3], ARGV[4])
+if replaced then
+  redis.call('PUBLISH', ARGV[3], ARGV[4])
+end
 return { seq, ends }

@@ -43,8 +43,10 @@ if [ "${1:-}" = proxy ]; then
     UPSTREAM_IDENTITY_KEY="bench-identity-key-0123456789abcdef")
   load_args+=(--origin "127.0.0.1:$origin_port" --concert 1 --path /shop/index.html)
 fi
-# Defaults as shipped (request log on, to a file), as in cpu-split.sh.
-env DATABASE_URL="mysql://root@127.0.0.1:3306/$db" LISTEN_ADDR=$QG_ADDR REDIS_KEY_PREFIX="qginstr$$" "${gateway_env[@]}" \
+# Defaults as shipped (request log on, to a file), as in cpu-split.sh; BENCH_ENV="KEY=value …"
+# changes them (e.g. BENCH_ENV="UPSTREAM_GRANT_CACHE_MS=0").
+# shellcheck disable=SC2086
+env DATABASE_URL="mysql://root@127.0.0.1:3306/$db" LISTEN_ADDR=$QG_ADDR REDIS_KEY_PREFIX="qginstr$$" "${gateway_env[@]}" ${BENCH_ENV:-} \
   valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$work/callgrind.out" \
   "$gateway_bin" serve 2>"$work/gateway.log" &
 gw=$!

@@ -16,8 +16,9 @@ for topology in cluster sentinel; do
   url_var="REDIS_URL_${topology^^}"
   log "queue tests on Redis ${topology}"
   QG_TEST_REDIS_URL="${!url_var}" cargo test --locked --test queue --test first_hour -- --test-threads=4
-  # Gateway mode's tunnels: the admission-end notices travel over this topology's pub/sub.
-  QG_TEST_REDIS_URL="${!url_var}" cargo test --locked --test gateway tunnel -- --test-threads=4
+  # Gateway mode's tunnels and remembered grants: the admission-end notices travel over this
+  # topology's pub/sub.
+  QG_TEST_REDIS_URL="${!url_var}" cargo test --locked --test gateway -- tunnel remembered --test-threads=4
 done
 
 log "failover tests (one at a time: each kills a master)"

@@ -199,6 +199,21 @@ async fn connect_redlock(settings: &Settings) -> Result<Redlock, StartError> {
     Ok(Redlock::new(masters, settings.lock_ttl))
 }
 
+/// Gateway mode hears the announced ends of admissions.
+struct GatewayHearer(Arc<crate::gateway::Gateway>);
+
+impl crate::queue::ends::Hearer for GatewayHearer {
+    fn ended(&self, concert: crate::domain::ConcertId, user: crate::domain::UserId) {
+        self.0.admission_ended(concert, user);
+    }
+    fn hearing(&self, on: bool) {
+        self.0.hearing_ends(on);
+    }
+    fn missed(&self) {
+        self.0.missed_ends();
+    }
+}
+
 /// Background work that runs beside the server; stopped together on shutdown.
 pub struct Background {
     stop: watch::Sender<bool>,
@@ -229,12 +244,13 @@ impl Background {
             ),
         ];
         if let Some(gw) = app.api.gateway.clone() {
-            // Tunnels close as soon as any instance ends their admission (`queue::ends`).
+            // Tunnels close, and remembered grants are forgotten, as soon as any instance ends
+            // their admission (`queue::ends`).
             let subscriber = crate::redis::subscriber(&app.settings.redis_url)?;
             tasks.push(tokio::spawn(crate::queue::ends::listen(
                 subscriber,
                 app.settings.redis_key_prefix.clone(),
-                move |concert, user| gw.admission_ended(concert, user),
+                GatewayHearer(gw),
                 stop_rx.clone(),
             )));
         }

@@ -1568,6 +1568,144 @@ async fn a_tunnel_closes_at_once_when_another_instance_ends_its_admission() {
     app.stop().await;
 }
 
+/// The gateway of a gateway-mode test app.
+fn gw(app: &TestApp) -> &queuegate::gateway::Gateway {
+    app.app.api.gateway.as_deref().expect("gateway mode is on")
+}
+
+/// Waits (up to 15 s) until the app hears admission-end notices, or stops hearing them.
+async fn wait_hearing(app: &TestApp, on: bool) {
+    let started = Instant::now();
+    while gw(app).confirmed().is_hearing() != on {
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "the gateway never got to hearing = {on}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Forwards with `access` until the answer is not `200`, for at most `limit`; that answer and
+/// how many were forwarded first.
+async fn forward_until_refused(app: &TestApp, access: &str, limit: Duration) -> (StatusCode, u32) {
+    let started = Instant::now();
+    let mut forwarded = 0;
+    loop {
+        let status = get_with_bearer(app, "/shop/echo", access).await.status();
+        if status != StatusCode::OK {
+            return (status, forwarded);
+        }
+        forwarded += 1;
+        assert!(
+            started.elapsed() < limit,
+            "still forwarded after {:?} ({forwarded} requests)",
+            started.elapsed()
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_remembered_grant_stops_at_once_when_another_instance_ends_the_admission() {
+    let origin = EchoOrigin::start().await;
+    // Grants are remembered for a minute: within the test's wait, only the announcement of the
+    // end can make the instance ask the store again.
+    let app = gateway_app(&origin.base(), &[("UPSTREAM_GRANT_CACHE_MS", "60000")]).await;
+    let db = app.database_url();
+    let prefix = app.app.settings.redis_key_prefix.clone();
+    let other = spawn_with(&[
+        ("DATABASE_URL", db.as_str()),
+        ("REDIS_KEY_PREFIX", prefix.as_str()),
+    ])
+    .await;
+    wait_hearing(&app, true).await;
+
+    let fan = app.create_user("leaver").await;
+    let joined = app.join_queue(&fan, concert1()).await;
+    let queue_token = joined["queue_token"].as_str().unwrap().to_owned();
+    let access = wait_admitted(&app, &queue_token).await;
+    let (regular, first_access) = admitted_user(&app).await;
+    let (bystander, bystander_access) = admitted_user(&app).await;
+    for a in [&access, &first_access, &bystander_access] {
+        let r = get_with_bearer(&app, "/shop/echo", a).await;
+        assert_eq!(r.status(), StatusCode::OK);
+    }
+    let now = Instant::now();
+    for u in [fan.id, regular.id, bystander.id] {
+        assert!(
+            gw(&app).confirmed().remembers(u, now),
+            "the store's answer is kept"
+        );
+    }
+
+    // One leaves through the other instance; an operator there replaces another's admission.
+    let r = other.leave(&queue_token).await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let line = other.line(concert1()).await;
+    other.app.queue.grant(line, regular.id, 600).await.unwrap();
+    for (a, who) in [
+        (&access, "the leaver"),
+        (&first_access, "the replaced admission"),
+    ] {
+        // (The announcement travels in about a millisecond; the bound is for a busy machine.)
+        let (status, _) = forward_until_refused(&app, a, Duration::from_secs(2)).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{who}");
+    }
+    let r = get_with_bearer(&app, "/shop/echo", &bystander_access).await;
+    assert_eq!(
+        r.status(),
+        StatusCode::OK,
+        "a bystander's grant is untouched"
+    );
+    assert!(gw(&app).confirmed().remembers(bystander.id, Instant::now()));
+    other.stop().await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn while_ends_cannot_be_heard_every_forward_asks_the_store() {
+    let origin = EchoOrigin::start().await;
+    let mut redis = RedisServer::start();
+    let url = redis.url();
+    let app = gateway_app(
+        &origin.base(),
+        &[
+            ("REDIS_URL", url.as_str()),
+            ("UPSTREAM_GRANT_CACHE_MS", "60000"),
+        ],
+    )
+    .await;
+    wait_hearing(&app, true).await;
+    let (visitor, access) = admitted_user(&app).await;
+    let r = get_with_bearer(&app, "/shop/echo", &access).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(gw(&app).confirmed().remembers(visitor.id, Instant::now()));
+
+    // The queue store vanishes: the listener's connection breaks, nothing remembered is
+    // trusted any more, and the store that cannot answer refuses (fail closed) — even though
+    // the grant was remembered for a minute.
+    redis.kill();
+    let (status, _) = forward_until_refused(&app, &access, Duration::from_secs(5)).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(!gw(&app).confirmed().is_hearing());
+    assert!(!gw(&app).confirmed().remembers(visitor.id, Instant::now()));
+
+    // Back (empty): once the subscription is renewed, answers are remembered again.
+    redis.restart();
+    wait_hearing(&app, true).await;
+    let (visitor, access) = loop {
+        let user = app.create_user("after the restart").await;
+        let line = app.line(concert1()).await;
+        if let Ok(access) = app.app.queue.grant(line, user.id, 600).await {
+            break (user, access);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let r = get_with_bearer(&app, "/shop/echo", &access).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(gw(&app).confirmed().remembers(visitor.id, Instant::now()));
+    app.stop().await;
+}
+
 /// `GET path` on the gateway with an access token as bearer.
 async fn get_with_bearer(app: &TestApp, path: &str, access: &str) -> reqwest::Response {
     client()

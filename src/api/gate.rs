@@ -8,11 +8,13 @@
 use super::error::ApiError;
 use crate::config::Secret;
 use crate::domain::{ConcertId, UserId};
+use crate::gateway::confirmed::{ConfirmedGrants, Lookup};
 use crate::http::Req;
 use crate::queue::model::{Access, Ended};
 use crate::queue::service::Queue;
 use crate::tokens::{AccessToken, QueueToken, StreamTicket, TokenKeys, UserToken};
 use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Where a gateway grant came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -135,8 +137,10 @@ impl Gate {
 
     /// Gateway mode: the grant a visitor presents for a protected path — an access token in
     /// `Authorization: Bearer` (API clients) or in the grant cookie `cookie` (browsers) — and
-    /// whether it admits to `concert` right now. Same two questions as the booking gate, so
-    /// paying, leaving or the admission's end stops forwarding at once.
+    /// whether it admits to `concert` right now. Same two questions as the booking gate, except
+    /// that a grant the store confirmed a moment ago is taken from `memory`, which forgets it
+    /// as soon as any instance announces its end (`gateway::confirmed`); so paying, leaving or
+    /// the admission's end still stops forwarding at once.
     ///
     /// A bearer token that is not one of our access tokens may be the origin's own credential:
     /// it is then left alone and the cookie decides. `Err` only when the queue store cannot
@@ -146,6 +150,7 @@ impl Gate {
         req: &Req,
         cookie: &str,
         concert: ConcertId,
+        memory: &ConfirmedGrants,
     ) -> Result<GatewayGrant, ApiError> {
         let from_bearer = req
             .bearer()
@@ -170,8 +175,21 @@ impl Gate {
                 source,
             ));
         }
+        let ticket = match memory.lookup(t.user_id, t.seq, Instant::now()) {
+            Lookup::Live => {
+                grant_answered_by("memory");
+                return Ok(GatewayGrant::Live(t, source));
+            }
+            Lookup::Ask(ticket) => ticket,
+        };
+        grant_answered_by("store");
         match self.queue.check_access(&t).await? {
-            Access::Live => Ok(GatewayGrant::Live(t, source)),
+            Access::Live => {
+                if let Some(ticket) = ticket {
+                    memory.confirmed(ticket, until_expiry(&t), Instant::now());
+                }
+                Ok(GatewayGrant::Live(t, source))
+            }
             Access::Ended(why) => Ok(GatewayGrant::Refused(revoked_because(why).into(), source)),
         }
     }
@@ -214,6 +232,20 @@ pub enum StreamOpener {
 }
 
 /// Says why an access token stopped working, and what the holder can do.
+/// `queuegate_gateway_grant_checks_total{answered_by}`: how many live-grant questions the
+/// memory answered, and how many went to the store.
+fn grant_answered_by(by: &'static str) {
+    crate::metrics::count_hot("queuegate_gateway_grant_checks_total", "answered_by", by);
+}
+
+/// Time left until the access token expires (its `exp` is never after the admission's end).
+fn until_expiry(t: &AccessToken) -> Duration {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    Duration::from_secs(t.exp).saturating_sub(now)
+}
+
 fn revoked_because(why: Ended) -> &'static str {
     match why {
         Ended::Paid => {

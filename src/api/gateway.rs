@@ -43,7 +43,7 @@ pub async fn forward(api: &Api, gw: &Gateway, req: &mut Req) -> Result<Resp, Api
     }
     let (token, source) = match api
         .gate
-        .gateway_grant(req, grant::COOKIE, gw.concert())
+        .gateway_grant(req, grant::COOKIE, gw.concert(), gw.confirmed())
         .await?
     {
         GatewayGrant::Live(t, source) => (t, source),

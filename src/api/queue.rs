@@ -365,7 +365,13 @@ pub async fn events(api: &Api, req: &mut Req) -> Result<Resp, ApiError> {
     ))]
 pub async fn leave(api: &Api, req: &mut Req) -> Result<Resp, ApiError> {
     let q = api.gate.queue(req)?;
-    api.queue.leave(&q).await?;
+    let left = api.queue.leave(&q).await;
+    // Gateway mode: this instance stops forwarding for the user before it answers (the others
+    // when they hear the announcement). Safe whether or not the leave went through.
+    if let Some(gw) = &api.gateway {
+        gw.admission_ended(q.concert_id, q.user_id);
+    }
+    left?;
     // Leaving ends the access: no seat stays blocked by someone who can no longer pay.
     api.reservations
         .release_unpaid(q.user_id, q.concert_id)

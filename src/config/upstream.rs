@@ -56,6 +56,9 @@ pub struct UpstreamSettings {
     /// close tunnels at once; this bounds how long one whose announcement was lost (the
     /// subscriber reconnecting, say) stays open.
     pub tunnel_recheck: Duration,
+    /// How long a grant the store confirmed live is trusted without asking again, while the
+    /// announcements of ends are heard (`gateway::confirmed`); zero asks on every request.
+    pub grant_cache: Duration,
 }
 
 /// Reads the `UPSTREAM_*` variables; all but `UPSTREAM_URL` are ignored while it is unset.
@@ -127,6 +130,7 @@ pub(super) fn upstream(env: &Env<'_>) -> Result<Option<UpstreamSettings>, Config
             100,
             600_000,
         )?),
+        grant_cache: Duration::from_millis(env.int("UPSTREAM_GRANT_CACHE_MS", 1000, 0, 60_000)?),
     }))
 }
 
@@ -230,6 +234,7 @@ mod tests {
         assert_eq!(u.connect_timeout, Duration::from_millis(2000));
         assert_eq!(u.first_byte_timeout, Duration::from_millis(30_000));
         assert_eq!(u.tunnel_recheck, Duration::from_millis(1000));
+        assert_eq!(u.grant_cache, Duration::from_millis(1000));
         assert!(u.identity_key.is_none());
         let u = gateway(&[
             ("UPSTREAM_URL", "http://origin.internal/"),
@@ -237,6 +242,7 @@ mod tests {
             ("UPSTREAM_CONNECT_TIMEOUT_MS", "150"),
             ("UPSTREAM_FIRST_BYTE_TIMEOUT_MS", "900"),
             ("UPSTREAM_TUNNEL_RECHECK_MS", "60000"),
+            ("UPSTREAM_GRANT_CACHE_MS", "0"),
             (
                 "UPSTREAM_IDENTITY_KEY",
                 "origin-shared-key-0123456789abcdef",
@@ -250,6 +256,7 @@ mod tests {
         assert_eq!(u.connect_timeout, Duration::from_millis(150));
         assert_eq!(u.first_byte_timeout, Duration::from_millis(900));
         assert_eq!(u.tunnel_recheck, Duration::from_secs(60));
+        assert_eq!(u.grant_cache, Duration::ZERO);
         assert!(!format!("{u:?}").contains("origin-shared-key"));
         assert_eq!(u.ca_file, None);
         let u = gateway(&[
@@ -338,6 +345,13 @@ mod tests {
                 .var,
             "UPSTREAM_TUNNEL_RECHECK_MS",
             "below 100 ms a tunnel would cost a check per tenth of a second"
+        );
+        assert_eq!(
+            gateway(&[("UPSTREAM_GRANT_CACHE_MS", "61000")])
+                .unwrap_err()
+                .var,
+            "UPSTREAM_GRANT_CACHE_MS",
+            "a grant trusted for over a minute would outlive a lost announcement too long"
         );
         let e = gateway(&[("UPSTREAM_IDENTITY_KEY", "short-key")]).unwrap_err();
         assert_eq!(e.var, "UPSTREAM_IDENTITY_KEY");

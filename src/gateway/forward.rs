@@ -276,6 +276,7 @@ mod tests {
             first_byte_timeout: std::time::Duration::from_secs(1),
             identity_key: None,
             tunnel_recheck: std::time::Duration::from_secs(1),
+            grant_cache: std::time::Duration::from_secs(1),
         };
         let upstream = Upstream::new(&settings).unwrap();
         let out = Outgoing {

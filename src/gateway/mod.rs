@@ -9,9 +9,11 @@
 //! This room owns the *how* of forwarding: the origin's keep-alive connections (`pool`) over
 //! TCP or TLS (`transport`), their timeouts and metrics (`upstream`), what a forwarded request
 //! and response look like (`forward`), upgraded connections (`tunnel`), and the grant cookie,
-//! return paths and identity header (`grant`). *Whether* a request may pass is the API's gate
+//! return paths and identity header (`grant`), and the grants confirmed a moment ago
+//! (`confirmed`). *Whether* a request may pass is the API's gate
 //! (`api::gate::Gate::gateway_grant`); the API's hook (`api::gateway`) puts the two together.
 
+pub mod confirmed;
 pub mod forward;
 pub mod grant;
 pub mod pool;
@@ -62,6 +64,8 @@ pub struct Gateway {
     identity: Option<grant::IdentitySigner>,
     /// Open tunnels per visitor.
     tunnels: std::sync::Arc<tunnel::Tunnels>,
+    /// Grants confirmed live a moment ago, forgotten when their end is announced.
+    confirmed: confirmed::ConfirmedGrants,
 }
 
 impl Gateway {
@@ -74,6 +78,7 @@ impl Gateway {
             .transpose()?;
         Ok(Gateway {
             tunnels: Default::default(),
+            confirmed: confirmed::ConfirmedGrants::new(settings.grant_cache),
             identity,
             settings,
             upstream,
@@ -166,12 +171,30 @@ impl Gateway {
         Ok(response)
     }
 
-    /// The queue store announced that `user`'s admission to `concert` may have ended: their
-    /// open tunnels check their grant now (see `queue::ends`).
+    /// The queue store announced that `user`'s admission to `concert` may have ended (or this
+    /// instance ended it): their grant is asked about again, and their open tunnels check it
+    /// now (see `queue::ends`).
     pub fn admission_ended(&self, concert: ConcertId, user: crate::domain::UserId) {
         if concert == self.concert() {
+            self.confirmed.forget(user);
             self.tunnels.nudge(user);
         }
+    }
+
+    /// Whether the announcements of ends can be heard now (the subscription is up). While they
+    /// cannot, every forward asks the store.
+    pub fn hearing_ends(&self, on: bool) {
+        self.confirmed.hearing(on);
+    }
+
+    /// Some announcements were skipped (the listener fell behind): trust nothing remembered.
+    pub fn missed_ends(&self) {
+        self.confirmed.forget_all();
+    }
+
+    /// The grants confirmed a moment ago (see `confirmed`).
+    pub fn confirmed(&self) -> &confirmed::ConfirmedGrants {
+        &self.confirmed
     }
 }
 

@@ -1,17 +1,20 @@
 //! Announcements that an admission ended early: paid, left, or replaced by a newer one.
 //!
-//! A request is checked against the store when it arrives, so it needs no announcement. What
-//! does is a grant that outlives its check — gateway mode's tunnels (WebSockets), held open for
-//! minutes — on *any* instance, while the payment or the leave arrived at another. The script
-//! that ends the admission (`revoke.lua`, `leave.lua`, `grant.lua`) publishes a notice on the
-//! prefix's channel in the same atomic step (no extra round trip, no end left unannounced by a
-//! crash in between), and every instance that holds tunnels subscribes.
+//! Two things in gateway mode outlive the store check that let them through, on *any*
+//! instance, while the payment or the leave may arrive at another: tunnels (WebSockets), held
+//! open for minutes, and the grants an instance remembers for a moment so that a visitor's
+//! burst of requests costs one check (`gateway::confirmed`). The script that ends the
+//! admission (`revoke.lua`, `leave.lua`, `grant.lua`) publishes a notice on the prefix's channel
+//! in the same atomic step (no extra round trip, no end left unannounced by a crash in
+//! between), and every gateway-mode instance subscribes.
 //!
-//! A notice is a hint, never the truth: Redis pub/sub delivers at most once (nothing while a
-//! subscriber reconnects), and a notice names a user, not an admission. So a notice only makes
-//! a tunnel check its grant at once; the store's answer decides, and the periodic recheck still
-//! catches what a lost notice would have. Natural expiry needs no notice: a tunnel knows when
-//! its admission runs out.
+//! A notice is a hint, never the truth: it names a user, not an admission, so it makes a tunnel
+//! check its grant at once and the memory forget the user's grant; the store's answer decides.
+//! Redis pub/sub delivers at most once, and nothing while a subscriber reconnects, so the
+//! listener tells its hearer whenever notices may have gone unheard (`Hearer::hearing`,
+//! `Hearer::missed`); the memory then trusts nothing it holds, and the tunnels' periodic
+//! recheck catches the rest. Natural expiry needs no notice: both know when an admission runs
+//! out.
 
 use crate::domain::{ConcertId, UserId};
 use fred::clients::SubscriberClient;
@@ -19,7 +22,6 @@ use fred::interfaces::{ClientLike, EventInterface, PubsubInterface};
 use std::time::Duration;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
 /// The channel notices of one key prefix travel on (one per deployment, not per line: an
 /// instance listens once whatever lines it guards).
@@ -41,62 +43,111 @@ pub fn parse(notice: &str) -> Option<(ConcertId, UserId)> {
     ))
 }
 
-/// Listens for notices until `stop` says so, handing each to `ended`. The subscription is
-/// renewed after every reconnect (notices sent in between are lost; see the module's doc).
+/// What an instance does with what it hears on the channel.
+pub trait Hearer: Send + 'static {
+    /// `user`'s admission to `concert` may have ended.
+    fn ended(&self, concert: ConcertId, user: UserId);
+    /// Whether notices can be heard now: `false` from the first sign that the subscription
+    /// broke, `true` once it is (re)confirmed. Notices sent in between are lost.
+    fn hearing(&self, on: bool);
+    /// Notices were skipped although the subscription held (the listener fell behind).
+    fn missed(&self);
+}
+
+/// Listens for notices until `stop` says so, handing each to `hearer`. The subscription is
+/// renewed after every reconnect, and the hearer is told when notices could not be heard (see
+/// the module's doc).
 pub async fn listen(
     subscriber: SubscriberClient,
     prefix: String,
-    ended: impl Fn(ConcertId, UserId) + Send + 'static,
+    hearer: impl Hearer,
     mut stop: watch::Receiver<bool>,
 ) {
     let channel = channel(&prefix);
     let mut messages = subscriber.message_rx();
+    let mut errors = subscriber.error_rx();
+    let mut reconnects = subscriber.reconnect_rx();
     let _connection = subscriber.connect();
-    let renewals = subscriber.manage_subscriptions();
-    // The client renews only the subscriptions that succeeded, so the first one is retried
-    // until it does (Redis may be down when the instance starts).
+    if !subscribe(&subscriber, &channel, &mut stop).await {
+        return close(subscriber).await;
+    }
+    hearer.hearing(true);
+    loop {
+        // A broken connection shows as an error, then (once back) as a reconnect; either way
+        // the subscription is confirmed again before notices count as heard.
+        let renew = tokio::select! {
+            message = messages.recv() => match message {
+                Ok(m) => {
+                    match m.value.as_str().as_deref().and_then(parse) {
+                        Some((concert, user)) => {
+                            metrics::counter!("queuegate_admission_end_notices_total").increment(1);
+                            hearer.ended(concert, user);
+                        }
+                        None => tracing::debug!("ignored a malformed admission-end notice"),
+                    }
+                    false
+                }
+                Err(RecvError::Lagged(n)) => {
+                    tracing::warn!(skipped = n, "admission-end notices arrived faster than handled");
+                    hearer.missed();
+                    false
+                }
+                Err(RecvError::Closed) => break,
+            },
+            error = errors.recv() => match error {
+                Err(RecvError::Closed) => break,
+                Ok((e, _)) => {
+                    tracing::warn!(error = %e, "admission-end notices may be missed until the subscription is renewed");
+                    true
+                }
+                Err(RecvError::Lagged(_)) => true,
+            },
+            reconnect = reconnects.recv() => match reconnect {
+                Err(RecvError::Closed) => break,
+                Ok(_) | Err(RecvError::Lagged(_)) => true,
+            },
+            _ = stop.changed() => break,
+        };
+        if renew {
+            hearer.hearing(false);
+            if !subscribe(&subscriber, &channel, &mut stop).await {
+                break;
+            }
+            hearer.hearing(true);
+        }
+    }
+    close(subscriber).await;
+}
+
+/// Subscribes to `channel`, retrying until it succeeds (Redis may be down when the instance
+/// starts, or coming back); `false` if told to stop first. Subscribing again to a channel
+/// already subscribed changes nothing, so this also confirms a subscription.
+async fn subscribe(
+    subscriber: &SubscriberClient,
+    channel: &str,
+    stop: &mut watch::Receiver<bool>,
+) -> bool {
     loop {
         tokio::select! {
-            subscribed = subscriber.subscribe(channel.as_str()) => match subscribed {
-                Ok(()) => break,
+            subscribed = subscriber.subscribe(channel) => match subscribed {
+                Ok(()) => return true,
                 Err(e) => {
                     tracing::warn!(error = %e, "could not subscribe to admission-end notices yet");
                     tokio::select! {
                         _ = tokio::time::sleep(RETRY) => {}
-                        _ = stop.changed() => return close(subscriber, renewals).await,
+                        _ = stop.changed() => return false,
                     }
                 }
             },
-            _ = stop.changed() => return close(subscriber, renewals).await,
+            _ = stop.changed() => return false,
         }
     }
-    loop {
-        tokio::select! {
-            message = messages.recv() => match message {
-                Ok(m) => match m.value.as_str().as_deref().and_then(parse) {
-                    Some((concert, user)) => {
-                        metrics::counter!("queuegate_admission_end_notices_total").increment(1);
-                        ended(concert, user);
-                    }
-                    None => tracing::debug!("ignored a malformed admission-end notice"),
-                },
-                Err(RecvError::Lagged(n)) => {
-                    // The periodic recheck covers the notices skipped.
-                    tracing::warn!(skipped = n, "admission-end notices arrived faster than handled");
-                }
-                Err(RecvError::Closed) => break,
-            },
-            _ = stop.changed() => break,
-        }
-    }
-    close(subscriber, renewals).await;
 }
 
 /// How long a failed first subscription waits before it is tried again.
 const RETRY: Duration = Duration::from_secs(1);
 
-async fn close(subscriber: SubscriberClient, renewals: JoinHandle<()>) {
-    renewals.abort();
+async fn close(subscriber: SubscriberClient) {
     let _ = subscriber.quit().await;
 }
 
