@@ -303,6 +303,22 @@ visitor=$(helper listings --addr "$HOST:${STACK_GATEWAY_SHOP_PORT:-18090}" --con
 visitor_token=$(jq -r .access <<<"$visitor")
 page=$(curl -fsS -m 5 -H "Authorization: Bearer $visitor_token" "$SHOP_PAGE" || true)
 check "the admitted visitor gets the shop's page through the gateway" grep -q 'data-testid="shop-heading"' <<<"$page"
+# Another visitor, whose grant gateway-shop now remembers, leaves through the main gateways
+# (another process): the announcement makes gateway-shop refuse the very next requests.
+leaver=$(helper listings --addr "$HOST:${STACK_GATEWAY_SHOP_PORT:-18090}" --concert "$concert" --requests 0 --connections 1)
+leaver_token=$(jq -r .access <<<"$leaver")
+code=$(curl -s -o /dev/null -w '%{http_code}' -m 5 -H "Authorization: Bearer $leaver_token" "$SHOP_PAGE")
+check "a second admitted visitor gets the shop's page (got $code)" [ "$code" = 200 ]
+code=$(curl -s -o /dev/null -w '%{http_code}' -m 5 -X DELETE -H "Authorization: Bearer $(jq -r .queue_token <<<"$leaver")" "http://$HOST:$P_NGINX/v1/queue")
+check "the visitor leaves through the main gateways (got $code)" [ "$code" = 204 ]
+lt0=$(date +%s%N)
+code=200
+while [ "$code" = 200 ] && [ $(( ($(date +%s%N) - lt0) / 1000000 )) -lt 2000 ]; do
+  code=$(curl -s -o /dev/null -w '%{http_code}' -m 5 -H "Authorization: Bearer $leaver_token" "$SHOP_PAGE")
+done
+left_ms=$(( ($(date +%s%N) - lt0) / 1000000 ))
+log "gateway-shop refused the leaver's grant $left_ms ms after the leave answered (code $code)"
+check "gateway-shop stops forwarding for the leaver at once (got $code after $left_ms ms)" [ "$code" = 403 ]
 FAULT_T0=$(now)
 stop_component shop
 # Visitors keep asking while the shop is down: each gets 502 with Retry-After, nobody passes.

@@ -300,7 +300,7 @@ class Client:
 
 
 def listing_setup(addr, concert):
-    """One fan, admitted to the concert: (access token, schedule ids)."""
+    """One fan, admitted to the concert: (access token, schedule ids, queue token)."""
     c = Client(addr)
     s, u = c.call("POST", "/v1/users", body={"name": "listings reader"})
     if s != 201:
@@ -320,25 +320,26 @@ def listing_setup(addr, concert):
     s, sch = c.call("GET", f"/v1/concerts/{concert}/schedules", token=access)
     if s != 200 or not sch.get("schedules"):
         die(f"schedules: {s} {sch}", 1)
-    return access, [x["schedule_id"] for x in sch["schedules"]]
+    return access, [x["schedule_id"] for x in sch["schedules"]], q["queue_token"]
 
 
 def cmd_listings(args):
     """Seat-map reads only. With --requests 0: set up (create a fan, get admitted) and print
-    {"access", "schedules"} as JSON; pass that to --skip-setup to read without any setup
-    traffic in the measured window."""
+    {"access", "schedules", "queue_token"} as JSON; pass that to --skip-setup to read without
+    any setup traffic in the measured window."""
     addr = option(args, "--addr", "127.0.0.1:8088")
     requests = int(option(args, "--requests", "2000"))
     connections = int(option(args, "--connections", "8"))
     prepared = option(args, "--skip-setup")
+    queue_token = None
     if prepared:
         p = json.loads(prepared)
         access, schedules = p["access"], p["schedules"]
     else:
         concert = int(option(args, "--concert") or die("--concert is required"))
-        access, schedules = listing_setup(addr, concert)
+        access, schedules, queue_token = listing_setup(addr, concert)
     if requests == 0:
-        print(json.dumps({"access": access, "schedules": schedules}))
+        print(json.dumps({"access": access, "schedules": schedules, "queue_token": queue_token}))
         return 0
     counts, lock, nxt = {}, threading.Lock(), [0]
 

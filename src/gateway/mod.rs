@@ -185,6 +185,7 @@ impl Gateway {
     /// cannot, every forward asks the store.
     pub fn hearing_ends(&self, on: bool) {
         self.confirmed.hearing(on);
+        metrics::gauge!("queuegate_gateway_hearing_ends").set(if on { 1.0 } else { 0.0 });
     }
 
     /// Some announcements were skipped (the listener fell behind): trust nothing remembered.
