@@ -1753,6 +1753,43 @@ async fn an_https_origin_is_reached_over_verified_tls() {
 }
 
 #[tokio::test]
+async fn an_origin_that_demands_a_client_certificate_lets_in_only_the_gateway_that_shows_it() {
+    let page: &[u8] = b"<!doctype html><title>Locked shop</title><p>Gateways only.</p>";
+    let nginx = Nginx::start_mutual_tls(&[("shop/index.html", page)]);
+    let ca = nginx.ca();
+    let (cert, key) = nginx.client_cert();
+    let app = gateway_app(
+        &nginx.base(),
+        &[
+            ("UPSTREAM_CA_FILE", ca.to_str().unwrap()),
+            ("UPSTREAM_CLIENT_CERT", cert.to_str().unwrap()),
+            ("UPSTREAM_CLIENT_KEY", key.to_str().unwrap()),
+        ],
+    )
+    .await;
+    let (_, access) = admitted_user(&app).await;
+    for _ in 0..3 {
+        let r = get_with_bearer(&app, "/shop/index.html", &access).await;
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(r.bytes().await.unwrap(), page);
+    }
+
+    // Anyone without the certificate — a gateway configured without it, or a browser going
+    // around the line — is turned away by the origin itself.
+    let without = gateway_app(&nginx.base(), &[("UPSTREAM_CA_FILE", ca.to_str().unwrap())]).await;
+    let (_, access) = admitted_user(&without).await;
+    let r = get_with_bearer(&without, "/shop/index.html", &access).await;
+    assert_eq!(
+        r.status(),
+        StatusCode::BAD_REQUEST,
+        "nginx: no required SSL certificate"
+    );
+    assert_ne!(r.bytes().await.unwrap(), page);
+    without.stop().await;
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn a_websocket_tunnels_to_an_https_origin() {
     let (origin, certs) = upgrade_origin_tls().await;
     assert!(origin.base.starts_with("https://"));

@@ -41,6 +41,9 @@ pub struct UpstreamSettings {
     /// PEM file of the certificate authorities an https origin's certificate must chain to,
     /// instead of the public (Mozilla) roots: for an origin with a private CA.
     pub ca_file: Option<std::path::PathBuf>,
+    /// The certificate the gateway shows an https origin that asks for one (mutual TLS), so
+    /// the origin can let in nobody but its gateways.
+    pub client_cert: Option<ClientCert>,
     /// Protected path prefixes, matched segment-wise: `/shop` guards `/shop` and `/shop/…`, not
     /// `/shopping`; `/` guards every path that is not queuegate's own.
     pub paths: Vec<String>,
@@ -59,6 +62,14 @@ pub struct UpstreamSettings {
     /// How long a grant the store confirmed live is trusted without asking again, while the
     /// announcements of ends are heard (`gateway::confirmed`); zero asks on every request.
     pub grant_cache: Duration,
+}
+
+/// PEM files of a TLS client certificate: `UPSTREAM_CLIENT_CERT` (the chain, leaf first) and
+/// `UPSTREAM_CLIENT_KEY` (its private key). Read when the gateway is built.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientCert {
+    pub chain: std::path::PathBuf,
+    pub key: std::path::PathBuf,
 }
 
 /// Reads the `UPSTREAM_*` variables; all but `UPSTREAM_URL` are ignored while it is unset.
@@ -106,9 +117,43 @@ pub(super) fn upstream(env: &Env<'_>) -> Result<Option<UpstreamSettings>, Config
             "UPSTREAM_CA_FILE is set, so the origin is expected at https://",
         ));
     }
+    let client_cert = match (
+        env.raw("UPSTREAM_CLIENT_CERT"),
+        env.raw("UPSTREAM_CLIENT_KEY"),
+    ) {
+        (None, None) => None,
+        (Some(chain), Some(key)) => Some(ClientCert {
+            chain: chain.into(),
+            key: key.into(),
+        }),
+        (Some(chain), None) => {
+            return Err(env.error(
+                "UPSTREAM_CLIENT_KEY",
+                String::new(),
+                &format!(
+                    "required with UPSTREAM_CLIENT_CERT={chain} (the certificate's private key)"
+                ),
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(env.error(
+                "UPSTREAM_CLIENT_CERT",
+                String::new(),
+                "required with UPSTREAM_CLIENT_KEY (the certificate that key belongs to)",
+            ));
+        }
+    };
+    if client_cert.is_some() && !base.starts_with("https://") {
+        return Err(env.error(
+            "UPSTREAM_URL",
+            url,
+            "UPSTREAM_CLIENT_CERT is set, so the origin is expected at https://",
+        ));
+    }
     Ok(Some(UpstreamSettings {
         base,
         ca_file,
+        client_cert,
         paths,
         concert_id,
         connect_timeout: Duration::from_millis(env.int(
@@ -271,6 +316,46 @@ mod tests {
             u.ca_file.as_deref(),
             Some(std::path::Path::new("/etc/shop-ca.pem"))
         );
+        assert_eq!(u.client_cert, None);
+        let u = gateway(&[
+            ("UPSTREAM_URL", "https://shop.example"),
+            ("UPSTREAM_CLIENT_CERT", "/etc/gw.pem"),
+            ("UPSTREAM_CLIENT_KEY", "/etc/gw.key"),
+        ])
+        .unwrap()
+        .upstream
+        .unwrap();
+        assert_eq!(
+            u.client_cert,
+            Some(ClientCert {
+                chain: "/etc/gw.pem".into(),
+                key: "/etc/gw.key".into()
+            })
+        );
+    }
+
+    #[test]
+    fn a_client_certificate_comes_with_its_key_and_for_https_only() {
+        let e = gateway(&[
+            ("UPSTREAM_URL", "https://shop.example"),
+            ("UPSTREAM_CLIENT_CERT", "/etc/gw.pem"),
+        ])
+        .unwrap_err();
+        assert_eq!(e.var, "UPSTREAM_CLIENT_KEY");
+        let e = gateway(&[
+            ("UPSTREAM_URL", "https://shop.example"),
+            ("UPSTREAM_CLIENT_KEY", "/etc/gw.key"),
+        ])
+        .unwrap_err();
+        assert_eq!(e.var, "UPSTREAM_CLIENT_CERT");
+        let e = gateway(&[
+            ("UPSTREAM_URL", "http://shop.example"),
+            ("UPSTREAM_CLIENT_CERT", "/etc/gw.pem"),
+            ("UPSTREAM_CLIENT_KEY", "/etc/gw.key"),
+        ])
+        .unwrap_err();
+        assert_eq!(e.var, "UPSTREAM_URL");
+        assert!(e.to_string().contains("https://"), "{e}");
     }
 
     #[test]

@@ -270,6 +270,7 @@ mod tests {
         let settings = crate::config::UpstreamSettings {
             base: "http://127.0.0.1:9".into(),
             ca_file: None,
+            client_cert: None,
             paths: vec!["/shop".into()],
             concert_id: crate::domain::ConcertId::new(7).unwrap(),
             connect_timeout: std::time::Duration::from_secs(1),

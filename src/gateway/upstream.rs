@@ -46,7 +46,13 @@ impl Upstream {
             None => format!("{}:{}", authority.as_str(), if https { 443 } else { 80 }),
         };
         let tls = https
-            .then(|| Tls::new(authority.host(), settings.ca_file.as_deref()))
+            .then(|| {
+                Tls::new(
+                    authority.host(),
+                    settings.ca_file.as_deref(),
+                    settings.client_cert.as_ref(),
+                )
+            })
             .transpose()?;
         Ok(Upstream {
             pool: Pool::new(target, tls, settings.connect_timeout),

@@ -305,13 +305,24 @@ fn ensure_nginx() -> PathBuf {
 impl Nginx {
     /// Starts nginx serving `files` (relative path → contents) on a free port.
     pub fn start(files: &[(&str, &[u8])]) -> Nginx {
-        Nginx::launch(files, false)
+        Nginx::launch(files, false, false)
     }
 
     /// The same over https, with a certificate for `127.0.0.1` issued by a CA made for this
     /// origin alone (its certificate at `ca()`), made with Debian's `openssl`.
     pub fn start_tls(files: &[(&str, &[u8])]) -> Nginx {
-        Nginx::launch(files, true)
+        Nginx::launch(files, true, false)
+    }
+
+    /// The same over https, also demanding a client certificate issued by the same CA (mutual
+    /// TLS): a connection without one gets nginx's `400` page instead of the files.
+    pub fn start_mutual_tls(files: &[(&str, &[u8])]) -> Nginx {
+        Nginx::launch(files, true, true)
+    }
+
+    /// A client certificate (PEM) and its key, issued by the test CA.
+    pub fn client_cert(&self) -> (PathBuf, PathBuf) {
+        (self.dir.join("client.pem"), self.dir.join("client.key"))
     }
 
     /// The test CA's certificate (PEM) of an https origin.
@@ -319,7 +330,7 @@ impl Nginx {
         self.dir.join("ca.pem")
     }
 
-    fn launch(files: &[(&str, &[u8])], tls: bool) -> Nginx {
+    fn launch(files: &[(&str, &[u8])], tls: bool, mutual: bool) -> Nginx {
         let bin = ensure_nginx();
         let dir = std::env::temp_dir().join(format!("qg-nginx-{}", uuid::Uuid::new_v4().simple()));
         let www = dir.join("www");
@@ -334,7 +345,7 @@ impl Nginx {
         }
         let port = super::common::servers::free_port();
         let conf = dir.join("nginx.conf");
-        std::fs::write(&conf, config(&dir, port, tls)).unwrap();
+        std::fs::write(&conf, config(&dir, port, tls, mutual)).unwrap();
         let child = Command::new(bin)
             .arg("-p")
             .arg(&dir)
@@ -449,6 +460,11 @@ fn make_certificates(dir: &Path) {
         "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
     )
     .unwrap();
+    std::fs::write(
+        dir.join("client.ext"),
+        "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n",
+    )
+    .unwrap();
     let ec = [
         "-newkey",
         "ec",
@@ -456,7 +472,7 @@ fn make_certificates(dir: &Path) {
         "ec_paramgen_curve:prime256v1",
         "-nodes",
     ];
-    let steps: [Vec<&str>; 3] = [
+    let steps: [Vec<&str>; 5] = [
         [
             &["req", "-x509"][..],
             &ec,
@@ -496,6 +512,37 @@ fn make_certificates(dir: &Path) {
             "-extfile",
             "server.ext",
         ],
+        // A client certificate from the same CA, for origins that demand one.
+        [
+            &["req"][..],
+            &ec,
+            &[
+                "-keyout",
+                "client.key",
+                "-out",
+                "client.csr",
+                "-subj",
+                "/CN=queuegate gateway",
+            ],
+        ]
+        .concat(),
+        vec![
+            "x509",
+            "-req",
+            "-in",
+            "client.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "client.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "client.ext",
+        ],
     ];
     for args in steps {
         let out = Command::new("openssl")
@@ -513,13 +560,22 @@ fn make_certificates(dir: &Path) {
 
 /// A single-process nginx (no master, no privilege drop: it runs as whoever started it) that
 /// keeps everything in `dir`.
-fn config(dir: &Path, port: u16, tls: bool) -> String {
+fn config(dir: &Path, port: u16, tls: bool, mutual: bool) -> String {
     let d = dir.display();
     let listen = if tls {
+        let clients = if mutual {
+            format!(
+                "
+        ssl_client_certificate {d}/ca.pem;
+        ssl_verify_client on;"
+            )
+        } else {
+            String::new()
+        };
         format!(
             "listen 127.0.0.1:{port} ssl;
         ssl_certificate {d}/server.pem;
-        ssl_certificate_key {d}/server.key;"
+        ssl_certificate_key {d}/server.key;{clients}"
         )
     } else {
         format!("listen 127.0.0.1:{port};")
