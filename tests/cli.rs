@@ -62,49 +62,43 @@ fn bad_configuration_exits_non_zero_with_one_line_naming_the_variable() {
             .unwrap()
             .contains("JWT_SECRET")
     );
-    // Gateway mode's CA file is read before anything is connected.
-    let out = bin()
-        .arg("serve")
-        .env("JWT_SECRET", "test-secret-test-secret-test-secret!")
-        .env("UPSTREAM_URL", "https://127.0.0.1:9")
-        .env("UPSTREAM_CONCERT_ID", "1")
-        .env(
-            "UPSTREAM_IDENTITY_KEY",
-            "origin-shared-key-0123456789abcdef",
-        )
-        .env("UPSTREAM_CA_FILE", "/nonexistent/shop-ca.pem")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8(out.stderr).unwrap();
-    assert_eq!(err.lines().count(), 1, "{err}");
+    // Gateway mode's CA file, and the client certificate it shows an origin that demands one,
+    // are read before anything is connected.
+    let err = gateway_mode_refused(&[("UPSTREAM_CA_FILE", "/nonexistent/shop-ca.pem")]);
     assert!(
         err.contains("UPSTREAM_CA_FILE /nonexistent/shop-ca.pem"),
         "{err}"
     );
-    // So is the client certificate it shows an origin that demands one.
-    let out = bin()
-        .arg("serve")
-        .env("JWT_SECRET", "test-secret-test-secret-test-secret!")
-        .env("UPSTREAM_URL", "https://127.0.0.1:9")
-        .env("UPSTREAM_CONCERT_ID", "1")
-        .env(
-            "UPSTREAM_IDENTITY_KEY",
-            "origin-shared-key-0123456789abcdef",
-        )
-        .env("UPSTREAM_CLIENT_CERT", "/nonexistent/gateway.pem")
-        .env("UPSTREAM_CLIENT_KEY", "/nonexistent/gateway.key")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8(out.stderr).unwrap();
-    assert_eq!(err.lines().count(), 1, "{err}");
+    let err = gateway_mode_refused(&[
+        ("UPSTREAM_CLIENT_CERT", "/nonexistent/gateway.pem"),
+        ("UPSTREAM_CLIENT_KEY", "/nonexistent/gateway.key"),
+    ]);
     assert!(
         err.contains("UPSTREAM_CLIENT_CERT /nonexistent/gateway.pem"),
         "{err}"
     );
     let out = bin().arg("frobnicate").output().unwrap();
     assert_eq!(out.status.code(), Some(2));
+}
+
+/// `serve` in gateway mode (an https origin) with `extra`: exits 2 with one line, returned.
+fn gateway_mode_refused(extra: &[(&str, &str)]) -> String {
+    let out = bin()
+        .arg("serve")
+        .env("JWT_SECRET", "test-secret-test-secret-test-secret!")
+        .env("UPSTREAM_URL", "https://127.0.0.1:9")
+        .env("UPSTREAM_CONCERT_ID", "1")
+        .env(
+            "UPSTREAM_IDENTITY_KEY",
+            "origin-shared-key-0123456789abcdef",
+        )
+        .envs(extra.iter().copied())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    err
 }
 
 #[test]

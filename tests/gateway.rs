@@ -90,6 +90,19 @@ async fn wait_admitted(app: &TestApp, queue_token: &str) -> String {
     }
 }
 
+/// A second instance (not in gateway mode) on `app`'s database and queue store, as behind the
+/// same load balancer.
+async fn second_instance(app: &TestApp, extra: &[(&str, &str)]) -> TestApp {
+    let db = app.database_url();
+    let prefix = app.app.settings.redis_key_prefix.clone();
+    let mut env = vec![
+        ("DATABASE_URL", db.as_str()),
+        ("REDIS_KEY_PREFIX", prefix.as_str()),
+    ];
+    env.extend_from_slice(extra);
+    spawn_with(&env).await
+}
+
 /// Trades an access token for the grant cookie; returns the cookie pair and the answer.
 async fn session(app: &TestApp, access: &str, back: Option<&str>) -> (String, Value, String) {
     let r = client()
@@ -1519,14 +1532,7 @@ async fn a_tunnel_closes_at_once_when_another_instance_ends_its_admission() {
     // Rechecks a minute apart: within the test's wait, only the queue store's announcement of
     // the end can close a tunnel.
     let app = gateway_app(&origin.base, &[("UPSTREAM_TUNNEL_RECHECK_MS", "60000")]).await;
-    let db = app.database_url();
-    let prefix = app.app.settings.redis_key_prefix.clone();
-    // A second instance on the same database and queue store, behind the same load balancer.
-    let other = spawn_with(&[
-        ("DATABASE_URL", db.as_str()),
-        ("REDIS_KEY_PREFIX", prefix.as_str()),
-    ])
-    .await;
+    let other = second_instance(&app, &[]).await;
     let notices = |t: &str| metric_sum(t, "queuegate_admission_end_notices_total", None);
     let before = app.metrics_text().await;
 
@@ -1610,13 +1616,7 @@ async fn a_remembered_grant_stops_at_once_when_another_instance_ends_the_admissi
     // Grants are remembered for a minute: within the test's wait, only the announcement of the
     // end can make the instance ask the store again.
     let app = gateway_app(&origin.base(), &[("UPSTREAM_GRANT_CACHE_MS", "60000")]).await;
-    let db = app.database_url();
-    let prefix = app.app.settings.redis_key_prefix.clone();
-    let other = spawn_with(&[
-        ("DATABASE_URL", db.as_str()),
-        ("REDIS_KEY_PREFIX", prefix.as_str()),
-    ])
-    .await;
+    let other = second_instance(&app, &[]).await;
     wait_hearing(&app, true).await;
 
     let fan = app.create_user("leaver").await;
@@ -1852,14 +1852,8 @@ async fn notices_reach_tunnels_again_after_the_queue_redis_restarts() {
         ],
     )
     .await;
-    let db = app.database_url();
     let prefix = app.app.settings.redis_key_prefix.clone();
-    let other = spawn_with(&[
-        ("DATABASE_URL", db.as_str()),
-        ("REDIS_KEY_PREFIX", prefix.as_str()),
-        ("REDIS_URL", url.as_str()),
-    ])
-    .await;
+    let other = second_instance(&app, &[("REDIS_URL", url.as_str())]).await;
     // Only the gateway-mode instance listens.
     wait_subscribers(redis.port(), &prefix, 1).await;
 

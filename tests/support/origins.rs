@@ -454,9 +454,8 @@ impl Drop for Certificates {
 /// A CA (`ca.pem`) and a server certificate for 127.0.0.1 it issued (`server.pem`,
 /// `server.key`) in `dir`, with `openssl`.
 fn make_certificates(dir: &Path) {
-    let ext = dir.join("server.ext");
     std::fs::write(
-        &ext,
+        dir.join("server.ext"),
         "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
     )
     .unwrap();
@@ -465,85 +464,70 @@ fn make_certificates(dir: &Path) {
         "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n",
     )
     .unwrap();
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-    ];
-    let steps: [Vec<&str>; 5] = [
+    let ec = |rest: &[&str]| -> Vec<String> {
         [
-            &["req", "-x509"][..],
-            &ec,
-            &["-keyout", "ca.key", "-out", "ca.pem", "-days", "2"],
-            &["-subj", "/CN=queuegate test CA"],
-            &["-addext", "basicConstraints=critical,CA:TRUE"],
-            &["-addext", "keyUsage=critical,keyCertSign,cRLSign"],
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
         ]
-        .concat(),
-        [
-            &["req"][..],
-            &ec,
-            &[
-                "-keyout",
-                "server.key",
-                "-out",
-                "server.csr",
-                "-subj",
-                "/CN=127.0.0.1",
-            ],
-        ]
-        .concat(),
-        vec![
+        .iter()
+        .chain(rest)
+        .map(|a| a.to_string())
+        .collect()
+    };
+    // A key and a certificate `name`.pem for `subject`, issued by the CA under `name`.ext.
+    let issued = |name: &str, subject: &str| -> [Vec<String>; 2] {
+        let mut request = vec!["req".to_string()];
+        request.extend(ec(&[
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.csr"),
+            "-subj",
+            subject,
+        ]));
+        let sign = [
             "x509",
             "-req",
             "-in",
-            "server.csr",
+            &format!("{name}.csr"),
             "-CA",
             "ca.pem",
             "-CAkey",
             "ca.key",
             "-CAcreateserial",
             "-out",
-            "server.pem",
+            &format!("{name}.pem"),
             "-days",
             "2",
             "-extfile",
-            "server.ext",
-        ],
-        // A client certificate from the same CA, for origins that demand one.
-        [
-            &["req"][..],
-            &ec,
-            &[
-                "-keyout",
-                "client.key",
-                "-out",
-                "client.csr",
-                "-subj",
-                "/CN=queuegate gateway",
-            ],
+            &format!("{name}.ext"),
         ]
-        .concat(),
-        vec![
-            "x509",
-            "-req",
-            "-in",
-            "client.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "client.pem",
-            "-days",
-            "2",
-            "-extfile",
-            "client.ext",
-        ],
-    ];
+        .map(str::to_owned)
+        .to_vec();
+        [request, sign]
+    };
+    let mut ca = vec!["req".to_string(), "-x509".to_string()];
+    ca.extend(ec(&[
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=queuegate test CA",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+    ]));
+    let mut steps = vec![ca];
+    steps.extend(issued("server", "/CN=127.0.0.1"));
+    // A client certificate from the same CA, for origins that demand one.
+    steps.extend(issued("client", "/CN=queuegate gateway"));
     for args in steps {
         let out = Command::new("openssl")
             .args(&args)
