@@ -1692,18 +1692,29 @@ async fn while_ends_cannot_be_heard_every_forward_asks_the_store() {
     // Back (empty): once the subscription is renewed, answers are remembered again.
     redis.restart();
     wait_hearing(&app, true).await;
-    let (visitor, access) = loop {
-        let user = app.create_user("after the restart").await;
-        let line = app.line(concert1()).await;
-        if let Ok(access) = app.app.queue.grant(line, user.id, 600).await {
-            break (user, access);
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let (visitor, access) = admitted_once_redis_is_back(&app).await;
     let r = get_with_bearer(&app, "/shop/echo", &access).await;
     assert_eq!(r.status(), StatusCode::OK);
     assert!(gw(&app).confirmed().remembers(visitor.id, Instant::now()));
     app.stop().await;
+}
+
+/// A visitor admitted at once after the queue Redis restarted, retried until the instance's own
+/// connections are back (on their reconnect schedule).
+async fn admitted_once_redis_is_back(app: &TestApp) -> (User, String) {
+    let started = Instant::now();
+    loop {
+        let user = app.create_user("after the restart").await;
+        let line = app.line(concert1()).await;
+        if let Ok(access) = app.app.queue.grant(line, user.id, 600).await {
+            return (user, access);
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the queue store never came back"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// `GET path` on the gateway with an access token as bearer.
@@ -1862,15 +1873,7 @@ async fn notices_reach_tunnels_again_after_the_queue_redis_restarts() {
     redis.restart();
     wait_subscribers(redis.port(), &prefix, 1).await;
 
-    let (visitor, access) = loop {
-        // (The instance's own connections come back on their reconnect schedule.)
-        let user = app.create_user("after the restart").await;
-        let line = app.line(concert1()).await;
-        if let Ok(access) = app.app.queue.grant(line, user.id, 600).await {
-            break (user, access);
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let (visitor, access) = admitted_once_redis_is_back(&app).await;
     let mut ws = open_tunnel(&app, &format!("Authorization: Bearer {access}")).await;
     assert_eq!(echo(&mut ws, b"back again").await, b"back again");
     // The other instance replaces the admission: with re-checks a minute apart, only the
