@@ -161,6 +161,14 @@ pub struct AccessToken {
 }
 
 impl AccessToken {
+    /// Time left until the token expires (its `exp` is never after the admission's end).
+    pub fn time_left(&self) -> std::time::Duration {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        std::time::Duration::from_secs(self.exp).saturating_sub(now)
+    }
+
     pub fn line(&self) -> LineId {
         LineId {
             concert: self.concert_id,

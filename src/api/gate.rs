@@ -14,7 +14,7 @@ use crate::queue::model::{Access, Ended};
 use crate::queue::service::Queue;
 use crate::tokens::{AccessToken, QueueToken, StreamTicket, TokenKeys, UserToken};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 /// Where a gateway grant came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -186,7 +186,7 @@ impl Gate {
         match self.queue.check_access(&t).await? {
             Access::Live => {
                 if let Some(ticket) = ticket {
-                    memory.confirmed(ticket, until_expiry(&t), Instant::now());
+                    memory.confirmed(ticket, t.time_left(), Instant::now());
                 }
                 Ok(GatewayGrant::Live(t, source))
             }
@@ -231,21 +231,13 @@ pub enum StreamOpener {
     Ticket(StreamTicket),
 }
 
-/// Says why an access token stopped working, and what the holder can do.
 /// `queuegate_gateway_grant_checks_total{answered_by}`: how many live-grant questions the
 /// memory answered, and how many went to the store.
 fn grant_answered_by(by: &'static str) {
     crate::metrics::count_hot("queuegate_gateway_grant_checks_total", "answered_by", by);
 }
 
-/// Time left until the access token expires (its `exp` is never after the admission's end).
-fn until_expiry(t: &AccessToken) -> Duration {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    Duration::from_secs(t.exp).saturating_sub(now)
-}
-
+/// Says why an access token stopped working, and what the holder can do.
 fn revoked_because(why: Ended) -> &'static str {
     match why {
         Ended::Paid => {

@@ -169,13 +169,10 @@ impl ConfirmedGrants {
         matches!(self.state().entries.get(&user), Some(Entry::Live { until, .. }) if *until > now)
     }
 
-    /// How many entries are held, checks in flight included.
-    pub fn len(&self) -> usize {
+    /// How many entries are held, checks in flight included (the sweep's test).
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.state().entries.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 

@@ -50,15 +50,10 @@ impl Tls {
         match ca_file {
             None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
             Some(path) => {
-                let unreadable =
-                    |e: &dyn std::fmt::Display| format!("UPSTREAM_CA_FILE {}: {e}", path.display());
-                for cert in CertificateDer::pem_file_iter(path).map_err(|e| unreadable(&e))? {
+                for cert in pem_certificates("UPSTREAM_CA_FILE", path)? {
                     roots
-                        .add(cert.map_err(|e| unreadable(&e))?)
-                        .map_err(|e| unreadable(&e))?;
-                }
-                if roots.is_empty() {
-                    return Err(unreadable(&"holds no PEM certificate"));
+                        .add(cert)
+                        .map_err(|e| unreadable("UPSTREAM_CA_FILE", path, &e))?;
                 }
             }
         }
@@ -98,23 +93,27 @@ impl Tls {
 fn client_identity(
     c: &ClientCert,
 ) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), String> {
-    let unreadable = |var: &str, path: &Path, e: &dyn std::fmt::Display| {
-        format!("{var} {}: {e}", path.display())
-    };
-    let chain = CertificateDer::pem_file_iter(&c.chain)
-        .map_err(|e| unreadable("UPSTREAM_CLIENT_CERT", &c.chain, &e))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| unreadable("UPSTREAM_CLIENT_CERT", &c.chain, &e))?;
-    if chain.is_empty() {
-        return Err(unreadable(
-            "UPSTREAM_CLIENT_CERT",
-            &c.chain,
-            &"holds no PEM certificate",
-        ));
-    }
+    let chain = pem_certificates("UPSTREAM_CLIENT_CERT", &c.chain)?;
     let key = PrivateKeyDer::from_pem_file(&c.key)
         .map_err(|e| unreadable("UPSTREAM_CLIENT_KEY", &c.key, &e))?;
     Ok((chain, key))
+}
+
+/// Every certificate in the PEM file `path` (named by the variable `var`); at least one.
+fn pem_certificates(var: &str, path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| unreadable(var, path, &e))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| unreadable(var, path, &e))?;
+    if certs.is_empty() {
+        return Err(unreadable(var, path, &"holds no PEM certificate"));
+    }
+    Ok(certs)
+}
+
+/// The one-line error for a file named by a variable: `VAR path: reason`.
+fn unreadable(var: &str, path: &Path, e: &dyn std::fmt::Display) -> String {
+    format!("{var} {}: {e}", path.display())
 }
 
 /// A connection to the origin. (Boxed TLS: its state is kilobytes, a socket is a few words.)
