@@ -44,7 +44,7 @@ pub struct Settings {
     /// "Lame duck" time after SIGTERM: still serving, but `/readyz` says 503 and every
     /// response carries `Connection: close`, so balancers and clients move away first.
     pub shutdown_drain: Duration,
-    /// Tokio worker threads; `None` = one per core.
+    /// Tokio worker threads; `None` = one less than the cores, at least one (`cli::default_workers`).
     pub worker_threads: Option<usize>,
     pub rate_limits: RateLimits,
     /// Slow clients get this long to send their request headers.
