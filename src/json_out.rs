@@ -49,6 +49,16 @@ impl ObjectWriter {
         self
     }
 
+    /// The number as a JSON string (`"name":"123"`), as a JWT writes its subject.
+    pub fn u64_as_str(&mut self, name: &'static str, value: u64) -> &mut Self {
+        self.key(name);
+        self.out.push(b'"');
+        self.out
+            .extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
+        self.out.push(b'"');
+        self
+    }
+
     /// The number, or `null` (an `Option` serde writes without `skip_serializing_if`).
     pub fn opt_u64(&mut self, name: &'static str, value: Option<u64>) -> &mut Self {
         match value {

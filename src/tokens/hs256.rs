@@ -12,7 +12,7 @@
 //! "don't know". Anything else — another header, a bad signature, odd claims — goes to
 //! `jsonwebtoken`, which accepts or refuses it exactly as before and says precisely why. A test
 //! checks that signing here is byte-for-byte what `jsonwebtoken::encode` produces, and another
-//! that the claims are written (`Claims::to_json`) as serde writes them.
+//! that the claims are written (`Minted::to_json`) as serde writes them.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
@@ -37,7 +37,7 @@ impl Hs256 {
     }
 
     /// A signed token carrying `claims` (the tests' way; the service writes its claims with
-    /// `Claims::to_json`, the same bytes).
+    /// `Minted::to_json`, the same bytes).
     #[cfg(test)]
     pub(super) fn sign(&self, claims: &impl serde::Serialize) -> Result<String, serde_json::Error> {
         serde_json::to_vec(claims).map(|json| self.sign_json(&json))

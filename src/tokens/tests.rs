@@ -192,8 +192,7 @@ proptest::proptest! {
     #[test]
     fn claims_are_written_as_serde_writes_them(
         kind in proptest::sample::select(vec![Kind::User, Kind::Queue, Kind::Access, Kind::Stream]),
-        iss in proptest::prelude::any::<String>(),
-        sub in "[0-9]{1,20}",
+        sub in 1..=crate::domain::MAX_ID,
         cid in proptest::option::of(proptest::prelude::any::<u64>()),
         qid in proptest::option::of(proptest::prelude::any::<u64>()),
         seq in proptest::option::of(proptest::prelude::any::<u64>()),
@@ -202,7 +201,14 @@ proptest::proptest! {
         iat in proptest::prelude::any::<u64>(),
         exp in proptest::prelude::any::<u64>(),
     ) {
-        let claims = Claims { kind, iss, sub, cid, qid, seq, ep, jti, iat, exp, has_nbf: false, has_aud: false };
-        proptest::prop_assert_eq!(claims.to_json(), serde_json::to_vec(&claims).unwrap());
+        let minted = Minted {
+            kind, sub: UserId::new(sub).unwrap(), cid, qid, seq,
+            ep: ep.as_deref(), jti: jti.as_deref(), iat, exp,
+        };
+        let claims = Claims {
+            kind, iss: ISSUER.into(), sub: sub.to_string(), cid, qid, seq, ep: ep.clone(),
+            jti: jti.clone(), iat, exp, has_nbf: false, has_aud: false,
+        };
+        proptest::prop_assert_eq!(minted.to_json(), serde_json::to_vec(&claims).unwrap());
     }
 }
