@@ -103,8 +103,8 @@ struct Claims {
 
 /// The claims of a token this service signs, borrowing what it is minted for. Written as JSON
 /// directly: building `Claims` first meant three allocations (the issuer copied, the user id
-/// through `fmt`, the epoch copied) and ~1,500 instructions of every join and admission
-/// (callgrind, BENCHMARKS.md). The bytes are serde's for the equivalent `Claims` (property
+/// through `fmt`, the epoch copied) for every join and admission (~230 instructions of a join
+/// besides them, callgrind, BENCHMARKS.md). The bytes are serde's for the equivalent `Claims` (property
 /// test), which are what `jsonwebtoken` signs.
 struct Minted<'a> {
     kind: Kind,
