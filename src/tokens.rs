@@ -210,9 +210,10 @@ pub struct TokenKeys {
     /// them with the precise reason (or accepts a valid token in another form).
     decoding: DecodingKey,
     validation: Validation,
-    /// User tokens verified before: a fan's joins (retried in a rush) and wallet calls carry
-    /// the same long-lived token.
-    verified_user: Verified<UserToken>,
+    // User tokens are not cached: a fan presents one a handful of times (a join, a top-up),
+    // where a queue token comes back with every poll. Remembering each one cost a join two
+    // cache misses (the lookup and the insert into a table of 200,000) for a verify that takes
+    // about as long with SHA-NI (`perf record`, `join` scenario, BENCHMARKS.md).
     /// Queue tokens verified before: a fan polls with the same token for hours, so its
     /// signature is checked once per instance, not per poll (see `Verified`).
     verified_queue: Verified<QueueToken>,
@@ -240,7 +241,6 @@ impl TokenKeys {
             hs256: Hs256::new(secret),
             decoding: DecodingKey::from_secret(secret),
             validation,
-            verified_user: Verified::new(),
             verified_queue: Verified::new(),
             verified_access: Verified::new(),
         }
@@ -299,7 +299,7 @@ impl TokenKeys {
         Ok(data.claims)
     }
 
-    /// Signs a user token (remembered as verified, see `sign_remembered`).
+    /// Signs a user token.
     pub fn mint_user(&self, user_id: UserId) -> String {
         let now = now_secs();
         let claims = Minted {
@@ -313,7 +313,7 @@ impl TokenKeys {
             iat: now,
             exp: now + USER_TOKEN_TTL_SECS,
         };
-        self.sign_remembered(&claims, &self.verified_user, UserToken { user_id })
+        self.sign(&claims)
     }
 
     /// Signs a queue token (remembered as verified, see `sign_remembered`).
@@ -379,16 +379,11 @@ impl TokenKeys {
         }
     }
 
-    /// Verifies a user token (once per instance and token: see `Verified`).
+    /// Verifies a user token, every time (see `TokenKeys`).
     pub fn verify_user(&self, token: &str) -> Result<UserToken, TokenError> {
-        self.verified_user.get_or_verify(token, || {
-            let c = self.verify(token, Kind::User)?;
-            Ok((
-                UserToken {
-                    user_id: user_id(c.sub, Kind::User)?,
-                },
-                c.exp,
-            ))
+        let c = self.verify(token, Kind::User)?;
+        Ok(UserToken {
+            user_id: user_id(c.sub, Kind::User)?,
         })
     }
 
