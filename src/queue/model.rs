@@ -12,7 +12,9 @@ pub struct JoinItem {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Joined {
     pub seq: u64,
-    pub epoch: String,
+    /// The line's epoch, one allocation shared by every place of the call (and by the queue
+    /// tokens minted for them).
+    pub epoch: std::sync::Arc<str>,
     pub how: JoinKind,
     pub place: Place,
 }

@@ -147,7 +147,7 @@ impl Queue {
             concert_id: line.concert,
             queue_id: line.queue_id,
             seq: joined.seq,
-            epoch: joined.epoch.into(),
+            epoch: joined.epoch,
         };
         Ok(JoinOutcome {
             how: joined.how,

@@ -257,7 +257,7 @@ impl QueueStore {
         {
             return Err(StoreError::SaleStartUnknown);
         }
-        let epoch = reply.last().map(value_str).unwrap_or_default().to_owned();
+        let epoch: std::sync::Arc<str> = reply.last().map(value_str).unwrap_or_default().into();
         let n = |v: &Value| value_u64(v).unwrap_or(0);
         let starts_ms = reply
             .len()
