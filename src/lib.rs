@@ -40,4 +40,5 @@ pub mod seed;
 pub mod store_error;
 pub mod telemetry;
 pub mod tokens;
+pub mod trusted_hash;
 pub mod wallet;

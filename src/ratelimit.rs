@@ -12,8 +12,8 @@
 
 use crate::config::{Rate, RateLimits};
 use crate::domain::UserId;
+use crate::trusted_hash::IdMap;
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::Instant;
@@ -42,39 +42,12 @@ pub struct RateLimiter {
 
 #[derive(Default)]
 struct Tats {
-    users: HashMap<(Scope, UserId), f64, BuildHasherDefault<UserHasher>>,
+    /// By `IdHasher`: every join of a new fan inserts one, and SipHash over the key was a fifth
+    /// of the limiter's time (`perf record`, `join`); user ids come from tokens we verified.
+    users: IdMap<(Scope, UserId), f64>,
     /// SipHash (std's default): addresses are the one key a client can choose freely (an
     /// IPv6 prefix holds 2^64 of them), so the table must not be open to chosen collisions.
     addresses: HashMap<IpAddr, f64>,
-}
-
-/// Hashes a (scope, user) with a multiplication. Every join of a new fan inserts one, and
-/// SipHash over the key was a fifth of the limiter's time (`perf record`, `join`); user ids
-/// reach us only inside tokens the service signed, so nobody picks them to collide.
-#[derive(Default)]
-struct UserHasher(u64);
-
-impl Hasher for UserHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.write_u64(u64::from(*b));
-        }
-    }
-
-    fn write_usize(&mut self, n: usize) {
-        self.write_u64(n as u64);
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        // Fibonacci hashing; the swap puts the well-mixed high half where the table looks.
-        self.0 = (self.0.rotate_left(5) ^ n)
-            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
-            .rotate_left(32);
-    }
 }
 
 impl RateLimiter {

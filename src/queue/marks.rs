@@ -8,45 +8,14 @@
 //! that only makes the skip safer. Memory: about 16 bytes per waiting fan this instance serves.
 
 use crate::domain::LineId;
+use crate::trusted_hash::DenseMap;
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Mutex;
 use std::time::Instant;
 
-/// Hashes a seq so that consecutive seqs land in consecutive buckets. Seqs are numbered by
-/// Redis in the order fans join, and every join marks its new place: with a mixing hash each
-/// mark went to a random bucket of a table of one entry per waiting fan (16 MB at 500,000),
-/// a cache miss per join (the insert and the lock's release waiting on it were ~2.5 % of a
-/// join's gateway samples, `perf record`). Here the seq's own low bits pick the bucket, so a
-/// burst of joins writes one cache line per four marks, and a contiguous run of seqs (what a
-/// line holds) never collides. hashbrown takes the bucket from the low bits and a 7-bit tag
-/// from the top ones, so the top seven bits carry a mix of the seq, keeping tags distinct.
-/// The other seqs — pre-queue draws, 1..2^50 from the OS's randomness — spread evenly either
-/// way. Nobody chooses a seq: they reach us only inside tokens we signed.
-#[derive(Default)]
-struct SeqHasher(u64);
-
-/// hashbrown's tag bits.
-const TAG_BITS: u64 = 0xFE00_0000_0000_0000;
-
-impl Hasher for SeqHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.write_u64(u64::from(*b));
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        let mixed = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        self.0 = (self.0.rotate_left(7) ^ n) ^ (mixed & TAG_BITS);
-    }
-}
-
-type SeqMap = HashMap<u64, u32, BuildHasherDefault<SeqHasher>>;
+/// seq -> when this instance last marked it. Keyed densely: consecutive joins mark
+/// consecutive seqs (see `DenseHasher`).
+type SeqMap = DenseMap<u64, u32>;
 
 pub struct Marks {
     started: Instant,
@@ -105,22 +74,6 @@ impl Marks {
 mod tests {
     use super::*;
     use crate::domain::ConcertId;
-
-    #[test]
-    fn consecutive_seqs_get_consecutive_buckets_and_varied_tags() {
-        let hash = |n: u64| {
-            let mut h = SeqHasher::default();
-            h.write_u64(n);
-            h.finish()
-        };
-        let mask = (1u64 << 20) - 1;
-        for n in 1_000u64..1_100 {
-            assert_eq!(hash(n) & mask, n & mask);
-        }
-        let tags: std::collections::HashSet<u64> =
-            (1_000u64..1_512).map(|n| hash(n) >> 57).collect();
-        assert!(tags.len() > 100, "only {} distinct tags", tags.len());
-    }
 
     #[test]
     fn a_fresh_mark_is_not_rewritten_and_unknown_places_always_are() {

@@ -1,8 +1,8 @@
 //! The cache of tokens this instance has already checked (see `Verified`).
 
 use super::{LEEWAY_SECS, TokenError, now_secs};
-use std::collections::HashMap;
-use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher, RandomState};
+use crate::trusted_hash::{IdMap, MIX};
+use std::hash::{BuildHasher, Hash, Hasher, RandomState};
 use std::sync::Mutex;
 
 /// Tokens whose signature and claims this instance has checked, until they expire; their
@@ -21,7 +21,7 @@ use std::sync::Mutex;
 /// tokens that verified (that is, signatures we made) are ever stored, so nobody can fill the
 /// map with chosen collisions.
 pub(super) struct Verified<T> {
-    tokens: Mutex<HashMap<Signature, Entry<T>, BuildHasherDefault<SignatureHasher>>>,
+    tokens: Mutex<IdMap<Signature, Entry<T>>>,
     /// The fingerprint's key, random per process.
     seed: u64,
 }
@@ -55,30 +55,6 @@ impl Hash for Signature {
     }
 }
 
-/// Passes a `Signature`'s bits through, mixed so that hashbrown's control bytes (the top seven
-/// bits) see all of them.
-#[derive(Default)]
-struct SignatureHasher(u64);
-
-impl Hasher for SignatureHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(MIX);
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.0 = (self.0 ^ n).wrapping_mul(MIX);
-    }
-
-    fn finish(&self) -> u64 {
-        self.0 ^ (self.0 >> 29)
-    }
-}
-
-/// An odd 64-bit constant with well-spread bits (2^64 / φ).
-const MIX: u64 = 0x9E37_79B9_7F4A_7C15;
-
 /// A keyed 64-bit fingerprint of `text`, a few instructions per eight bytes. It only has to
 /// tell an altered copy of a token from the token; finding a collision would gain nothing, as
 /// the copy carries the same signature and so gets the same claims.
@@ -101,7 +77,7 @@ fn fingerprint(seed: u64, text: &[u8]) -> u64 {
 impl<T: Clone> Verified<T> {
     pub(super) fn new() -> Self {
         Verified {
-            tokens: Mutex::new(HashMap::default()),
+            tokens: Mutex::new(IdMap::default()),
             seed: RandomState::new().hash_one(0u64),
         }
     }
