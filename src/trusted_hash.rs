@@ -13,6 +13,33 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
+/// A `Hasher` that folds each word of a key into its state with `$mix` (bytes and `usize`s as
+/// words too: the keys here are integers, and a byte-wise default would mix eight times).
+macro_rules! word_hasher {
+    ($name:ident, |$state:ident, $n:ident| $mix:expr) => {
+        impl Hasher for $name {
+            fn finish(&self) -> u64 {
+                self.0
+            }
+
+            fn write(&mut self, bytes: &[u8]) {
+                for &b in bytes {
+                    self.write_u64(u64::from(b));
+                }
+            }
+
+            fn write_usize(&mut self, n: usize) {
+                self.write_u64(n as u64);
+            }
+
+            fn write_u64(&mut self, $n: u64) {
+                let $state = self.0;
+                self.0 = $mix;
+            }
+        }
+    };
+}
+
 /// 2^64 / φ: an odd constant with well-spread bits (Fibonacci hashing).
 pub const MIX: u64 = 0x9E37_79B9_7F4A_7C15;
 
@@ -21,27 +48,9 @@ pub const MIX: u64 = 0x9E37_79B9_7F4A_7C15;
 #[derive(Default)]
 pub struct IdHasher(u64);
 
-impl Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.write_u64(u64::from(b));
-        }
-    }
-
-    fn write_usize(&mut self, n: usize) {
-        self.write_u64(n as u64);
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.0 = (self.0.rotate_left(5) ^ n)
-            .wrapping_mul(MIX)
-            .rotate_left(32);
-    }
-}
+word_hasher!(IdHasher, |state, n| (state.rotate_left(5) ^ n)
+    .wrapping_mul(MIX)
+    .rotate_left(32));
 
 /// Keeps a number's own low bits as the bucket, so consecutive numbers land in consecutive
 /// buckets, and mixes only the tag bits. For seqs: Redis numbers places in the order fans
@@ -55,25 +64,8 @@ pub struct DenseHasher(u64);
 /// hashbrown's tag bits.
 const TAG_BITS: u64 = 0xFE00_0000_0000_0000;
 
-impl Hasher for DenseHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.write_u64(u64::from(b));
-        }
-    }
-
-    fn write_usize(&mut self, n: usize) {
-        self.write_u64(n as u64);
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.0 = (self.0.rotate_left(7) ^ n) ^ (n.wrapping_mul(MIX) & TAG_BITS);
-    }
-}
+word_hasher!(DenseHasher, |state, n| (state.rotate_left(7) ^ n)
+    ^ (n.wrapping_mul(MIX) & TAG_BITS));
 
 /// A map keyed by ids or random bits the service issued.
 pub type IdMap<K, V> = HashMap<K, V, BuildHasherDefault<IdHasher>>;
