@@ -91,7 +91,12 @@ impl App {
                         "gateway mode without UPSTREAM_IDENTITY_KEY: the origin is not told who each admitted visitor is"
                     );
                 }
-                tracing::info!(origin = %u.base, paths = ?u.paths, concert = %u.concert_id, "gateway mode");
+                let guarded: Vec<String> = u
+                    .paths
+                    .iter()
+                    .map(|g| format!("{} by line {}", g.prefix, g.concert))
+                    .collect();
+                tracing::info!(origin = %u.base, paths = %guarded.join(", "), "gateway mode");
                 Some(Arc::new(gw))
             }
         };

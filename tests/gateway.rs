@@ -447,6 +447,147 @@ async fn forged_expired_and_foreign_grants_are_refused() {
     app.stop().await;
 }
 
+/// The concert the identity header of an echoed request names, after checking its signature.
+async fn identity_concert(r: reqwest::Response) -> u64 {
+    assert_eq!(r.status(), StatusCode::OK);
+    let rid = r.headers()["x-request-id"].to_str().unwrap().to_owned();
+    let echo: Value = r.json().await.unwrap();
+    verify_identity(
+        echo["headers"]["x-queuegate-identity"][0].as_str().unwrap(),
+        &rid,
+    )
+    .1
+}
+
+/// The value a `Set-Cookie` header gives `qg_grant`.
+fn grant_value(set_cookie: &str) -> &str {
+    set_cookie
+        .strip_prefix("qg_grant=")
+        .and_then(|v| v.split(';').next())
+        .expect("a qg_grant cookie")
+}
+
+#[tokio::test]
+async fn two_sales_on_one_shop_each_behind_its_own_line() {
+    let origin = EchoOrigin::start().await;
+    // `/shop` is line 1's (the default), `/shop/vip` line 2's: the longest prefix decides.
+    let app = gateway_app(&origin.base(), &[("UPSTREAM_PATHS", "/shop,/shop/vip=2")]).await;
+    let vip = app.create_concert(1, 100).await;
+    assert_eq!(vip.id.get(), 2, "a fresh database's second concert");
+    let http = client();
+    let fan = app.create_user("fan").await;
+    let first = app.admit(&fan, concert1()).await;
+
+    // Admitted to line 1 only: line 1's paths pass, line 2's send the visitor to line 2.
+    let r = get_with_bearer(&app, "/shop/echo", &first).await;
+    assert_eq!(identity_concert(r).await, 1);
+    let r = get_with_bearer(&app, "/shop/vip/echo", &first).await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "NOT_ADMITTED");
+    assert_eq!(v["error"]["concert_id"], 2);
+    assert_eq!(v["error"]["queue_url"], "/concerts/2?return=/shop/vip/echo");
+    let r = http
+        .get(app.url("/shop/vip/seats?row=A"))
+        .header(ACCEPT, HTML)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert_eq!(
+        r.headers()[LOCATION],
+        "/concerts/2?return=/shop/vip/seats%3Frow%3DA"
+    );
+
+    // The browser's cookie carries a grant per line: the second session keeps the first's.
+    let (cookie1, _, _) = session(&app, &first, None).await;
+    assert_eq!(
+        cookie1,
+        format!("qg_grant={first}"),
+        "one line: the token itself"
+    );
+    let joined = app.join_queue(&fan, vip.id).await;
+    let vip_queue = joined["queue_token"].as_str().unwrap().to_owned();
+    let second = wait_admitted(&app, &vip_queue).await;
+    let r = client()
+        .post(app.url("/v1/gateway/session"))
+        .bearer_auth(&second)
+        .header(COOKIE, &cookie1)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let set = r.headers()[SET_COOKIE].to_str().unwrap().to_owned();
+    assert_eq!(grant_value(&set), format!("{first}~{second}"));
+    let both = format!("qg_grant={}", grant_value(&set));
+    for (path, line) in [("/shop/echo", 1), ("/shop/vip/echo", 2), ("/shop/vipx", 1)] {
+        let r = http
+            .get(app.url(path))
+            .header(COOKIE, &both)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(identity_concert(r).await, line, "{path}");
+    }
+    // Trading the same line's token again replaces its grant, never doubles it.
+    let r = client()
+        .post(app.url("/v1/gateway/session"))
+        .bearer_auth(&second)
+        .header(COOKIE, &both)
+        .send()
+        .await
+        .unwrap();
+    let set = r.headers()[SET_COOKIE].to_str().unwrap().to_owned();
+    assert_eq!(grant_value(&set), format!("{first}~{second}"));
+
+    // Leaving line 2 ends that grant only: the cookie loses it and keeps line 1's.
+    assert_eq!(app.leave(&vip_queue).await.status(), StatusCode::NO_CONTENT);
+    let r = http
+        .get(app.url("/shop/vip/echo"))
+        .header(ACCEPT, HTML)
+        .header(COOKIE, &both)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let set = r.headers()[SET_COOKIE].to_str().unwrap().to_owned();
+    assert_eq!(grant_value(&set), first, "{set}");
+    assert!(!set.contains("Max-Age=0"), "{set}");
+    let r = http
+        .get(app.url("/shop/echo"))
+        .header(COOKIE, &both)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        identity_concert(r).await,
+        1,
+        "line 1's grant still opens line 1's paths"
+    );
+    // A cookie holding only another line's live grant is left as it is.
+    let r = http
+        .get(app.url("/shop/vip/echo"))
+        .header(COOKIE, &cookie1)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    assert!(!r.headers().contains_key(SET_COOKIE));
+
+    // A token for a concert whose line guards nothing here buys no cookie.
+    let third = app.create_concert(1, 100).await;
+    let elsewhere = app.admit(&fan, third.id).await;
+    let r = client()
+        .post(app.url("/v1/gateway/session"))
+        .bearer_auth(&elsewhere)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    assert!(!r.headers().contains_key(SET_COOKIE));
+    app.stop().await;
+}
+
 /// The identity header's fields, after checking its signature the way an origin would.
 fn verify_identity(header: &str, request_id: &str) -> (u64, u64, u64) {
     let (fields, sig) = header.rsplit_once(";sig=").expect("sig");
@@ -1582,7 +1723,7 @@ fn gw(app: &TestApp) -> &queuegate::gateway::Gateway {
 /// Waits (up to 15 s) until the app hears admission-end notices, or stops hearing them.
 async fn wait_hearing(app: &TestApp, on: bool) {
     let started = Instant::now();
-    while gw(app).confirmed().is_hearing() != on {
+    while gw(app).confirmed(concert1()).unwrap().is_hearing() != on {
         assert!(
             started.elapsed() < Duration::from_secs(15),
             "the gateway never got to hearing = {on}"
@@ -1632,7 +1773,7 @@ async fn a_remembered_grant_stops_at_once_when_another_instance_ends_the_admissi
     let now = Instant::now();
     for u in [fan.id, regular.id, bystander.id] {
         assert!(
-            gw(&app).confirmed().remembers(u, now),
+            gw(&app).confirmed(concert1()).unwrap().remembers(u, now),
             "the store's answer is kept"
         );
     }
@@ -1656,7 +1797,12 @@ async fn a_remembered_grant_stops_at_once_when_another_instance_ends_the_admissi
         StatusCode::OK,
         "a bystander's grant is untouched"
     );
-    assert!(gw(&app).confirmed().remembers(bystander.id, Instant::now()));
+    assert!(
+        gw(&app)
+            .confirmed(concert1())
+            .unwrap()
+            .remembers(bystander.id, Instant::now())
+    );
     other.stop().await;
     app.stop().await;
 }
@@ -1678,7 +1824,12 @@ async fn while_ends_cannot_be_heard_every_forward_asks_the_store() {
     let (visitor, access) = admitted_user(&app).await;
     let r = get_with_bearer(&app, "/shop/echo", &access).await;
     assert_eq!(r.status(), StatusCode::OK);
-    assert!(gw(&app).confirmed().remembers(visitor.id, Instant::now()));
+    assert!(
+        gw(&app)
+            .confirmed(concert1())
+            .unwrap()
+            .remembers(visitor.id, Instant::now())
+    );
 
     // The queue store vanishes: the listener's connection breaks, nothing remembered is
     // trusted any more, and the store that cannot answer refuses (fail closed) — even though
@@ -1686,8 +1837,13 @@ async fn while_ends_cannot_be_heard_every_forward_asks_the_store() {
     redis.kill();
     let (status, _) = forward_until_refused(&app, &access, Duration::from_secs(5)).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
-    assert!(!gw(&app).confirmed().is_hearing());
-    assert!(!gw(&app).confirmed().remembers(visitor.id, Instant::now()));
+    assert!(!gw(&app).confirmed(concert1()).unwrap().is_hearing());
+    assert!(
+        !gw(&app)
+            .confirmed(concert1())
+            .unwrap()
+            .remembers(visitor.id, Instant::now())
+    );
 
     // Back (empty): once the subscription is renewed, answers are remembered again.
     redis.restart();
@@ -1695,7 +1851,12 @@ async fn while_ends_cannot_be_heard_every_forward_asks_the_store() {
     let (visitor, access) = admitted_once_redis_is_back(&app).await;
     let r = get_with_bearer(&app, "/shop/echo", &access).await;
     assert_eq!(r.status(), StatusCode::OK);
-    assert!(gw(&app).confirmed().remembers(visitor.id, Instant::now()));
+    assert!(
+        gw(&app)
+            .confirmed(concert1())
+            .unwrap()
+            .remembers(visitor.id, Instant::now())
+    );
     app.stop().await;
 }
 

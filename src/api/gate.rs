@@ -149,16 +149,19 @@ impl Gate {
         &self,
         req: &Req,
         cookie: &str,
-        concert: ConcertId,
+        line: ConcertId,
         memory: &ConfirmedGrants,
     ) -> Result<GatewayGrant, ApiError> {
-        let from_bearer = req
-            .bearer()
-            .map(|t| (self.tokens.verify_access(t), GrantSource::Bearer));
+        let from_bearer = req.bearer().map(|t| {
+            (
+                self.tokens.verify_access(t).map_err(|e| e.to_string()),
+                GrantSource::Bearer,
+            )
+        });
         let presented = match from_bearer {
             Some((Ok(t), source)) => Some((Ok(t), source)),
             other => match req.cookie(cookie).filter(|c| !c.is_empty()) {
-                Some(c) => Some((self.tokens.verify_access(c), GrantSource::Cookie)),
+                Some(c) => Some((self.cookie_grant(c, line), GrantSource::Cookie)),
                 None => other,
             },
         };
@@ -167,9 +170,9 @@ impl Gate {
         };
         let t = match verified {
             Ok(t) => t,
-            Err(e) => return Ok(GatewayGrant::Refused(e.to_string(), source)),
+            Err(reason) => return Ok(GatewayGrant::Refused(reason, source)),
         };
-        if t.concert_id != concert {
+        if t.concert_id != line {
             return Ok(GatewayGrant::Refused(
                 "this access grant is for another concert".into(),
                 source,
@@ -192,6 +195,28 @@ impl Gate {
             }
             Access::Ended(why) => Ok(GatewayGrant::Refused(revoked_because(why).into(), source)),
         }
+    }
+
+    /// The grant cookie's grant for `line` (it carries one per line the visitor was admitted
+    /// to): the first that verifies and is for `line`; otherwise why none is.
+    fn cookie_grant(&self, value: &str, line: ConcertId) -> Result<AccessToken, String> {
+        let mut why = None;
+        for raw in crate::gateway::grant::grants(value) {
+            match self.tokens.verify_access(raw) {
+                Ok(t) if t.concert_id == line => return Ok(t),
+                Ok(_) => {}
+                Err(e) => {
+                    why.get_or_insert_with(|| e.to_string());
+                }
+            }
+        }
+        Err(why.unwrap_or_else(|| "this access grant is for another concert".into()))
+    }
+
+    /// `raw` if it is a genuine, unexpired access token (whether its admission is still live is
+    /// not asked): what a grant cookie keeps of the other lines' grants when one line's changes.
+    pub fn genuine_access(&self, raw: &str) -> Option<AccessToken> {
+        self.tokens.verify_access(raw).ok()
     }
 
     /// A genuine access token, live or not (replays of a payment that revoked it).

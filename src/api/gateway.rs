@@ -13,12 +13,13 @@
 //! `POST /v1/gateway/session` and goes back to the validated return path.
 
 use super::error::{ApiError, ErrorBody, respond};
-use super::gate::{Gate, GatewayGrant, GrantSource};
+use super::gate::{GatewayGrant, GrantSource};
 use super::json::JsonObject;
 use super::state::Api;
+use crate::domain::ConcertId;
 use crate::gateway::forward::Outgoing;
 use crate::gateway::grant::{self, Identity};
-use crate::gateway::{Gateway, check_path, tunnel};
+use crate::gateway::{Gateway, GuardingLine, check_path, tunnel};
 use crate::http::response::{empty, json, streamed};
 use crate::http::{Req, Resp};
 use crate::queue::model::{Access, Ended};
@@ -35,28 +36,43 @@ use std::time::Duration;
 /// The route label of every request answered by the gateway phase (metrics, logs).
 pub const ROUTE: &str = "gateway";
 
-/// Forwards a request for a protected path, or tells the visitor where to queue.
-pub async fn forward(api: &Api, gw: &Gateway, req: &mut Req) -> Result<Resp, ApiError> {
+/// Forwards a request for a path that `guard` guards, or tells the visitor where to queue.
+pub async fn forward(
+    api: &Api,
+    gw: &Gateway,
+    guard: GuardingLine<'_>,
+    req: &mut Req,
+) -> Result<Resp, ApiError> {
     if let Err(e) = check_path(&req.path) {
         decision("bad_path");
         return Err(e.into());
     }
+    let line = guard.concert;
     let (token, source) = match api
         .gate
-        .gateway_grant(req, grant::COOKIE, gw.concert(), gw.confirmed())
+        .gateway_grant(req, grant::COOKIE, line, guard.confirmed)
         .await?
     {
         GatewayGrant::Live(t, source) => (t, source),
         GatewayGrant::Missing => {
             return Ok(not_admitted(
+                api,
                 gw,
+                line,
                 req,
                 "you have not been admitted".into(),
                 false,
             ));
         }
         GatewayGrant::Refused(reason, source) => {
-            return Ok(not_admitted(gw, req, reason, source == GrantSource::Cookie));
+            return Ok(not_admitted(
+                api,
+                gw,
+                line,
+                req,
+                reason,
+                source == GrantSource::Cookie,
+            ));
         }
     };
     let protocol = tunnel::asked(&req.headers);
@@ -130,11 +146,19 @@ async fn grant_ends(
     }
 }
 
-/// No live grant: browsers go to the waiting page (with the way back), API clients get the
-/// contract's error envelope naming it. A refused cookie is cleared so the browser stops
-/// sending it.
-fn not_admitted(gw: &Gateway, req: &Req, reason: String, clear_cookie: bool) -> Resp {
-    let queue_url = grant::waiting_url(gw.concert(), &req.path, req.query.as_deref());
+/// No live grant for `line`: browsers go to its waiting page (with the way back), API clients
+/// get the contract's error envelope naming it. When the cookie was refused, what in it admits
+/// to nothing is dropped (all of it, when nothing is left) so the browser stops sending it; the
+/// other lines' genuine grants stay.
+fn not_admitted(
+    api: &Api,
+    gw: &Gateway,
+    line: ConcertId,
+    req: &Req,
+    reason: String,
+    cookie_refused: bool,
+) -> Resp {
+    let queue_url = grant::waiting_url(line, &req.path, req.query.as_deref());
     let mut r = if is_browser(req) {
         decision("redirected");
         let location =
@@ -150,18 +174,60 @@ fn not_admitted(gw: &Gateway, req: &Req, reason: String, clear_cookie: bool) -> 
             &ApiError::NotAdmitted {
                 reason,
                 queue_url,
-                concert_id: gw.concert(),
+                concert_id: line,
             },
             &req.request_id,
         )
     };
-    if clear_cookie {
-        let secure = gw.over_tls(req.peer.ip(), &req.headers);
-        if let Ok(v) = HeaderValue::from_str(&grant::clear_cookie(secure)) {
-            r.headers_mut().insert(SET_COOKIE, v);
+    if cookie_refused {
+        let value = req.cookie(grant::COOKIE).unwrap_or_default();
+        let kept = other_lines_grants(api, gw, value, line);
+        if kept.grants.len() != grant::grants(value).count() {
+            let secure = gw.over_tls(req.peer.ip(), &req.headers);
+            let cookie = if kept.grants.is_empty() {
+                grant::clear_cookie(secure)
+            } else {
+                grant::set_cookie(
+                    &kept.grants,
+                    kept.last_end.saturating_sub(now_secs()),
+                    secure,
+                )
+            };
+            if let Ok(v) = HeaderValue::from_str(&cookie) {
+                r.headers_mut().insert(SET_COOKIE, v);
+            }
         }
     }
     r
+}
+
+/// The grants of a cookie worth keeping while `line`'s grant changes.
+struct Kept<'v> {
+    grants: Vec<&'v str>,
+    /// The latest admission end among them (Unix seconds; 0 when none).
+    last_end: u64,
+}
+
+/// The grants in the cookie `value` that are genuine and unexpired and for another line that
+/// guards paths here, one per line: what a change to `line`'s grant leaves in the cookie.
+fn other_lines_grants<'v>(api: &Api, gw: &Gateway, value: &'v str, line: ConcertId) -> Kept<'v> {
+    let mut kept = Kept {
+        grants: Vec::new(),
+        last_end: 0,
+    };
+    let mut lines: Vec<ConcertId> = Vec::new();
+    for raw in grant::grants(value) {
+        if let Some(t) = api.gate.genuine_access(raw)
+            && t.concert_id != line
+            && gw.guards(t.concert_id)
+            && !lines.contains(&t.concert_id)
+        {
+            lines.push(t.concert_id);
+            kept.grants.push(raw);
+            kept.last_end = kept.last_end.max(t.exp);
+        }
+    }
+    kept
 }
 
 /// A browser navigating: a `GET`/`HEAD` that accepts HTML. Everything else is an API client,
@@ -209,10 +275,10 @@ pub struct SessionBody {
     request_body(content = Option<SessionRequest>, description = "Optional: the path to return to"),
     security(("access_token" = [])),
     responses(
-        (status = 200, description = "The grant cookie is set (`Set-Cookie: qg_grant=…; Path=/; Max-Age=…; HttpOnly; SameSite=Lax[; Secure]`)", body = SessionBody),
+        (status = 200, description = "The grant cookie is set (`Set-Cookie: qg_grant=…; Path=/; Max-Age=…; HttpOnly; SameSite=Lax[; Secure]`); it keeps the genuine, unexpired grants the request's cookie held for this gateway's other lines", body = SessionBody),
         (status = 400, body = ErrorBody),
         (status = 401, description = "Missing, forged or expired token; TOKEN_REVOKED once the admission ended", body = ErrorBody),
-        (status = 403, description = "The access token is for another concert than the gateway's line", body = ErrorBody),
+        (status = 403, description = "The access token is for a concert whose line guards no path of this gateway", body = ErrorBody),
         (status = 404, description = "Gateway mode is off", body = ErrorBody),
         (status = 422, description = "`return` is not a same-origin absolute path", body = ErrorBody),
         (status = 503, body = ErrorBody),
@@ -220,10 +286,23 @@ pub struct SessionBody {
 pub async fn create_session(api: &Api, req: &mut Req) -> Result<Resp, ApiError> {
     let gw = gateway_on(api)?;
     let (t, raw) = api.gate.access_bearer(req).await?;
-    Gate::same_concert(&t, gw.concert())?;
+    if !gw.guards(t.concert_id) {
+        return Err(ApiError::forbidden(
+            "this access token is for a concert whose line guards no path here",
+        ));
+    }
+    // The grants the visitor holds for this gateway's other lines stay beside the new one.
+    let mut kept = other_lines_grants(
+        api,
+        gw,
+        req.cookie(grant::COOKIE).unwrap_or_default(),
+        t.concert_id,
+    );
+    kept.grants.truncate(grant::MAX_GRANTS - 1);
+    kept.grants.push(raw);
     let cookie = grant::set_cookie(
-        raw,
-        t.exp.saturating_sub(now_secs()),
+        &kept.grants,
+        kept.last_end.max(t.exp).saturating_sub(now_secs()),
         gw.over_tls(req.peer.ip(), &req.headers),
     );
     let body = req.body_bytes().await?;

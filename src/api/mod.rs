@@ -32,9 +32,9 @@ impl Handler for Api {
         // Gateway mode, before routing: a protected path that is not one of our own routes
         // goes to the origin (or to the waiting room), never to the route table.
         if let Some(gw) = self.gateway.as_deref()
-            && gw.protects(&req.path)
+            && let Some(guard) = gw.line_for(&req.path)
         {
-            let result = Box::pin(gateway::forward(self, gw, req)).await;
+            let result = Box::pin(gateway::forward(self, gw, guard, req)).await;
             return Served {
                 route: gateway::ROUTE,
                 resp: answer(result, req),

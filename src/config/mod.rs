@@ -8,7 +8,7 @@ mod env;
 mod upstream;
 mod values;
 
-pub use upstream::{ClientCert, OWN_PATH_SEGMENTS, UpstreamSettings, is_own_path};
+pub use upstream::{ClientCert, GuardedPath, OWN_PATH_SEGMENTS, UpstreamSettings, is_own_path};
 pub use values::*;
 
 use env::Env;

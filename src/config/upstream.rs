@@ -44,11 +44,10 @@ pub struct UpstreamSettings {
     /// The certificate the gateway shows an https origin that asks for one (mutual TLS), so
     /// the origin can let in nobody but its gateways.
     pub client_cert: Option<ClientCert>,
-    /// Protected path prefixes, matched segment-wise: `/shop` guards `/shop` and `/shop/…`, not
+    /// Protected path prefixes and the line guarding each, longest prefix first (the order a
+    /// path is matched in). Matched segment-wise: `/shop` guards `/shop` and `/shop/…`, not
     /// `/shopping`; `/` guards every path that is not queuegate's own.
-    pub paths: Vec<String>,
-    /// The line that guards them: only a live admission to this concert passes.
-    pub concert_id: ConcertId,
+    pub paths: Vec<GuardedPath>,
     /// Time to open a TCP connection to the origin.
     pub connect_timeout: Duration,
     /// Time from sending a request until the origin's response head arrives (connect included).
@@ -62,6 +61,13 @@ pub struct UpstreamSettings {
     /// How long a grant the store confirmed live is trusted without asking again, while the
     /// announcements of ends are heard (`gateway::confirmed`); zero asks on every request.
     pub grant_cache: Duration,
+}
+
+/// One protected prefix and the line whose live admission opens it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GuardedPath {
+    pub prefix: String,
+    pub concert: ConcertId,
 }
 
 /// PEM files of a TLS client certificate: `UPSTREAM_CLIENT_CERT` (the chain, leaf first) and
@@ -79,25 +85,28 @@ pub(super) fn upstream(env: &Env<'_>) -> Result<Option<UpstreamSettings>, Config
     };
     let base =
         upstream_base(&url).map_err(|reason| env.error("UPSTREAM_URL", url.clone(), reason))?;
-    let paths_raw = env.string("UPSTREAM_PATHS", "/");
-    let paths = upstream_paths(&paths_raw)
-        .map_err(|reason| env.error("UPSTREAM_PATHS", paths_raw.clone(), &reason))?;
-    let concert_id = match env.raw("UPSTREAM_CONCERT_ID") {
-        None => {
-            return Err(env.error(
-                "UPSTREAM_CONCERT_ID",
-                String::new(),
-                "required when UPSTREAM_URL is set (the concert whose line guards UPSTREAM_PATHS)",
-            ));
-        }
-        Some(raw) => ConcertId::from_path(&raw).ok_or_else(|| {
+    let default_concert = match env.raw("UPSTREAM_CONCERT_ID") {
+        None => None,
+        Some(raw) => Some(ConcertId::from_path(&raw).ok_or_else(|| {
             env.error(
                 "UPSTREAM_CONCERT_ID",
                 raw,
                 "expected a concert id (a positive integer)",
             )
-        })?,
+        })?),
     };
+    let paths_raw = env.string("UPSTREAM_PATHS", "/");
+    let paths = upstream_paths(&paths_raw, default_concert).map_err(|e| match e {
+        PathsError::NoLine(prefix) => env.error(
+            "UPSTREAM_CONCERT_ID",
+            String::new(),
+            &format!(
+                "required when UPSTREAM_URL is set and a prefix of UPSTREAM_PATHS ({prefix}) names \
+                 no line of its own (the concert whose line guards it; or write {prefix}=<concert id>)"
+            ),
+        ),
+        PathsError::Bad(reason) => env.error("UPSTREAM_PATHS", paths_raw.clone(), &reason),
+    })?;
     let identity_key = match env.raw("UPSTREAM_IDENTITY_KEY") {
         Some(k) if k.len() >= 32 => Some(Secret::new(k)),
         Some(k) => {
@@ -155,7 +164,6 @@ pub(super) fn upstream(env: &Env<'_>) -> Result<Option<UpstreamSettings>, Config
         ca_file,
         client_cert,
         paths,
-        concert_id,
         connect_timeout: Duration::from_millis(env.int(
             "UPSTREAM_CONNECT_TIMEOUT_MS",
             2000,
@@ -204,20 +212,43 @@ fn upstream_base(url: &str) -> Result<String, &'static str> {
     Ok(format!("{scheme}://{}", authority.as_str()))
 }
 
+/// Why `UPSTREAM_PATHS` was refused.
+#[derive(Debug)]
+enum PathsError {
+    /// This prefix names no line, and `UPSTREAM_CONCERT_ID` (the default line) is unset.
+    NoLine(String),
+    Bad(String),
+}
+
 /// Comma-separated absolute path prefixes, each of plain segments (no `.`/`..`, no empty
 /// segment, no `%`, `?`, `#`, backslash, space or control character), none inside queuegate's
-/// own paths (`/v1`, `/concerts`, …). A trailing `/` is dropped; `/` alone means "everything
-/// that is not queuegate's own".
-fn upstream_paths(raw: &str) -> Result<Vec<String>, String> {
-    let mut out: Vec<String> = Vec::new();
-    for p in raw.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+/// own paths (`/v1`, `/concerts`, …), each optionally followed by `=<concert id>`: the line that
+/// guards it, `default` (`UPSTREAM_CONCERT_ID`) when none is named. A trailing `/` is dropped;
+/// `/` alone means "everything that is not queuegate's own". Returned longest prefix first, so
+/// the first that matches a path is the most specific (`/=7,/vip=9`: `/vip/…` is line 9's).
+fn upstream_paths(raw: &str, default: Option<ConcertId>) -> Result<Vec<GuardedPath>, PathsError> {
+    let bad = |m: String| PathsError::Bad(m);
+    let mut out: Vec<GuardedPath> = Vec::new();
+    for entry in raw.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (p, named) = match entry.split_once('=') {
+            None => (entry, None),
+            Some((p, id)) => {
+                let id = id.trim();
+                let concert = ConcertId::from_path(id).ok_or_else(|| {
+                    bad(format!(
+                        "`{entry}`: after = comes the guarding line's concert id (a positive integer), not `{id}`"
+                    ))
+                })?;
+                (p.trim(), Some(concert))
+            }
+        };
         if !p.starts_with('/') {
-            return Err(format!("`{p}` must start with /"));
+            return Err(bad(format!("`{p}` must start with /")));
         }
         if p.bytes().any(|b| {
             b.is_ascii_control() || matches!(b, b' ' | b'%' | b'?' | b'#' | b'\\') || !b.is_ascii()
         }) {
-            return Err(format!("`{p}` may hold only plain path characters"));
+            return Err(bad(format!("`{p}` may hold only plain path characters")));
         }
         let trimmed = if p == "/" { p } else { p.trim_end_matches('/') };
         if trimmed != "/" {
@@ -226,22 +257,40 @@ fn upstream_paths(raw: &str) -> Result<Vec<String>, String> {
                 .iter()
                 .any(|s| s.is_empty() || *s == "." || *s == "..")
             {
-                return Err(format!("`{p}` has an empty, `.` or `..` segment"));
+                return Err(bad(format!("`{p}` has an empty, `.` or `..` segment")));
             }
             if OWN_PATH_SEGMENTS.contains(&segments[0]) {
-                return Err(format!(
+                return Err(bad(format!(
                     "`{p}` is inside queuegate's own paths (/{}), which are never forwarded",
                     segments[0]
-                ));
+                )));
             }
         }
-        if !out.iter().any(|q| q == trimmed) {
-            out.push(trimmed.to_owned());
+        let concert = named
+            .or(default)
+            .ok_or_else(|| PathsError::NoLine(trimmed.to_owned()))?;
+        match out.iter().find(|q| q.prefix == trimmed) {
+            Some(q) if q.concert != concert => {
+                return Err(bad(format!(
+                    "`{trimmed}` is guarded twice, by concerts {} and {concert}",
+                    q.concert
+                )));
+            }
+            Some(_) => {}
+            None => out.push(GuardedPath {
+                prefix: trimmed.to_owned(),
+                concert,
+            }),
         }
     }
     if out.is_empty() {
-        return Err("expected comma-separated path prefixes such as /shop".into());
+        return Err(bad(
+            "expected comma-separated path prefixes such as /shop (or /shop=7)".into(),
+        ));
     }
+    // Longest first; equal lengths cannot both match one path, so their order is moot (kept
+    // stable for the logs).
+    out.sort_by_key(|g| std::cmp::Reverse(g.prefix.len()));
     Ok(out)
 }
 
@@ -274,8 +323,7 @@ mod tests {
         );
         let u = gateway(&[]).unwrap().upstream.unwrap();
         assert_eq!(u.base, "http://127.0.0.1:8081");
-        assert_eq!(u.paths, vec!["/".to_string()]);
-        assert_eq!(u.concert_id.get(), 7);
+        assert_eq!(u.paths, guarded(&[("/", 7)]));
         assert_eq!(u.connect_timeout, Duration::from_millis(2000));
         assert_eq!(u.first_byte_timeout, Duration::from_millis(30_000));
         assert_eq!(u.tunnel_recheck, Duration::from_millis(1000));
@@ -297,7 +345,7 @@ mod tests {
         .upstream
         .unwrap();
         assert_eq!(u.base, "http://origin.internal");
-        assert_eq!(u.paths, vec!["/shop".to_string(), "/tickets".to_string()]);
+        assert_eq!(u.paths, guarded(&[("/tickets", 7), ("/shop", 7)]));
         assert_eq!(u.connect_timeout, Duration::from_millis(150));
         assert_eq!(u.first_byte_timeout, Duration::from_millis(900));
         assert_eq!(u.tunnel_recheck, Duration::from_secs(60));
@@ -358,6 +406,61 @@ mod tests {
         .unwrap_err();
         assert_eq!(e.var, "UPSTREAM_URL");
         assert!(e.to_string().contains("https://"), "{e}");
+    }
+
+    fn guarded(paths: &[(&str, u64)]) -> Vec<GuardedPath> {
+        paths
+            .iter()
+            .map(|(prefix, concert)| GuardedPath {
+                prefix: (*prefix).to_owned(),
+                concert: ConcertId::new(*concert).unwrap(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn each_prefix_may_name_its_own_line_and_the_longest_match_comes_first() {
+        let u = gateway(&[(
+            "UPSTREAM_PATHS",
+            "/=7, /tour/a=9 ,/tour/b = 12,/shop,/shop/",
+        )])
+        .unwrap()
+        .upstream
+        .unwrap();
+        assert_eq!(
+            u.paths,
+            guarded(&[("/tour/a", 9), ("/tour/b", 12), ("/shop", 7), ("/", 7)])
+        );
+        // Every prefix names its line: no default needed.
+        let u = settings(&[
+            ("UPSTREAM_URL", "http://127.0.0.1:8081"),
+            ("UPSTREAM_PATHS", "/a=3,/b=4"),
+        ])
+        .unwrap()
+        .upstream
+        .unwrap();
+        assert_eq!(u.paths, guarded(&[("/a", 3), ("/b", 4)]));
+        // A prefix without a line of its own, and no default: the default is what is missing.
+        let e = settings(&[
+            ("UPSTREAM_URL", "http://127.0.0.1:8081"),
+            ("UPSTREAM_PATHS", "/a=3,/b"),
+        ])
+        .unwrap_err();
+        assert_eq!(e.var, "UPSTREAM_CONCERT_ID");
+        assert!(e.to_string().contains("/b=<concert id>"), "{e}");
+        for paths in ["/a=0", "/a=x", "/a=", "=3", "/a=3=4", "/a=3,/a=4", "/v1=3"] {
+            assert_eq!(
+                refused(&[("UPSTREAM_PATHS", paths)]),
+                "UPSTREAM_PATHS",
+                "{paths}"
+            );
+        }
+        // The same prefix twice for the same line is one prefix.
+        let u = gateway(&[("UPSTREAM_PATHS", "/a=3,/a/=3")])
+            .unwrap()
+            .upstream
+            .unwrap();
+        assert_eq!(u.paths, guarded(&[("/a", 3)]));
     }
 
     /// The variable a gateway configuration with `vars` is refused for.

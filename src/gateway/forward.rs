@@ -271,8 +271,10 @@ mod tests {
             base: "http://127.0.0.1:9".into(),
             ca_file: None,
             client_cert: None,
-            paths: vec!["/shop".into()],
-            concert_id: crate::domain::ConcertId::new(7).unwrap(),
+            paths: vec![crate::config::GuardedPath {
+                prefix: "/shop".into(),
+                concert: crate::domain::ConcertId::new(7).unwrap(),
+            }],
             connect_timeout: std::time::Duration::from_secs(1),
             first_byte_timeout: std::time::Duration::from_secs(1),
             identity_key: None,

@@ -1,11 +1,13 @@
 //! The visitor's side of a grant: the cookie a browser carries it in, the path it returns to
 //! after waiting, and the identity header the origin learns who it serves from.
 //!
-//! **The cookie** holds the access token itself. It is `HttpOnly` (page scripts cannot read or
-//! leak it), `SameSite=Lax` (other sites cannot make the browser send it with their form posts),
-//! `Path=/`, `Max-Age` = the admission's remaining time, and `Secure` when the visitor reached
-//! us over TLS. Its value is only ever *verified* — signature, kind, concert, and the live
-//! admission behind it on every request — so a forged, expired or revoked one is worth nothing.
+//! **The cookie** holds the access tokens themselves: one per line the visitor is admitted to
+//! (`~` between them; one line, one token), since a gateway may guard several sales' paths,
+//! each behind its own line. It is `HttpOnly` (page scripts cannot read or leak it),
+//! `SameSite=Lax` (other sites cannot make the browser send it with their form posts), `Path=/`,
+//! `Max-Age` = the longest remaining admission, and `Secure` when the visitor reached us over
+//! TLS. Its value is only ever *verified* — signature, kind, concert, and the live admission
+//! behind it on every request — so a forged, expired or revoked one is worth nothing.
 //!
 //! **Return paths** come back from a browser: only same-origin absolute paths are accepted, so
 //! the waiting page can never be turned into an open redirect.
@@ -30,10 +32,31 @@ pub const IDENTITY_HEADER: &str = "x-queuegate-identity";
 /// Longest return path accepted (a URL a browser can hold comfortably).
 const MAX_RETURN: usize = 2048;
 
-/// `Set-Cookie` value that stores the grant for `max_age_secs`.
-pub fn set_cookie(token: &str, max_age_secs: u64, secure: bool) -> String {
+/// What separates the grants in the cookie: a cookie-value character that no token holds.
+const SEPARATOR: char = '~';
+
+/// The most grants one cookie carries (~300 bytes each, well inside a browser's 4 KB).
+pub const MAX_GRANTS: usize = 8;
+
+/// The grants in a cookie's value, at most `MAX_GRANTS` (unverified: the caller verifies each).
+pub fn grants(value: &str) -> impl Iterator<Item = &str> {
+    value
+        .split(SEPARATOR)
+        .filter(|g| !g.is_empty())
+        .take(MAX_GRANTS)
+}
+
+/// `Set-Cookie` value that stores `grants` for `max_age_secs`.
+pub fn set_cookie(grants: &[&str], max_age_secs: u64, secure: bool) -> String {
+    let mut value = String::with_capacity(grants.iter().map(|g| g.len() + 1).sum());
+    for g in grants.iter().take(MAX_GRANTS) {
+        if !value.is_empty() {
+            value.push(SEPARATOR);
+        }
+        value.push_str(g);
+    }
     format!(
-        "{COOKIE}={token}; Path=/; Max-Age={}; HttpOnly; SameSite=Lax{}",
+        "{COOKIE}={value}; Path=/; Max-Age={}; HttpOnly; SameSite=Lax{}",
         max_age_secs.max(1),
         if secure { "; Secure" } else { "" }
     )
@@ -202,13 +225,33 @@ mod tests {
 
     #[test]
     fn cookies_carry_the_safe_attributes() {
-        let c = set_cookie("abc.def.ghi", 120, false);
+        let c = set_cookie(&["abc.def.ghi"], 120, false);
         assert_eq!(
             c,
             "qg_grant=abc.def.ghi; Path=/; Max-Age=120; HttpOnly; SameSite=Lax"
         );
-        assert!(set_cookie("t", 0, true).ends_with("Max-Age=1; HttpOnly; SameSite=Lax; Secure"));
+        assert!(set_cookie(&["t"], 0, true).ends_with("Max-Age=1; HttpOnly; SameSite=Lax; Secure"));
         assert!(clear_cookie(false).contains("Max-Age=0"));
+    }
+
+    #[test]
+    fn a_cookie_carries_one_grant_per_line_and_reads_back_as_written() {
+        let c = set_cookie(&["a.b.c", "d.e.f"], 60, false);
+        let value = c
+            .strip_prefix("qg_grant=")
+            .and_then(|v| v.split(';').next())
+            .unwrap();
+        assert_eq!(value, "a.b.c~d.e.f");
+        assert_eq!(grants(value).collect::<Vec<_>>(), ["a.b.c", "d.e.f"]);
+        // One grant: the value is the token itself, as before there were several lines.
+        assert_eq!(grants("a.b.c").collect::<Vec<_>>(), ["a.b.c"]);
+        assert_eq!(grants("~a~~b~").collect::<Vec<_>>(), ["a", "b"]);
+        // No more than MAX_GRANTS are read or written, however long the value.
+        let many: Vec<String> = (0..20).map(|i| format!("t{i}")).collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        assert_eq!(grants(&many.join("~")).count(), MAX_GRANTS);
+        let written = set_cookie(&many, 60, false);
+        assert_eq!(written.matches('~').count(), MAX_GRANTS - 1);
     }
 
     #[test]

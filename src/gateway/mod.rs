@@ -2,9 +2,10 @@
 //!
 //! With `UPSTREAM_URL` set, requests for the protected path prefixes (`UPSTREAM_PATHS`) that are
 //! not queuegate's own routes are forwarded to the origin — but only for a visitor whose
-//! admission to the guarding line (`UPSTREAM_CONCERT_ID`) is live at that very moment. Because
-//! the line never admits more than `max_active` at once, the origin never serves more admitted
-//! visitors than that.
+//! admission to the prefix's line is live at that very moment. Each prefix has one line (its own
+//! `=<concert id>`, else `UPSTREAM_CONCERT_ID`), so one shop can hold several sales at once, each
+//! behind its own line, as a ticket site does. Because a line never admits more than
+//! `max_active` at once, the origin never serves more of a sale's admitted visitors than that.
 //!
 //! This room owns the *how* of forwarding: the origin's keep-alive connections (`pool`) over
 //! TCP or TLS (`transport`), their timeouts and metrics (`upstream`), what a forwarded request
@@ -25,6 +26,7 @@ use crate::config::{UpstreamSettings, is_own_path};
 use crate::domain::ConcertId;
 use hyper::HeaderMap;
 use hyper::body::Incoming;
+use std::collections::HashMap;
 use std::net::IpAddr;
 
 /// Why a request could not be forwarded. Each names a fact, never an HTTP status
@@ -54,6 +56,13 @@ pub enum GatewayError {
     TooManyTunnels,
 }
 
+/// The line that guards a protected path, with what this instance remembers of its grants.
+#[derive(Clone, Copy)]
+pub struct GuardingLine<'g> {
+    pub concert: ConcertId,
+    pub confirmed: &'g confirmed::ConfirmedGrants,
+}
+
 /// The gateway-mode service: settings, the pooled client, and the proxies trusted to say how a
 /// request arrived.
 pub struct Gateway {
@@ -64,8 +73,9 @@ pub struct Gateway {
     identity: Option<grant::IdentitySigner>,
     /// Open tunnels per visitor.
     tunnels: std::sync::Arc<tunnel::Tunnels>,
-    /// Grants confirmed live a moment ago, forgotten when their end is announced.
-    confirmed: confirmed::ConfirmedGrants,
+    /// Per guarding line: grants confirmed live a moment ago, forgotten when their end is
+    /// announced.
+    confirmed: HashMap<ConcertId, confirmed::ConfirmedGrants>,
 }
 
 impl Gateway {
@@ -76,9 +86,19 @@ impl Gateway {
             .as_ref()
             .map(grant::IdentitySigner::new)
             .transpose()?;
+        let confirmed = settings
+            .paths
+            .iter()
+            .map(|g| {
+                (
+                    g.concert,
+                    confirmed::ConfirmedGrants::new(settings.grant_cache),
+                )
+            })
+            .collect();
         Ok(Gateway {
             tunnels: Default::default(),
-            confirmed: confirmed::ConfirmedGrants::new(settings.grant_cache),
+            confirmed,
             identity,
             settings,
             upstream,
@@ -86,20 +106,29 @@ impl Gateway {
         })
     }
 
-    /// The line that guards the protected paths.
-    pub fn concert(&self) -> ConcertId {
-        self.settings.concert_id
+    /// The line guarding `path`, if it is a protected path that is not one of our own routes:
+    /// that of the longest prefix it falls under. Own routes always win, so `UPSTREAM_PATHS=/`
+    /// leaves `/`, `/v1/…`, `/concerts/…` and the rest to queuegate.
+    pub fn line_for(&self, path: &str) -> Option<GuardingLine<'_>> {
+        if is_own_path(path) {
+            return None;
+        }
+        // (`paths` is longest first: the first match is the most specific.)
+        let concert = self
+            .settings
+            .paths
+            .iter()
+            .find(|g| prefix_matches(&g.prefix, path))?
+            .concert;
+        Some(GuardingLine {
+            concert,
+            confirmed: self.confirmed.get(&concert)?,
+        })
     }
 
-    /// Is this a protected path that is not one of our own routes? Own routes always win, so
-    /// `UPSTREAM_PATHS=/` leaves `/`, `/v1/…`, `/concerts/…` and the rest to queuegate.
-    pub fn protects(&self, path: &str) -> bool {
-        !is_own_path(path)
-            && self
-                .settings
-                .paths
-                .iter()
-                .any(|prefix| prefix_matches(prefix, path))
+    /// Does a line of this concert guard any path here?
+    pub fn guards(&self, concert: ConcertId) -> bool {
+        self.confirmed.contains_key(&concert)
     }
 
     /// Did the request reach us over TLS? Only a trusted proxy (`TRUSTED_PROXIES`) can say so,
@@ -175,8 +204,9 @@ impl Gateway {
     /// instance ended it): their grant is asked about again, and their open tunnels check it
     /// now (see `queue::ends`).
     pub fn admission_ended(&self, concert: ConcertId, user: crate::domain::UserId) {
-        if concert == self.concert() {
-            self.confirmed.forget(user);
+        if let Some(memory) = self.confirmed.get(&concert) {
+            memory.forget(user);
+            // (All of the user's tunnels check their grants, whichever line theirs is of.)
             self.tunnels.nudge(user);
         }
     }
@@ -184,18 +214,23 @@ impl Gateway {
     /// Whether the announcements of ends can be heard now (the subscription is up). While they
     /// cannot, every forward asks the store.
     pub fn hearing_ends(&self, on: bool) {
-        self.confirmed.hearing(on);
+        for memory in self.confirmed.values() {
+            memory.hearing(on);
+        }
         metrics::gauge!("queuegate_gateway_hearing_ends").set(if on { 1.0 } else { 0.0 });
     }
 
     /// Some announcements were skipped (the listener fell behind): trust nothing remembered.
     pub fn missed_ends(&self) {
-        self.confirmed.forget_all();
+        for memory in self.confirmed.values() {
+            memory.forget_all();
+        }
     }
 
-    /// The grants confirmed a moment ago (see `confirmed`).
-    pub fn confirmed(&self) -> &confirmed::ConfirmedGrants {
-        &self.confirmed
+    /// The grants of `concert`'s line confirmed a moment ago (see `confirmed`); `None` when no
+    /// path here is guarded by it.
+    pub fn confirmed(&self, concert: ConcertId) -> Option<&confirmed::ConfirmedGrants> {
+        self.confirmed.get(&concert)
     }
 }
 
