@@ -107,6 +107,18 @@ pub(super) fn upstream(env: &Env<'_>) -> Result<Option<UpstreamSettings>, Config
         ),
         PathsError::Bad(reason) => env.error("UPSTREAM_PATHS", paths_raw.clone(), &reason),
     })?;
+    // A default line that guards nothing is a mistake, not a harmless leftover: the operator
+    // believes that line's admissions open some path.
+    if let Some(d) = default_concert
+        && !paths.iter().any(|g| g.concert == d)
+    {
+        return Err(env.error(
+            "UPSTREAM_CONCERT_ID",
+            d.to_string(),
+            "guards no path: every prefix of UPSTREAM_PATHS names another line (drop \
+             UPSTREAM_CONCERT_ID, or give it a prefix)",
+        ));
+    }
     let identity_key = match env.raw("UPSTREAM_IDENTITY_KEY") {
         Some(k) if k.len() >= 32 => Some(Secret::new(k)),
         Some(k) => {
@@ -440,6 +452,12 @@ mod tests {
         .upstream
         .unwrap();
         assert_eq!(u.paths, guarded(&[("/a", 3), ("/b", 4)]));
+        // A default line that guards none of them is refused, not silently ignored.
+        assert_eq!(
+            refused(&[("UPSTREAM_PATHS", "/a=3,/b=4")]),
+            "UPSTREAM_CONCERT_ID"
+        );
+        assert!(gateway(&[("UPSTREAM_PATHS", "/a=7,/b=4")]).is_ok());
         // A prefix without a line of its own, and no default: the default is what is missing.
         let e = settings(&[
             ("UPSTREAM_URL", "http://127.0.0.1:8081"),
@@ -456,11 +474,11 @@ mod tests {
             );
         }
         // The same prefix twice for the same line is one prefix.
-        let u = gateway(&[("UPSTREAM_PATHS", "/a=3,/a/=3")])
+        let u = gateway(&[("UPSTREAM_PATHS", "/a=7,/a/=7")])
             .unwrap()
             .upstream
             .unwrap();
-        assert_eq!(u.paths, guarded(&[("/a", 3)]));
+        assert_eq!(u.paths, guarded(&[("/a", 7)]));
     }
 
     /// The variable a gateway configuration with `vars` is refused for.
