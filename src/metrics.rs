@@ -215,7 +215,7 @@ fn describe() {
     );
     describe_counter!(
         "queuegate_gateway_requests_total",
-        "Gateway mode: requests for protected paths by decision (forwarded, tunnelled: an upgrade passed to the origin, redirected to the line, refused as not admitted, bad_path)"
+        "Gateway mode: requests for protected paths by guarding line (concert) and decision (forwarded, tunnelled: an upgrade passed to the origin, redirected to the line, refused as not admitted, bad_path)"
     );
     describe_gauge!(
         "queuegate_gateway_tunnels_open",

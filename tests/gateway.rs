@@ -574,6 +574,21 @@ async fn two_sales_on_one_shop_each_behind_its_own_line() {
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
     assert!(!r.headers().contains_key(SET_COOKIE));
 
+    // Each line's decisions are counted under its own concert.
+    let text = app.metrics_text().await;
+    let counted = |concert: &str, decision: &str| -> f64 {
+        text.lines()
+            .filter(|l| l.starts_with("queuegate_gateway_requests_total{"))
+            .filter(|l| l.contains(&format!("concert=\"{concert}\"")))
+            .filter(|l| l.contains(&format!("decision=\"{decision}\"")))
+            .filter_map(|l| l.rsplit_once(' ')?.1.trim().parse::<f64>().ok())
+            .sum()
+    };
+    assert!(counted("2", "redirected") >= 2.0, "{text}");
+    assert!(counted("2", "refused") >= 2.0, "{text}");
+    assert!(counted("2", "forwarded") >= 1.0, "{text}");
+    assert!(counted("1", "forwarded") >= 3.0, "{text}");
+
     // A token for a concert whose line guards nothing here buys no cookie.
     let third = app.create_concert(1, 100).await;
     let elsewhere = app.admit(&fan, third.id).await;

@@ -44,7 +44,7 @@ pub async fn forward(
     req: &mut Req,
 ) -> Result<Resp, ApiError> {
     if let Err(e) = check_path(&req.path) {
-        decision("bad_path");
+        guard.decisions.bad_path.increment(1);
         return Err(e.into());
     }
     let line = guard.concert;
@@ -58,7 +58,7 @@ pub async fn forward(
             return Ok(not_admitted(
                 api,
                 gw,
-                line,
+                guard,
                 req,
                 "you have not been admitted".into(),
                 false,
@@ -68,7 +68,7 @@ pub async fn forward(
             return Ok(not_admitted(
                 api,
                 gw,
-                line,
+                guard,
                 req,
                 reason,
                 source == GrantSource::Cookie,
@@ -97,13 +97,13 @@ pub async fn forward(
         strip_authorization: source == GrantSource::Bearer,
     };
     if let (Some(protocol), Some(visitor)) = (protocol, visitor) {
-        decision("tunnelled");
+        guard.decisions.tunnelled.increment(1);
         let queue = api.queue.clone();
         let ends = move |nudge, recheck| grant_ends(queue, token, nudge, recheck);
         let answer = gw.tunnel(out, body, protocol, visitor, ends).await?;
         return Ok(answer.map(streamed));
     }
-    decision("forwarded");
+    guard.decisions.forwarded.increment(1);
     let answer = gw.forward(out, body).await?;
     Ok(answer.map(streamed))
 }
@@ -146,21 +146,22 @@ async fn grant_ends(
     }
 }
 
-/// No live grant for `line`: browsers go to its waiting page (with the way back), API clients
+/// No live grant for the guarding line: browsers go to its waiting page (with the way back), API clients
 /// get the contract's error envelope naming it. When the cookie was refused, what in it admits
 /// to nothing is dropped (all of it, when nothing is left) so the browser stops sending it; the
 /// other lines' genuine grants stay.
 fn not_admitted(
     api: &Api,
     gw: &Gateway,
-    line: ConcertId,
+    guard: GuardingLine<'_>,
     req: &Req,
     reason: String,
     cookie_refused: bool,
 ) -> Resp {
+    let line = guard.concert;
     let queue_url = grant::waiting_url(line, &req.path, req.query.as_deref());
     let mut r = if is_browser(req) {
-        decision("redirected");
+        guard.decisions.redirected.increment(1);
         let location =
             HeaderValue::from_str(&queue_url).unwrap_or_else(|_| HeaderValue::from_static("/"));
         let mut r = empty(StatusCode::SEE_OTHER);
@@ -169,7 +170,7 @@ fn not_admitted(
             .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
         r
     } else {
-        decision("refused");
+        guard.decisions.refused.increment(1);
         respond(
             &ApiError::NotAdmitted {
                 reason,
@@ -240,10 +241,6 @@ fn is_browser(req: &Req) -> bool {
             .iter()
             .filter_map(|v| v.to_str().ok())
             .any(|v| v.to_ascii_lowercase().contains("text/html"))
-}
-
-fn decision(what: &'static str) {
-    crate::metrics::count_hot("queuegate_gateway_requests_total", "decision", what);
 }
 
 fn gateway_on(api: &Api) -> Result<&Gateway, ApiError> {

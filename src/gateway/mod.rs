@@ -56,11 +56,48 @@ pub enum GatewayError {
     TooManyTunnels,
 }
 
-/// The line that guards a protected path, with what this instance remembers of its grants.
+/// The line that guards a protected path, with what this instance remembers of its grants and
+/// the counters of what it decided.
 #[derive(Clone, Copy)]
 pub struct GuardingLine<'g> {
     pub concert: ConcertId,
     pub confirmed: &'g confirmed::ConfirmedGrants,
+    pub decisions: &'g Decisions,
+}
+
+/// `queuegate_gateway_requests_total{concert, decision}` of one line, made once: a forward
+/// bumps a counter it holds instead of looking one up by its labels.
+pub struct Decisions {
+    pub forwarded: metrics::Counter,
+    pub tunnelled: metrics::Counter,
+    pub redirected: metrics::Counter,
+    pub refused: metrics::Counter,
+    pub bad_path: metrics::Counter,
+}
+
+impl Decisions {
+    fn new(concert: ConcertId) -> Self {
+        let counter = |decision: &'static str| {
+            metrics::counter!(
+                "queuegate_gateway_requests_total",
+                "concert" => concert.to_string(),
+                "decision" => decision
+            )
+        };
+        Decisions {
+            forwarded: counter("forwarded"),
+            tunnelled: counter("tunnelled"),
+            redirected: counter("redirected"),
+            refused: counter("refused"),
+            bad_path: counter("bad_path"),
+        }
+    }
+}
+
+/// What an instance keeps per line it guards.
+struct Line {
+    confirmed: confirmed::ConfirmedGrants,
+    decisions: Decisions,
 }
 
 /// The gateway-mode service: settings, the pooled client, and the proxies trusted to say how a
@@ -73,9 +110,9 @@ pub struct Gateway {
     identity: Option<grant::IdentitySigner>,
     /// Open tunnels per visitor.
     tunnels: std::sync::Arc<tunnel::Tunnels>,
-    /// Per guarding line: grants confirmed live a moment ago, forgotten when their end is
-    /// announced.
-    confirmed: HashMap<ConcertId, confirmed::ConfirmedGrants>,
+    /// Per guarding line: grants confirmed live a moment ago (forgotten when their end is
+    /// announced), and its decisions' counters.
+    lines: HashMap<ConcertId, Line>,
 }
 
 impl Gateway {
@@ -86,19 +123,16 @@ impl Gateway {
             .as_ref()
             .map(grant::IdentitySigner::new)
             .transpose()?;
-        let confirmed = settings
-            .paths
-            .iter()
-            .map(|g| {
-                (
-                    g.concert,
-                    confirmed::ConfirmedGrants::new(settings.grant_cache),
-                )
-            })
-            .collect();
+        let mut lines = HashMap::new();
+        for g in &settings.paths {
+            lines.entry(g.concert).or_insert_with(|| Line {
+                confirmed: confirmed::ConfirmedGrants::new(settings.grant_cache),
+                decisions: Decisions::new(g.concert),
+            });
+        }
         Ok(Gateway {
             tunnels: Default::default(),
-            confirmed,
+            lines,
             identity,
             settings,
             upstream,
@@ -120,15 +154,17 @@ impl Gateway {
             .iter()
             .find(|g| prefix_matches(&g.prefix, path))?
             .concert;
+        let line = self.lines.get(&concert)?;
         Some(GuardingLine {
             concert,
-            confirmed: self.confirmed.get(&concert)?,
+            confirmed: &line.confirmed,
+            decisions: &line.decisions,
         })
     }
 
     /// Does a line of this concert guard any path here?
     pub fn guards(&self, concert: ConcertId) -> bool {
-        self.confirmed.contains_key(&concert)
+        self.lines.contains_key(&concert)
     }
 
     /// Did the request reach us over TLS? Only a trusted proxy (`TRUSTED_PROXIES`) can say so,
@@ -204,8 +240,8 @@ impl Gateway {
     /// instance ended it): their grant is asked about again, and their open tunnels check it
     /// now (see `queue::ends`).
     pub fn admission_ended(&self, concert: ConcertId, user: crate::domain::UserId) {
-        if let Some(memory) = self.confirmed.get(&concert) {
-            memory.forget(user);
+        if let Some(line) = self.lines.get(&concert) {
+            line.confirmed.forget(user);
             // (All of the user's tunnels check their grants, whichever line theirs is of.)
             self.tunnels.nudge(user);
         }
@@ -214,23 +250,23 @@ impl Gateway {
     /// Whether the announcements of ends can be heard now (the subscription is up). While they
     /// cannot, every forward asks the store.
     pub fn hearing_ends(&self, on: bool) {
-        for memory in self.confirmed.values() {
-            memory.hearing(on);
+        for line in self.lines.values() {
+            line.confirmed.hearing(on);
         }
         metrics::gauge!("queuegate_gateway_hearing_ends").set(if on { 1.0 } else { 0.0 });
     }
 
     /// Some announcements were skipped (the listener fell behind): trust nothing remembered.
     pub fn missed_ends(&self) {
-        for memory in self.confirmed.values() {
-            memory.forget_all();
+        for line in self.lines.values() {
+            line.confirmed.forget_all();
         }
     }
 
     /// The grants of `concert`'s line confirmed a moment ago (see `confirmed`); `None` when no
     /// path here is guarded by it.
     pub fn confirmed(&self, concert: ConcertId) -> Option<&confirmed::ConfirmedGrants> {
-        self.confirmed.get(&concert)
+        self.lines.get(&concert).map(|line| &line.confirmed)
     }
 }
 
