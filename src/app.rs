@@ -79,7 +79,11 @@ impl App {
     /// Connects to everything (lazily where a dependency may be down) and, with
     /// `AUTO_MIGRATE`, creates and migrates the database.
     pub async fn build(settings: Settings) -> Result<Arc<App>, StartError> {
-        // First: a gateway-mode setting that cannot work (an unreadable CA file, say) is the
+        // The metrics recorder before anything makes a metric handle: a handle made before it
+        // is installed records nothing, ever (the gateway makes its counters and its upstream
+        // histogram once, when it is built).
+        let metrics = crate::metrics::handle();
+        // Then: a gateway-mode setting that cannot work (an unreadable CA file, say) is the
         // operator's to fix, and says so before anything is connected.
         let gateway = match &settings.upstream {
             None => None,
@@ -100,7 +104,6 @@ impl App {
                 Some(Arc::new(gw))
             }
         };
-        let metrics = crate::metrics::handle();
         if settings.jwt_secret_is_default {
             tracing::warn!(
                 "JWT_SECRET is not set: using the development key (never do this in production)"

@@ -467,6 +467,30 @@ fn grant_value(set_cookie: &str) -> &str {
         .expect("a qg_grant cookie")
 }
 
+/// A GET of `path` with the grant cookie `cookie` (a `name=value` pair), as a browser
+/// navigating (`html`) or as an API client.
+async fn browse(app: &TestApp, path: &str, cookie: Option<&str>, html: bool) -> reqwest::Response {
+    let mut r = client().get(app.url(path));
+    if let Some(c) = cookie {
+        r = r.header(COOKIE, c);
+    }
+    if html {
+        r = r.header(ACCEPT, HTML);
+    }
+    r.send().await.unwrap()
+}
+
+/// `POST /v1/gateway/session` with `access`, carrying the grant cookie `cookie` if any.
+async fn trade(app: &TestApp, access: &str, cookie: Option<&str>) -> reqwest::Response {
+    let mut r = client()
+        .post(app.url("/v1/gateway/session"))
+        .bearer_auth(access);
+    if let Some(c) = cookie {
+        r = r.header(COOKIE, c);
+    }
+    r.send().await.unwrap()
+}
+
 #[tokio::test]
 async fn two_sales_on_one_shop_each_behind_its_own_line() {
     let origin = EchoOrigin::start().await;
@@ -474,7 +498,6 @@ async fn two_sales_on_one_shop_each_behind_its_own_line() {
     let app = gateway_app(&origin.base(), &[("UPSTREAM_PATHS", "/shop,/shop/vip=2")]).await;
     let vip = app.create_concert(1, 100).await;
     assert_eq!(vip.id.get(), 2, "a fresh database's second concert");
-    let http = client();
     let fan = app.create_user("fan").await;
     let first = app.admit(&fan, concert1()).await;
 
@@ -487,12 +510,7 @@ async fn two_sales_on_one_shop_each_behind_its_own_line() {
     assert_eq!(v["error"]["code"], "NOT_ADMITTED");
     assert_eq!(v["error"]["concert_id"], 2);
     assert_eq!(v["error"]["queue_url"], "/concerts/2?return=/shop/vip/echo");
-    let r = http
-        .get(app.url("/shop/vip/seats?row=A"))
-        .header(ACCEPT, HTML)
-        .send()
-        .await
-        .unwrap();
+    let r = browse(&app, "/shop/vip/seats?row=A", None, true).await;
     assert_eq!(r.status(), StatusCode::SEE_OTHER);
     assert_eq!(
         r.headers()[LOCATION],
@@ -509,68 +527,35 @@ async fn two_sales_on_one_shop_each_behind_its_own_line() {
     let joined = app.join_queue(&fan, vip.id).await;
     let vip_queue = joined["queue_token"].as_str().unwrap().to_owned();
     let second = wait_admitted(&app, &vip_queue).await;
-    let r = client()
-        .post(app.url("/v1/gateway/session"))
-        .bearer_auth(&second)
-        .header(COOKIE, &cookie1)
-        .send()
-        .await
-        .unwrap();
+    let r = trade(&app, &second, Some(&cookie1)).await;
     assert_eq!(r.status(), StatusCode::OK);
     let set = r.headers()[SET_COOKIE].to_str().unwrap().to_owned();
     assert_eq!(grant_value(&set), format!("{first}~{second}"));
     let both = format!("qg_grant={}", grant_value(&set));
     for (path, line) in [("/shop/echo", 1), ("/shop/vip/echo", 2), ("/shop/vipx", 1)] {
-        let r = http
-            .get(app.url(path))
-            .header(COOKIE, &both)
-            .send()
-            .await
-            .unwrap();
+        let r = browse(&app, path, Some(&both), false).await;
         assert_eq!(identity_concert(r).await, line, "{path}");
     }
     // Trading the same line's token again replaces its grant, never doubles it.
-    let r = client()
-        .post(app.url("/v1/gateway/session"))
-        .bearer_auth(&second)
-        .header(COOKIE, &both)
-        .send()
-        .await
-        .unwrap();
+    let r = trade(&app, &second, Some(&both)).await;
     let set = r.headers()[SET_COOKIE].to_str().unwrap().to_owned();
     assert_eq!(grant_value(&set), format!("{first}~{second}"));
 
     // Leaving line 2 ends that grant only: the cookie loses it and keeps line 1's.
     assert_eq!(app.leave(&vip_queue).await.status(), StatusCode::NO_CONTENT);
-    let r = http
-        .get(app.url("/shop/vip/echo"))
-        .header(ACCEPT, HTML)
-        .header(COOKIE, &both)
-        .send()
-        .await
-        .unwrap();
+    let r = browse(&app, "/shop/vip/echo", Some(&both), true).await;
     assert_eq!(r.status(), StatusCode::SEE_OTHER);
     let set = r.headers()[SET_COOKIE].to_str().unwrap().to_owned();
     assert_eq!(grant_value(&set), first, "{set}");
     assert!(!set.contains("Max-Age=0"), "{set}");
-    let r = http
-        .get(app.url("/shop/echo"))
-        .header(COOKIE, &both)
-        .send()
-        .await
-        .unwrap();
+    let r = browse(&app, "/shop/echo", Some(&both), false).await;
     assert_eq!(
         identity_concert(r).await,
         1,
         "line 1's grant still opens line 1's paths"
     );
     // A cookie holding only another line's live grant is left as it is.
-    let r = http
-        .get(app.url("/shop/vip/echo"))
-        .header(COOKIE, &cookie1)
-        .send()
-        .await
-        .unwrap();
+    let r = browse(&app, "/shop/vip/echo", Some(&cookie1), false).await;
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
     assert!(!r.headers().contains_key(SET_COOKIE));
 
@@ -592,12 +577,7 @@ async fn two_sales_on_one_shop_each_behind_its_own_line() {
     // A token for a concert whose line guards nothing here buys no cookie.
     let third = app.create_concert(1, 100).await;
     let elsewhere = app.admit(&fan, third.id).await;
-    let r = client()
-        .post(app.url("/v1/gateway/session"))
-        .bearer_auth(&elsewhere)
-        .send()
-        .await
-        .unwrap();
+    let r = trade(&app, &elsewhere, None).await;
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
     assert!(!r.headers().contains_key(SET_COOKIE));
     app.stop().await;
