@@ -8,9 +8,10 @@
 // Run through `bash scripts/e2e.sh`, which starts the nginx origin and the gateway-mode
 // instance. By hand, against ones you started (admin token required):
 //   QG_E2E_BASE_URL=http://127.0.0.1:18092 QG_E2E_ADMIN_TOKEN=… QG_E2E_GATEWAY_CONCERT=<id> \
-//     node --test e2e/gateway-journey.mjs
-// where the instance runs with UPSTREAM_PATHS=/shop and UPSTREAM_CONCERT_ID=<id>, in front of
-// an origin serving e2e/origin-site/ (scripts/origin-nginx.sh).
+//     QG_E2E_GATEWAY_VIP_CONCERT=<vip id> node --test e2e/gateway-journey.mjs
+// where the instance runs with UPSTREAM_PATHS=/shop,/shop/vip=<vip id> and
+// UPSTREAM_CONCERT_ID=<id>, in front of an origin serving e2e/origin-site/
+// (scripts/origin-nginx.sh).
 //
 // Screenshots: tests/artifacts/e2e/gateway/NN-step.png.
 
@@ -27,6 +28,8 @@ const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const SHOTS = process.env.QG_E2E_GATEWAY_SCREENSHOTS || join(ROOT, 'tests', 'artifacts', 'e2e', 'gateway');
 const CHROMIUM = process.env.QG_E2E_CHROMIUM || '/usr/bin/chromium';
 const CONCERT = Number(process.env.QG_E2E_GATEWAY_CONCERT);
+// The second sale on the same shop: /shop/vip/… (UPSTREAM_PATHS=/shop,/shop/vip=<VIP>).
+const VIP = Number(process.env.QG_E2E_GATEWAY_VIP_CONCERT);
 const STEP_MS = 15_000;
 
 let shotNo = 0;
@@ -35,6 +38,7 @@ const contexts = [];
 
 before(async () => {
   assert.ok(Number.isSafeInteger(CONCERT) && CONCERT > 0, 'QG_E2E_GATEWAY_CONCERT names the guarding concert');
+  assert.ok(Number.isSafeInteger(VIP) && VIP > 0 && VIP !== CONCERT, 'QG_E2E_GATEWAY_VIP_CONCERT names the line of /shop/vip');
   rmSync(SHOTS, { recursive: true, force: true });
   mkdirSync(SHOTS, { recursive: true });
   await waitHealthy();
@@ -172,4 +176,58 @@ test('a visitor waits in front of the shop, shops, and is sent back to the line 
 
   assert.deepEqual(problems, []);
   assert.deepEqual(other.problems, []);
+});
+
+test('two sales on one shop: a visitor queues for each, holds both grants, and leaving one keeps the other', { timeout: 120_000 }, async () => {
+  const origin = new URL(BASE_URL).origin;
+  const grants = async (context) => {
+    const c = (await context.cookies(origin)).find((x) => x.name === 'qg_grant');
+    return c ? c.value.split('~').length : 0;
+  };
+  await setAdmission(CONCERT, { admit_per_tick: 5, tick_ms: 500 });
+  await setAdmission(VIP, { admit_per_tick: 0 });
+  const { context, page, problems } = await browser();
+
+  // 1. The shop's own line first: through it and back to the shop.
+  await page.goto(`${BASE_URL}/shop/index.html`);
+  await page.waitForURL(`${origin}/shop/index.html`, { timeout: 30_000 });
+  await page.getByTestId('shop-heading').waitFor();
+  assert.equal(await grants(context), 1);
+
+  // 2. The VIP pages are another sale: the shop's grant does not open them, their line does.
+  await page.goto(`${BASE_URL}/shop/vip/index.html`);
+  await page.waitForURL((u) => u.pathname === `/concerts/${VIP}`);
+  assert.equal(new URL(page.url()).searchParams.get('return'), '/shop/vip/index.html');
+  await page.getByTestId('waiting-room').waitFor();
+  assert.equal(await grants(context), 1, 'waiting for the VIP line keeps the shop grant');
+  await shot(page, 'second-sale-its-own-line');
+  await setAdmission(VIP, { admit_per_tick: 5, tick_ms: 500 });
+  await page.waitForURL(`${origin}/shop/vip/index.html`, { timeout: 30_000 });
+  await page.getByTestId('vip-heading').waitFor();
+  assert.equal(await grants(context), 2, 'the cookie holds a grant per line');
+  await shot(page, 'admitted-to-both-sales');
+
+  // 3. Both sales open without a detour through a line. (Each visit asks for a new URL: the
+  // static shop sends no Cache-Control, so the browser could show a page it has without asking.)
+  for (const [p, heading] of [['/shop/index.html', 'shop-heading'], ['/shop/vip/index.html', 'vip-heading']]) {
+    const r = await page.goto(`${BASE_URL}${p}?visit=both`);
+    assert.equal(r.request().redirectedFrom(), null, `${p} opens directly`);
+    await page.getByTestId(heading).waitFor();
+  }
+
+  // 4. Leaving the VIP line ends that grant only: its pages lead back to its line, the shop's
+  // pages still open, and the cookie keeps the shop's grant.
+  const vipQueue = await page.evaluate((c) => JSON.parse(localStorage.getItem(`qg.queue.${c}`)), VIP);
+  assert.ok(vipQueue, 'the VIP waiting page kept its queue token');
+  await setAdmission(VIP, { admit_per_tick: 0 });
+  await call('DELETE', '/v1/queue', { token: vipQueue });
+  await page.goto(`${BASE_URL}/shop/vip/index.html?after=leaving`);
+  await page.waitForURL((u) => u.pathname === `/concerts/${VIP}`);
+  assert.equal(await grants(context), 1, 'only the dead grant was dropped');
+  const r = await page.goto(`${BASE_URL}/shop/index.html?after=leaving`);
+  assert.equal(r.request().redirectedFrom(), null, 'the shop still opens');
+  await page.getByTestId('shop-heading').waitFor();
+  await shot(page, 'left-one-sale-still-in-the-other');
+
+  assert.deepEqual(problems, []);
 });

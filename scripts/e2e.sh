@@ -8,7 +8,8 @@
 # Screenshots: tests/artifacts/e2e/NN-step.png. Exit status: the test's.
 # Then gateway mode: an nginx origin (scripts/origin-nginx.sh serving e2e/origin-site/, and
 # passing /shop/live to a WebSocket echo, e2e/ws-echo.mjs) behind a second instance with
-# UPSTREAM_URL, and `node --test e2e/gateway-journey.mjs` (screenshots in
+# UPSTREAM_URL guarding /shop with one concert's line and /shop/vip with another's, and
+# `node --test e2e/gateway-journey.mjs` (screenshots in
 # tests/artifacts/e2e/gateway/). Exit status: the first failure of the two.
 #
 # Prerequisites: Chromium (QG_E2E_CHROMIUM, default /usr/bin/chromium; apt-get installs it when
@@ -247,8 +248,13 @@ GW_CONCERT=$(curl -fsS -m 10 -X POST "$QG_E2E_BASE_URL/v1/admin/concerts" \
   -H "Authorization: Bearer $ADMIN_TOKEN" -H 'Content-Type: application/json' \
   -d '{"name": "Aurora Skies — Shop Day", "schedules": [{"starts_at": "2031-06-01T19:30:00Z", "price": 50000}]}' |
   node -e 'let s = ""; process.stdin.on("data", (d) => (s += d)).on("end", () => console.log(JSON.parse(s).concert_id))')
+# A second sale on the same shop, /shop/vip/…, behind a line of its own.
+VIP_CONCERT=$(curl -fsS -m 10 -X POST "$QG_E2E_BASE_URL/v1/admin/concerts" \
+  -H "Authorization: Bearer $ADMIN_TOKEN" -H 'Content-Type: application/json' \
+  -d '{"name": "Aurora Skies — VIP Packages", "schedules": [{"starts_at": "2031-06-01T19:30:00Z", "price": 150000}]}' |
+  node -e 'let s = ""; process.stdin.on("data", (d) => (s += d)).on("end", () => console.log(JSON.parse(s).concert_id))')
 GW_PORT=$(free_port_from $((WS_PORT + 1)))
-log "gateway mode: origin 127.0.0.1:$ORIGIN_PORT, gateway 127.0.0.1:$GW_PORT guarding /shop with concert $GW_CONCERT"
+log "gateway mode: origin 127.0.0.1:$ORIGIN_PORT, gateway 127.0.0.1:$GW_PORT guarding /shop with concert $GW_CONCERT, /shop/vip with $VIP_CONCERT"
 cd "$TMP"
 env ADMIN_TOKEN="$ADMIN_TOKEN" \
   DATABASE_URL="mysql://root@127.0.0.1:3306/$DB" \
@@ -260,7 +266,7 @@ env ADMIN_TOKEN="$ADMIN_TOKEN" \
   QUEUE_ADMIT_PER_TICK=1 \
   JWT_SECRET="e2e-jwt-secret-$RUN_ID-0123456789abcdef" \
   UPSTREAM_URL="http://127.0.0.1:$ORIGIN_PORT" \
-  UPSTREAM_PATHS=/shop \
+  UPSTREAM_PATHS="/shop,/shop/vip=$VIP_CONCERT" \
   UPSTREAM_CONCERT_ID="$GW_CONCERT" \
   UPSTREAM_IDENTITY_KEY="e2e-identity-key-$RUN_ID-0123456789abcdef" \
   RUST_LOG="${RUST_LOG:-warn}" \
@@ -274,7 +280,7 @@ for _ in $(seq 1 300); do
 done
 log "running node --test e2e/gateway-journey.mjs (screenshots: tests/artifacts/e2e/gateway/)"
 set +e
-QG_E2E_BASE_URL="http://127.0.0.1:$GW_PORT" QG_E2E_GATEWAY_CONCERT="$GW_CONCERT" \
+QG_E2E_BASE_URL="http://127.0.0.1:$GW_PORT" QG_E2E_GATEWAY_CONCERT="$GW_CONCERT" QG_E2E_GATEWAY_VIP_CONCERT="$VIP_CONCERT" \
   node --test --test-concurrency=1 e2e/gateway-journey.mjs
 gateway_status=$?
 set -e
