@@ -180,6 +180,9 @@ async fn a_browser_waits_in_line_then_reaches_the_origins_page() {
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(r.headers()["content-type"], "text/html");
     assert!(r.headers().contains_key("x-request-id"));
+    // nginx set no caching rules for the page: no shared cache may keep what one admitted
+    // visitor got.
+    assert_eq!(r.headers()["cache-control"], "private");
     assert_eq!(r.text().await.unwrap(), "<h1>Checkout</h1>");
     // An API client with the access token passes too; an unknown page is the origin's 404.
     let r = http

@@ -11,7 +11,11 @@
 //! `X-Forwarded-For`, `X-Forwarded-Proto`, `X-Forwarded-Host`, `X-Request-Id`, and the signed
 //! identity header when a key is configured.
 //!
-//! The answer loses its hop-by-hop headers; everything else, body included, passes as it comes.
+//! The answer loses its hop-by-hop headers; everything else, body included, passes as it comes
+//! — and an answer the origin said nothing about caching gets `Cache-Control: private`. It was
+//! given to one admitted visitor: a shared cache in front of the gateway (a CDN) that kept it by
+//! heuristic freshness would hand it to visitors who never waited, and the line would be
+//! bypassed. The origin's own `Cache-Control`, `public` included, is its call and passes as is.
 
 use super::GatewayError;
 use super::grant::{self, COOKIE, IDENTITY_HEADER, Identity};
@@ -19,8 +23,8 @@ use super::pool::Upload;
 use super::upstream::Upstream;
 use hyper::body::Incoming;
 use hyper::header::{
-    AUTHORIZATION, CONNECTION, CONTENT_LENGTH, COOKIE as COOKIE_HEADER, EXPECT, FORWARDED, HOST,
-    HeaderName, HeaderValue, TRANSFER_ENCODING,
+    AUTHORIZATION, CACHE_CONTROL, CONNECTION, CONTENT_LENGTH, COOKIE as COOKIE_HEADER, EXPECT,
+    FORWARDED, HOST, HeaderName, HeaderValue, TRANSFER_ENCODING,
 };
 use hyper::{HeaderMap, Method, Request, Response};
 use std::net::IpAddr;
@@ -207,9 +211,14 @@ pub fn request(
     Ok((request, failed))
 }
 
-/// The origin's answer as we pass it on: hop-by-hop headers removed, the body untouched.
+/// The origin's answer as we pass it on: hop-by-hop headers removed, `Cache-Control: private`
+/// when the origin set none (see the module's doc), the body untouched.
 pub fn response<B>(mut r: Response<B>) -> Response<B> {
     strip_hop_by_hop(r.headers_mut());
+    if !r.status().is_informational() && !r.headers().contains_key(CACHE_CONTROL) {
+        r.headers_mut()
+            .insert(CACHE_CONTROL, HeaderValue::from_static("private"));
+    }
     r
 }
 
@@ -299,6 +308,27 @@ mod tests {
             strip_authorization: false,
         };
         request(out, None, &upstream, None).unwrap().0
+    }
+
+    #[test]
+    fn an_answer_without_caching_rules_is_kept_from_shared_caches() {
+        let answer = |cache: Option<&'static str>, status: u16| {
+            let mut r = Response::new(());
+            *r.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
+            if let Some(c) = cache {
+                r.headers_mut()
+                    .insert(CACHE_CONTROL, HeaderValue::from_static(c));
+            }
+            response(r)
+        };
+        assert_eq!(answer(None, 200).headers()[CACHE_CONTROL], "private");
+        assert_eq!(answer(None, 404).headers()[CACHE_CONTROL], "private");
+        // The origin's own rules are its call.
+        for own in ["public, max-age=60", "no-store", "private, max-age=5"] {
+            assert_eq!(answer(Some(own), 200).headers()[CACHE_CONTROL], own);
+        }
+        // A switch of protocols is no answer to cache.
+        assert!(!answer(None, 101).headers().contains_key(CACHE_CONTROL));
     }
 
     #[test]
