@@ -5,10 +5,12 @@
 //! let anyone mint access tokens. A bad value stops the program with one line naming the variable.
 
 mod env;
+mod guarded;
 mod upstream;
 mod values;
 
-pub use upstream::{ClientCert, GuardedPath, OWN_PATH_SEGMENTS, UpstreamSettings, is_own_path};
+pub use guarded::{GuardedPath, OWN_PATH_SEGMENTS, is_own_path};
+pub use upstream::{ClientCert, UpstreamSettings};
 pub use values::*;
 
 use env::Env;
