@@ -26,13 +26,7 @@ async fn the_first_app_of_a_process_in_gateway_mode_records_its_forwards() {
     let visitor = app.create_user("visitor").await;
     let access = app.admit(&visitor, concert.id).await;
     for _ in 0..3 {
-        let r = app
-            .http
-            .get(app.url("/shop/echo"))
-            .bearer_auth(&access)
-            .send()
-            .await
-            .unwrap();
+        let r = app.get_bearer("/shop/echo", &access).await;
         assert_eq!(r.status(), StatusCode::OK);
     }
     let text = app.metrics_text().await;

@@ -428,6 +428,16 @@ impl TestApp {
         r.json().await.unwrap()
     }
 
+    /// A GET of `path` with `token` as the bearer.
+    pub async fn get_bearer(&self, path: &str, token: &str) -> reqwest::Response {
+        self.http
+            .get(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+    }
+
     /// The `/metrics` text.
     pub async fn metrics_text(&self) -> String {
         let r = self.http.get(self.url("/metrics")).send().await.unwrap();
