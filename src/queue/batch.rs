@@ -23,9 +23,9 @@ pub const MAX_BATCH: usize = 256;
 /// for it, the script's start) that its items share, and Redis's one thread is the ceiling of
 /// a sale. Measured at 64 connections (`cpu-split.sh`, alternating pairs, BENCHMARKS.md):
 /// with no round a freshly spawned driver runs straight after its spawner (tokio's LIFO slot)
-/// and carries 18.6 polls; with one, 25 polls or 27 joins; with four, 42 polls or 55 joins,
-/// Redis's CPU per poll and per join 13–25 % lower and throughput unchanged within the noise.
-/// More rounds gather little more (16: 46 polls) and start to delay the call.
+/// and carries 18.6 polls; with one, 25 polls or 27 joins; with four, 40–44 polls or 50–57
+/// joins, Redis's CPU per poll and per join 9–30 % lower, throughput unchanged within the
+/// noise, and ~0.3 ms more p50 at saturation. More rounds gather little more (16: 46 polls).
 const GATHER_ROUNDS: usize = 4;
 
 type Waiter<O> = oneshot::Sender<Result<O, StoreError>>;
@@ -132,7 +132,8 @@ impl<I: Send + 'static, O: Send + 'static> Coalescer<I, O> {
             // Let the tasks that are ready run first, for a few scheduler rounds (see
             // `GATHER_ROUNDS`): on a busy instance they are requests of this line about to be
             // submitted, and they join this batch instead of the next. When nothing else is
-            // ready each round returns at once (no added latency at low load).
+            // ready a round costs one look at the sockets (a lone request never gets here: it
+            // leads its own call).
             for _ in 0..GATHER_ROUNDS {
                 tokio::task::yield_now().await;
             }
