@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::{self, SendRequest};
-use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HOST, HeaderValue};
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HOST, HeaderValue, RETRY_AFTER};
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use std::net::SocketAddr;
@@ -12,6 +12,8 @@ use std::net::SocketAddr;
 pub struct Conn {
     sender: SendRequest<Full<Bytes>>,
     host: HeaderValue,
+    /// The last answer's `Retry-After` (seconds), as a well-behaved client honours it.
+    pub retry_after: Option<u64>,
 }
 
 pub type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -27,6 +29,7 @@ impl Conn {
         Ok(Conn {
             sender,
             host: HeaderValue::from_str(&addr.to_string())?,
+            retry_after: None,
         })
     }
 
@@ -54,6 +57,11 @@ impl Conn {
         self.sender.ready().await?;
         let resp = self.sender.send_request(req.body(Full::new(body))?).await?;
         let status = resp.status();
+        self.retry_after = resp
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
         let bytes = resp.into_body().collect().await?.to_bytes();
         Ok((status, bytes))
     }

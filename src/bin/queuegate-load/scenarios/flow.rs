@@ -21,13 +21,14 @@ pub async fn flow(o: &Options) -> Result<bool, Error> {
     .await?;
     let started = Instant::now();
     let requests = Arc::new(AtomicUsize::new(0));
-    let req = requests.clone();
+    let limited = Arc::new(AtomicUsize::new(0));
+    let (req, lim) = (requests.clone(), limited.clone());
     let c2 = concert.clone();
     let paid = each(o.addr, o.connections, n, move |i, mut c| {
         let concert = c2.clone();
-        let requests = req.clone();
+        let (requests, limited) = (req.clone(), lim.clone());
         async move {
-            let r = journey(&mut c, &concert, i, &requests).await;
+            let r = journey(&mut c, &concert, i, &requests, &limited).await;
             (c, r)
         }
     })
@@ -41,6 +42,10 @@ pub async fn flow(o: &Options) -> Result<bool, Error> {
         elapsed.as_secs_f64(),
         n as f64 / elapsed.as_secs_f64(),
         total as f64 / elapsed.as_secs_f64()
+    );
+    println!(
+        "holds refused by the rate limit (waited Retry-After, went on): {}",
+        limited.load(Ordering::Relaxed)
     );
     let mut ok = paid == n;
     if let Some(url) = &o.database_url {
@@ -57,6 +62,7 @@ async fn journey(
     concert: &Concert,
     i: usize,
     requests: &AtomicUsize,
+    limited: &AtomicUsize,
 ) -> Result<bool, Error> {
     let count = |k: usize| requests.fetch_add(k, Ordering::Relaxed);
     let (s, b) = c
@@ -141,6 +147,14 @@ async fn journey(
             .await?;
         count(1);
         if s == StatusCode::CONFLICT {
+            continue;
+        }
+        // A fan whose seat map is stale (listings come from a replica, which may lag) can
+        // lose many seats in a row and reach the hold rate limit: like a real client, wait
+        // as long as the answer says and go on.
+        if s == StatusCode::TOO_MANY_REQUESTS {
+            limited.fetch_add(1, Ordering::Relaxed);
+            tokio::time::sleep(Duration::from_secs(c.retry_after.unwrap_or(1).min(10))).await;
             continue;
         }
         expect(s, StatusCode::CREATED, &b, "hold")?;
