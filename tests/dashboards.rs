@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{ADMIN_TOKEN, spawn_with};
+use common::{ADMIN_TOKEN, spawn_shop_gateway, spawn_with};
 use reqwest::StatusCode;
 use serde_json::Value;
 use std::time::{Duration, Instant};
@@ -67,13 +67,7 @@ async fn every_dashboard_metric_is_exported_after_a_short_run() {
     // Gateway mode: a second instance guards /shop with this concert's line and forwards to the
     // first (whose 404 for /shop/… is as good an origin answer as any), so the gateway and
     // upstream metrics have samples.
-    let gateway = spawn_with(&[
-        ("UPSTREAM_URL", app.base.as_str()),
-        ("UPSTREAM_PATHS", "/shop"),
-        ("UPSTREAM_CONCERT_ID", "1"),
-    ])
-    .await;
-    // Its own fresh database: the first concert there is 1.
+    let gateway = spawn_shop_gateway(app.base.as_str()).await;
     let line = gateway.create_concert(1, 100).await;
     let visitor = gateway.create_user("visitor").await;
     let pass = gateway.admit(&visitor, line.id).await;

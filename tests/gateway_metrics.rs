@@ -9,19 +9,14 @@ mod common;
 #[allow(dead_code)]
 mod origins;
 
-use common::{metric_sum, spawn_with};
+use common::{metric_sum, spawn_shop_gateway};
 use origins::EchoOrigin;
 use reqwest::StatusCode;
 
 #[tokio::test]
 async fn the_first_app_of_a_process_in_gateway_mode_records_its_forwards() {
     let origin = EchoOrigin::start().await;
-    let app = spawn_with(&[
-        ("UPSTREAM_URL", origin.base().as_str()),
-        ("UPSTREAM_PATHS", "/shop"),
-        ("UPSTREAM_CONCERT_ID", "1"),
-    ])
-    .await;
+    let app = spawn_shop_gateway(origin.base().as_str()).await;
     let concert = app.create_concert(1, 100).await;
     let visitor = app.create_user("visitor").await;
     let access = app.admit(&visitor, concert.id).await;

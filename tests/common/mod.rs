@@ -37,6 +37,17 @@ pub async fn spawn_app() -> TestApp {
     spawn_with(&[]).await
 }
 
+/// Starts a gateway-mode app in front of `origin` that guards `/shop` with the line of its
+/// first concert (its database is fresh, so that concert's id is 1; the caller creates it).
+pub async fn spawn_shop_gateway(origin: &str) -> TestApp {
+    spawn_with(&[
+        ("UPSTREAM_URL", origin),
+        ("UPSTREAM_PATHS", "/shop"),
+        ("UPSTREAM_CONCERT_ID", "1"),
+    ])
+    .await
+}
+
 /// Starts an app with extra environment settings layered over the test defaults.
 pub async fn spawn_with(overrides: &[(&str, &str)]) -> TestApp {
     let db_name = unique("qgt_");
