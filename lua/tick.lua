@@ -173,7 +173,7 @@ end
 -- 3. The rolling idle scan is not done here: its window grows with the line (up to 20,000
 -- places at 2.4 million), and one such call blocked Redis for ~100 ms with 1,000,000 waiting.
 -- This tick only says how much of the line is due this period (the last value returned); the
--- instance that ran it sends scan.lua in chunks of at most 2,000 places.
+-- instance that ran it sends scan.lua in chunks (of 1,000 places; the script takes at most 2,000).
 local waiting = redis.call('ZCARD', KEYS[1])
 local scan_due = 0
 if waiting > 0 then

@@ -16,14 +16,18 @@ judged by a same-run ratio of medians.
     scripts/lua-bench.py status /tmp/old.lua lua/status.lua --rounds 5
 
 `status`: a line of 100,000 waiting places; each call asks for 30 random places (not marked,
-the common case). `join`: each call joins 30 new users after the sale's start. Keys live
-under a prefix of their own and are deleted afterwards. Talks to 127.0.0.1:6379 only.
+the common case). `join`: each call joins 30 new users after the sale's start. `scan`: a line
+of 300,000 places with their marks; each call is one chunk of the idle scan (--batch places,
+default 1,000), every place fresh, or with --gone every place idle (a long line whose fans have
+all left), so each chunk removes its whole window. Keys live under a prefix of their own and
+are deleted afterwards. Talks to 127.0.0.1:6379 only.
 """
 import argparse
 import random
 import socket
 import statistics
 import sys
+import time
 import uuid
 
 
@@ -120,6 +124,27 @@ def run_join(r, sha, prefix, batch, calls, rng):
     return drive(r, requests, calls) / (calls * batch)
 
 
+def run_scan(r, sha, prefix, batch, calls, gone, places=300_000):
+    keys = [prefix + k for k in ("w", "seen:", "st", "set")]
+    base = 1_796_000_000_000_000
+    mark = int(time.time()) - (3600 if gone else 0)
+    r.call("HSET", keys[3], "sale_start_ms", 0)
+    for i in range(0, places, 1024):
+        seqs = range(base + i, base + min(i + 1024, places))
+        sent = [r.encode("ZADD", keys[0], *[x for s in seqs for x in (s, f"u{s - base}")])]
+        buckets = {}
+        for s in seqs:
+            buckets.setdefault(s // 128, []).extend([s % 128, mark])
+        sent += [r.encode("HSET", keys[1] + str(b), *f) for b, f in buckets.items()]
+        r.sock.sendall(b"".join(sent))
+        for _ in sent:
+            r.read()
+    requests = [r.encode("EVALSHA", sha, len(keys), *keys, 120, batch)]
+    cost = drive(r, requests, calls) / (calls * batch)
+    r.delete_prefix(prefix)
+    return cost
+
+
 def drive(r, requests, calls):
     """Sends `calls` calls, PIPELINE at a time; returns the seconds Redis spent running them."""
     before = r.evalsha_usec()
@@ -135,36 +160,41 @@ def drive(r, requests, calls):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("script", choices=["status", "join"])
+    p.add_argument("script", choices=["status", "join", "scan"])
     p.add_argument("files", nargs="*", help="versions of the script to compare (default: lua/<script>.lua)")
-    p.add_argument("--batch", type=int, default=30, help="polls or joins per call (default 30)")
-    p.add_argument("--calls", type=int, default=0, help="calls per run (default 20,000 status, 5,000 join)")
+    p.add_argument("--batch", type=int, default=0, help="polls or joins per call (default 30), places per scan chunk (default 1,000)")
+    p.add_argument("--calls", type=int, default=0, help="calls per run (default 20,000 status, 5,000 join, 100 scan)")
+    p.add_argument("--gone", action="store_true", help="scan: every place idle")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--port", type=int, default=6379)
     a = p.parse_args()
     files = a.files or [f"lua/{a.script}.lua"]
-    calls = a.calls or (20_000 if a.script == "status" else 5_000)
+    calls = a.calls or {"status": 20_000, "join": 5_000, "scan": 100}[a.script]
+    a.batch = a.batch or (1_000 if a.script == "scan" else 30)
     r = Redis(a.port)
     prefix = f"qgluabench{uuid.uuid4().hex[:8]}:"
     texts = [open(f).read() for f in files]
     shas = [r.call("SCRIPT", "LOAD", t).decode() for t in texts]
     counted = {f: "how many of the pairs" in t for f, t in zip(files, texts)}
     results = {f: [] for f in files}
+    unit = "place scanned" if a.script == "scan" else a.script
     try:
         for rnd in range(a.rounds):
             for f, sha in zip(files, shas):
                 rng = random.Random(rnd)
                 if a.script == "status":
                     cost = run_status(r, sha, prefix + "s:", a.batch, calls, rng, counted[f])
+                elif a.script == "scan":
+                    cost = run_scan(r, sha, f"{prefix}c{rnd}:", a.batch, calls, a.gone)
                 else:
                     cost = run_join(r, sha, f"{prefix}j{rnd}:{len(results[f])}:", a.batch, calls, rng)
                 results[f].append(cost * 1e6)
-                print(f"round {rnd + 1}  {f}: {cost * 1e6:.2f} µs in Redis per {a.script}", flush=True)
+                print(f"round {rnd + 1}  {f}: {cost * 1e6:.2f} µs in Redis per {unit}", flush=True)
     finally:
         r.delete_prefix(prefix)
     medians = {f: statistics.median(v) for f, v in results.items()}
     for f in files:
-        print(f"median  {f}: {medians[f]:.2f} µs per {a.script} ({a.batch} per call, {calls} calls x {a.rounds})")
+        print(f"median  {f}: {medians[f]:.2f} µs per {unit} ({a.batch} per call, {calls} calls x {a.rounds})")
     if len(files) == 2:
         print(f"ratio   {files[1]} / {files[0]}: {medians[files[1]] / medians[files[0]]:.2f}")
 

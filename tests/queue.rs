@@ -402,6 +402,88 @@ async fn an_idle_user_loses_the_place_while_a_polling_user_keeps_it() {
     app.stop().await;
 }
 
+/// The rolling idle scan removes exactly the places whose last mark is older than the idle
+/// limit (or that have none), across several mark buckets — a whole bucket idle, buckets with
+/// idle and fresh places mixed, the first and last cut by the scan's chunks — with their marks,
+/// and counts them; every other place stays, mark and all.
+#[tokio::test]
+async fn the_idle_scan_removes_exactly_the_places_not_seen_for_the_idle_limit() {
+    let app = spawn_with(&[
+        ("QUEUE_ADMIT_PER_TICK", "0"),
+        ("QUEUE_IDLE_SECS", "60"),
+        ("QUEUE_TICK_MS", "100"),
+    ])
+    .await;
+    let concert = app.create_concert(1, 10).await;
+    let line = app.line(concert.id).await;
+    for u in 1..=700u64 {
+        app.app
+            .queue
+            .join(line, UserId::new(u).unwrap(), None)
+            .await
+            .unwrap();
+    }
+    let k = app.app.queue.store().keys(line);
+    let redis = app.app.queue.store().pool().next().clone();
+    let places: Vec<(String, f64)> = redis
+        .zrange(&k.waiting, 0, -1, None, false, None, true)
+        .await
+        .unwrap();
+    assert_eq!(places.len(), 700);
+    let mark = |seq: u64| (format!("{}{}", k.seen, seq / 128), (seq % 128).to_string());
+    // A bucket all of whose 128 places are in the line goes idle whole.
+    let whole = places
+        .iter()
+        .map(|(_, s)| *s as u64 / 128)
+        .find(|b| places.iter().filter(|(_, s)| *s as u64 / 128 == *b).count() == 128)
+        .expect("700 consecutive places fill a bucket");
+    let old = (queuegate::tokens::now_secs() - 3600).to_string();
+    let mut idle = std::collections::BTreeSet::new();
+    for (i, (user, seq)) in places.iter().enumerate() {
+        let seq = *seq as u64;
+        let (bucket, field) = mark(seq);
+        if i % 97 == 5 {
+            // No mark at all: idle too (a place's clock starts at its mark or the sale start).
+            let _: i64 = redis.hdel(&bucket, &field).await.unwrap();
+        } else if i % 3 == 0 || seq / 128 == whole {
+            let _: i64 = redis.hset(&bucket, (field, old.as_str())).await.unwrap();
+        } else {
+            continue;
+        }
+        idle.insert(user.clone());
+    }
+    eventually(Duration::from_secs(10), "idle places removed", || async {
+        let n: u64 = redis.zcard(&k.waiting).await.unwrap();
+        n <= (700 - idle.len()) as u64
+    })
+    .await;
+    let left: Vec<(String, f64)> = redis
+        .zrange(&k.waiting, 0, -1, None, false, None, true)
+        .await
+        .unwrap();
+    let kept: Vec<&(String, f64)> = places.iter().filter(|(u, _)| !idle.contains(u)).collect();
+    assert_eq!(
+        left.iter().collect::<Vec<_>>(),
+        kept,
+        "exactly the fresh places stay"
+    );
+    for (user, seq) in &places {
+        let (bucket, field) = mark(*seq as u64);
+        let marked: bool = redis.hexists(&bucket, &field).await.unwrap();
+        assert_eq!(
+            marked,
+            !idle.contains(user),
+            "the mark of {user} goes with the place"
+        );
+    }
+    let (bucket, _) = mark(whole * 128);
+    let gone: u64 = redis.exists(&bucket).await.unwrap();
+    assert_eq!(gone, 0, "a bucket whose places all went is gone");
+    let counted: Option<u64> = redis.hget(&k.stats, "idle_total").await.unwrap();
+    assert_eq!(counted, Some(idle.len() as u64));
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn access_ends_with_the_admission_and_payment_revokes_it() {
     let app = spawn_with(&[("QUEUE_TICK_MS", "100"), ("ACCESS_TTL_SECS", "1")]).await;

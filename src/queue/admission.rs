@@ -14,8 +14,11 @@ use std::time::{Duration, Instant};
 /// How often an instance re-adds a concert it serves to the timer's set.
 const REREGISTER: Duration = Duration::from_secs(1);
 
-/// The most places one `scan.lua` call looks at (~3.5 µs each in Redis: a few milliseconds).
-const SCAN_CHUNK: u64 = 2_000;
+/// The most places one `scan.lua` call looks at. Every other command of the line's shard waits
+/// while a chunk runs: a place costs ~1.7 µs in Redis when it is fresh and ~2.7 µs when it goes
+/// (BENCHMARKS.md), so a chunk holds the shard for about 2 ms even when a long line's fans
+/// have all left at once.
+const SCAN_CHUNK: u64 = 1_000;
 
 /// Where the scan's share follows the wait buckets in a tick's reply: after the 14 figures and
 /// one count per bucket (`WAIT_LIMITS_SECS` and one for longer waits).
