@@ -30,7 +30,10 @@
 --   was fixed, at random, when each was taken — see join.lua) exactly once, and admission
 --   starts from the front of that order;
 -- Work per call is bounded (at most 10,000 expiries and admit_per_tick admissions; nothing here
--- walks the line), so Redis never stalls.
+-- walks the line). Places are admitted, and admissions ended, a bucket or a thousand at a time
+-- (a few commands per call, not a few per place): ~7 µs of Redis per place admitted and later
+-- expired, so a tick of 1,000 holds its shard for ~7 ms (BENCHMARKS.md). Faster drains should
+-- tick more often rather than admit more per tick.
 --
 -- Returns { ran, admitted_now, expired_now, idle_now, waiting, admitted, admitted_total,
 --           next_due_ms, tick_ms, max_active, measured rate in users per 1000 s (-1000 when
@@ -98,76 +101,140 @@ if counter > 0 and (#latest == 0 or (tonumber(latest[2]) < counter and now - ton
   redis.call('ZADD', KEYS[9], counter, now)
   redis.call('ZREMRANGEBYRANK', KEYS[9], 0, -40000)
 end
--- How long an admitted place waited: from the start for pre-queue places, else from when the
--- counter reached its number (first clock entry at or above it; a few seconds late at most).
+-- How long the admitted places waited: from the start for pre-queue places, else from when the
+-- counter reached their number (first clock entry at or above it; a few seconds late at most).
+-- `seqs` ascend (ZPOPMIN's order), so one read of the clock from the first of them serves
+-- them all, walked alongside; a place past what that read fetched asks on its own.
 local waits = no_waits({})
 local start_s = math.floor(start / 1000)
-local function waited(seq)
-  local since
-  if seq < PRE_QUEUE_END then
-    since = start
-  else
-    local e = redis.call('ZRANGEBYSCORE', KEYS[9], seq, '+inf', 'LIMIT', 0, 1)
-    since = tonumber(e[1] or now)
-  end
-  local secs = math.max(0, now - since) / 1000
-  local b = #LIMITS + 1
-  for j, limit in ipairs(LIMITS) do
-    if secs <= limit then
-      b = j
+local function count_waits(seqs)
+  local clock, from = {}, nil
+  for _, seq in ipairs(seqs) do
+    if seq >= PRE_QUEUE_END then
+      from = seq
       break
     end
   end
-  waits[b] = waits[b] + 1
+  local want_entries = #seqs + 1
+  if from then
+    clock = redis.call('ZRANGEBYSCORE', KEYS[9], string.format('%d', from), '+inf', 'WITHSCORES', 'LIMIT', 0, want_entries)
+  end
+  local c = 1
+  local last_since, b = nil, nil
+  for _, seq in ipairs(seqs) do
+    local since
+    if seq < PRE_QUEUE_END then
+      since = start
+    else
+      while c <= #clock and tonumber(clock[c + 1]) < seq do
+        c = c + 2
+      end
+      if c <= #clock then
+        since = tonumber(clock[c])
+      elseif #clock < 2 * want_entries then
+        since = now -- the clock has no entry at or above it (yet)
+      else
+        local e = redis.call('ZRANGEBYSCORE', KEYS[9], string.format('%d', seq), '+inf', 'LIMIT', 0, 1)
+        since = tonumber(e[1] or now)
+      end
+    end
+    -- (neighbours mostly share a clock entry, and so a bucket)
+    if since ~= last_since then
+      local secs = math.max(0, now - since) / 1000
+      b = #LIMITS + 1
+      for j, limit in ipairs(LIMITS) do
+        if secs <= limit then
+          b = j
+          break
+        end
+      end
+      last_since = since
+    end
+    waits[b] = waits[b] + 1
+  end
 end
 
 local cutoff = tonumber(t[1]) - idle
-local function bucket(seq)
-  return KEYS[2] .. string.format('%.0f', math.floor(seq / 128)), string.format('%.0f', seq % 128)
-end
--- Forgets the user's last-seen entry; true if the user had gone idle.
-local function forget(seq)
-  local b, f = bucket(seq)
-  local last_seen = math.max(tonumber(redis.call('HGET', b, f) or '0'), start_s)
-  redis.call('HDEL', b, f)
-  return last_seen < cutoff
+
+-- Runs `command key fields...` for `list` in pieces of at most 1,000 values (unpack's stack
+-- limit is a few thousand), so a tick's hundreds or thousands of places cost a few commands,
+-- not a few per place.
+local function in_pieces(command, key, list)
+  for from = 1, #list, 1000 do
+    redis.call(command, key, unpack(list, from, math.min(from + 999, #list)))
+  end
 end
 
 -- 1. Admissions that ran out leave (their access tokens stop working with them).
 local expired = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0, 10000)
-for _, user in ipairs(expired) do
-  redis.call('ZREM', KEYS[3], user)
-  local seq = redis.call('HGET', KEYS[4], user)
-  if seq then
-    redis.call('HSET', KEYS[7], user, seq .. ':expired')
-  end
-  redis.call('HDEL', KEYS[4], user)
-end
 if #expired > 0 then
+  in_pieces('ZREM', KEYS[3], expired)
+  local ended = {}
+  for from = 1, #expired, 1000 do
+    local seqs = redis.call('HMGET', KEYS[4], unpack(expired, from, math.min(from + 999, #expired)))
+    for j = 1, #seqs do
+      if seqs[j] then
+        ended[#ended + 1] = expired[from + j - 1]
+        ended[#ended + 1] = seqs[j] .. ':expired'
+      end
+    end
+  end
+  in_pieces('HSET', KEYS[7], ended)
+  in_pieces('HDEL', KEYS[4], expired)
   redis.call('EXPIRE', KEYS[7], 172800)
 end
 
--- 2. Admit, in arrival order, within both limits; idle users at the front are dropped.
+-- 2. Admit, in arrival order, within both limits; idle users at the front are dropped. Each
+-- popped place's last-seen entry goes (read and deleted once per bucket of 128 seqs: popped
+-- places are neighbours); the admitted enter with one ZADD and one HSET per 1,000.
 local idle_count = 0
 local room = max_active - redis.call('ZCARD', KEYS[3])
 local want = math.min(per_tick, room)
 local admitted_now = 0
+local ends_text = string.format('%d', now + ttl_ms)
 while admitted_now < want do
   local popped = redis.call('ZPOPMIN', KEYS[1], want - admitted_now)
   if #popped == 0 then
     break
   end
-  for i = 1, #popped, 2 do
-    local user, seq = popped[i], tonumber(popped[i + 1])
-    if forget(seq) then
+  local seqs, last_seen = {}, {}
+  local i = 1
+  while i <= #popped do
+    local number = math.floor(tonumber(popped[i + 1]) / 128)
+    local bucket = KEYS[2] .. string.format('%d', number)
+    local fields, first = {}, #seqs + 1
+    while i <= #popped do
+      local seq = tonumber(popped[i + 1])
+      if math.floor(seq / 128) ~= number then
+        break
+      end
+      seqs[#seqs + 1] = seq
+      fields[#fields + 1] = string.format('%d', seq % 128)
+      i = i + 2
+    end
+    local marks = redis.call('HMGET', bucket, unpack(fields))
+    for j = 1, #fields do
+      last_seen[first + j - 1] = math.max(tonumber(marks[j] or '0'), start_s)
+    end
+    redis.call('HDEL', bucket, unpack(fields))
+  end
+  local adds, numbers, entered = {}, {}, {}
+  for k = 1, #seqs do
+    if last_seen[k] < cutoff then
       idle_count = idle_count + 1
     else
-      redis.call('ZADD', KEYS[3], now + ttl_ms, user)
-      redis.call('HSET', KEYS[4], user, popped[i + 1])
-      admitted_now = admitted_now + 1
-      waited(seq)
+      local user = popped[2 * k - 1]
+      adds[#adds + 1] = ends_text
+      adds[#adds + 1] = user
+      numbers[#numbers + 1] = user
+      numbers[#numbers + 1] = popped[2 * k]
+      entered[#entered + 1] = seqs[k]
     end
   end
+  in_pieces('ZADD', KEYS[3], adds)
+  in_pieces('HSET', KEYS[4], numbers)
+  count_waits(entered)
+  admitted_now = admitted_now + #entered
 end
 
 -- 3. The rolling idle scan is not done here: its window grows with the line (up to 20,000

@@ -19,8 +19,10 @@ judged by a same-run ratio of medians.
 the common case). `join`: each call joins 30 new users after the sale's start. `scan`: a line
 of 300,000 places with their marks; each call is one chunk of the idle scan (--batch places,
 default 1,000), every place fresh, or with --gone every place idle (a long line whose fans have
-all left), so each chunk removes its whole window. Keys live under a prefix of their own and
-are deleted afterwards. Talks to 127.0.0.1:6379 only.
+all left), so each chunk removes its whole window. `tick`: a line of fresh places; each call is
+a tick that admits --batch of them (default 1,000) and lets the previous tick's admissions
+expire (an admission of 0 s), so the figure is per place admitted and expired. Keys live under
+a prefix of their own and are deleted afterwards. Talks to 127.0.0.1:6379 only.
 """
 import argparse
 import random
@@ -145,6 +147,40 @@ def run_scan(r, sha, prefix, batch, calls, gone, places=300_000):
     return cost
 
 
+def run_tick(r, sha, prefix, batch, calls):
+    keys = [prefix + k for k in ("w", "seen:", "a", "as", "st", "set", "end", "seq", "clock", "waits:")]
+    base = 1_796_000_000_000_000
+    places = batch * (calls + 1)
+    now_s = int(time.time())
+    for i in range(0, places, 1024):
+        seqs = range(base + i, base + min(i + 1024, places))
+        sent = [r.encode("ZADD", keys[0], *[x for s in seqs for x in (s, f"u{s - base}")])]
+        buckets = {}
+        for s in seqs:
+            buckets.setdefault(s // 128, []).extend([s % 128, now_s])
+        sent += [r.encode("HSET", keys[1] + str(b), *f) for b, f in buckets.items()]
+        r.sock.sendall(b"".join(sent))
+        for _ in sent:
+            r.read()
+    # The arrival clock as join.lua's line would have it: an entry every 5 s of a 10-minute rush.
+    now_ms = int(time.time() * 1000)
+    r.call("SET", keys[7], base + places)
+    r.call("ZADD", keys[8], *[x for j in range(120) for x in (base + places * j // 120, now_ms - 600_000 + 5_000 * j)])
+    r.call("HSET", keys[5], "admit_per_tick", batch, "tick_ms", 1000, "max_active", 10_000_000,
+           "access_ttl_secs", 0, "sale_start_ms", 0)
+    usec = 0.0
+    for _ in range(calls + 1):
+        r.call("HDEL", keys[4], "last_tick_ms")  # a new tick period every call
+        before = r.evalsha_usec()
+        reply = r.call("EVALSHA", sha, len(keys), *keys, 100, 1000, 1000, 60, 120)
+        if int(reply[0]) != 1 or int(reply[1]) != batch:
+            raise RuntimeError(f"tick admitted {reply[1]} of {batch}")
+        if _ > 0:  # the first call has nothing to expire yet
+            usec += r.evalsha_usec() - before
+    r.delete_prefix(prefix)
+    return usec / 1e6 / (calls * batch)
+
+
 def drive(r, requests, calls):
     """Sends `calls` calls, PIPELINE at a time; returns the seconds Redis spent running them."""
     before = r.evalsha_usec()
@@ -160,24 +196,24 @@ def drive(r, requests, calls):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("script", choices=["status", "join", "scan"])
+    p.add_argument("script", choices=["status", "join", "scan", "tick"])
     p.add_argument("files", nargs="*", help="versions of the script to compare (default: lua/<script>.lua)")
-    p.add_argument("--batch", type=int, default=0, help="polls or joins per call (default 30), places per scan chunk (default 1,000)")
-    p.add_argument("--calls", type=int, default=0, help="calls per run (default 20,000 status, 5,000 join, 100 scan)")
+    p.add_argument("--batch", type=int, default=0, help="polls or joins per call (default 30), places per scan chunk or tick (default 1,000)")
+    p.add_argument("--calls", type=int, default=0, help="calls per run (default 20,000 status, 5,000 join, 100 scan, 20 tick)")
     p.add_argument("--gone", action="store_true", help="scan: every place idle")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--port", type=int, default=6379)
     a = p.parse_args()
     files = a.files or [f"lua/{a.script}.lua"]
-    calls = a.calls or {"status": 20_000, "join": 5_000, "scan": 100}[a.script]
-    a.batch = a.batch or (1_000 if a.script == "scan" else 30)
+    calls = a.calls or {"status": 20_000, "join": 5_000, "scan": 100, "tick": 20}[a.script]
+    a.batch = a.batch or (1_000 if a.script in ("scan", "tick") else 30)
     r = Redis(a.port)
     prefix = f"qgluabench{uuid.uuid4().hex[:8]}:"
     texts = [open(f).read() for f in files]
     shas = [r.call("SCRIPT", "LOAD", t).decode() for t in texts]
     counted = {f: "how many of the pairs" in t for f, t in zip(files, texts)}
     results = {f: [] for f in files}
-    unit = "place scanned" if a.script == "scan" else a.script
+    unit = {"scan": "place scanned", "tick": "place admitted and expired"}.get(a.script, a.script)
     try:
         for rnd in range(a.rounds):
             for f, sha in zip(files, shas):
@@ -186,6 +222,8 @@ def main():
                     cost = run_status(r, sha, prefix + "s:", a.batch, calls, rng, counted[f])
                 elif a.script == "scan":
                     cost = run_scan(r, sha, f"{prefix}c{rnd}:", a.batch, calls, a.gone)
+                elif a.script == "tick":
+                    cost = run_tick(r, sha, f"{prefix}t{rnd}:", a.batch, calls)
                 else:
                     cost = run_join(r, sha, f"{prefix}j{rnd}:{len(results[f])}:", a.batch, calls, rng)
                 results[f].append(cost * 1e6)

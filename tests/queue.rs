@@ -484,6 +484,131 @@ async fn the_idle_scan_removes_exactly_the_places_not_seen_for_the_idle_limit() 
     app.stop().await;
 }
 
+/// One tick admits and later expires more than a thousand places at once (the script does
+/// this with a few commands per bucket or per thousand places): exactly the first
+/// `max_active` places that are not idle enter, in seq order, each with its own seq; idle
+/// ones never enter; every admitted place's mark goes; each admission's wait is counted once;
+/// and when the admissions run out, each leaves its "seq:expired" behind and the next places
+/// enter.
+#[tokio::test]
+async fn a_tick_admits_and_expires_thousands_exactly() {
+    let app = spawn_with(&[
+        ("QUEUE_ADMIT_PER_TICK", "0"),
+        ("QUEUE_MAX_ACTIVE", "1500"),
+        ("ACCESS_TTL_SECS", "3"),
+        ("QUEUE_IDLE_SECS", "60"),
+        ("QUEUE_TICK_MS", "100"),
+    ])
+    .await;
+    let concert = app.create_concert(1, 10).await;
+    let line = app.line(concert.id).await;
+    for u in 1..=2000u64 {
+        app.app
+            .queue
+            .join(line, UserId::new(u).unwrap(), None)
+            .await
+            .unwrap();
+    }
+    let k = app.app.queue.store().keys(line);
+    let redis = app.app.queue.store().pool().next().clone();
+    let places: Vec<(String, f64)> = redis
+        .zrange(&k.waiting, 0, -1, None, false, None, true)
+        .await
+        .unwrap();
+    let mark = |seq: u64| (format!("{}{}", k.seen, seq / 128), (seq % 128).to_string());
+    let old = (queuegate::tokens::now_secs() - 3600).to_string();
+    let mut idle = std::collections::BTreeSet::new();
+    for (i, (user, seq)) in places.iter().enumerate().filter(|(i, _)| i % 7 == 3) {
+        let (bucket, field) = mark(*seq as u64);
+        if i % 2 == 0 {
+            let _: i64 = redis.hdel(&bucket, &field).await.unwrap();
+        } else {
+            let _: i64 = redis.hset(&bucket, (field, old.as_str())).await.unwrap();
+        }
+        idle.insert(user.clone());
+    }
+    let fresh: Vec<&(String, f64)> = places.iter().filter(|(u, _)| !idle.contains(u)).collect();
+    let (first, second) = fresh.split_at(1500);
+
+    let first_minute = queuegate::tokens::now_secs() / 60;
+    let r = app
+        .put_queue(concert.id, json!({ "admit_per_tick": 100_000 }))
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let admitted_now = || async {
+        let mut a: Vec<(String, String)> = Vec::new();
+        let users: Vec<String> = redis
+            .zrange(&k.admitted, 0, -1, None, false, None, false)
+            .await
+            .unwrap();
+        for u in users {
+            // (None when a tick ended the admission between the two reads: the caller sees a
+            // place missing and looks again)
+            let seq: Option<String> = redis.hget(&k.adm_seq, &u).await.unwrap();
+            a.extend(seq.map(|seq| (u, seq)));
+        }
+        a.sort_by_key(|(_, seq)| seq.parse::<u64>().unwrap());
+        a
+    };
+    let as_admitted = |group: &[&(String, f64)]| -> Vec<(String, String)> {
+        group
+            .iter()
+            .map(|(u, s)| (u.clone(), (*s as u64).to_string()))
+            .collect()
+    };
+    eventually(Duration::from_secs(5), "the first admissions", || async {
+        admitted_count(&app, concert.id).await > 0
+    })
+    .await;
+    assert_eq!(
+        admitted_now().await,
+        as_admitted(first),
+        "the first 1,500 fresh places, each with its seq"
+    );
+    for (_, seq) in first {
+        let (bucket, field) = mark(*seq as u64);
+        let marked: bool = redis.hexists(&bucket, &field).await.unwrap();
+        assert!(!marked, "an admitted place's mark goes");
+    }
+    for user in &idle {
+        let waiting: Option<f64> = redis.zscore(&k.waiting, user).await.unwrap();
+        assert_eq!(
+            waiting, None,
+            "an idle place leaves the line without entering"
+        );
+    }
+
+    // After 3 s the admissions run out: the next tick ends them and lets the rest in.
+    eventually(Duration::from_secs(10), "the second admissions", || async {
+        admitted_now().await == as_admitted(second)
+    })
+    .await;
+    let ended: std::collections::HashMap<String, String> = redis.hgetall(&k.ended).await.unwrap();
+    let expected: std::collections::HashMap<String, String> = first
+        .iter()
+        .map(|(u, s)| (u.clone(), format!("{}:expired", *s as u64)))
+        .collect();
+    assert_eq!(
+        ended, expected,
+        "every ended admission leaves its seq and reason"
+    );
+    let (_, admitted) = tick_figures(&app, concert.id).await;
+    assert_eq!(admitted, fresh.len() as u64);
+    // The wait histograms are per minute (of Redis's clock, this machine's): the minutes
+    // this test ran through.
+    let mut counted = 0;
+    for minute in first_minute..=queuegate::tokens::now_secs() / 60 {
+        let counts: Vec<u64> = redis.hvals(format!("{}{minute}", k.waits)).await.unwrap();
+        counted += counts.iter().sum::<u64>();
+    }
+    assert_eq!(
+        counted,
+        fresh.len() as u64,
+        "each admission's wait is counted once"
+    );
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn access_ends_with_the_admission_and_payment_revokes_it() {
     let app = spawn_with(&[("QUEUE_TICK_MS", "100"), ("ACCESS_TTL_SECS", "1")]).await;
