@@ -126,21 +126,27 @@ def run_join(r, sha, prefix, batch, calls, rng):
     return drive(r, requests, calls) / (calls * batch)
 
 
-def run_scan(r, sha, prefix, batch, calls, gone, places=300_000):
-    keys = [prefix + k for k in ("w", "seen:", "st", "set")]
+def fill_line(r, waiting, seen, places, mark):
+    """A line of `places` places numbered as join.lua numbers them, each with its last-seen
+    mark (seconds) in its bucket; returns the first seq."""
     base = 1_796_000_000_000_000
-    mark = int(time.time()) - (3600 if gone else 0)
-    r.call("HSET", keys[3], "sale_start_ms", 0)
     for i in range(0, places, 1024):
         seqs = range(base + i, base + min(i + 1024, places))
-        sent = [r.encode("ZADD", keys[0], *[x for s in seqs for x in (s, f"u{s - base}")])]
+        sent = [r.encode("ZADD", waiting, *[x for s in seqs for x in (s, f"u{s - base}")])]
         buckets = {}
         for s in seqs:
             buckets.setdefault(s // 128, []).extend([s % 128, mark])
-        sent += [r.encode("HSET", keys[1] + str(b), *f) for b, f in buckets.items()]
+        sent += [r.encode("HSET", seen + str(b), *f) for b, f in buckets.items()]
         r.sock.sendall(b"".join(sent))
         for _ in sent:
             r.read()
+    return base
+
+
+def run_scan(r, sha, prefix, batch, calls, gone, places=300_000):
+    keys = [prefix + k for k in ("w", "seen:", "st", "set")]
+    r.call("HSET", keys[3], "sale_start_ms", 0)
+    fill_line(r, keys[0], keys[1], places, int(time.time()) - (3600 if gone else 0))
     requests = [r.encode("EVALSHA", sha, len(keys), *keys, 120, batch)]
     cost = drive(r, requests, calls) / (calls * batch)
     r.delete_prefix(prefix)
@@ -149,19 +155,8 @@ def run_scan(r, sha, prefix, batch, calls, gone, places=300_000):
 
 def run_tick(r, sha, prefix, batch, calls):
     keys = [prefix + k for k in ("w", "seen:", "a", "as", "st", "set", "end", "seq", "clock", "waits:")]
-    base = 1_796_000_000_000_000
     places = batch * (calls + 1)
-    now_s = int(time.time())
-    for i in range(0, places, 1024):
-        seqs = range(base + i, base + min(i + 1024, places))
-        sent = [r.encode("ZADD", keys[0], *[x for s in seqs for x in (s, f"u{s - base}")])]
-        buckets = {}
-        for s in seqs:
-            buckets.setdefault(s // 128, []).extend([s % 128, now_s])
-        sent += [r.encode("HSET", keys[1] + str(b), *f) for b, f in buckets.items()]
-        r.sock.sendall(b"".join(sent))
-        for _ in sent:
-            r.read()
+    base = fill_line(r, keys[0], keys[1], places, int(time.time()))
     # The arrival clock as join.lua's line would have it: an entry every 5 s of a 10-minute rush.
     now_ms = int(time.time() * 1000)
     r.call("SET", keys[7], base + places)
@@ -169,13 +164,13 @@ def run_tick(r, sha, prefix, batch, calls):
     r.call("HSET", keys[5], "admit_per_tick", batch, "tick_ms", 1000, "max_active", 10_000_000,
            "access_ttl_secs", 0, "sale_start_ms", 0)
     usec = 0.0
-    for _ in range(calls + 1):
+    for n in range(calls + 1):
         r.call("HDEL", keys[4], "last_tick_ms")  # a new tick period every call
         before = r.evalsha_usec()
         reply = r.call("EVALSHA", sha, len(keys), *keys, 100, 1000, 1000, 60, 120)
         if int(reply[0]) != 1 or int(reply[1]) != batch:
             raise RuntimeError(f"tick admitted {reply[1]} of {batch}")
-        if _ > 0:  # the first call has nothing to expire yet
+        if n > 0:  # the first call has nothing to expire yet
             usec += r.evalsha_usec() - before
     r.delete_prefix(prefix)
     return usec / 1e6 / (calls * batch)
