@@ -6,7 +6,8 @@ mod common;
 
 use common::{TestApp, error_code, spawn_app, spawn_with};
 use fred::prelude::*;
-use queuegate::domain::{ConcertId, UserId};
+use queuegate::domain::{ConcertId, LineId, UserId};
+use queuegate::queue::keys::ConcertKeys;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
@@ -158,14 +159,7 @@ async fn three_instances_admit_exactly_once_per_tick_and_never_above_max_active(
     let third = spawn_with(&shared).await;
     let concert = first.create_concert(1, 10).await;
     let line = first.line(concert.id).await;
-    for i in 1..=3000u64 {
-        first
-            .app
-            .queue
-            .join(line, UserId::new(i).unwrap(), None)
-            .await
-            .unwrap();
-    }
+    join_directly(&first, line, 3000).await;
     // A live change on one instance applies to all: every tick now admits exactly 4.
     let r = second
         .put_queue(
@@ -402,6 +396,79 @@ async fn an_idle_user_loses_the_place_while_a_polling_user_keeps_it() {
     app.stop().await;
 }
 
+/// Users 1..=n join `line` straight through the queue service (no HTTP), one after another,
+/// so their seqs are consecutive.
+async fn join_directly(app: &TestApp, line: LineId, n: u64) {
+    for u in 1..=n {
+        app.app
+            .queue
+            .join(line, UserId::new(u).unwrap(), None)
+            .await
+            .unwrap();
+    }
+}
+
+/// A line filled by `join_directly`, and what the idle-scan and tick tests read and change of
+/// it in Redis: its keys, its places (user, seq) in line order, and each place's mark.
+struct FilledLine {
+    keys: std::sync::Arc<ConcertKeys>,
+    redis: fred::clients::Client,
+    places: Vec<(String, f64)>,
+}
+
+impl FilledLine {
+    async fn new(app: &TestApp, line: LineId, n: u64) -> Self {
+        join_directly(app, line, n).await;
+        let keys = app.app.queue.store().keys(line);
+        let redis = app.app.queue.store().pool().next().clone();
+        let places = Self::read(&redis, &keys.waiting).await;
+        assert_eq!(places.len() as u64, n);
+        FilledLine {
+            keys,
+            redis,
+            places,
+        }
+    }
+
+    async fn read(redis: &fred::clients::Client, key: &str) -> Vec<(String, f64)> {
+        redis
+            .zrange(key, 0, -1, None, false, None, true)
+            .await
+            .unwrap()
+    }
+
+    /// The places waiting now.
+    async fn waiting(&self) -> Vec<(String, f64)> {
+        Self::read(&self.redis, &self.keys.waiting).await
+    }
+
+    /// The bucket and field of the place `seq`'s mark (see lua/join.lua).
+    fn mark(&self, seq: f64) -> (String, String) {
+        let seq = seq as u64;
+        (
+            format!("{}{}", self.keys.seen, seq / 128),
+            (seq % 128).to_string(),
+        )
+    }
+
+    async fn marked(&self, seq: f64) -> bool {
+        let (bucket, field) = self.mark(seq);
+        self.redis.hexists(&bucket, &field).await.unwrap()
+    }
+
+    /// The place goes idle: last seen an hour ago, or (`with_mark` false) never marked at
+    /// all, which counts the same (a place's idle clock starts at its mark or the sale start).
+    async fn go_idle(&self, seq: f64, with_mark: bool) {
+        let (bucket, field) = self.mark(seq);
+        let _: i64 = if with_mark {
+            let old = (queuegate::tokens::now_secs() - 3600).to_string();
+            self.redis.hset(&bucket, (field, old)).await.unwrap()
+        } else {
+            self.redis.hdel(&bucket, &field).await.unwrap()
+        };
+    }
+}
+
 /// The rolling idle scan removes exactly the places whose last mark is older than the idle
 /// limit (or that have none), across several mark buckets — a whole bucket idle, buckets with
 /// idle and fresh places mixed, the first and last cut by the scan's chunks — with their marks,
@@ -415,38 +482,20 @@ async fn the_idle_scan_removes_exactly_the_places_not_seen_for_the_idle_limit() 
     ])
     .await;
     let concert = app.create_concert(1, 10).await;
-    let line = app.line(concert.id).await;
-    for u in 1..=700u64 {
-        app.app
-            .queue
-            .join(line, UserId::new(u).unwrap(), None)
-            .await
-            .unwrap();
-    }
-    let k = app.app.queue.store().keys(line);
-    let redis = app.app.queue.store().pool().next().clone();
-    let places: Vec<(String, f64)> = redis
-        .zrange(&k.waiting, 0, -1, None, false, None, true)
-        .await
-        .unwrap();
-    assert_eq!(places.len(), 700);
-    let mark = |seq: u64| (format!("{}{}", k.seen, seq / 128), (seq % 128).to_string());
+    let line = FilledLine::new(&app, app.line(concert.id).await, 700).await;
+    let (k, redis, places) = (&line.keys, &line.redis, &line.places);
     // A bucket all of whose 128 places are in the line goes idle whole.
     let whole = places
         .iter()
         .map(|(_, s)| *s as u64 / 128)
         .find(|b| places.iter().filter(|(_, s)| *s as u64 / 128 == *b).count() == 128)
         .expect("700 consecutive places fill a bucket");
-    let old = (queuegate::tokens::now_secs() - 3600).to_string();
     let mut idle = std::collections::BTreeSet::new();
     for (i, (user, seq)) in places.iter().enumerate() {
-        let seq = *seq as u64;
-        let (bucket, field) = mark(seq);
         if i % 97 == 5 {
-            // No mark at all: idle too (a place's clock starts at its mark or the sale start).
-            let _: i64 = redis.hdel(&bucket, &field).await.unwrap();
-        } else if i % 3 == 0 || seq / 128 == whole {
-            let _: i64 = redis.hset(&bucket, (field, old.as_str())).await.unwrap();
+            line.go_idle(*seq, false).await;
+        } else if i % 3 == 0 || *seq as u64 / 128 == whole {
+            line.go_idle(*seq, true).await;
         } else {
             continue;
         }
@@ -457,26 +506,21 @@ async fn the_idle_scan_removes_exactly_the_places_not_seen_for_the_idle_limit() 
         n <= (700 - idle.len()) as u64
     })
     .await;
-    let left: Vec<(String, f64)> = redis
-        .zrange(&k.waiting, 0, -1, None, false, None, true)
-        .await
-        .unwrap();
+    let left = line.waiting().await;
     let kept: Vec<&(String, f64)> = places.iter().filter(|(u, _)| !idle.contains(u)).collect();
     assert_eq!(
         left.iter().collect::<Vec<_>>(),
         kept,
         "exactly the fresh places stay"
     );
-    for (user, seq) in &places {
-        let (bucket, field) = mark(*seq as u64);
-        let marked: bool = redis.hexists(&bucket, &field).await.unwrap();
+    for (user, seq) in places {
         assert_eq!(
-            marked,
+            line.marked(*seq).await,
             !idle.contains(user),
             "the mark of {user} goes with the place"
         );
     }
-    let (bucket, _) = mark(whole * 128);
+    let (bucket, _) = line.mark((whole * 128) as f64);
     let gone: u64 = redis.exists(&bucket).await.unwrap();
     assert_eq!(gone, 0, "a bucket whose places all went is gone");
     let counted: Option<u64> = redis.hget(&k.stats, "idle_total").await.unwrap();
@@ -501,30 +545,11 @@ async fn a_tick_admits_and_expires_thousands_exactly() {
     ])
     .await;
     let concert = app.create_concert(1, 10).await;
-    let line = app.line(concert.id).await;
-    for u in 1..=2000u64 {
-        app.app
-            .queue
-            .join(line, UserId::new(u).unwrap(), None)
-            .await
-            .unwrap();
-    }
-    let k = app.app.queue.store().keys(line);
-    let redis = app.app.queue.store().pool().next().clone();
-    let places: Vec<(String, f64)> = redis
-        .zrange(&k.waiting, 0, -1, None, false, None, true)
-        .await
-        .unwrap();
-    let mark = |seq: u64| (format!("{}{}", k.seen, seq / 128), (seq % 128).to_string());
-    let old = (queuegate::tokens::now_secs() - 3600).to_string();
+    let line = FilledLine::new(&app, app.line(concert.id).await, 2000).await;
+    let (k, redis, places) = (&line.keys, &line.redis, &line.places);
     let mut idle = std::collections::BTreeSet::new();
     for (i, (user, seq)) in places.iter().enumerate().filter(|(i, _)| i % 7 == 3) {
-        let (bucket, field) = mark(*seq as u64);
-        if i % 2 == 0 {
-            let _: i64 = redis.hdel(&bucket, &field).await.unwrap();
-        } else {
-            let _: i64 = redis.hset(&bucket, (field, old.as_str())).await.unwrap();
-        }
+        line.go_idle(*seq, i % 2 == 1).await;
         idle.insert(user.clone());
     }
     let fresh: Vec<&(String, f64)> = places.iter().filter(|(u, _)| !idle.contains(u)).collect();
@@ -566,9 +591,7 @@ async fn a_tick_admits_and_expires_thousands_exactly() {
         "the first 1,500 fresh places, each with its seq"
     );
     for (_, seq) in first {
-        let (bucket, field) = mark(*seq as u64);
-        let marked: bool = redis.hexists(&bucket, &field).await.unwrap();
-        assert!(!marked, "an admitted place's mark goes");
+        assert!(!line.marked(*seq).await, "an admitted place's mark goes");
     }
     for user in &idle {
         let waiting: Option<f64> = redis.zscore(&k.waiting, user).await.unwrap();
