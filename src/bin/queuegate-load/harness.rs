@@ -46,6 +46,27 @@ pub(crate) async fn measure<F>(
 where
     F: Fn(usize) -> Spec + Send + Sync + 'static,
 {
+    measure_paced(addr, conns, total, limit, None, spec).await
+}
+
+/// `measure`, or with `rate` an open loop: request `i` is due `i / rate` seconds after the
+/// start, whenever earlier answers come back, and is sent by the first free connection.
+/// Latency counts from when it was due, so time spent waiting for a free connection (the
+/// gateway falling behind) is in it. Why: real fans arrive on their own schedule; a closed
+/// loop of a few dozen connections sends in step with the answers, so a batching server is
+/// handed its work in waves. (tokio's timer wakes at millisecond granularity: requests leave
+/// in millisecond bursts, and up to ~1 ms of a latency can be the timer's.)
+pub(crate) async fn measure_paced<F>(
+    addr: SocketAddr,
+    conns: usize,
+    total: usize,
+    limit: Duration,
+    rate: Option<f64>,
+    spec: F,
+) -> Result<(Recorder, Duration), Error>
+where
+    F: Fn(usize) -> Spec + Send + Sync + 'static,
+{
     let spec = Arc::new(spec);
     let next = Arc::new(AtomicUsize::new(0));
     let mut opened = Vec::with_capacity(conns);
@@ -66,8 +87,15 @@ where
                 if i >= total || Instant::now() >= deadline {
                     break;
                 }
+                let t0 = match rate {
+                    Some(r) => {
+                        let due = started + Duration::from_secs_f64(i as f64 / r);
+                        tokio::time::sleep_until(due.into()).await;
+                        due
+                    }
+                    None => Instant::now(),
+                };
                 let s = spec(i);
-                let t0 = Instant::now();
                 match conn
                     .send(s.method, &s.path, s.token.as_deref(), s.body)
                     .await

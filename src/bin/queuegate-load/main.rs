@@ -44,6 +44,9 @@ Options (environment fallback in brackets):
   --connections N         concurrent connections (default 64)
   --requests N            requests for closed-loop scenarios (default 200000)
   --duration SECS         upper bound on a measurement phase (default 20)
+  --rate N                baseline, poll, join: an open loop at N requests/s over all
+                          connections (each starts on schedule; its latency counts from
+                          then, so a gateway that falls behind shows it); default closed loop
   --users N               users for the scenario (scenario default)
   --admin-token T         [ADMIN_TOKEN]
   --jwt-secret S          [JWT_SECRET] mints user tokens for queue-only scenarios

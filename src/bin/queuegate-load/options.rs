@@ -8,6 +8,9 @@ pub struct Options {
     pub connections: usize,
     pub requests: usize,
     pub duration: Duration,
+    /// Requests per second, all connections together, for `baseline`, `poll` and `join`: an
+    /// open loop (requests start on a schedule, not when the previous answer arrives).
+    pub rate: Option<f64>,
     pub users: Option<usize>,
     pub admin_token: String,
     pub jwt_secret: String,
@@ -40,6 +43,7 @@ pub fn parse(args: &[String]) -> Result<(String, Options), String> {
         connections: 64,
         requests: 200_000,
         duration: Duration::from_secs(20),
+        rate: None,
         users: None,
         admin_token: env("ADMIN_TOKEN").unwrap_or_default(),
         jwt_secret: env("JWT_SECRET").unwrap_or_else(|| queuegate::config::DEV_JWT_SECRET.into()),
@@ -80,6 +84,13 @@ pub fn parse(args: &[String]) -> Result<(String, Options), String> {
                 )
             }
             "--users" => o.users = Some(value("--users")?.parse().map_err(|_| "bad --users")?),
+            "--rate" => {
+                let r: f64 = value("--rate")?.parse().map_err(|_| "bad --rate")?;
+                if !(r.is_finite() && r > 0.0) {
+                    return Err("--rate must be a positive number of requests per second".into());
+                }
+                o.rate = Some(r)
+            }
             "--admin-token" => o.admin_token = value("--admin-token")?,
             "--jwt-secret" => o.jwt_secret = value("--jwt-secret")?,
             "--database-url" => o.database_url = Some(value("--database-url")?),
@@ -132,4 +143,33 @@ pub fn parse(args: &[String]) -> Result<(String, Options), String> {
         return Err("--connections must be at least 1".into());
     }
     Ok((scenario.ok_or("which scenario? (see --help)")?, o))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse;
+
+    fn args(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn rate_is_an_open_loop_of_that_many_requests_per_second() {
+        let (scenario, o) = parse(&args(&["join", "--rate", "2500.5"])).unwrap();
+        assert_eq!(scenario, "join");
+        assert_eq!(o.rate, Some(2500.5));
+        let (_, o) = parse(&args(&["join"])).unwrap();
+        assert_eq!(o.rate, None, "closed loop unless asked");
+    }
+
+    #[test]
+    fn a_rate_that_is_not_a_positive_number_is_refused() {
+        for bad in ["0", "-5", "x", "NaN", "inf", ""] {
+            assert!(parse(&args(&["join", "--rate", bad])).is_err(), "{bad}");
+        }
+        assert!(
+            parse(&args(&["join", "--rate"])).is_err(),
+            "a missing value"
+        );
+    }
 }

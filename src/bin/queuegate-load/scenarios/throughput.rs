@@ -11,9 +11,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub async fn baseline(o: &Options) -> Result<bool, Error> {
-    let (mut rec, elapsed) = measure(o.addr, o.connections, o.requests, o.duration, |_| {
-        Spec::get("/healthz", None)
-    })
+    let (mut rec, elapsed) = measure_paced(
+        o.addr,
+        o.connections,
+        o.requests,
+        o.duration,
+        o.rate,
+        |_| Spec::get("/healthz", None),
+    )
     .await?;
     let s = rec.summary("baseline: GET /healthz", elapsed);
     s.print();
@@ -37,9 +42,14 @@ pub async fn poll(o: &Options) -> Result<bool, Error> {
         t.elapsed().as_secs_f64()
     );
     let tk = tokens.clone();
-    let (mut rec, elapsed) = measure(o.addr, o.connections, o.requests, o.duration, move |i| {
-        Spec::get("/v1/queue/status", Some(tk[i % tk.len()].clone()))
-    })
+    let (mut rec, elapsed) = measure_paced(
+        o.addr,
+        o.connections,
+        o.requests,
+        o.duration,
+        o.rate,
+        move |i| Spec::get("/v1/queue/status", Some(tk[i % tk.len()].clone())),
+    )
     .await?;
     rec.summary(
         &format!("poll: {n} waiting users, {} connections", o.connections),
@@ -86,11 +96,12 @@ pub async fn join(o: &Options) -> Result<bool, Error> {
     let id = concert.id;
     let body = Bytes::from(json!({ "concert_id": id }).to_string());
     let u = users.clone();
-    let (mut rec, elapsed) = measure(
+    let (mut rec, elapsed) = measure_paced(
         o.addr,
         o.connections,
         n,
         o.duration.max(Duration::from_secs(120)),
+        o.rate,
         move |i| Spec {
             method: Method::POST,
             path: "/v1/queue".into(),
