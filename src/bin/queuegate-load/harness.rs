@@ -49,6 +49,19 @@ where
     measure_paced(addr, conns, total, limit, None, spec).await
 }
 
+/// `measure_paced` with the command line's address, connections and `--rate`.
+pub(crate) async fn measure_as_asked<F>(
+    o: &Options,
+    total: usize,
+    limit: Duration,
+    spec: F,
+) -> Result<(Recorder, Duration), Error>
+where
+    F: Fn(usize) -> Spec + Send + Sync + 'static,
+{
+    measure_paced(o.addr, o.connections, total, limit, o.rate, spec).await
+}
+
 /// `measure`, or with `rate` an open loop: request `i` is due `i / rate` seconds after the
 /// start, whenever earlier answers come back, and is sent by the first free connection.
 /// Latency counts from when it was due, so time spent waiting for a free connection (the

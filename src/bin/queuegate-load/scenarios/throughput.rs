@@ -11,15 +11,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub async fn baseline(o: &Options) -> Result<bool, Error> {
-    let (mut rec, elapsed) = measure_paced(
-        o.addr,
-        o.connections,
-        o.requests,
-        o.duration,
-        o.rate,
-        |_| Spec::get("/healthz", None),
-    )
-    .await?;
+    let (mut rec, elapsed) =
+        measure_as_asked(o, o.requests, o.duration, |_| Spec::get("/healthz", None)).await?;
     let s = rec.summary("baseline: GET /healthz", elapsed);
     s.print();
     let ok = rec.status(200) == rec.count() && rec.transport_errors == 0;
@@ -42,14 +35,9 @@ pub async fn poll(o: &Options) -> Result<bool, Error> {
         t.elapsed().as_secs_f64()
     );
     let tk = tokens.clone();
-    let (mut rec, elapsed) = measure_paced(
-        o.addr,
-        o.connections,
-        o.requests,
-        o.duration,
-        o.rate,
-        move |i| Spec::get("/v1/queue/status", Some(tk[i % tk.len()].clone())),
-    )
+    let (mut rec, elapsed) = measure_as_asked(o, o.requests, o.duration, move |i| {
+        Spec::get("/v1/queue/status", Some(tk[i % tk.len()].clone()))
+    })
     .await?;
     rec.summary(
         &format!("poll: {n} waiting users, {} connections", o.connections),
@@ -96,20 +84,16 @@ pub async fn join(o: &Options) -> Result<bool, Error> {
     let id = concert.id;
     let body = Bytes::from(json!({ "concert_id": id }).to_string());
     let u = users.clone();
-    let (mut rec, elapsed) = measure_paced(
-        o.addr,
-        o.connections,
-        n,
-        o.duration.max(Duration::from_secs(120)),
-        o.rate,
-        move |i| Spec {
-            method: Method::POST,
-            path: "/v1/queue".into(),
-            token: Some(u[i].clone()),
-            body: Some(body.clone()),
-        },
-    )
-    .await?;
+    let (mut rec, elapsed) =
+        measure_as_asked(o, n, o.duration.max(Duration::from_secs(120)), move |i| {
+            Spec {
+                method: Method::POST,
+                path: "/v1/queue".into(),
+                token: Some(u[i].clone()),
+                body: Some(body.clone()),
+            }
+        })
+        .await?;
     rec.summary(
         &format!("join: {n} distinct users, {} connections", o.connections),
         elapsed,
