@@ -69,7 +69,7 @@ where
 /// loop of a few dozen connections sends in step with the answers, so a batching server is
 /// handed its work in waves. (tokio's timer wakes at millisecond granularity: requests leave
 /// in millisecond bursts, and up to ~1 ms of a latency can be the timer's.)
-pub(crate) async fn measure_paced<F>(
+async fn measure_paced<F>(
     addr: SocketAddr,
     conns: usize,
     total: usize,
@@ -100,15 +100,17 @@ where
                 if i >= total || Instant::now() >= deadline {
                     break;
                 }
-                let t0 = match rate {
+                let due = match rate {
                     Some(r) => {
                         let due = started + Duration::from_secs_f64(i as f64 / r);
                         tokio::time::sleep_until(due.into()).await;
-                        due
+                        Some(due)
                     }
-                    None => Instant::now(),
+                    None => None,
                 };
                 let s = spec(i);
+                // Closed loop: from the send, as before; open loop: from when it was due.
+                let t0 = due.unwrap_or_else(Instant::now);
                 match conn
                     .send(s.method, &s.path, s.token.as_deref(), s.body)
                     .await
