@@ -64,7 +64,16 @@ for _ in $(seq 1 3000); do
 done
 sleep 1
 gd0=$(detail $gw); g0=$(ticks $gw); r0=$(ticks "$redis"); m0=$(ticks "$maria"); l0=$(ticks $lt)
-sleep 4
+# PERF_OUT=<file>: also sample the gateway (user and kernel) during the 4 s, with the software
+# clock (perf's hardware counters are often missing in a guest); read it with `perf report -i`.
+# PERF_OPTS replaces the sampling options, e.g. "-F 499 --call-graph dwarf" for whole stacks
+# (the release build has no frame pointers, so plain -g stacks stop at the first frame).
+if [ -n "${PERF_OUT:-}" ]; then
+  # shellcheck disable=SC2086
+  perf record -q -e cpu-clock ${PERF_OPTS:--F 2999 -g} -p $gw -o "$PERF_OUT" -- sleep 4 2>/dev/null
+else
+  sleep 4
+fi
 if ! kill -0 $lt 2>/dev/null; then
   cat "$out" >&2
   echo "cpu-split: the load ended before the 4 s sample did; give it more --requests or --users" >&2
