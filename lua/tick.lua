@@ -15,6 +15,11 @@
 --                   bucket index -> admissions (kept 20 minutes)
 -- ARGV[1..4] defaults: admit_per_tick, tick_ms, max_active, access_ttl_secs
 -- ARGV[5] idle limit (s)
+-- ARGV[6] the most places one call admits, and the most admissions it ends (optional; 10,000
+--         admissions ended and no admission limit when absent)
+-- ARGV[7] 'more' to go on with the tick this period already claimed (optional): a call that
+--         stopped at ARGV[6] with work left says so (the last value it returns), and the
+--         instance that claimed the period sends 'more' calls until none is left
 --
 -- Invariants:
 -- * at most one tick per period in total, however many instances call: the period is claimed
@@ -29,11 +34,16 @@
 --   first tick of the sale records the draw (how many pre-queue places there are: their order
 --   was fixed, at random, when each was taken — see join.lua) exactly once, and admission
 --   starts from the front of that order;
--- Work per call is bounded (at most 10,000 expiries and admit_per_tick admissions; nothing here
--- walks the line). Places are admitted, and admissions ended, a bucket or a thousand at a time
--- (a few commands per call, not a few per place): ~7 µs of Redis per place admitted and later
--- expired, so a tick of 1,000 holds its shard for ~7 ms (BENCHMARKS.md). Faster drains should
--- tick more often rather than admit more per tick.
+-- * a tick's admissions may take several calls (ARGV[6], ARGV[7]): the period's allowance
+--   (admit_per_tick) is recorded at the claim and counted down by every call, so a period
+--   admits at most admit_per_tick in total however many calls share it; a 'more' call in a
+--   later period than the one claimed does nothing, so an allowance that was not used up in
+--   its period (an instance that stopped between calls) lapses and is never carried over.
+-- Work per call is bounded (at most ARGV[6] expiries and ARGV[6] admissions; nothing here walks
+-- the line). Places are admitted, and admissions ended, a bucket or a thousand at a time (a few
+-- commands per call, not a few per place): ~7 µs of Redis per place admitted and later
+-- expired, so a call of 1,000 holds its shard for ~7 ms (BENCHMARKS.md). Every other command of
+-- the shard waits meanwhile, which is why a tick of 10,000 or 100,000 goes in several calls.
 --
 -- Returns { ran, admitted_now, expired_now, idle_now, waiting, admitted, admitted_total,
 --           next_due_ms, tick_ms, max_active, measured rate in users per 1000 s (-1000 when
@@ -42,7 +52,9 @@
 --           start), then 17 counts of this tick's admissions by wait (s): <=1, <=5, <=10,
 --           <=30, <=60, <=120, <=300, <=600, <=900, <=1200, <=1800, <=2700, <=3600, <=5400,
 --           <=7200, <=10800, more, then how many places the idle scan should cover now (0 when
---           none) }
+--           none), then 1 when this tick has work left for a 'more' call, else 0 }
+-- The figures of a call that leaves work for another (waiting, admitted, the rate) are
+-- provisional: the last call of the period has the final ones, and only it measures the rate.
 -- Instances that lose the claim still get the pace figures, which keep their ETAs fresh.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -54,6 +66,8 @@ local max_active = tonumber(s[3] or ARGV[3])
 local ttl_ms = tonumber(s[4] or ARGV[4]) * 1000
 local idle = tonumber(ARGV[5])
 local start = tonumber(s[5] or '0')
+local chunk = tonumber(ARGV[6] or '0')
+local more = ARGV[7] == 'more'
 -- Pre-queue places number below this (join.lua); everyone after the start above it.
 local PRE_QUEUE_END = 1125899906842624 -- 2^50
 local LIMITS = { 1, 5, 10, 30, 60, 120, 300, 600, 900, 1200, 1800, 2700, 3600, 5400, 7200, 10800 }
@@ -63,9 +77,10 @@ local function no_waits(out)
   end
   return out
 end
--- The answer of a tick that did not run: no admissions by wait, no scan due.
+-- The answer of a tick that did not run: no admissions by wait, no scan due, nothing left.
 local function not_run(out)
   out = no_waits(out)
+  out[#out + 1] = 0
   out[#out + 1] = 0
   return out
 end
@@ -77,18 +92,36 @@ if now < start then
   return not_run({ 0, 0, 0, 0, redis.call('ZCARD', KEYS[1]), 0, 0, math.min(next_due, start - now),
                    tick_ms, max_active, -1000, per_tick, start, -2 })
 end
-local last = tonumber(redis.call('HGET', KEYS[5], 'last_tick_ms') or '-1')
-if last >= 0 and math.floor(last / tick_ms) >= period then
+local function no_work()
   local measured = tonumber(redis.call('HGET', KEYS[5], 'rate') or '-1')
   return not_run({ 0, 0, 0, 0, 0, 0, 0, next_due, tick_ms, max_active, math.floor(measured * 1000),
                    per_tick, start, -1 })
 end
-redis.call('HSET', KEYS[5], 'last_tick_ms', now)
-redis.call('HINCRBY', KEYS[5], 'ticks_total', 1)
+-- What this period may still admit: the whole allowance at the claim, what earlier calls left
+-- of it for a 'more' call of the same period.
+local owed
+if more then
+  local rest = redis.call('HMGET', KEYS[5], 'owed', 'owed_period')
+  if tonumber(rest[2] or '-1') ~= period then
+    return no_work()
+  end
+  owed = tonumber(rest[1] or '0')
+else
+  local last = tonumber(redis.call('HGET', KEYS[5], 'last_tick_ms') or '-1')
+  if last >= 0 and math.floor(last / tick_ms) >= period then
+    return no_work()
+  end
+  redis.call('HSET', KEYS[5], 'last_tick_ms', now, 'period_admitted', 0)
+  redis.call('HINCRBY', KEYS[5], 'ticks_total', 1)
+  owed = per_tick
+end
+if chunk <= 0 then
+  chunk = math.huge
+end
 
 -- The draw: the first tick of the sale says how many pre-queue places there are, once.
 local drawn = -1
-if start > 0 and not redis.call('HGET', KEYS[5], 'drawn_ms') then
+if not more and start > 0 and not redis.call('HGET', KEYS[5], 'drawn_ms') then
   drawn = redis.call('ZCOUNT', KEYS[1], '-inf', '(' .. PRE_QUEUE_END)
   redis.call('HSET', KEYS[5], 'drawn_ms', now, 'drawn_count', drawn)
   redis.call('HINCRBY', KEYS[5], 'draws_total', 1)
@@ -97,7 +130,7 @@ end
 -- The clock: when the arrival counter reached its current value (one entry per 5 s at most).
 local counter = tonumber(redis.call('GET', KEYS[8]) or '0')
 local latest = redis.call('ZRANGE', KEYS[9], -1, -1, 'WITHSCORES')
-if counter > 0 and (#latest == 0 or (tonumber(latest[2]) < counter and now - tonumber(latest[1]) >= 5000)) then
+if not more and counter > 0 and (#latest == 0 or (tonumber(latest[2]) < counter and now - tonumber(latest[1]) >= 5000)) then
   redis.call('ZADD', KEYS[9], counter, now)
   redis.call('ZREMRANGEBYRANK', KEYS[9], 0, -40000)
 end
@@ -166,7 +199,8 @@ local function in_pieces(command, key, list)
 end
 
 -- 1. Admissions that ran out leave (their access tokens stop working with them).
-local expired = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0, 10000)
+local expire_at_most = math.min(chunk, 10000)
+local expired = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0, expire_at_most)
 if #expired > 0 then
   in_pieces('ZREM', KEYS[3], expired)
   local ended = {}
@@ -189,7 +223,7 @@ end
 -- places are neighbours); the admitted enter with one ZADD and one HSET per 1,000.
 local idle_count = 0
 local room = max_active - redis.call('ZCARD', KEYS[3])
-local want = math.min(per_tick, room)
+local want = math.min(owed, room, chunk)
 local admitted_now = 0
 local ends_text = string.format('%d', now + ttl_ms)
 while admitted_now < want do
@@ -251,13 +285,25 @@ local active = redis.call('ZCARD', KEYS[3])
 local total = redis.call('HINCRBY', KEYS[5], 'admitted_total', admitted_now)
 redis.call('HINCRBY', KEYS[5], 'expired_total', #expired)
 redis.call('HINCRBY', KEYS[5], 'idle_total', idle_count)
+local period_admitted = redis.call('HINCRBY', KEYS[5], 'period_admitted', admitted_now)
 
--- 4. The measured admission rate (users/s, moving average), for ETAs. Only ticks that left
--- people waiting while admission was open measure capacity: a tick that emptied the line, or
--- one of a paused line, says nothing about how fast the line moves when it moves.
+-- Work left for a 'more' call: admissions this call stopped short of at its limit (while the
+-- allowance and the line last), or ended admissions past its limit (they free room).
+owed = owed - admitted_now
+local left = (#expired == expire_at_most) or (admitted_now == chunk and owed > 0 and waiting > 0)
+if left then
+  redis.call('HSET', KEYS[5], 'owed', string.format('%d', owed), 'owed_period', string.format('%d', period))
+else
+  redis.call('HDEL', KEYS[5], 'owed', 'owed_period')
+end
+
+-- 4. The measured admission rate (users/s, moving average), for ETAs, by the period's last
+-- call (from all of the period's admissions). Only ticks that left people waiting while
+-- admission was open measure capacity: a tick that emptied the line, or one of a paused line,
+-- says nothing about how fast the line moves when it moves.
 local rate = tonumber(redis.call('HGET', KEYS[5], 'rate') or '-1')
-if waiting > 0 and per_tick > 0 then
-  local observed = admitted_now * 1000 / tick_ms
+if not left and waiting > 0 and per_tick > 0 then
+  local observed = period_admitted * 1000 / tick_ms
   if rate < 0 then
     rate = observed
   else
@@ -284,4 +330,5 @@ for _, n in ipairs(waits) do
   out[#out + 1] = n
 end
 out[#out + 1] = scan_due
+out[#out + 1] = left and 1 or 0
 return out

@@ -581,9 +581,13 @@ async fn a_tick_admits_and_expires_thousands_exactly() {
             .map(|(u, s)| (u.clone(), (*s as u64).to_string()))
             .collect()
     };
-    eventually(Duration::from_secs(5), "the first admissions", || async {
-        admitted_count(&app, concert.id).await > 0
-    })
+    // A tick this big goes in two calls (at most 1,000 places each): wait for both. The count
+    // cannot pass 1,500 (max_active), and which places entered is checked next.
+    eventually(
+        Duration::from_secs(5),
+        "the first tick's admissions",
+        || async { admitted_count(&app, concert.id).await == first.len() as u64 },
+    )
     .await;
     assert_eq!(
         admitted_now().await,
@@ -640,6 +644,142 @@ async fn a_tick_admits_and_expires_thousands_exactly() {
         fresh.len() as u64,
         "each admission's wait is counted once"
     );
+    app.stop().await;
+}
+
+/// A tick with more to do than one call may do goes on in further calls of the same period
+/// (`tick.lua`, ARGV[6] and ARGV[7]): each call admits at most its limit, in arrival order; the
+/// period's allowance is used up exactly, never more; and a further call once it is used up,
+/// or in a later period than the one claimed, admits nobody.
+#[tokio::test]
+async fn a_big_tick_goes_in_bounded_calls_and_admits_its_allowance_exactly() {
+    let app = spawn_app().await;
+    // A line of the app's store that its own timer does not know (nobody joined it), filled
+    // here: 130 fresh places, numbered as join.lua numbers them after a sale's start.
+    let line = LineId {
+        concert: ConcertId::new(4_000_000_000).unwrap(),
+        queue_id: LineId::fresh_queue_id(),
+    };
+    let k = app.app.queue.store().keys(line);
+    let redis = app.app.queue.store().pool().next().clone();
+    let now = queuegate::tokens::now_secs().to_string();
+    let first_seq: u64 = 1_800_000_000_000_000;
+    for i in 0..130u64 {
+        let seq = first_seq + i;
+        let _: i64 = redis
+            .zadd(
+                &k.waiting,
+                None,
+                None,
+                false,
+                false,
+                (seq as f64, format!("u{i}")),
+            )
+            .await
+            .unwrap();
+        let _: i64 = redis
+            .hset(
+                format!("{}{}", k.seen, seq / 128),
+                ((seq % 128).to_string(), now.clone()),
+            )
+            .await
+            .unwrap();
+    }
+    let tick = queuegate::redis::Script::new("tick", include_str!("../lua/tick.lua"));
+    let keys: Vec<fred::types::Key> = [
+        &k.waiting,
+        &k.seen,
+        &k.admitted,
+        &k.adm_seq,
+        &k.stats,
+        &k.settings,
+        &k.ended,
+        &k.seq,
+        &k.clock,
+        &k.waits,
+    ]
+    .into_iter()
+    .map(|s| s.as_str().into())
+    .collect();
+    // admit_per_tick 25 in periods of a day (so the calls below share one, unless they straddle
+    // a midnight, UTC), max_active 1,000, TTL 600 s, idle 120 s, and at most 10 places per
+    // call. Returns (ran, admitted now, work left).
+    let call = |mode: &'static str| {
+        let (tick, keys) = (&tick, keys.clone());
+        let client = redis.clone();
+        async move {
+            let r: Vec<i64> = tick
+                .run(
+                    &client,
+                    keys,
+                    ["25", "86400000", "1000", "600", "120", "10", mode]
+                        .map(fred::types::Value::from)
+                        .to_vec(),
+                )
+                .await
+                .unwrap();
+            (r[0], r[1], *r.last().unwrap())
+        }
+    };
+    let admitted = || async {
+        let users: Vec<String> = redis
+            .zrange(&k.admitted, 0, -1, None, false, None, false)
+            .await
+            .unwrap();
+        let mut users: Vec<u64> = users.iter().map(|u| u[1..].parse().unwrap()).collect();
+        users.sort_unstable();
+        users
+    };
+
+    assert_eq!(
+        call("claim").await,
+        (1, 10, 1),
+        "the claim admits its 10 and says more is left"
+    );
+    assert_eq!(call("claim").await.0, 0, "the period is claimed once");
+    assert_eq!(call("more").await, (1, 10, 1));
+    assert_eq!(
+        call("more").await,
+        (1, 5, 0),
+        "the allowance's last 5, and nothing left"
+    );
+    assert_eq!(
+        call("more").await,
+        (0, 0, 0),
+        "an allowance used up admits nobody more"
+    );
+    assert_eq!(
+        admitted().await,
+        (0..25).collect::<Vec<u64>>(),
+        "the first 25 in arrival order"
+    );
+    let stats: std::collections::HashMap<String, String> = redis.hgetall(&k.stats).await.unwrap();
+    assert_eq!(
+        (
+            stats.get("admitted_total"),
+            stats.get("ticks_total"),
+            stats.get("owed")
+        ),
+        (Some(&"25".to_owned()), Some(&"1".to_owned()), None)
+    );
+
+    // A later period's claim starts a new allowance; a continuation of an earlier period (its
+    // instance stopped, the period ended) admits nobody: what it left lapses.
+    let _: i64 = redis.hdel(&k.stats, "last_tick_ms").await.unwrap();
+    assert_eq!(call("claim").await, (1, 10, 1));
+    let period: String = redis.hget(&k.stats, "owed_period").await.unwrap();
+    let earlier = (period.parse::<u64>().unwrap() - 1).to_string();
+    let _: i64 = redis
+        .hset(&k.stats, ("owed_period", earlier))
+        .await
+        .unwrap();
+    assert_eq!(
+        call("more").await,
+        (0, 0, 0),
+        "a continuation of a past period does nothing"
+    );
+    assert_eq!(admitted().await, (0..35).collect::<Vec<u64>>());
+
     app.stop().await;
 }
 

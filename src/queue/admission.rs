@@ -21,8 +21,20 @@ const REREGISTER: Duration = Duration::from_secs(1);
 const SCAN_CHUNK: u64 = 1_000;
 
 /// Where the scan's share follows the wait buckets in a tick's reply: after the 14 figures and
-/// one count per bucket (`WAIT_LIMITS_SECS` and one for longer waits).
+/// one count per bucket (`WAIT_LIMITS_SECS` and one for longer waits). After it: whether the
+/// tick has work left for another call.
 const SCAN_DUE_AT: usize = 14 + WAIT_LIMITS_SECS.len() + 1;
+
+/// The most places one `tick.lua` call admits, and the most admissions it ends; a tick with
+/// more to do goes on in further calls of the same period (`tick.lua`, ARGV[7]). Every other
+/// command of the line's shard waits while a call runs: a place costs ~7 µs of Redis to admit
+/// and later expire (BENCHMARKS.md), so a call holds the shard for ~7 ms, where a tick of
+/// 100,000 (the most `admit_per_tick` allows) used to hold it for ~0.7 s in one call.
+const ADMIT_CHUNK: u64 = 1_000;
+
+/// The most calls one tick makes: 100,000 admissions and 10,000 ends of admissions in chunks
+/// of `ADMIT_CHUNK` take 110; past this bound what is left lapses with its period.
+const MAX_TICK_CALLS: usize = 200;
 
 /// Wait buckets read from a reply, `at(i)` being bucket i.
 fn waits_from(at: impl Fn(usize) -> u64) -> Waits {
@@ -43,8 +55,52 @@ impl QueueStore {
             .unwrap_or_default()
     }
 
-    /// One admission tick for a concert (a no-op unless this tick period is still unclaimed).
+    /// One admission tick for a concert (a no-op unless this tick period is still unclaimed):
+    /// the claiming call, then as many more as its work needs (see `ADMIT_CHUNK`), then the
+    /// idle scan. The report adds up what every call did; its figures are the last call's.
     pub async fn tick(&self, line: LineId, d: &QueueDefaults) -> Result<TickReport, StoreError> {
+        let (mut report, mut left, mut scan_due) = self.tick_call(line, d, false).await?;
+        let mut calls = 1;
+        while left && calls < MAX_TICK_CALLS {
+            calls += 1;
+            match self.tick_call(line, d, true).await {
+                // A later period began (or an operator changed its length): what was left
+                // lapses, and the next claim starts afresh.
+                Ok((next, _, _)) if !next.ran => break,
+                Ok((next, more, due)) => {
+                    report.absorb(next);
+                    left = more;
+                    scan_due = due;
+                }
+                // The admissions already made stand and are reported; the rest lapses.
+                Err(e) => {
+                    tracing::warn!(error = %e, %line, calls, "an admission tick stopped part way");
+                    break;
+                }
+            }
+        }
+        let report = self.idle_scan(line, d.idle_secs, scan_due, report).await?;
+        if let Ok(mut paces) = self.paces.write() {
+            paces.insert(
+                line,
+                Pace {
+                    measured_rate: report.rate,
+                    admit_per_tick: Some(report.admit_per_tick),
+                    tick_ms: Some(report.tick_ms),
+                },
+            );
+        }
+        Ok(report)
+    }
+
+    /// One `tick.lua` call: the claim of the period, or (`more`) a further call of the period
+    /// this instance claimed. Also whether work is left, and the idle scan's due share.
+    async fn tick_call(
+        &self,
+        line: LineId,
+        d: &QueueDefaults,
+        more: bool,
+    ) -> Result<(TickReport, bool, u64), StoreError> {
         let k = self.keys(line);
         let r: Vec<i64> = self
             .scripts
@@ -69,6 +125,8 @@ impl QueueStore {
                     int(d.max_active),
                     int(d.access_ttl_secs),
                     int(d.idle_secs),
+                    int(ADMIT_CHUNK),
+                    (if more { "more" } else { "claim" }).into(),
                 ],
             )
             .await?;
@@ -94,20 +152,7 @@ impl QueueStore {
             drawn_now: r.get(13).and_then(|d| u64::try_from(*d).ok()),
             waits: waits_from(|i| at(14 + i)),
         };
-        let report = self
-            .idle_scan(line, d.idle_secs, at(SCAN_DUE_AT), report)
-            .await?;
-        if let Ok(mut paces) = self.paces.write() {
-            paces.insert(
-                line,
-                Pace {
-                    measured_rate: report.rate,
-                    admit_per_tick: Some(report.admit_per_tick),
-                    tick_ms: Some(report.tick_ms),
-                },
-            );
-        }
-        Ok(report)
+        Ok((report, at(SCAN_DUE_AT + 1) == 1, at(SCAN_DUE_AT)))
     }
 
     /// The rolling idle scan due after a tick that ran: `due` places, in chunks of at most

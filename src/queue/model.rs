@@ -181,6 +181,26 @@ pub struct TickReport {
     pub waits: Waits,
 }
 
+impl TickReport {
+    /// Adds a further call of the same tick: its counts add up, its figures are the newer.
+    pub fn absorb(&mut self, later: TickReport) {
+        let mut waits = self.waits;
+        for (mine, theirs) in waits.counts.iter_mut().zip(later.waits.counts) {
+            *mine += theirs;
+        }
+        *self = TickReport {
+            ran: self.ran,
+            admitted_now: self.admitted_now + later.admitted_now,
+            expired_now: self.expired_now + later.expired_now,
+            idle_now: self.idle_now + later.idle_now,
+            before_start: self.before_start,
+            drawn_now: self.drawn_now.or(later.drawn_now),
+            waits,
+            ..later
+        };
+    }
+}
+
 /// Per-concert admission settings (overrides; `None` = the instance default).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SettingsPatch {
@@ -213,6 +233,51 @@ pub struct Figures {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tick_in_several_calls_adds_their_counts_and_keeps_the_last_figures() {
+        let mut first = TickReport {
+            ran: true,
+            admitted_now: 1000,
+            expired_now: 1000,
+            idle_now: 3,
+            waiting: 9000,
+            admitted: 1000,
+            admitted_total: 1000,
+            drawn_now: Some(12),
+            rate: None,
+            ..TickReport::default()
+        };
+        first.waits.counts[0] = 600;
+        first.waits.counts[16] = 400;
+        let mut later = TickReport {
+            ran: true,
+            admitted_now: 500,
+            expired_now: 20,
+            idle_now: 1,
+            waiting: 8499,
+            admitted: 1500,
+            admitted_total: 1500,
+            rate: Some(150.0),
+            ..TickReport::default()
+        };
+        later.waits.counts[0] = 500;
+        first.absorb(later);
+        assert_eq!(
+            (first.admitted_now, first.expired_now, first.idle_now),
+            (1500, 1020, 4)
+        );
+        assert_eq!(
+            (first.waiting, first.admitted, first.admitted_total),
+            (8499, 1500, 1500)
+        );
+        assert_eq!(
+            (first.rate, first.drawn_now, first.ran),
+            (Some(150.0), Some(12), true)
+        );
+        assert_eq!((first.waits.counts[0], first.waits.counts[16]), (1100, 400));
+        assert_eq!(first.waits.total(), first.admitted_now);
+    }
 
     #[test]
     fn compact_places_decode() {
