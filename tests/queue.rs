@@ -686,21 +686,11 @@ async fn a_big_tick_goes_in_bounded_calls_and_admits_its_allowance_exactly() {
             .unwrap();
     }
     let tick = queuegate::redis::Script::new("tick", include_str!("../lua/tick.lua"));
-    let keys: Vec<fred::types::Key> = [
-        &k.waiting,
-        &k.seen,
-        &k.admitted,
-        &k.adm_seq,
-        &k.stats,
-        &k.settings,
-        &k.ended,
-        &k.seq,
-        &k.clock,
-        &k.waits,
-    ]
-    .into_iter()
-    .map(|s| s.as_str().into())
-    .collect();
+    let keys: Vec<fred::types::Key> = k
+        .tick_keys()
+        .into_iter()
+        .map(|s| s.as_str().into())
+        .collect();
     // admit_per_tick 25 in periods of a day (so the calls below share one, unless they straddle
     // a midnight, UTC), max_active 1,000, TTL 600 s, idle 120 s, and at most 10 places per
     // call. Returns (ran, admitted now, work left).

@@ -32,8 +32,8 @@ const SCAN_DUE_AT: usize = 14 + WAIT_LIMITS_SECS.len() + 1;
 /// 100,000 (the most `admit_per_tick` allows) used to hold it for ~0.7 s in one call.
 const ADMIT_CHUNK: u64 = 1_000;
 
-/// The most calls one tick makes: 100,000 admissions and 10,000 ends of admissions in chunks
-/// of `ADMIT_CHUNK` take 110; past this bound what is left lapses with its period.
+/// The most calls one tick makes: the biggest tick (100,000 admissions, ending as many beside
+/// them) takes 100 calls of `ADMIT_CHUNK`; past this bound what is left lapses with its period.
 const MAX_TICK_CALLS: usize = 200;
 
 /// Wait buckets read from a reply, `at(i)` being bucket i.
@@ -107,18 +107,7 @@ impl QueueStore {
             .tick
             .run(
                 self.client(),
-                keys([
-                    &k.waiting,
-                    &k.seen,
-                    &k.admitted,
-                    &k.adm_seq,
-                    &k.stats,
-                    &k.settings,
-                    &k.ended,
-                    &k.seq,
-                    &k.clock,
-                    &k.waits,
-                ]),
+                keys(k.tick_keys()),
                 vec![
                     int(d.admit_per_tick),
                     int(d.tick_ms),

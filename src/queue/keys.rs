@@ -58,6 +58,23 @@ impl ConcertKeys {
         }
     }
 
+    /// `tick.lua`'s KEYS, in the order its header lists them (the timer's calls and the tests
+    /// that call the script directly both take them from here).
+    pub fn tick_keys(&self) -> [&String; 10] {
+        [
+            &self.waiting,
+            &self.seen,
+            &self.admitted,
+            &self.adm_seq,
+            &self.stats,
+            &self.settings,
+            &self.ended,
+            &self.seq,
+            &self.clock,
+            &self.waits,
+        ]
+    }
+
     /// The line's keys with fixed names: all of its state but the keys under the three
     /// prefixes (`seen`, `tickets`, `waits`), which are made as needed.
     pub fn fixed(&self) -> [&String; 9] {
