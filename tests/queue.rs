@@ -726,6 +726,11 @@ async fn a_big_tick_goes_in_bounded_calls_and_admits_its_allowance_exactly() {
         (1, 10, 1),
         "the claim admits its 10 and says more is left"
     );
+    let rate: Option<String> = redis.hget(&k.stats, "rate").await.unwrap();
+    assert_eq!(
+        rate, None,
+        "the admission rate is measured by the period's last call only"
+    );
     assert_eq!(call("claim").await.0, 0, "the period is claimed once");
     assert_eq!(call("more").await, (1, 10, 1));
     assert_eq!(
@@ -751,6 +756,12 @@ async fn a_big_tick_goes_in_bounded_calls_and_admits_its_allowance_exactly() {
             stats.get("owed")
         ),
         (Some(&"25".to_owned()), Some(&"1".to_owned()), None)
+    );
+    // The rate was measured once, from the whole period's 25 (per 86,400 s: 0.000 per second
+    // at three decimals, so only its presence and the period's count are checked).
+    assert_eq!(
+        (stats.get("period_admitted"), stats.get("rate")),
+        (Some(&"25".to_owned()), Some(&"0.000".to_owned()))
     );
 
     // A later period's claim starts a new allowance; a continuation of an earlier period (its
