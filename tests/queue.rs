@@ -647,6 +647,106 @@ async fn a_tick_admits_and_expires_thousands_exactly() {
     app.stop().await;
 }
 
+/// Three instances race to tick a line whose ticks are bigger than one call admits (1,500 per
+/// tick, at most 1,000 per call, so every full tick is a claim and a `'more'` call): each fan is
+/// admitted exactly once, with its own seq; at no moment have more than 1,500 per claimed period
+/// been admitted; and the line drains in about as many periods as 1,500 per period needs (with
+/// calls that stopped at 1,000 it would take half as many again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_instances_run_big_ticks_in_calls_and_admit_each_fan_once() {
+    let first = spawn_with(&[("QUEUE_TICK_MS", "500"), ("QUEUE_ADMIT_PER_TICK", "0")]).await;
+    let db_url = format!("mysql://root@127.0.0.1:3306/{}", first.db_name);
+    let prefix = first.app.settings.redis_key_prefix.clone();
+    let shared = [
+        ("QUEUE_TICK_MS", "500"),
+        ("QUEUE_ADMIT_PER_TICK", "0"),
+        ("DATABASE_URL", db_url.as_str()),
+        ("REDIS_KEY_PREFIX", prefix.as_str()),
+    ];
+    let second = spawn_with(&shared).await;
+    let third = spawn_with(&shared).await;
+    let concert = first.create_concert(1, 10).await;
+    let line = first.line(concert.id).await;
+    let store = first.app.queue.store();
+    let k = store.keys(line);
+    let redis = store.pool().next().clone();
+
+    // 12,000 fresh places, written straight into the line (as join.lua numbers them after a
+    // sale's start), each marked as seen now.
+    const FANS: u64 = 12_000;
+    let first_seq: u64 = 1_800_000_000_000_000;
+    let user = |i: u64| (1_000_000 + i).to_string();
+    let places: Vec<(f64, String)> = (0..FANS)
+        .map(|i| ((first_seq + i) as f64, user(i)))
+        .collect();
+    let _: i64 = redis
+        .zadd(&k.waiting, None, None, false, false, places)
+        .await
+        .unwrap();
+    let now = queuegate::tokens::now_secs().to_string();
+    for bucket in first_seq / 128..=(first_seq + FANS - 1) / 128 {
+        let fields: Vec<(String, String)> = (bucket * 128..(bucket + 1) * 128)
+            .filter(|seq| (first_seq..first_seq + FANS).contains(seq))
+            .map(|seq| ((seq % 128).to_string(), now.clone()))
+            .collect();
+        let _: i64 = redis
+            .hset(format!("{}{bucket}", k.seen), fields)
+            .await
+            .unwrap();
+    }
+    store.add_to_timer(line).await.unwrap();
+
+    // Every admission from here on belongs to a period claimed after this reading.
+    let (ticks_before, admitted_before) = tick_figures(&first, concert.id).await;
+    assert_eq!(admitted_before, 0);
+    let r = second
+        .put_queue(
+            concert.id,
+            json!({ "admit_per_tick": 1500, "max_active": 1_000_000 }),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let started = Instant::now();
+    let ticks_to_drain = loop {
+        let (ticks, admitted) = tick_figures(&first, concert.id).await;
+        assert!(
+            admitted <= 1500 * (ticks - ticks_before),
+            "{admitted} admitted in {} claimed periods",
+            ticks - ticks_before
+        );
+        if admitted == FANS {
+            break ticks - ticks_before;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "only {admitted} of {FANS} admitted after 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    // 8 periods of 1,500; one more may have been claimed before the change was read, one after
+    // the last admission, and one whose continuation came too late (a loaded machine).
+    assert!(
+        ticks_to_drain <= 11,
+        "{ticks_to_drain} periods to admit {FANS} at 1,500 a period"
+    );
+    let waiting: u64 = redis.zcard(&k.waiting).await.unwrap();
+    assert_eq!(waiting, 0);
+    let admitted: std::collections::HashMap<String, String> =
+        redis.hgetall(&k.adm_seq).await.unwrap();
+    let expected: std::collections::HashMap<String, String> = (0..FANS)
+        .map(|i| (user(i), (first_seq + i).to_string()))
+        .collect();
+    assert!(
+        admitted == expected,
+        "every fan admitted exactly once, with its own seq"
+    );
+    let in_admitted_set: u64 = redis.zcard(&k.admitted).await.unwrap();
+    assert_eq!(in_admitted_set, FANS);
+    third.stop().await;
+    second.stop().await;
+    first.stop().await;
+}
+
 /// A tick with more to do than one call may do goes on in further calls of the same period
 /// (`tick.lua`, ARGV[6] and ARGV[7]): each call admits at most its limit, in arrival order; the
 /// period's allowance is used up exactly, never more; and a further call once it is used up,
