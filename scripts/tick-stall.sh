@@ -58,23 +58,16 @@ took_ms=$(( ($(date +%s%N) - started) / 1000000 ))
 echo "commit $(git rev-parse --short HEAD), gateway $gateway_bin"
 echo "$users waiting, admit_per_tick $admit: $admitted admitted within $took_ms ms of the change"
 # One line per slow call: id,time,µs,"command",args… — this run's script calls only.
-# This run's script calls from the SLOWLOG (redis-cli flattens its nested entries, so read them
-# with a few lines of RESP instead).
+# This run's script calls from the SLOWLOG (redis-cli flattens its nested entries onto one line,
+# so they are read with lua-bench.py's RESP client).
 python3 - "$prefix" <<'PY'
-import socket, sys
+import importlib.util, sys
+spec = importlib.util.spec_from_file_location("lua_bench", "scripts/lua-bench.py")
+bench = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(bench)
 prefix = sys.argv[1].encode()
-f = socket.create_connection(("127.0.0.1", 6379)).makefile("rwb")
-f.write(b"SLOWLOG GET 1024\r\n"); f.flush()
-def read():
-    line = f.readline()[:-2]
-    kind, rest = line[:1], line[1:]
-    if kind == b"*":
-        return [read() for _ in range(int(rest))]
-    if kind == b"$":
-        n = int(rest)
-        return None if n < 0 else f.read(n + 2)[:-2]
-    return int(rest) if kind == b":" else rest
-calls = [e[2] for e in read() if e[3][0].lower() == b"evalsha" and any(prefix in a for a in e[3])]
+entries = bench.Redis(6379).call("SLOWLOG", "GET", 1024)
+calls = [int(e[2]) for e in entries if e[3][0].lower() == b"evalsha" and any(prefix in a for a in e[3])]
 print("script calls over 1 ms: %d (over 10 ms: %d), %.1f ms in all; longest %.2f ms"
       % (len(calls), sum(c > 10000 for c in calls), sum(calls) / 1000, max(calls, default=0) / 1000))
 PY
